@@ -1,0 +1,213 @@
+//! The volume's meta page and the catalog, both stored in pages so that they
+//! survive restarts and every reader sees them at its read point.
+//!
+//! Layout:
+//! - page 0 (kind Meta), slot 0: the [`Meta`] tuple (magic, next free page,
+//!   next table id, catalog version, first page of the catalog chain).
+//! - page 1 (kind Heap) onwards: the catalog, a system table whose rows are
+//!   bincode-encoded [`TableDef`]s, one per table.
+//!
+//! Every DDL bumps `catalog_version` in the same transaction as its catalog
+//! row change. A statement reads the meta page at its read point and reloads
+//! the catalog only when that version differs from the cached one, which is
+//! how readers learn about DDL (see `Engine::catalog_at`).
+
+use crate::error::{SqlError, sqlstate};
+use crate::heap::{RowAddress, Snapshot, WriteSet};
+use crate::types::SqlType;
+use borealis_storage::ids::PageId;
+use borealis_storage::page::{Page, PageKind};
+use borealis_storage::redo::RedoBody;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The meta page.
+pub const META_PAGE: PageId = PageId(0);
+/// First page of the catalog chain on a freshly bootstrapped volume.
+pub const CATALOG_FIRST_PAGE: PageId = PageId(1);
+/// "BOREALIS" in little endian: tells a Borealis volume from garbage.
+pub const META_MAGIC: u64 = u64::from_le_bytes(*b"BOREALIS");
+/// Version of the meta, catalog and row formats; bumped on incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A table's identity, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableId(pub u64);
+
+/// The meta tuple in slot 0 of page 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub magic: u64,
+    pub format_version: u32,
+    /// Pages at and above this id were never allocated.
+    pub next_free_page: PageId,
+    pub next_table_id: TableId,
+    /// Bumped by every DDL; readers reload the catalog when it changes.
+    pub catalog_version: u64,
+    pub catalog_first_page: PageId,
+}
+
+impl Meta {
+    /// The meta of a freshly bootstrapped volume.
+    pub fn initial() -> Meta {
+        Meta {
+            magic: META_MAGIC,
+            format_version: FORMAT_VERSION,
+            next_free_page: PageId(CATALOG_FIRST_PAGE.0 + 1),
+            next_table_id: TableId(1),
+            catalog_version: 1,
+            catalog_first_page: CATALOG_FIRST_PAGE,
+        }
+    }
+
+    /// The encoded tuple.
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("meta always serialises")
+    }
+
+    /// The meta of page 0, or None if the volume was never bootstrapped.
+    pub fn from_page(page: &Page) -> Result<Option<Meta>, SqlError> {
+        match page.kind() {
+            PageKind::Empty => return Ok(None),
+            PageKind::Meta => {}
+            PageKind::Heap => return Err(SqlError::corrupt("page 0 is not a meta page")),
+        }
+        let tuple = page.tuple(0).ok_or_else(|| SqlError::corrupt("meta page has no meta tuple"))?;
+        let meta: Meta = bincode::deserialize(tuple).map_err(|e| SqlError::corrupt(format_args!("meta: {e}")))?;
+        if meta.magic != META_MAGIC || meta.format_version != FORMAT_VERSION {
+            return Err(SqlError::corrupt(format_args!(
+                "meta magic {:#x} version {} not understood",
+                meta.magic, meta.format_version
+            )));
+        }
+        Ok(Some(meta))
+    }
+
+    /// The redo that bootstraps an empty volume: meta page and empty catalog.
+    pub fn bootstrap_bodies() -> Vec<RedoBody> {
+        vec![
+            RedoBody::InitPage { page: META_PAGE, kind: PageKind::Meta },
+            RedoBody::InsertTuple { page: META_PAGE, slot: 0, data: Meta::initial().encode() },
+            RedoBody::InitPage { page: CATALOG_FIRST_PAGE, kind: PageKind::Heap },
+        ]
+    }
+}
+
+/// A column of a table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    /// Normalised name (lower case unless quoted at CREATE).
+    pub name: String,
+    pub ty: SqlType,
+    /// False for NOT NULL and primary key columns.
+    pub nullable: bool,
+}
+
+/// A table, as stored in one catalog row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub id: TableId,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Indexes into `columns`; empty if the table has no primary key.
+    pub primary_key: Vec<usize>,
+    /// First page of the table's heap chain.
+    pub first_page: PageId,
+}
+
+impl TableDef {
+    /// The Arrow schema of the table's columns.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> =
+            self.columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), c.nullable)).collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The column types in order.
+    pub fn types(&self) -> Vec<SqlType> {
+        self.columns.iter().map(|c| c.ty).collect()
+    }
+
+    /// The index of column `name`.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("table definitions always serialise")
+    }
+}
+
+/// A table of the catalog, with where its catalog row lives.
+#[derive(Clone, Debug)]
+pub struct CatalogEntry {
+    pub def: Arc<TableDef>,
+    pub schema: SchemaRef,
+    pub address: RowAddress,
+}
+
+/// All tables at one catalog version.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// The meta's catalog version this was loaded at (0 = volume not bootstrapped).
+    pub version: u64,
+    tables: BTreeMap<String, CatalogEntry>,
+}
+
+impl Catalog {
+    /// Loads the catalog as `snapshot` sees it.
+    pub async fn load(snapshot: &Snapshot) -> Result<Catalog, SqlError> {
+        let Some(meta) = Meta::from_page(&*snapshot.page(META_PAGE).await?)? else {
+            return Ok(Catalog::default());
+        };
+        let mut tables = BTreeMap::new();
+        snapshot
+            .for_each_tuple(meta.catalog_first_page, |address, tuple| {
+                let def: TableDef =
+                    bincode::deserialize(tuple).map_err(|e| SqlError::corrupt(format_args!("catalog row: {e}")))?;
+                let entry = CatalogEntry { schema: def.arrow_schema(), def: Arc::new(def), address };
+                tables.insert(entry.def.name.clone(), entry);
+                Ok(())
+            })
+            .await?;
+        Ok(Catalog { version: meta.catalog_version, tables })
+    }
+
+    /// The table called `name` (already normalised).
+    pub fn get(&self, name: &str) -> Option<&CatalogEntry> {
+        self.tables.get(name)
+    }
+
+    /// Table names in order.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.tables.keys()
+    }
+}
+
+/// Creates a table in `writes`: allocates its first page, stores its catalog
+/// row and bumps the catalog version. `def.id` and `def.first_page` are assigned here.
+pub async fn create_table(writes: &mut WriteSet, catalog: &Catalog, mut def: TableDef) -> Result<(), SqlError> {
+    if catalog.get(&def.name).is_some() {
+        return Err(SqlError::new(sqlstate::DUPLICATE_TABLE, format!("relation \"{}\" already exists", def.name)));
+    }
+    def.first_page = writes.allocate_page().await?;
+    writes.new_chain(def.first_page);
+    let mut meta = writes.meta().await?;
+    def.id = meta.next_table_id;
+    meta.next_table_id = TableId(def.id.0 + 1);
+    meta.catalog_version += 1;
+    writes.set_meta(&meta).await?;
+    writes.insert(meta.catalog_first_page, def.encode()).await?;
+    Ok(())
+}
+
+/// Drops a table: removes its catalog row and bumps the catalog version.
+/// Its pages are not reclaimed (no free space map yet).
+pub async fn drop_table(writes: &mut WriteSet, entry: &CatalogEntry) -> Result<(), SqlError> {
+    writes.delete(entry.address).await?;
+    let mut meta = writes.meta().await?;
+    meta.catalog_version += 1;
+    writes.set_meta(&meta).await
+}

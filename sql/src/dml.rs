@@ -1,0 +1,359 @@
+//! INSERT, UPDATE and DELETE, and Describe of any plannable statement.
+//!
+//! INSERT is planned by DataFusion (which resolves the column list, fills
+//! omitted columns with NULL and casts to the table's types); we take the
+//! `Dml` plan's input, run it as a query and write its rows ourselves.
+//!
+//! UPDATE and DELETE never use DataFusion's update/delete hooks (they get an
+//! empty filter list when the WHERE became a join: apache/datafusion#24654).
+//! Instead the statement is rewritten into a SELECT over the table's
+//! row-address variant (`crate::provider::ROWS_SCHEMA`):
+//!   UPDATE t SET b = b + 1 WHERE a > 0
+//!   -> SELECT t.__borealis_row_address, t.a, (b + 1) FROM __borealis_rows.t AS t WHERE a > 0
+//! run by DataFusion at the statement's snapshot, and the resulting rows are
+//! applied to the transaction's write set. The whole result is collected
+//! before any write, so a statement never sees its own changes.
+//!
+//! Primary keys: checked per statement by scanning the table's keys at the
+//! statement's snapshot (O(table) per writing statement; B+tree indexes come later).
+
+use crate::catalog::{CatalogEntry, TableDef};
+use crate::ddl::{normalize, table_name};
+use crate::engine::{Described, Planner, QueryOutput, WriteTxn, parse};
+use crate::error::{SqlError, sqlstate};
+use crate::heap::{RowAddress, Snapshot};
+use crate::provider::{ROW_ADDRESS_COLUMN, ROWS_SCHEMA};
+use crate::row::{encode_row, key_bytes};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, UInt64Type};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, Delete, Expr, FromTable, Ident, Statement, TableFactor, TableWithJoins, Update, Value,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Runs INSERT, UPDATE or DELETE in `txn`.
+pub(crate) async fn run(
+    planner: &mut Planner,
+    txn: &mut WriteTxn,
+    statement: Statement,
+    params: Option<Vec<ScalarValue>>,
+) -> Result<QueryOutput, SqlError> {
+    match statement {
+        Statement::Insert(insert) => {
+            if insert.returning.is_some() || insert.on.is_some() {
+                return Err(SqlError::unsupported("INSERT with RETURNING or ON CONFLICT"));
+            }
+            let plan = planner.plan(Statement::Insert(insert), params).await?;
+            insert_rows(planner, txn, plan).await
+        }
+        Statement::Update(update) => {
+            let rewrite = rewrite_update(planner, &update)?;
+            let plan = planner.plan(rewrite.select, params).await?;
+            update_rows(planner, txn, &rewrite.entry, plan, &rewrite.assigned).await
+        }
+        Statement::Delete(delete) => {
+            let rewrite = rewrite_delete(planner, &delete)?;
+            let plan = planner.plan(rewrite.select, params).await?;
+            delete_rows(planner, txn, plan).await
+        }
+        other => Err(SqlError::internal(format_args!("dml::run given {other}"))),
+    }
+}
+
+/// Parameter types and result schema of a statement, planned at the planner's snapshot.
+pub(crate) async fn describe(planner: &mut Planner, statement: Statement) -> Result<Described, SqlError> {
+    let (plan, overrides, returns_rows) = match statement {
+        Statement::Update(update) => {
+            let rewrite = rewrite_update(planner, &update)?;
+            (planner.plan_unbound(rewrite.select).await?, rewrite.placeholder_types, false)
+        }
+        Statement::Delete(delete) => {
+            let rewrite = rewrite_delete(planner, &delete)?;
+            (planner.plan_unbound(rewrite.select).await?, HashMap::new(), false)
+        }
+        other => {
+            let plan = planner.plan_unbound(other).await?;
+            let returns_rows = !matches!(plan, LogicalPlan::Dml(_));
+            (plan, HashMap::new(), returns_rows)
+        }
+    };
+    let schema = returns_rows.then(|| Arc::new(plan.schema().as_arrow().clone()));
+    let mut inferred = plan.get_parameter_types()?;
+    for (name, ty) in overrides {
+        inferred.insert(name, Some(ty));
+    }
+    Ok(Described { param_types: ordered_param_types(&inferred)?, schema })
+}
+
+/// Parameter types `$1..$n` in order (n = highest index used); Utf8 where unknown.
+pub(crate) fn ordered_param_types(types: &HashMap<String, Option<DataType>>) -> Result<Vec<DataType>, SqlError> {
+    let mut count = 0;
+    for name in types.keys() {
+        let index: usize = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| SqlError::new(sqlstate::SYNTAX_ERROR, format!("invalid parameter {name}")))?;
+        count = count.max(index);
+    }
+    Ok((1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten().unwrap_or(DataType::Utf8)).collect())
+}
+
+async fn insert_rows(planner: &Planner, txn: &mut WriteTxn, plan: LogicalPlan) -> Result<QueryOutput, SqlError> {
+    let LogicalPlan::Dml(DmlStatement { table_name, op, input, .. }) = plan else {
+        return Err(SqlError::internal("INSERT did not plan to a DML statement"));
+    };
+    if !matches!(op, WriteOp::Insert(InsertOp::Append)) {
+        return Err(SqlError::unsupported(format_args!("{op}")));
+    }
+    if table_name.schema() == Some(ROWS_SCHEMA) {
+        return Err(SqlError::undefined_table(&table_name.to_string()));
+    }
+    let entry = planner
+        .catalog()
+        .get(table_name.table())
+        .cloned()
+        .ok_or_else(|| SqlError::undefined_table(table_name.table()))?;
+    let (_, batches) = planner.collect(&input).await?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        let columns = cast_columns(&entry.def, batch.columns())?;
+        for row in 0..batch.num_rows() {
+            rows.push(encode_row(&entry.def, &columns, row)?);
+        }
+    }
+    if !entry.def.primary_key.is_empty() {
+        let mut keys = existing_keys(&*planner.snapshot()?, &entry.def).await?.into_values().collect::<HashSet<_>>();
+        for row in &rows {
+            if !keys.insert(key_bytes(&entry.def.types(), &entry.def.primary_key, row)?) {
+                return Err(duplicate_key(&entry.def));
+            }
+        }
+    }
+    let count = rows.len();
+    for row in rows {
+        txn.writes.insert(entry.def.first_page, row).await?;
+    }
+    Ok(QueryOutput::command(format!("INSERT 0 {count}")))
+}
+
+async fn update_rows(
+    planner: &Planner,
+    txn: &mut WriteTxn,
+    entry: &CatalogEntry,
+    plan: LogicalPlan,
+    assigned: &[usize],
+) -> Result<QueryOutput, SqlError> {
+    let (_, batches) = planner.collect(&plan).await?;
+    let def = &entry.def;
+    let mut changes: Vec<(RowAddress, Vec<u8>)> = Vec::new();
+    for batch in &batches {
+        let addresses = row_addresses(batch)?;
+        let columns = cast_columns(def, &batch.columns()[1..])?;
+        for (row, address) in addresses.into_iter().enumerate() {
+            changes.push((address, encode_row(def, &columns, row)?));
+        }
+    }
+    if assigned.iter().any(|column| def.primary_key.contains(column)) {
+        check_updated_keys(&*planner.snapshot()?, def, &changes).await?;
+    }
+    let count = changes.len();
+    for (address, row) in changes {
+        txn.writes.update(def.first_page, address, row).await?;
+    }
+    Ok(QueryOutput::command(format!("UPDATE {count}")))
+}
+
+async fn delete_rows(planner: &Planner, txn: &mut WriteTxn, plan: LogicalPlan) -> Result<QueryOutput, SqlError> {
+    let (_, batches) = planner.collect(&plan).await?;
+    let mut count = 0usize;
+    for batch in &batches {
+        for address in row_addresses(batch)? {
+            txn.writes.delete(address).await?;
+            count += 1;
+        }
+    }
+    Ok(QueryOutput::command(format!("DELETE {count}")))
+}
+
+/// The row addresses in column 0 of a rewritten statement's batch.
+fn row_addresses(batch: &RecordBatch) -> Result<Vec<RowAddress>, SqlError> {
+    let column = batch.columns().first().ok_or_else(|| SqlError::internal("rewrite lost its row address"))?;
+    let addresses =
+        column.as_primitive_opt::<UInt64Type>().ok_or_else(|| SqlError::internal("row address column is not u64"))?;
+    Ok(addresses.iter().flatten().map(RowAddress::from_u64).collect())
+}
+
+/// Casts each value column to its table column's type (errors, not NULLs, on failure).
+fn cast_columns(def: &TableDef, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>, SqlError> {
+    if columns.len() != def.columns.len() {
+        return Err(SqlError::internal(format_args!(
+            "{} values for {} columns of {}",
+            columns.len(),
+            def.columns.len(),
+            def.name
+        )));
+    }
+    let options = CastOptions { safe: false, ..Default::default() };
+    def.columns
+        .iter()
+        .zip(columns)
+        .map(|(column, array)| {
+            let target = column.ty.arrow_type();
+            if array.data_type() == &target {
+                return Ok(Arc::clone(array));
+            }
+            cast_with_options(array.as_ref(), &target, &options).map_err(|e| SqlError::from_arrow(&e))
+        })
+        .collect()
+}
+
+/// Primary key bytes of every row of the table, by address.
+async fn existing_keys(snapshot: &Snapshot, def: &TableDef) -> Result<HashMap<RowAddress, Vec<u8>>, SqlError> {
+    let types = def.types();
+    let mut keys = HashMap::new();
+    snapshot
+        .for_each_tuple(def.first_page, |address, tuple| {
+            keys.insert(address, key_bytes(&types, &def.primary_key, tuple)?);
+            Ok(())
+        })
+        .await?;
+    Ok(keys)
+}
+
+async fn check_updated_keys(
+    snapshot: &Snapshot,
+    def: &TableDef,
+    changes: &[(RowAddress, Vec<u8>)],
+) -> Result<(), SqlError> {
+    let mut keys = existing_keys(snapshot, def).await?;
+    let types = def.types();
+    for (address, row) in changes {
+        keys.insert(*address, key_bytes(&types, &def.primary_key, row)?);
+    }
+    let mut seen = HashSet::with_capacity(keys.len());
+    for key in keys.into_values() {
+        if !seen.insert(key) {
+            return Err(duplicate_key(def));
+        }
+    }
+    Ok(())
+}
+
+fn duplicate_key(def: &TableDef) -> SqlError {
+    SqlError::new(
+        sqlstate::UNIQUE_VIOLATION,
+        format!("duplicate key value violates unique constraint \"{}_pkey\"", def.name),
+    )
+}
+
+/// A DML statement rewritten into a SELECT over the row-address table.
+struct Rewrite {
+    select: Statement,
+    entry: CatalogEntry,
+    /// Table columns given new values (UPDATE).
+    assigned: Vec<usize>,
+    /// `SET c = $n` gives `$n` the type of `c`.
+    placeholder_types: HashMap<String, DataType>,
+}
+
+/// The single target table of UPDATE/DELETE and the name it is referred to by.
+fn target(planner: &Planner, table: &TableWithJoins) -> Result<(CatalogEntry, Ident, Ident), SqlError> {
+    if !table.joins.is_empty() {
+        return Err(SqlError::unsupported("joins in the target of UPDATE or DELETE"));
+    }
+    let TableFactor::Table { name, alias, args: None, .. } = &table.relation else {
+        return Err(SqlError::unsupported("this target of UPDATE or DELETE"));
+    };
+    let table_name = table_name(name)?;
+    let entry = planner.catalog().get(&table_name).cloned().ok_or_else(|| SqlError::undefined_table(&table_name))?;
+    let table_ident = Ident::with_quote('"', table_name);
+    let alias = alias.as_ref().map_or_else(|| table_ident.clone(), |a| a.name.clone());
+    Ok((entry, table_ident, alias))
+}
+
+fn rewrite_update(planner: &Planner, update: &Update) -> Result<Rewrite, SqlError> {
+    if update.from.is_some() || update.returning.is_some() || update.limit.is_some() || !update.order_by.is_empty() {
+        return Err(SqlError::unsupported("UPDATE with FROM, RETURNING, ORDER BY or LIMIT"));
+    }
+    let (entry, table, alias) = target(planner, &update.table)?;
+    let mut values: HashMap<usize, &Expr> = HashMap::new();
+    let mut placeholder_types = HashMap::new();
+    for assignment in &update.assignments {
+        let AssignmentTarget::ColumnName(column) = &assignment.target else {
+            return Err(SqlError::unsupported("tuple assignments in UPDATE"));
+        };
+        let last = column
+            .0
+            .last()
+            .and_then(|part| part.as_ident())
+            .ok_or_else(|| SqlError::unsupported("this column name"))?;
+        let name = normalize(last);
+        let index = entry.def.column_index(&name).ok_or_else(|| {
+            SqlError::new(
+                sqlstate::UNDEFINED_COLUMN,
+                format!("column \"{name}\" of relation \"{}\" does not exist", entry.def.name),
+            )
+        })?;
+        if values.insert(index, &assignment.value).is_some() {
+            return Err(SqlError::new(
+                sqlstate::SYNTAX_ERROR,
+                format!("multiple assignments to same column \"{name}\""),
+            ));
+        }
+        if let Expr::Value(value) = &assignment.value
+            && let Value::Placeholder(placeholder) = &value.value
+        {
+            placeholder_types.insert(placeholder.clone(), entry.def.columns[index].ty.arrow_type());
+        }
+    }
+    let mut items = vec![format!("{alias}.\"{ROW_ADDRESS_COLUMN}\"")];
+    for (index, column) in entry.def.columns.iter().enumerate() {
+        match values.get(&index) {
+            Some(expr) => items.push(format!("({expr})")),
+            None => items.push(format!("{alias}.{}", Ident::with_quote('"', column.name.clone()))),
+        }
+    }
+    let mut assigned: Vec<usize> = values.keys().copied().collect();
+    assigned.sort_unstable();
+    let select = select_statement(&items, &table, &alias, update.selection.as_ref())?;
+    Ok(Rewrite { select, entry, assigned, placeholder_types })
+}
+
+fn rewrite_delete(planner: &Planner, delete: &Delete) -> Result<Rewrite, SqlError> {
+    if delete.using.is_some() || delete.returning.is_some() || delete.limit.is_some() || !delete.order_by.is_empty() {
+        return Err(SqlError::unsupported("DELETE with USING, RETURNING, ORDER BY or LIMIT"));
+    }
+    let tables = match &delete.from {
+        FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => tables,
+    };
+    let [table] = tables.as_slice() else {
+        return Err(SqlError::unsupported("DELETE from several tables"));
+    };
+    let (entry, table, alias) = target(planner, table)?;
+    let items = vec![format!("{alias}.\"{ROW_ADDRESS_COLUMN}\"")];
+    let select = select_statement(&items, &table, &alias, delete.selection.as_ref())?;
+    Ok(Rewrite { select, entry, assigned: Vec::new(), placeholder_types: HashMap::new() })
+}
+
+fn select_statement(
+    items: &[String],
+    table: &Ident,
+    alias: &Ident,
+    selection: Option<&Expr>,
+) -> Result<Statement, SqlError> {
+    let mut sql = format!("SELECT {} FROM \"{ROWS_SCHEMA}\".{table} AS {alias}", items.join(", "));
+    if let Some(selection) = selection {
+        sql.push_str(&format!(" WHERE {selection}"));
+    }
+    let mut statements = parse(&sql)?;
+    match (statements.pop(), statements.is_empty()) {
+        (Some(statement), true) => Ok(statement),
+        _ => Err(SqlError::internal("rewrite did not produce one statement")),
+    }
+}

@@ -1,0 +1,610 @@
+//! The engine (one per instance) and its sessions (one per connection).
+//!
+//! A statement's path: [`Session::execute`] parses the SQL with sqlparser
+//! (PostgreSQL dialect), then per statement:
+//! 1. transaction control (BEGIN, COMMIT, ROLLBACK) is handled here;
+//! 2. writes (INSERT, UPDATE, DELETE, CREATE TABLE, DROP TABLE) run in a
+//!    write transaction: the engine-wide write lock, a [`WriteSet`] over the
+//!    newest commit, then the statement (`crate::dml`, `crate::ddl`); an
+//!    autocommit statement commits at once, a block at COMMIT;
+//! 3. queries are planned and run by DataFusion over the statement's
+//!    [`Snapshot`]: a fresh read point per statement (read committed), or the
+//!    open write transaction's private pages.
+//!
+//! Concurrency: one write transaction at a time per engine, serialized by an
+//! async mutex taken at a transaction's first write and released at COMMIT or
+//! ROLLBACK (or when the session drops or the block fails). Row locks come
+//! later. Readers never wait for it.
+//!
+//! Error policy: a failed statement leaves the engine and the session usable;
+//! inside a block it puts the block in the failed state (25P02 until
+//! ROLLBACK, and COMMIT then rolls back), as PostgreSQL does.
+
+use crate::catalog::{Catalog, META_PAGE, Meta};
+use crate::error::{SqlError, sqlstate};
+use crate::heap::{Snapshot, WriteSet};
+use crate::provider::{CatalogView, ROWS_SCHEMA, TablesSchema};
+use crate::volume::Volume;
+use crate::{ddl, dml};
+use borealis_storage::ids::{Lsn, PageId};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Token;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OwnedMutexGuard;
+
+/// The SQL engine of one instance (writer or reader) over one volume.
+pub struct Engine {
+    volume: Arc<dyn Volume>,
+    read_only: bool,
+    /// Held by the one open write transaction.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The last catalog loaded, by catalog version.
+    catalog_cache: Mutex<Arc<Catalog>>,
+    /// Last page of each heap chain as of the newest commit (hints; see `WriteSet`).
+    last_pages: Mutex<HashMap<PageId, PageId>>,
+}
+
+impl Engine {
+    /// Opens the engine. A writer bootstraps an empty volume (meta page and
+    /// empty catalog); a reader of an empty volume sees no tables until the
+    /// writer has bootstrapped it.
+    pub async fn open(volume: Arc<dyn Volume>, read_only: bool) -> Result<Arc<Engine>, SqlError> {
+        let read_point = volume.read_point().await?;
+        let meta = Meta::from_page(&*volume.read_page(META_PAGE, read_point).await?)?;
+        if meta.is_none() && !read_only {
+            let lsn = volume.commit(Meta::bootstrap_bodies()).await.map_err(|e| e.to_sql_error(true))?;
+            tracing::info!(commit_lsn = %lsn, "bootstrapped an empty volume");
+        }
+        Ok(Arc::new(Engine {
+            volume,
+            read_only,
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            catalog_cache: Mutex::new(Arc::new(Catalog::default())),
+            last_pages: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// A new session (connection state: transaction, DataFusion context).
+    pub fn session(self: &Arc<Self>) -> Session {
+        Session::new(Arc::clone(self))
+    }
+
+    /// Whether this engine refuses writes (a reader instance).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The committed state a new statement reads.
+    async fn read_snapshot(&self) -> Result<Snapshot, SqlError> {
+        let read_point: Lsn = self.volume.read_point().await?;
+        Ok(Snapshot::committed(Arc::clone(&self.volume), read_point))
+    }
+
+    /// The catalog `snapshot` sees, from the cache if its version matches.
+    /// `private_ddl` says the snapshot holds uncommitted DDL, whose catalog
+    /// must never be cached (its version number may be reused by another commit).
+    async fn catalog_at(&self, snapshot: &Snapshot, private_ddl: bool) -> Result<Arc<Catalog>, SqlError> {
+        if private_ddl {
+            return Ok(Arc::new(Catalog::load(snapshot).await?));
+        }
+        let meta = Meta::from_page(&*snapshot.page(META_PAGE).await?)?;
+        let version = meta.map_or(0, |m| m.catalog_version);
+        {
+            let cached = self.catalog_cache.lock().expect("catalog cache lock poisoned");
+            if cached.version == version {
+                return Ok(Arc::clone(&cached));
+            }
+        }
+        let catalog = Arc::new(Catalog::load(snapshot).await?);
+        tracing::debug!(catalog_version = catalog.version, read_point = %snapshot.read_point(), "catalog loaded");
+        *self.catalog_cache.lock().expect("catalog cache lock poisoned") = Arc::clone(&catalog);
+        Ok(catalog)
+    }
+
+    /// Starts a write transaction: waits for the write lock, then reads at the newest commit.
+    async fn begin_write(&self) -> Result<WriteTxn, SqlError> {
+        let guard = Arc::clone(&self.write_lock).lock_owned().await;
+        let read_point = self.volume.read_point().await?;
+        let last_pages = self.last_pages.lock().expect("last pages lock poisoned").clone();
+        let writes = WriteSet::new(Arc::clone(&self.volume), read_point, last_pages);
+        Ok(WriteTxn { _guard: guard, writes, private_ddl: false })
+    }
+
+    /// Commits a write transaction: its redo goes to the volume in one call.
+    async fn commit(&self, txn: WriteTxn) -> Result<(), SqlError> {
+        if txn.writes.is_empty() {
+            return Ok(());
+        }
+        let read_point = txn.writes.read_point();
+        let (bodies, last_pages) = txn.writes.into_parts();
+        let records = bodies.len();
+        let lsn = self.volume.commit(bodies).await.map_err(|e| e.to_sql_error(true))?;
+        // Invariant 2: LSNs rise. The transaction read the newest commit
+        // under the write lock, so its commit must land above it.
+        assert!(lsn > read_point, "commit LSN {lsn} is not above the transaction's read point {read_point}");
+        tracing::debug!(commit_lsn = %lsn, records, "transaction committed");
+        *self.last_pages.lock().expect("last pages lock poisoned") = last_pages;
+        Ok(())
+    }
+}
+
+/// An open write transaction: holds the engine's write lock while it lives.
+pub(crate) struct WriteTxn {
+    _guard: OwnedMutexGuard<()>,
+    pub(crate) writes: WriteSet,
+    /// The transaction changed the catalog (its catalog is private).
+    pub(crate) private_ddl: bool,
+}
+
+/// What a statement returns.
+#[derive(Debug, Clone)]
+pub enum QueryOutput {
+    /// A result set.
+    Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
+    /// A command completion tag, e.g. "INSERT 0 3", "UPDATE 2", "CREATE TABLE", "BEGIN".
+    Command { tag: String },
+}
+
+impl QueryOutput {
+    pub(crate) fn command(tag: impl Into<String>) -> QueryOutput {
+        QueryOutput::Command { tag: tag.into() }
+    }
+}
+
+/// Parameter types and result shape of a statement (extended protocol Describe).
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// Type of each parameter `$1..$n`, in order; Utf8 where it cannot be inferred.
+    pub param_types: Vec<DataType>,
+    /// The result columns, None for statements that return no rows.
+    pub schema: Option<SchemaRef>,
+}
+
+/// Transaction state as PostgreSQL's ReadyForQuery reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransactionStatus {
+    /// Not in a transaction block ('I').
+    Idle,
+    /// In a transaction block ('T').
+    InBlock,
+    /// In a failed transaction block ('E'): statements are refused until ROLLBACK.
+    Failed,
+}
+
+enum TxState {
+    Idle,
+    /// In BEGIN ... COMMIT; the write transaction starts at the first write.
+    InBlock(Option<WriteTxn>),
+    Failed,
+}
+
+/// What kind of statement, for dispatch.
+enum Kind {
+    Begin,
+    Commit,
+    Rollback,
+    /// Accepted and ignored (session settings).
+    Set,
+    /// Changes data or schema; the name is PostgreSQL's command name.
+    Write(&'static str),
+    Read,
+}
+
+fn classify(statement: &Statement) -> Result<Kind, SqlError> {
+    Ok(match statement {
+        Statement::StartTransaction { .. } => Kind::Begin,
+        Statement::Commit { chain: false, .. } => Kind::Commit,
+        Statement::Rollback { chain: false, savepoint: None } => Kind::Rollback,
+        Statement::Commit { .. } | Statement::Rollback { .. } => {
+            return Err(SqlError::unsupported("AND CHAIN and savepoints"));
+        }
+        Statement::Set(_) => Kind::Set,
+        Statement::Insert(_) => Kind::Write("INSERT"),
+        Statement::Update(_) => Kind::Write("UPDATE"),
+        Statement::Delete(_) => Kind::Write("DELETE"),
+        Statement::CreateTable(_) => Kind::Write("CREATE TABLE"),
+        Statement::Drop { .. } => Kind::Write("DROP TABLE"),
+        Statement::Query(_) | Statement::Explain { .. } => Kind::Read,
+        other => {
+            let text = other.to_string();
+            let words: Vec<&str> = text.split_whitespace().take(2).collect();
+            return Err(SqlError::unsupported(format_args!("statement {}", words.join(" "))));
+        }
+    })
+}
+
+/// Parses `sql` into statements (PostgreSQL dialect). Adds what sqlparser
+/// lacks: `ABORT [WORK | TRANSACTION]` (PostgreSQL's ROLLBACK).
+pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
+    let syntax = |e: ParserError| SqlError::syntax(&e);
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let mut statements = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token().token == Token::EOF {
+            return Ok(statements);
+        }
+        if parser.parse_keyword(Keyword::ABORT) {
+            let _ = parser.parse_one_of_keywords(&[Keyword::WORK, Keyword::TRANSACTION]);
+            statements.push(Statement::Rollback { chain: false, savepoint: None });
+        } else {
+            statements.push(parser.parse_statement().map_err(syntax)?);
+        }
+        if parser.peek_token().token != Token::EOF && !parser.consume_token(&Token::SemiColon) {
+            let found = parser.peek_token();
+            return Err(SqlError::new(
+                sqlstate::SYNTAX_ERROR,
+                format!("syntax error: expected end of statement, found {found}"),
+            ));
+        }
+    }
+}
+
+/// One connection's state.
+pub struct Session {
+    engine: Arc<Engine>,
+    planner: Planner,
+    tx: TxState,
+    /// A statement started and has not finished. Still set at the next call
+    /// means its future was dropped (client cancel, timeout): its block fails.
+    statement_in_flight: bool,
+    /// The open block is the implicit one of a multi-statement `execute`.
+    implicit_block: bool,
+}
+
+impl Session {
+    fn new(engine: Arc<Engine>) -> Session {
+        Session {
+            engine,
+            planner: Planner::new(),
+            tx: TxState::Idle,
+            statement_in_flight: false,
+            implicit_block: false,
+        }
+    }
+
+    /// Transaction state for ReadyForQuery.
+    pub fn transaction_status(&self) -> TransactionStatus {
+        match self.tx {
+            TxState::Idle => TransactionStatus::Idle,
+            TxState::InBlock(_) if self.statement_in_flight && self.implicit_block => TransactionStatus::Idle,
+            TxState::InBlock(_) if self.statement_in_flight => TransactionStatus::Failed,
+            TxState::InBlock(_) => TransactionStatus::InBlock,
+            TxState::Failed => TransactionStatus::Failed,
+        }
+    }
+
+    /// Runs every statement of `sql` (simple query protocol), stopping at the
+    /// first error. Several statements outside a block form one implicit
+    /// transaction (PostgreSQL semantics): an error rolls all of them back.
+    ///
+    /// Cancel safety: dropping the future fails the open block (as a
+    /// cancelled statement does in PostgreSQL); a dropped autocommit
+    /// statement commits nothing unless the drop lands inside
+    /// `Volume::commit`, whose outcome is then unknown.
+    pub async fn execute(&mut self, sql: &str) -> Result<Vec<QueryOutput>, SqlError> {
+        let statements = self.parse_or_fail(sql)?;
+        // As in PostgreSQL, several statements outside a block run as one
+        // implicit transaction: all commit at the end or none do.
+        let mut implicit = statements.len() > 1 && matches!(self.tx, TxState::Idle);
+        if implicit {
+            self.tx = TxState::InBlock(None);
+            self.implicit_block = true;
+        }
+        let mut outputs = Vec::with_capacity(statements.len());
+        for statement in statements {
+            let ends_implicit = matches!(
+                statement,
+                Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. }
+            );
+            match self.run(statement, None).await {
+                Ok(output) => outputs.push(output),
+                Err(error) => {
+                    if implicit {
+                        self.tx = TxState::Idle;
+                        self.implicit_block = false;
+                    }
+                    return Err(error);
+                }
+            }
+            implicit &= !ends_implicit;
+            self.implicit_block = implicit;
+        }
+        if implicit {
+            self.implicit_block = false;
+            self.commit().await?;
+        }
+        Ok(outputs)
+    }
+
+    /// Runs one statement with parameter values for `$1..$n` (extended protocol Execute).
+    pub async fn execute_with_params(&mut self, sql: &str, params: Vec<ScalarValue>) -> Result<QueryOutput, SqlError> {
+        let statement = self.parse_one(sql)?;
+        self.run(statement, Some(params)).await
+    }
+
+    /// Parameter types and result schema of one statement (extended protocol Parse/Describe).
+    pub async fn describe(&mut self, sql: &str) -> Result<Described, SqlError> {
+        let statement = self.parse_one(sql)?;
+        let kind = classify(&statement)?;
+        if matches!(self.tx, TxState::Failed) && !matches!(kind, Kind::Commit | Kind::Rollback) {
+            return Err(failed_block());
+        }
+        if !matches!(kind, Kind::Read | Kind::Write("INSERT" | "UPDATE" | "DELETE")) {
+            return Ok(Described { param_types: Vec::new(), schema: None });
+        }
+        let (snapshot, private_ddl) = self.statement_snapshot().await?;
+        let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
+        self.planner.prepare(catalog, snapshot);
+        dml::describe(&mut self.planner, statement).await
+    }
+
+    fn parse_or_fail(&mut self, sql: &str) -> Result<Vec<Statement>, SqlError> {
+        if std::mem::take(&mut self.statement_in_flight) {
+            tracing::debug!("previous statement was dropped before it finished");
+            if std::mem::take(&mut self.implicit_block) {
+                self.tx = TxState::Idle;
+            }
+            self.fail_block();
+        }
+        parse(sql).inspect_err(|_| self.fail_block())
+    }
+
+    fn parse_one(&mut self, sql: &str) -> Result<Statement, SqlError> {
+        let mut statements = self.parse_or_fail(sql)?;
+        match statements.len() {
+            1 => Ok(statements.remove(0)),
+            0 => Err(SqlError::new(sqlstate::SYNTAX_ERROR, "empty statement")),
+            _ => {
+                self.fail_block();
+                Err(SqlError::new(sqlstate::SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement"))
+            }
+        }
+    }
+
+    /// A statement failed: a block becomes failed and releases its write lock.
+    fn fail_block(&mut self) {
+        if matches!(self.tx, TxState::InBlock(_)) {
+            self.tx = TxState::Failed;
+        }
+    }
+
+    async fn run(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
+        self.statement_in_flight = true;
+        // Boxed so that a statement's (large) future lives on the heap, not the caller's stack.
+        let result = Box::pin(self.dispatch(statement, params)).await;
+        self.statement_in_flight = false;
+        if result.is_err() {
+            self.fail_block();
+        }
+        result
+    }
+
+    async fn dispatch(
+        &mut self,
+        statement: Statement,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<QueryOutput, SqlError> {
+        let kind = classify(&statement)?;
+        match kind {
+            Kind::Begin => return Ok(self.begin()),
+            Kind::Commit => return self.commit().await,
+            Kind::Rollback => return Ok(self.rollback()),
+            _ if matches!(self.tx, TxState::Failed) => return Err(failed_block()),
+            Kind::Set => return Ok(QueryOutput::command("SET")),
+            Kind::Write(command) if self.engine.read_only => {
+                return Err(SqlError::new(
+                    sqlstate::READ_ONLY_SQL_TRANSACTION,
+                    format!("cannot execute {command} in a read-only transaction"),
+                ));
+            }
+            Kind::Write(_) | Kind::Read => {}
+        }
+        if matches!(kind, Kind::Read) {
+            return self.read(statement, params).await;
+        }
+        self.write(statement, params).await
+    }
+
+    fn begin(&mut self) -> QueryOutput {
+        if matches!(self.tx, TxState::Idle) {
+            self.tx = TxState::InBlock(None);
+        } else {
+            tracing::debug!("BEGIN inside a transaction block ignored");
+        }
+        QueryOutput::command("BEGIN")
+    }
+
+    async fn commit(&mut self) -> Result<QueryOutput, SqlError> {
+        match std::mem::replace(&mut self.tx, TxState::Idle) {
+            TxState::Idle => Ok(QueryOutput::command("COMMIT")),
+            TxState::Failed => Ok(QueryOutput::command("ROLLBACK")),
+            TxState::InBlock(None) => Ok(QueryOutput::command("COMMIT")),
+            TxState::InBlock(Some(txn)) => {
+                self.engine.commit(txn).await?;
+                Ok(QueryOutput::command("COMMIT"))
+            }
+        }
+    }
+
+    fn rollback(&mut self) -> QueryOutput {
+        self.tx = TxState::Idle;
+        QueryOutput::command("ROLLBACK")
+    }
+
+    /// The snapshot a read statement uses, and whether it holds private DDL.
+    async fn statement_snapshot(&self) -> Result<(Snapshot, bool), SqlError> {
+        match &self.tx {
+            TxState::InBlock(Some(txn)) => Ok((txn.writes.snapshot(), txn.private_ddl)),
+            _ => Ok((self.engine.read_snapshot().await?, false)),
+        }
+    }
+
+    async fn read(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
+        let (snapshot, private_ddl) = self.statement_snapshot().await?;
+        let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
+        self.planner.prepare(catalog, snapshot);
+        let plan = self.planner.plan(statement, params).await?;
+        let (schema, batches) = self.planner.collect(&plan).await?;
+        Ok(QueryOutput::Rows { schema, batches })
+    }
+
+    async fn write(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
+        let mut txn = match &mut self.tx {
+            TxState::InBlock(open) => match open.take() {
+                Some(txn) => txn,
+                None => self.engine.begin_write().await?,
+            },
+            _ => self.engine.begin_write().await?,
+        };
+        let result = self.write_in(&mut txn, statement, params).await;
+        match &mut self.tx {
+            TxState::InBlock(open) => {
+                *open = Some(txn);
+                result
+            }
+            _ => {
+                let output = result?;
+                self.engine.commit(txn).await?;
+                Ok(output)
+            }
+        }
+    }
+
+    async fn write_in(
+        &mut self,
+        txn: &mut WriteTxn,
+        statement: Statement,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<QueryOutput, SqlError> {
+        let snapshot = txn.writes.snapshot();
+        let catalog = self.engine.catalog_at(&snapshot, txn.private_ddl).await?;
+        match statement {
+            Statement::CreateTable(create) => {
+                txn.private_ddl = true;
+                ddl::create_table(txn, &catalog, &create).await
+            }
+            Statement::Drop { object_type, if_exists, names, .. } => {
+                txn.private_ddl = true;
+                ddl::drop_tables(txn, &catalog, object_type, if_exists, &names).await
+            }
+            statement => {
+                self.planner.prepare(catalog, snapshot);
+                Box::pin(dml::run(&mut self.planner, txn, statement, params)).await
+            }
+        }
+    }
+}
+
+fn failed_block() -> SqlError {
+    SqlError::new(
+        sqlstate::IN_FAILED_SQL_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}
+
+/// DataFusion planning and execution for one session. See `crate::provider`
+/// for how the catalog and snapshot reach the scans.
+pub(crate) struct Planner {
+    state: SessionState,
+    view: Arc<CatalogView>,
+    catalog: Arc<Catalog>,
+}
+
+impl Planner {
+    fn new() -> Planner {
+        let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(1);
+        // Keep strings as Utf8 everywhere, the type tables store.
+        config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        crate::functions::register(&mut state).expect("registering functions on a fresh state succeeds");
+        let view = Arc::new(CatalogView::default());
+        let catalog = state
+            .catalog_list()
+            .catalog(&state.config().options().catalog.default_catalog)
+            .expect("default features create the default catalog");
+        let public = Arc::new(TablesSchema::new(Arc::clone(&view), false));
+        let rows = Arc::new(TablesSchema::new(Arc::clone(&view), true));
+        catalog
+            .register_schema(&state.config().options().catalog.default_schema, public)
+            .expect("memory catalog accepts schemas");
+        catalog.register_schema(ROWS_SCHEMA, rows).expect("memory catalog accepts schemas");
+        Planner { state, view, catalog: Arc::new(Catalog::default()) }
+    }
+
+    /// Sets the catalog and snapshot for the next statement.
+    pub(crate) fn prepare(&mut self, catalog: Arc<Catalog>, snapshot: Snapshot) {
+        self.view.set(Arc::clone(&catalog));
+        self.catalog = catalog;
+        self.state.config_mut().set_extension(Arc::new(snapshot));
+    }
+
+    /// The catalog of the current statement.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The current statement's snapshot.
+    pub(crate) fn snapshot(&self) -> Result<Arc<Snapshot>, SqlError> {
+        self.state
+            .config()
+            .get_extension::<Snapshot>()
+            .ok_or_else(|| SqlError::internal("statement planned without a snapshot"))
+    }
+
+    /// The logical plan of `statement` without binding parameters.
+    pub(crate) async fn plan_unbound(&self, statement: Statement) -> Result<LogicalPlan, SqlError> {
+        let statement = DfStatement::Statement(Box::new(statement));
+        for reference in self.state.resolve_table_references(&statement)? {
+            let in_public = reference.schema().is_none_or(|schema| schema == "public" || schema == ROWS_SCHEMA);
+            let is_function = self.state.table_functions().contains_key(reference.table());
+            if in_public && !is_function && self.catalog.get(reference.table()).is_none() {
+                return Err(SqlError::undefined_table(reference.table()));
+            }
+        }
+        // Boxed: DataFusion's planning futures are large; keep them off the caller's stack.
+        Ok(Box::pin(self.state.statement_to_plan(statement)).await?)
+    }
+
+    /// The logical plan of `statement` with `params` bound.
+    pub(crate) async fn plan(
+        &self,
+        statement: Statement,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<LogicalPlan, SqlError> {
+        let plan = self.plan_unbound(statement).await?;
+        let Some(values) = params else { return Ok(plan) };
+        let expected = crate::dml::ordered_param_types(&plan.get_parameter_types()?)?.len();
+        if values.len() != expected {
+            return Err(SqlError::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {expected}",
+                    values.len()
+                ),
+            ));
+        }
+        Ok(plan.with_param_values(values)?)
+    }
+
+    /// Optimises, plans and runs `plan` to completion.
+    pub(crate) async fn collect(&self, plan: &LogicalPlan) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
+        let physical = Box::pin(self.state.create_physical_plan(plan)).await?;
+        let schema = physical.schema();
+        let batches = Box::pin(datafusion::physical_plan::collect(physical, self.state.task_ctx())).await?;
+        Ok((schema, batches))
+    }
+}

@@ -1,0 +1,230 @@
+//! The one error type of the SQL layer, and how every lower error maps to it.
+//!
+//! Policy (DESIGN.md invariant 9): every error that leaves this crate is a
+//! [`SqlError`] that knows its SQLSTATE and carries a client-safe message (no
+//! page ids, LSNs, addresses or paths). The server turns only this type into a
+//! PostgreSQL ErrorResponse. DataFusion reports most failures as strings, so
+//! the mapping from DataFusion errors is confined to [`SqlError::from_datafusion`].
+
+use crate::volume::VolumeError;
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
+use thiserror::Error;
+
+/// SQLSTATE codes used by this crate (PostgreSQL Appendix A).
+pub mod sqlstate {
+    /// successful_completion is never an error; listed for completeness of tables.
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const DUPLICATE_TABLE: &str = "42P07";
+    pub const UNDEFINED_COLUMN: &str = "42703";
+    pub const DUPLICATE_COLUMN: &str = "42701";
+    pub const AMBIGUOUS_COLUMN: &str = "42702";
+    pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const INVALID_TABLE_DEFINITION: &str = "42P16";
+    pub const UNDEFINED_FUNCTION: &str = "42883";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const DIVISION_BY_ZERO: &str = "22012";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
+    pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "08007";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub const OUT_OF_MEMORY: &str = "53200";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const INTERNAL_ERROR: &str = "XX000";
+    pub const DATA_CORRUPTED: &str = "XX001";
+}
+
+/// An error for the client: a SQLSTATE and a message safe to show.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{message} (SQLSTATE {sqlstate})")]
+pub struct SqlError {
+    sqlstate: &'static str,
+    message: String,
+}
+
+impl SqlError {
+    /// An error with an explicit SQLSTATE (5 characters, see [`sqlstate`]).
+    pub fn new(sqlstate: &'static str, message: impl Into<String>) -> SqlError {
+        debug_assert_eq!(sqlstate.len(), 5, "SQLSTATE {sqlstate} is not 5 characters");
+        SqlError { sqlstate, message: message.into() }
+    }
+
+    /// The five-character SQLSTATE.
+    pub fn sqlstate(&self) -> &'static str {
+        self.sqlstate
+    }
+
+    /// The client-safe message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// 0A000: the statement is valid SQL but not supported (yet).
+    pub fn unsupported(what: impl std::fmt::Display) -> SqlError {
+        SqlError::new(sqlstate::FEATURE_NOT_SUPPORTED, format!("{what} is not supported"))
+    }
+
+    /// XX000: a bug or broken invariant; the detail goes to logs, not to the client.
+    pub fn internal(detail: impl std::fmt::Display) -> SqlError {
+        tracing::error!(detail = %detail, "internal error in SQL layer");
+        SqlError::new(sqlstate::INTERNAL_ERROR, "internal error")
+    }
+
+    /// XX001: stored bytes do not decode.
+    pub fn corrupt(detail: impl std::fmt::Display) -> SqlError {
+        tracing::error!(detail = %detail, "corrupt data");
+        SqlError::new(sqlstate::DATA_CORRUPTED, "stored data is corrupt")
+    }
+
+    /// 42P01 for a table name.
+    pub fn undefined_table(name: &str) -> SqlError {
+        SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{name}\" does not exist"))
+    }
+
+    /// 42601 from the SQL parser.
+    pub fn syntax(error: &ParserError) -> SqlError {
+        let text = match error {
+            ParserError::TokenizerError(message) | ParserError::ParserError(message) => message.clone(),
+            ParserError::RecursionLimitExceeded => "statement is too deeply nested".to_string(),
+        };
+        SqlError::new(sqlstate::SYNTAX_ERROR, format!("syntax error: {text}"))
+    }
+
+    /// Maps a DataFusion error. DataFusion's errors are mostly strings, so
+    /// this is the one place that classifies them by content.
+    pub fn from_datafusion(error: &DataFusionError) -> SqlError {
+        let root = error.find_root();
+        match root {
+            DataFusionError::SQL(parser, _) => SqlError::syntax(parser),
+            DataFusionError::ArrowError(arrow, _) => SqlError::from_arrow(arrow),
+            DataFusionError::SchemaError(schema, _) => from_schema_error(schema),
+            DataFusionError::NotImplemented(message) => {
+                SqlError::new(sqlstate::FEATURE_NOT_SUPPORTED, strip_backtrace(message))
+            }
+            DataFusionError::Plan(message) => from_plan_message(&strip_backtrace(message)),
+            DataFusionError::Execution(message) => from_execution_message(&strip_backtrace(message)),
+            DataFusionError::ResourcesExhausted(message) => {
+                SqlError::new(sqlstate::OUT_OF_MEMORY, strip_backtrace(message))
+            }
+            DataFusionError::External(inner) => match inner.downcast_ref::<SqlError>() {
+                Some(sql) => sql.clone(),
+                None => SqlError::internal(inner),
+            },
+            other => SqlError::internal(other),
+        }
+    }
+
+    /// Maps an Arrow compute error (casts, arithmetic).
+    pub fn from_arrow(error: &ArrowError) -> SqlError {
+        match error {
+            ArrowError::DivideByZero => SqlError::new(sqlstate::DIVISION_BY_ZERO, "division by zero"),
+            ArrowError::ArithmeticOverflow(message) => {
+                SqlError::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, message.clone())
+            }
+            ArrowError::CastError(message) | ArrowError::ParseError(message) => {
+                SqlError::new(sqlstate::INVALID_TEXT_REPRESENTATION, message.clone())
+            }
+            ArrowError::InvalidArgumentError(message) | ArrowError::ComputeError(message)
+                if is_out_of_range(message) =>
+            {
+                SqlError::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, message.clone())
+            }
+            ArrowError::ExternalError(inner) => match inner.downcast_ref::<SqlError>() {
+                Some(sql) => sql.clone(),
+                None => SqlError::internal(inner),
+            },
+            other => SqlError::internal(other),
+        }
+    }
+}
+
+fn strip_backtrace(message: &str) -> String {
+    message.split("\n\nbacktrace").next().unwrap_or(message).trim().to_string()
+}
+
+fn is_out_of_range(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("overflow") || lower.contains("too large") || lower.contains("out of range")
+}
+
+fn from_schema_error(error: &datafusion::common::SchemaError) -> SqlError {
+    use datafusion::common::SchemaError;
+    match error {
+        SchemaError::FieldNotFound { field, .. } => {
+            SqlError::new(sqlstate::UNDEFINED_COLUMN, format!("column \"{}\" does not exist", field.name))
+        }
+        SchemaError::AmbiguousReference { field } => {
+            SqlError::new(sqlstate::AMBIGUOUS_COLUMN, format!("column reference \"{}\" is ambiguous", field.name))
+        }
+        SchemaError::DuplicateQualifiedField { name, .. } | SchemaError::DuplicateUnqualifiedField { name } => {
+            SqlError::new(sqlstate::DUPLICATE_COLUMN, format!("column \"{name}\" specified more than once"))
+        }
+    }
+}
+
+fn from_plan_message(message: &str) -> SqlError {
+    let lower = message.to_ascii_lowercase();
+    let state = if lower.contains("not found") && lower.contains("table") {
+        sqlstate::UNDEFINED_TABLE
+    } else if lower.contains("invalid function") || lower.contains("no function matches") {
+        sqlstate::UNDEFINED_FUNCTION
+    } else if lower.contains("coerc")
+        || lower.contains("type")
+        || lower.contains("cannot infer")
+        || lower.contains("signature")
+    {
+        sqlstate::DATATYPE_MISMATCH
+    } else if lower.contains("divide by zero") {
+        sqlstate::DIVISION_BY_ZERO
+    } else {
+        sqlstate::SYNTAX_ERROR
+    };
+    SqlError::new(state, message.to_string())
+}
+
+fn from_execution_message(message: &str) -> SqlError {
+    let lower = message.to_ascii_lowercase();
+    let state = if lower.contains("divide by zero") || lower.contains("division by zero") {
+        sqlstate::DIVISION_BY_ZERO
+    } else if is_out_of_range(message) {
+        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
+    } else if lower.contains("cast") || lower.contains("parse") {
+        sqlstate::INVALID_TEXT_REPRESENTATION
+    } else {
+        sqlstate::INTERNAL_ERROR
+    };
+    if state == sqlstate::INTERNAL_ERROR {
+        return SqlError::internal(message);
+    }
+    SqlError::new(state, message.to_string())
+}
+
+impl From<DataFusionError> for SqlError {
+    fn from(error: DataFusionError) -> SqlError {
+        SqlError::from_datafusion(&error)
+    }
+}
+
+impl From<VolumeError> for SqlError {
+    /// Reads and commits map differently for Unavailable; see [`VolumeError`].
+    fn from(error: VolumeError) -> SqlError {
+        error.to_sql_error(false)
+    }
+}
+
+impl From<SqlError> for DataFusionError {
+    fn from(error: SqlError) -> DataFusionError {
+        DataFusionError::External(Box::new(error))
+    }
+}

@@ -1,0 +1,278 @@
+//! Heap access: reading pages at a statement's read point, and a write
+//! transaction's private page changes.
+//!
+//! A table is a chain of heap pages linked by `Page::next_page`, starting at
+//! the table's first page (fixed at CREATE TABLE). A row's address is (page,
+//! slot) and is stable while the row lives, except that an UPDATE whose new
+//! row no longer fits its page moves it (delete + insert at the chain's end).
+//!
+//! Writes: a [`WriteSet`] holds private copies of the pages a transaction
+//! changed (the overlay) and the [`RedoBody`]s that made them, in order.
+//! Statements of the same transaction read through the overlay ([`Snapshot`]);
+//! at COMMIT the bodies go to `Volume::commit` in one call, at ROLLBACK they
+//! are dropped (invariant 1: only committed changes reach storage).
+//!
+//! Inserts go to the chain's last page if the row fits, else to a new page
+//! linked at the end; space freed by deletes in earlier pages is reused only
+//! by updates in place (a free space map comes later).
+
+use crate::catalog::{META_PAGE, Meta};
+use crate::error::SqlError;
+use crate::row::too_big;
+use crate::volume::Volume;
+use borealis_storage::ids::{Lsn, PageId};
+use borealis_storage::page::{Page, PageKind, SlotIndex, TUPLE_SIZE_MAX};
+use borealis_storage::redo::RedoBody;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where a row lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RowAddress {
+    pub page: PageId,
+    pub slot: SlotIndex,
+}
+
+/// Bits of the slot in the u64 form of a row address.
+const SLOT_BITS: u32 = 16;
+
+impl RowAddress {
+    /// The u64 form used in the hidden row-address column: page << 16 | slot.
+    pub fn to_u64(self) -> u64 {
+        assert!(self.page.0 < 1 << (64 - SLOT_BITS), "page id {} too large for a row address", self.page);
+        (self.page.0 << SLOT_BITS) | u64::from(self.slot)
+    }
+
+    /// Inverse of [`RowAddress::to_u64`].
+    pub fn from_u64(value: u64) -> RowAddress {
+        RowAddress { page: PageId(value >> SLOT_BITS), slot: (value & 0xFFFF) as SlotIndex }
+    }
+}
+
+/// Pages private to a transaction, by page id.
+pub type Overlay = HashMap<PageId, Arc<Page>>;
+
+/// What one statement reads: the volume at a read point, with the current
+/// transaction's private pages on top. Passed to scans as a DataFusion
+/// `SessionConfig` extension (see `crate::provider`).
+#[derive(Clone)]
+pub struct Snapshot {
+    volume: Arc<dyn Volume>,
+    read_point: Lsn,
+    overlay: Arc<Overlay>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("read_point", &self.read_point)
+            .field("overlay_pages", &self.overlay.len())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// The committed state at `read_point`, no private pages.
+    pub fn committed(volume: Arc<dyn Volume>, read_point: Lsn) -> Snapshot {
+        Snapshot { volume, read_point, overlay: Arc::new(Overlay::new()) }
+    }
+
+    /// The statement's read point.
+    pub fn read_point(&self) -> Lsn {
+        self.read_point
+    }
+
+    /// Whether the snapshot sees private (uncommitted) pages.
+    pub fn has_private_pages(&self) -> bool {
+        !self.overlay.is_empty()
+    }
+
+    /// Page `id` as this statement sees it.
+    pub async fn page(&self, id: PageId) -> Result<Arc<Page>, SqlError> {
+        if let Some(page) = self.overlay.get(&id) {
+            return Ok(Arc::clone(page));
+        }
+        Ok(self.volume.read_page(id, self.read_point).await?)
+    }
+
+    /// Calls `visit` on every live tuple of the chain starting at `first`.
+    pub async fn for_each_tuple(
+        &self,
+        first: PageId,
+        mut visit: impl FnMut(RowAddress, &[u8]) -> Result<(), SqlError>,
+    ) -> Result<(), SqlError> {
+        let mut next = Some(first);
+        while let Some(id) = next {
+            let page = self.page(id).await?;
+            for (slot, tuple) in page.tuples() {
+                visit(RowAddress { page: id, slot }, tuple)?;
+            }
+            next = page.next_page();
+        }
+        Ok(())
+    }
+}
+
+/// A write transaction's private page changes and the redo that made them.
+pub struct WriteSet {
+    volume: Arc<dyn Volume>,
+    read_point: Lsn,
+    pages: Overlay,
+    bodies: Vec<RedoBody>,
+    /// Last page of each chain (by first page) as far as known; a hint that
+    /// may lag (chains only grow) but never points outside its chain.
+    last_pages: HashMap<PageId, PageId>,
+}
+
+impl WriteSet {
+    /// An empty write set over the committed state at `read_point`, which
+    /// must include every commit so far (the caller holds the write lock).
+    pub fn new(volume: Arc<dyn Volume>, read_point: Lsn, last_pages: HashMap<PageId, PageId>) -> WriteSet {
+        WriteSet { volume, read_point, pages: Overlay::new(), bodies: Vec::new(), last_pages }
+    }
+
+    /// What the transaction's next statement reads.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            volume: Arc::clone(&self.volume),
+            read_point: self.read_point,
+            overlay: Arc::new(self.pages.clone()),
+        }
+    }
+
+    /// Whether anything was written.
+    pub fn is_empty(&self) -> bool {
+        self.bodies.is_empty()
+    }
+
+    /// The committed state this write set is based on.
+    pub fn read_point(&self) -> Lsn {
+        self.read_point
+    }
+
+    /// The redo to commit and the chain hints valid once it is committed.
+    pub fn into_parts(self) -> (Vec<RedoBody>, HashMap<PageId, PageId>) {
+        (self.bodies, self.last_pages)
+    }
+
+    /// Page `id` as the transaction sees it.
+    pub async fn page(&self, id: PageId) -> Result<Arc<Page>, SqlError> {
+        if let Some(page) = self.pages.get(&id) {
+            return Ok(Arc::clone(page));
+        }
+        Ok(self.volume.read_page(id, self.read_point).await?)
+    }
+
+    /// Applies `body` to the private copy of its page and records it.
+    ///
+    /// The private copy is made on the page's first change while a snapshot
+    /// still shares it (`Arc::make_mut`); later changes are in place. Callers
+    /// check that a change fits before applying it, so a refusal is a bug or
+    /// corruption: the write set is then unusable, and the error fails the
+    /// transaction that owns it.
+    pub async fn apply(&mut self, body: RedoBody) -> Result<(), SqlError> {
+        let id = body.page();
+        if !self.pages.contains_key(&id) {
+            let committed = self.volume.read_page(id, self.read_point).await?;
+            self.pages.insert(id, committed);
+        }
+        let page = self.pages.get_mut(&id).expect("inserted above");
+        body.apply_body(Arc::make_mut(page))
+            .map_err(|e| SqlError::internal(format_args!("redo refused on page {id}: {e}")))?;
+        self.bodies.push(body);
+        Ok(())
+    }
+
+    /// The volume's meta tuple as the transaction sees it.
+    pub async fn meta(&self) -> Result<Meta, SqlError> {
+        Meta::from_page(&*self.page(META_PAGE).await?)?.ok_or_else(|| SqlError::corrupt("volume has no meta page"))
+    }
+
+    /// Replaces the meta tuple.
+    pub async fn set_meta(&mut self, meta: &Meta) -> Result<(), SqlError> {
+        self.apply(RedoBody::UpdateTuple { page: META_PAGE, slot: 0, data: meta.encode() }).await
+    }
+
+    /// Takes the next free page from the meta tuple and formats it as a heap page.
+    pub async fn allocate_page(&mut self) -> Result<PageId, SqlError> {
+        let mut meta = self.meta().await?;
+        let page = meta.next_free_page;
+        meta.next_free_page = PageId(page.0 + 1);
+        self.set_meta(&meta).await?;
+        self.apply(RedoBody::InitPage { page, kind: PageKind::Heap }).await?;
+        Ok(page)
+    }
+
+    /// Appends `data` to the chain starting at `first`.
+    pub async fn insert(&mut self, first: PageId, data: Vec<u8>) -> Result<RowAddress, SqlError> {
+        if data.len() > TUPLE_SIZE_MAX {
+            return Err(too_big(data.len()));
+        }
+        let last = self.last_page(first).await?;
+        let page = self.page(last).await?;
+        let fits = page.fits(data.len()).then(|| page.next_slot());
+        // Release our reference so `apply` can change the page in place.
+        drop(page);
+        let (target, slot) = if let Some(slot) = fits {
+            (last, slot)
+        } else {
+            let fresh = self.allocate_page().await?;
+            self.apply(RedoBody::SetNextPage { page: last, next: Some(fresh) }).await?;
+            self.last_pages.insert(first, fresh);
+            (fresh, 0)
+        };
+        self.apply(RedoBody::InsertTuple { page: target, slot, data }).await?;
+        Ok(RowAddress { page: target, slot })
+    }
+
+    /// Replaces the row at `address` in the chain `first`; moves it to the
+    /// chain's end if it no longer fits its page. Returns its new address.
+    pub async fn update(&mut self, first: PageId, address: RowAddress, data: Vec<u8>) -> Result<RowAddress, SqlError> {
+        if data.len() > TUPLE_SIZE_MAX {
+            return Err(too_big(data.len()));
+        }
+        let page = self.page(address.page).await?;
+        let old_len = page.tuple(address.slot).map(<[u8]>::len).ok_or_else(|| {
+            SqlError::internal(format_args!("update of free slot {} on page {}", address.slot, address.page))
+        })?;
+        // Conservative (`fits` may count a new slot): at worst the row moves.
+        let fits = data.len() <= old_len || page.fits(data.len() - old_len);
+        drop(page);
+        if fits {
+            self.apply(RedoBody::UpdateTuple { page: address.page, slot: address.slot, data }).await?;
+            return Ok(address);
+        }
+        self.delete(address).await?;
+        self.insert(first, data).await
+    }
+
+    /// Frees the row at `address`.
+    pub async fn delete(&mut self, address: RowAddress) -> Result<(), SqlError> {
+        self.apply(RedoBody::DeleteTuple { page: address.page, slot: address.slot }).await
+    }
+
+    /// Records that `first` starts a new chain of one page.
+    pub fn new_chain(&mut self, first: PageId) {
+        self.last_pages.insert(first, first);
+    }
+
+    async fn last_page(&mut self, first: PageId) -> Result<PageId, SqlError> {
+        let mut last = self.last_pages.get(&first).copied().unwrap_or(first);
+        while let Some(next) = self.page(last).await?.next_page() {
+            last = next;
+        }
+        self.last_pages.insert(first, last);
+        Ok(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_address_round_trips() {
+        let address = RowAddress { page: PageId(123_456), slot: 789 };
+        assert_eq!(RowAddress::from_u64(address.to_u64()), address);
+    }
+}

@@ -1,0 +1,42 @@
+//! Borealis SQL: types and row encoding, the catalog, page-backed tables for
+//! DataFusion, DML and transactions.
+//!
+//! The server opens an [`Engine`] over a [`Volume`] (its buffer cache and
+//! storage client), gets a [`Session`] per connection and calls
+//! [`Session::execute`] (simple protocol), [`Session::describe`] and
+//! [`Session::execute_with_params`] (extended protocol). Every error is a
+//! [`SqlError`] with its SQLSTATE.
+//!
+//! A write, end to end: `INSERT INTO t VALUES (1)` is parsed, planned by
+//! DataFusion (`engine::Planner`), its rows are encoded (`row`) and inserted
+//! into private copies of the table's pages (`heap::WriteSet`) as redo
+//! bodies; at commit the bodies go to [`Volume::commit`] in one call.
+//! A read: `SELECT * FROM t` takes the volume's read point, loads the catalog
+//! if its version changed (`catalog`), and DataFusion scans the table's page
+//! chain at that read point (`provider::ScanExec`).
+//!
+//! Module map: `volume` (the seam), `engine` (sessions, transactions,
+//! dispatch), `ddl`, `dml`, `catalog`, `heap`, `row`, `types`, `provider`,
+//! `error`, `testing` (in-memory volume).
+
+pub mod catalog;
+pub mod ddl;
+pub mod dml;
+pub mod engine;
+pub mod error;
+pub mod functions;
+pub mod heap;
+pub mod provider;
+pub mod row;
+pub mod testing;
+pub mod types;
+pub mod volume;
+
+pub use engine::{Described, Engine, QueryOutput, Session, TransactionStatus};
+pub use error::{SqlError, sqlstate};
+pub use volume::{Volume, VolumeError};
+
+#[cfg(test)]
+mod slt;
+#[cfg(test)]
+mod tests;

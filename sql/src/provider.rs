@@ -1,0 +1,270 @@
+//! DataFusion's view of the tables: a schema provider over the catalog and a
+//! page-backed `TableProvider` whose scan walks the table's page chain.
+//!
+//! How a statement's context reaches the scan: each session keeps one
+//! DataFusion `SessionState`. Before planning a statement the session
+//! - points its [`CatalogView`] at the catalog the statement sees (schema
+//!   providers resolve names through it), and
+//! - stores the statement's [`Snapshot`] (read point + the transaction's
+//!   private pages) as a `SessionConfig` extension.
+//!
+//! [`ScanExec::execute`] takes the snapshot from the `TaskContext`'s session
+//! config, not from the plan, so a physical plan holds no read point and could
+//! later be cached and re-executed at a new one.
+//!
+//! Two schemas are registered: `public` (the user's tables) and
+//! [`ROWS_SCHEMA`], where each table has an extra last column
+//! [`ROW_ADDRESS_COLUMN`] (u64 row address); UPDATE and DELETE are rewritten
+//! into SELECTs over it (see `crate::dml`).
+
+use crate::catalog::{Catalog, TableDef};
+use crate::error::SqlError;
+use crate::heap::{RowAddress, Snapshot};
+use crate::row::{OutputColumn, RowDecoder};
+use async_trait::async_trait;
+use borealis_storage::ids::PageId;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use std::sync::{Arc, RwLock};
+
+/// Schema holding the row-address variants of the tables.
+pub const ROWS_SCHEMA: &str = "__borealis_rows";
+/// Name of the hidden row-address column.
+pub const ROW_ADDRESS_COLUMN: &str = "__borealis_row_address";
+/// Rows per scan batch: DataFusion's default batch size.
+pub const SCAN_BATCH_ROWS: usize = 8192;
+
+/// The catalog the session's current statement sees. The lock is never held across an await.
+#[derive(Debug, Default)]
+pub struct CatalogView {
+    catalog: RwLock<Arc<Catalog>>,
+}
+
+impl CatalogView {
+    /// Makes `catalog` the one name resolution sees.
+    pub fn set(&self, catalog: Arc<Catalog>) {
+        *self.catalog.write().expect("catalog view lock poisoned") = catalog;
+    }
+
+    /// The current catalog.
+    pub fn get(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().expect("catalog view lock poisoned"))
+    }
+}
+
+/// A DataFusion schema over the catalog view.
+#[derive(Debug)]
+pub struct TablesSchema {
+    view: Arc<CatalogView>,
+    with_row_address: bool,
+}
+
+impl TablesSchema {
+    /// The user-visible schema (`with_row_address` false) or the row-address one.
+    pub fn new(view: Arc<CatalogView>, with_row_address: bool) -> TablesSchema {
+        TablesSchema { view, with_row_address }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for TablesSchema {
+    fn table_names(&self) -> Vec<String> {
+        if self.with_row_address {
+            return Vec::new();
+        }
+        self.view.get().names().cloned().collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let catalog = self.view.get();
+        Ok(catalog.get(name).map(|entry| Arc::new(PageTable::new(Arc::clone(&entry.def), self.with_row_address)) as _))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.view.get().get(name).is_some()
+    }
+}
+
+/// A table stored in heap pages.
+#[derive(Debug)]
+pub struct PageTable {
+    def: Arc<TableDef>,
+    schema: SchemaRef,
+}
+
+impl PageTable {
+    /// The table, with the row-address column appended if asked.
+    pub fn new(def: Arc<TableDef>, with_row_address: bool) -> PageTable {
+        // Every field is nullable for DataFusion: NOT NULL is enforced when
+        // rows are encoded (23502 naming the column), whereas a non-nullable
+        // field makes DataFusion fail INSERT of a NULL with an Arrow error.
+        let mut fields: Vec<Field> = def.columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect();
+        if with_row_address {
+            fields.push(Field::new(ROW_ADDRESS_COLUMN, DataType::UInt64, false));
+        }
+        PageTable { def, schema: Arc::new(Schema::new(fields)) }
+    }
+}
+
+#[async_trait]
+impl TableProvider for PageTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let projection = projection.unwrap_or(&all);
+        let stored = self.def.columns.len();
+        let outputs = projection
+            .iter()
+            .map(|&i| if i < stored { OutputColumn::Stored(i) } else { OutputColumn::RowAddress })
+            .collect();
+        let schema = Arc::new(self.schema.project(projection)?);
+        Ok(Arc::new(ScanExec::new(Arc::clone(&self.def), outputs, schema, limit)))
+    }
+}
+
+/// Streams a table's rows from its page chain at the statement's snapshot.
+#[derive(Debug)]
+pub struct ScanExec {
+    def: Arc<TableDef>,
+    outputs: Vec<OutputColumn>,
+    schema: SchemaRef,
+    limit: Option<usize>,
+    properties: Arc<PlanProperties>,
+}
+
+impl ScanExec {
+    fn new(def: Arc<TableDef>, outputs: Vec<OutputColumn>, schema: SchemaRef, limit: Option<usize>) -> ScanExec {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        ScanExec { def, outputs, schema, limit, properties: Arc::new(properties) }
+    }
+}
+
+impl DisplayAs for ScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "PageScan: table={}, columns={:?}", self.def.name, self.outputs)?;
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for ScanExec {
+    fn name(&self) -> &str {
+        "PageScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let snapshot = context
+            .session_config()
+            .get_extension::<Snapshot>()
+            .ok_or_else(|| DataFusionError::Internal("page scan executed without a statement snapshot".into()))?;
+        let cursor = ScanCursor {
+            snapshot: (*snapshot).clone(),
+            next_page: Some(self.def.first_page),
+            decoder: RowDecoder::new(self.def.types(), self.outputs.clone()),
+            schema: Arc::clone(&self.schema),
+            rows_left: self.limit.unwrap_or(usize::MAX),
+        };
+        let stream = futures::stream::try_unfold(cursor, |mut cursor| async move {
+            let batch = cursor.next_batch().await.map_err(DataFusionError::from)?;
+            Ok(batch.map(|batch| (batch, cursor)))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+    }
+}
+
+/// Where a scan is in its chain.
+struct ScanCursor {
+    snapshot: Snapshot,
+    next_page: Option<PageId>,
+    decoder: RowDecoder,
+    schema: SchemaRef,
+    /// Rows the LIMIT still allows.
+    rows_left: usize,
+}
+
+impl ScanCursor {
+    /// The next batch of up to [`SCAN_BATCH_ROWS`] rows, None at the chain's end.
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SqlError> {
+        while self.decoder.rows() < SCAN_BATCH_ROWS && self.rows_left > 0 {
+            let Some(id) = self.next_page else { break };
+            let page = self.snapshot.page(id).await?;
+            for (slot, tuple) in page.tuples() {
+                if self.rows_left == 0 {
+                    break;
+                }
+                self.decoder.append(tuple, RowAddress { page: id, slot }.to_u64())?;
+                self.rows_left -= 1;
+            }
+            self.next_page = page.next_page();
+        }
+        let rows = self.decoder.rows();
+        if rows == 0 {
+            return Ok(None);
+        }
+        let columns = self.decoder.finish()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)
+            .map(Some)
+            .map_err(|e| SqlError::internal(format_args!("scan batch: {e}")))
+    }
+}

@@ -1,0 +1,372 @@
+//! Stored row format, and conversion between rows and Arrow arrays.
+//!
+//! A row (one page tuple) is:
+//! | bytes | field |
+//! | 2 | column count n (u16 LE); columns past n read as NULL, so a later ADD COLUMN needs no rewrite |
+//! | ceil(n/8) | null bitmap, bit i set = column i is NULL |
+//! | ... | each non-NULL value in column order: fixed-width little-endian, or u32 LE length + UTF-8 for text |
+//!
+//! Writes go Arrow arrays -> [`encode_row`] (which enforces NOT NULL and
+//! varchar lengths); scans go tuple -> [`RowDecoder`] -> Arrow arrays.
+
+use crate::catalog::TableDef;
+use crate::error::{SqlError, sqlstate};
+use crate::types::SqlType;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
+    Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+};
+use datafusion::arrow::datatypes::{
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
+use std::sync::Arc;
+
+/// Bytes of the column count at the start of a row.
+const COUNT_BYTES: usize = 2;
+/// Bytes of a text value's length prefix.
+const TEXT_LENGTH_BYTES: usize = 4;
+
+/// Encodes row `row` of `arrays` (one per column of `table`, already of the
+/// columns' Arrow types). Refuses NULL in NOT NULL columns (23502) and
+/// over-long varchar values (22001).
+pub fn encode_row(table: &TableDef, arrays: &[ArrayRef], row: usize) -> Result<Vec<u8>, SqlError> {
+    let count = table.columns.len();
+    let bitmap_bytes = count.div_ceil(8);
+    let mut out = Vec::with_capacity(COUNT_BYTES + bitmap_bytes + count * 8);
+    out.extend_from_slice(&(count as u16).to_le_bytes());
+    out.resize(COUNT_BYTES + bitmap_bytes, 0);
+    for (index, (column, array)) in table.columns.iter().zip(arrays).enumerate() {
+        if array.is_null(row) {
+            if !column.nullable {
+                return Err(SqlError::new(
+                    sqlstate::NOT_NULL_VIOLATION,
+                    format!(
+                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                        column.name, table.name
+                    ),
+                ));
+            }
+            out[COUNT_BYTES + index / 8] |= 1 << (index % 8);
+            continue;
+        }
+        encode_value(column.ty, array.as_ref(), row, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn encode_value(ty: SqlType, array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<(), SqlError> {
+    match ty {
+        SqlType::Int2 => out.extend_from_slice(&array.as_primitive::<Int16Type>().value(row).to_le_bytes()),
+        SqlType::Int4 => out.extend_from_slice(&array.as_primitive::<Int32Type>().value(row).to_le_bytes()),
+        SqlType::Int8 => out.extend_from_slice(&array.as_primitive::<Int64Type>().value(row).to_le_bytes()),
+        SqlType::Float4 => out.extend_from_slice(&array.as_primitive::<Float32Type>().value(row).to_le_bytes()),
+        SqlType::Float8 => out.extend_from_slice(&array.as_primitive::<Float64Type>().value(row).to_le_bytes()),
+        SqlType::Bool => out.push(u8::from(array.as_boolean().value(row))),
+        SqlType::Numeric { .. } => {
+            out.extend_from_slice(&array.as_primitive::<Decimal128Type>().value(row).to_le_bytes())
+        }
+        SqlType::Date => out.extend_from_slice(&array.as_primitive::<Date32Type>().value(row).to_le_bytes()),
+        SqlType::Timestamp => {
+            out.extend_from_slice(&array.as_primitive::<TimestampMicrosecondType>().value(row).to_le_bytes())
+        }
+        SqlType::Text | SqlType::Varchar(_) => {
+            let text = array.as_string::<i32>().value(row);
+            if let SqlType::Varchar(max) = ty
+                && text.chars().count() > max as usize
+            {
+                return Err(SqlError::new(
+                    sqlstate::STRING_DATA_RIGHT_TRUNCATION,
+                    format!("value too long for type character varying({max})"),
+                ));
+            }
+            let length = u32::try_from(text.len()).map_err(|_| too_big(text.len()))?;
+            out.extend_from_slice(&length.to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// 54000 for a row larger than a page tuple can be.
+pub fn too_big(size_bytes: usize) -> SqlError {
+    SqlError::new(
+        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        format!("row is too big: size {size_bytes}, maximum size {}", borealis_storage::page::TUPLE_SIZE_MAX),
+    )
+}
+
+/// The stored bytes of each column of `tuple` (None = NULL), for `types.len()` columns.
+pub fn column_slices<'a>(types: &[SqlType], tuple: &'a [u8]) -> Result<Vec<Option<&'a [u8]>>, SqlError> {
+    let corrupt = || SqlError::corrupt("row shorter than its header says");
+    let count_bytes = tuple.get(..COUNT_BYTES).ok_or_else(corrupt)?;
+    let stored = u16::from_le_bytes([count_bytes[0], count_bytes[1]]) as usize;
+    let bitmap = tuple.get(COUNT_BYTES..COUNT_BYTES + stored.div_ceil(8)).ok_or_else(corrupt)?;
+    let mut at = COUNT_BYTES + bitmap.len();
+    let mut out = Vec::with_capacity(types.len());
+    for (index, ty) in types.iter().enumerate() {
+        if index >= stored || bitmap[index / 8] & (1 << (index % 8)) != 0 {
+            out.push(None);
+            continue;
+        }
+        let width = match ty.fixed_width_bytes() {
+            Some(width) => width,
+            None => {
+                let prefix = tuple.get(at..at + TEXT_LENGTH_BYTES).ok_or_else(corrupt)?;
+                at += TEXT_LENGTH_BYTES;
+                u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize
+            }
+        };
+        out.push(Some(tuple.get(at..at + width).ok_or_else(corrupt)?));
+        at += width;
+    }
+    Ok(out)
+}
+
+/// The bytes identifying a row's primary key (columns `key` of `types`).
+pub fn key_bytes(types: &[SqlType], key: &[usize], tuple: &[u8]) -> Result<Vec<u8>, SqlError> {
+    let slices = column_slices(types, tuple)?;
+    let mut out = Vec::new();
+    for &column in key {
+        let value = slices.get(column).copied().flatten().unwrap_or(&[]);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    Ok(out)
+}
+
+/// One Arrow builder per output column of a scan.
+enum ColumnBuilder {
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Bool(BooleanBuilder),
+    Text(StringBuilder),
+    Decimal(Decimal128Builder, u8, i8),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    RowAddress(UInt64Builder),
+}
+
+impl ColumnBuilder {
+    fn new(ty: SqlType) -> ColumnBuilder {
+        match ty {
+            SqlType::Int2 => ColumnBuilder::Int16(Int16Builder::new()),
+            SqlType::Int4 => ColumnBuilder::Int32(Int32Builder::new()),
+            SqlType::Int8 => ColumnBuilder::Int64(Int64Builder::new()),
+            SqlType::Float4 => ColumnBuilder::Float32(Float32Builder::new()),
+            SqlType::Float8 => ColumnBuilder::Float64(Float64Builder::new()),
+            SqlType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
+            SqlType::Text | SqlType::Varchar(_) => ColumnBuilder::Text(StringBuilder::new()),
+            SqlType::Numeric { precision, scale } => ColumnBuilder::Decimal(Decimal128Builder::new(), precision, scale),
+            SqlType::Date => ColumnBuilder::Date(Date32Builder::new()),
+            SqlType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new()),
+        }
+    }
+
+    fn append(&mut self, value: Option<&[u8]>) -> Result<(), SqlError> {
+        let Some(bytes) = value else {
+            self.append_null();
+            return Ok(());
+        };
+        match self {
+            ColumnBuilder::Int16(b) => b.append_value(i16::from_le_bytes(fixed(bytes)?)),
+            ColumnBuilder::Int32(b) => b.append_value(i32::from_le_bytes(fixed(bytes)?)),
+            ColumnBuilder::Int64(b) => b.append_value(i64::from_le_bytes(fixed(bytes)?)),
+            ColumnBuilder::Float32(b) => b.append_value(f32::from_le_bytes(fixed(bytes)?)),
+            ColumnBuilder::Float64(b) => b.append_value(f64::from_le_bytes(fixed(bytes)?)),
+            ColumnBuilder::Bool(b) => b.append_value(bytes.first().is_some_and(|v| *v != 0)),
+            ColumnBuilder::Text(b) => {
+                b.append_value(std::str::from_utf8(bytes).map_err(|_| SqlError::corrupt("text is not UTF-8"))?)
+            }
+            ColumnBuilder::Decimal(b, _, _) => b.append_value(i128::from_le_bytes(fixed(bytes)?)),
+            ColumnBuilder::Date(b) => b.append_value(i32::from_le_bytes(fixed(bytes)?)),
+            ColumnBuilder::Timestamp(b) => b.append_value(i64::from_le_bytes(fixed(bytes)?)),
+            ColumnBuilder::RowAddress(b) => b.append_value(u64::from_le_bytes(fixed(bytes)?)),
+        }
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Int16(b) => b.append_null(),
+            ColumnBuilder::Int32(b) => b.append_null(),
+            ColumnBuilder::Int64(b) => b.append_null(),
+            ColumnBuilder::Float32(b) => b.append_null(),
+            ColumnBuilder::Float64(b) => b.append_null(),
+            ColumnBuilder::Bool(b) => b.append_null(),
+            ColumnBuilder::Text(b) => b.append_null(),
+            ColumnBuilder::Decimal(b, _, _) => b.append_null(),
+            ColumnBuilder::Date(b) => b.append_null(),
+            ColumnBuilder::Timestamp(b) => b.append_null(),
+            ColumnBuilder::RowAddress(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef, SqlError> {
+        let array: ArrayRef = match self {
+            ColumnBuilder::Int16(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int32(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float32(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::Text(b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(b, precision, scale) => Arc::new(
+                b.finish()
+                    .with_precision_and_scale(*precision, *scale)
+                    .map_err(|e| SqlError::internal(format_args!("decimal builder: {e}")))?,
+            ),
+            ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+            ColumnBuilder::RowAddress(b) => Arc::new(b.finish()),
+        };
+        Ok(array)
+    }
+}
+
+fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], SqlError> {
+    bytes.try_into().map_err(|_| SqlError::corrupt("fixed-width value has the wrong length"))
+}
+
+/// What a scan outputs, per output column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputColumn {
+    /// Column `i` of the table.
+    Stored(usize),
+    /// The row address ([`crate::heap::RowAddress`] as u64), for UPDATE and DELETE.
+    RowAddress,
+}
+
+/// Decodes tuples into Arrow arrays for a projection of a table.
+pub struct RowDecoder {
+    types: Vec<SqlType>,
+    outputs: Vec<OutputColumn>,
+    builders: Vec<ColumnBuilder>,
+    rows: usize,
+}
+
+impl RowDecoder {
+    /// A decoder producing `outputs` from rows of columns `types`.
+    pub fn new(types: Vec<SqlType>, outputs: Vec<OutputColumn>) -> RowDecoder {
+        let builders = outputs
+            .iter()
+            .map(|output| match output {
+                OutputColumn::Stored(column) => ColumnBuilder::new(types[*column]),
+                OutputColumn::RowAddress => ColumnBuilder::RowAddress(UInt64Builder::new()),
+            })
+            .collect();
+        RowDecoder { types, outputs, builders, rows: 0 }
+    }
+
+    /// Rows appended since the last `finish`.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends one stored row at `address`.
+    pub fn append(&mut self, tuple: &[u8], address: u64) -> Result<(), SqlError> {
+        let slices = column_slices(&self.types, tuple)?;
+        let address_bytes = address.to_le_bytes();
+        for (builder, output) in self.builders.iter_mut().zip(&self.outputs) {
+            let value = match output {
+                OutputColumn::Stored(column) => slices[*column],
+                OutputColumn::RowAddress => Some(&address_bytes[..]),
+            };
+            builder.append(value)?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The arrays of the rows appended so far; the decoder starts empty again.
+    pub fn finish(&mut self) -> Result<Vec<ArrayRef>, SqlError> {
+        self.rows = 0;
+        self.builders.iter_mut().map(ColumnBuilder::finish).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ColumnDef, TableId};
+    use borealis_storage::ids::PageId;
+    use datafusion::arrow::array::{
+        BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array,
+        StringArray, TimestampMicrosecondArray,
+    };
+
+    fn table(types: &[SqlType]) -> TableDef {
+        let columns = types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| ColumnDef { name: format!("c{i}"), ty: *ty, nullable: true })
+            .collect();
+        TableDef { id: TableId(1), name: "t".into(), columns, primary_key: vec![], first_page: PageId(2) }
+    }
+
+    #[test]
+    fn every_type_round_trips_with_nulls() {
+        let types = [
+            SqlType::Int2,
+            SqlType::Int4,
+            SqlType::Int8,
+            SqlType::Float4,
+            SqlType::Float8,
+            SqlType::Bool,
+            SqlType::Text,
+            SqlType::Varchar(4),
+            SqlType::Numeric { precision: 10, scale: 2 },
+            SqlType::Date,
+            SqlType::Timestamp,
+        ];
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(Int16Array::from(vec![Some(-3), None, Some(i16::MAX)])),
+            Arc::new(Int32Array::from(vec![None, Some(7), Some(i32::MIN)])),
+            Arc::new(Int64Array::from(vec![Some(1 << 40), Some(0), None])),
+            Arc::new(Float32Array::from(vec![Some(1.5), None, Some(-0.25)])),
+            Arc::new(Float64Array::from(vec![None, Some(2.5e300), Some(0.0)])),
+            Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+            Arc::new(StringArray::from(vec![Some(""), Some("héllo"), None])),
+            Arc::new(StringArray::from(vec![Some("abcd"), None, Some("é")])),
+            Arc::new(Decimal128Array::from(vec![Some(12345), None, Some(-1)]).with_precision_and_scale(10, 2).unwrap()),
+            Arc::new(Date32Array::from(vec![Some(19000), None, Some(-5)])),
+            Arc::new(TimestampMicrosecondArray::from(vec![None, Some(1_700_000_000_000_000), Some(-1)])),
+        ];
+        let def = table(&types);
+        let outputs: Vec<OutputColumn> = (0..types.len()).map(OutputColumn::Stored).collect();
+        let mut decoder = RowDecoder::new(def.types(), outputs);
+        for row in 0..3 {
+            let tuple = encode_row(&def, &arrays, row).unwrap();
+            decoder.append(&tuple, row as u64).unwrap();
+        }
+        let decoded = decoder.finish().unwrap();
+        for (want, got) in arrays.iter().zip(&decoded) {
+            assert_eq!(want.as_ref(), got.as_ref());
+        }
+    }
+
+    #[test]
+    fn constraints_are_enforced_at_encoding() {
+        let mut def = table(&[SqlType::Varchar(2), SqlType::Int4]);
+        def.columns[1].nullable = false;
+        let long: ArrayRef = Arc::new(StringArray::from(vec!["abc"]));
+        let ok: ArrayRef = Arc::new(StringArray::from(vec!["ab"]));
+        let null: ArrayRef = Arc::new(Int32Array::from(vec![None]));
+        let one: ArrayRef = Arc::new(Int32Array::from(vec![1]));
+        assert_eq!(encode_row(&def, &[long, Arc::clone(&one)], 0).unwrap_err().sqlstate(), "22001");
+        assert_eq!(encode_row(&def, &[Arc::clone(&ok), null], 0).unwrap_err().sqlstate(), "23502");
+        assert!(encode_row(&def, &[ok, one], 0).is_ok());
+    }
+
+    #[test]
+    fn rows_with_fewer_stored_columns_read_trailing_nulls_and_garbage_is_refused() {
+        let def = table(&[SqlType::Int4]);
+        let tuple = encode_row(&def, &[Arc::new(Int32Array::from(vec![5])) as ArrayRef], 0).unwrap();
+        let slices = column_slices(&[SqlType::Int4, SqlType::Text], &tuple).unwrap();
+        assert_eq!(slices, vec![Some(&5i32.to_le_bytes()[..]), None]);
+        assert_eq!(column_slices(&[SqlType::Int8], &tuple).unwrap_err().sqlstate(), "XX001");
+        assert_eq!(column_slices(&[SqlType::Int4], &[9]).unwrap_err().sqlstate(), "XX001");
+    }
+}

@@ -1,0 +1,163 @@
+//! SQL column types: what CREATE TABLE accepts, how each maps to Arrow, and
+//! how its values are laid out in a stored row (see [`crate::row`]).
+//!
+//! | SQL | Arrow | stored bytes |
+//! | smallint, int2 | Int16 | 2 |
+//! | integer, int, int4 | Int32 | 4 |
+//! | bigint, int8 | Int64 | 8 |
+//! | real, float4 | Float32 | 4 |
+//! | double precision, float8 | Float64 | 8 |
+//! | boolean, bool | Boolean | 1 |
+//! | text, varchar, varchar(n) | Utf8 | u32 length + UTF-8 |
+//! | numeric(p,s), decimal(p,s) | Decimal128(p,s) | 16 (i128) |
+//! | numeric, decimal (unconstrained) | Decimal128(38,10) | 16 |
+//! | date | Date32 | 4 |
+//! | timestamp [without time zone] | Timestamp(us, None) | 8 |
+//!
+//! Unconstrained numeric differs from PostgreSQL (which keeps any scale): it
+//! is stored with 38 digits of which 10 after the point, so values are
+//! rounded to 10 decimals. numeric precision is limited to 38 (Decimal128).
+
+use crate::error::{SqlError, sqlstate};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::sql::sqlparser::ast::{CharacterLength, DataType as AstType, ExactNumberInfo, TimezoneInfo};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Precision of unconstrained numeric.
+pub const NUMERIC_DEFAULT_PRECISION: u8 = 38;
+/// Scale of unconstrained numeric: 10 fractional digits keep money and
+/// ratios exact while leaving 28 integer digits.
+pub const NUMERIC_DEFAULT_SCALE: i8 = 10;
+/// Largest precision Decimal128 holds.
+pub const NUMERIC_PRECISION_MAX: u8 = 38;
+
+/// A column type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SqlType {
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Bool,
+    Text,
+    /// varchar(n): at most `n` characters.
+    Varchar(u32),
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
+    Date,
+    Timestamp,
+}
+
+impl SqlType {
+    /// The type of a CREATE TABLE column, or 0A000 for types not supported.
+    pub fn from_ast(ast: &AstType) -> Result<SqlType, SqlError> {
+        let ty = match ast {
+            AstType::Int2(_) | AstType::SmallInt(_) => SqlType::Int2,
+            AstType::Int(_) | AstType::Int4(_) | AstType::Integer(_) => SqlType::Int4,
+            AstType::Int8(_) | AstType::BigInt(_) => SqlType::Int8,
+            AstType::Real | AstType::Float4 => SqlType::Float4,
+            AstType::Float8 | AstType::DoublePrecision | AstType::Double(ExactNumberInfo::None) => SqlType::Float8,
+            AstType::Bool | AstType::Boolean => SqlType::Bool,
+            AstType::Text => SqlType::Text,
+            AstType::Varchar(length) | AstType::CharacterVarying(length) | AstType::CharVarying(length) => {
+                varchar(length.as_ref())?
+            }
+            AstType::Numeric(info) | AstType::Decimal(info) => numeric(info)?,
+            AstType::Date => SqlType::Date,
+            AstType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Timestamp,
+            other => return Err(SqlError::unsupported(format_args!("type {other}"))),
+        };
+        Ok(ty)
+    }
+
+    /// The Arrow type of the column's values.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            SqlType::Int2 => DataType::Int16,
+            SqlType::Int4 => DataType::Int32,
+            SqlType::Int8 => DataType::Int64,
+            SqlType::Float4 => DataType::Float32,
+            SqlType::Float8 => DataType::Float64,
+            SqlType::Bool => DataType::Boolean,
+            SqlType::Text | SqlType::Varchar(_) => DataType::Utf8,
+            SqlType::Numeric { precision, scale } => DataType::Decimal128(precision, scale),
+            SqlType::Date => DataType::Date32,
+            SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        }
+    }
+
+    /// Bytes of a stored value of a fixed-width type, None for variable width.
+    pub fn fixed_width_bytes(self) -> Option<usize> {
+        match self {
+            SqlType::Bool => Some(1),
+            SqlType::Int2 => Some(2),
+            SqlType::Int4 | SqlType::Float4 | SqlType::Date => Some(4),
+            SqlType::Int8 | SqlType::Float8 | SqlType::Timestamp => Some(8),
+            SqlType::Numeric { .. } => Some(16),
+            SqlType::Text | SqlType::Varchar(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for SqlType {
+    /// The PostgreSQL spelling, as in error messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SqlType::Int2 => write!(f, "smallint"),
+            SqlType::Int4 => write!(f, "integer"),
+            SqlType::Int8 => write!(f, "bigint"),
+            SqlType::Float4 => write!(f, "real"),
+            SqlType::Float8 => write!(f, "double precision"),
+            SqlType::Bool => write!(f, "boolean"),
+            SqlType::Text => write!(f, "text"),
+            SqlType::Varchar(length) => write!(f, "character varying({length})"),
+            SqlType::Numeric { precision, scale } => write!(f, "numeric({precision},{scale})"),
+            SqlType::Date => write!(f, "date"),
+            SqlType::Timestamp => write!(f, "timestamp without time zone"),
+        }
+    }
+}
+
+fn varchar(length: Option<&CharacterLength>) -> Result<SqlType, SqlError> {
+    match length {
+        None => Ok(SqlType::Text),
+        Some(CharacterLength::IntegerLength { length, .. }) => match u32::try_from(*length) {
+            Ok(length) if length >= 1 => Ok(SqlType::Varchar(length)),
+            _ => Err(SqlError::new(
+                sqlstate::SYNTAX_ERROR,
+                format!("length for type varchar must be between 1 and {}", u32::MAX),
+            )),
+        },
+        Some(CharacterLength::Max) => Err(SqlError::unsupported("varchar(max)")),
+    }
+}
+
+fn numeric(info: &ExactNumberInfo) -> Result<SqlType, SqlError> {
+    let (precision, scale) = match *info {
+        ExactNumberInfo::None => return Ok(numeric_default()),
+        ExactNumberInfo::Precision(precision) => (precision, 0),
+        ExactNumberInfo::PrecisionAndScale(precision, scale) => (precision, scale),
+    };
+    let precision =
+        u8::try_from(precision).ok().filter(|p| (1..=NUMERIC_PRECISION_MAX).contains(p)).ok_or_else(|| {
+            SqlError::new(
+                sqlstate::INVALID_TABLE_DEFINITION,
+                format!("NUMERIC precision {precision} must be between 1 and {NUMERIC_PRECISION_MAX}"),
+            )
+        })?;
+    let scale = i8::try_from(scale).ok().filter(|s| (0..=precision as i8).contains(s)).ok_or_else(|| {
+        SqlError::new(
+            sqlstate::INVALID_TABLE_DEFINITION,
+            format!("NUMERIC scale {scale} must be between 0 and precision {precision}"),
+        )
+    })?;
+    Ok(SqlType::Numeric { precision, scale })
+}
+
+fn numeric_default() -> SqlType {
+    SqlType::Numeric { precision: NUMERIC_DEFAULT_PRECISION, scale: NUMERIC_DEFAULT_SCALE }
+}

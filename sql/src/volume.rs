@@ -1,0 +1,94 @@
+//! The page source seam: what the SQL layer needs from pages and redo.
+//!
+//! The SQL layer owns this trait (STYLE: the consumer owns the seam); the
+//! server implements it with its buffer cache and the storage client, tests
+//! with [`crate::testing::MemoryVolume`].
+//!
+//! Contract:
+//! - `read_page(p, l)` returns page `p` exactly as of LSN `l` (every redo
+//!   record with LSN <= `l` applied), or an all-zero page if `p` was never
+//!   written at `l`. The same (p, l) always returns the same bytes.
+//! - `read_point()` returns a commit LSN (a transaction-consistent state,
+//!   invariant 1) that a new statement may read at. On the writer, once
+//!   `commit` has returned `Ok(lsn)`, `read_point()` returns at least `lsn`:
+//!   the engine relies on this to base the next write transaction on every
+//!   earlier commit.
+//! - `commit(bodies)` makes the records durable as one transaction, applied in
+//!   order at consecutive LSNs, the last being the commit record; it returns
+//!   that LSN. Only the engine's write lock holder calls it, so commits never
+//!   interleave. Readers return [`VolumeError::ReadOnly`].
+
+use crate::error::{SqlError, sqlstate};
+use async_trait::async_trait;
+use borealis_storage::ids::{Lsn, PageId};
+use borealis_storage::page::Page;
+use borealis_storage::redo::RedoBody;
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Why a volume operation failed. Messages may hold internal detail (node
+/// names, LSNs): they go to logs; the client sees only [`SqlError`]s.
+///
+/// SQLSTATE mapping (see [`VolumeError::to_sql_error`]):
+/// | variant | read | commit |
+/// | `ReadOnly` | 25006 | 25006 |
+/// | `Fenced` | 57P01 | 57P01 |
+/// | `Unavailable`, `Timeout` | 57P03 (retry later) | 08007 (outcome unknown) |
+/// | `Internal` | XX000 | XX000 |
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum VolumeError {
+    /// This instance may not write (a reader).
+    #[error("volume is read-only on this instance")]
+    ReadOnly,
+    /// A newer writer raised the volume epoch; this instance must stop writing.
+    #[error("writer fenced by a newer epoch: {0}")]
+    Fenced(String),
+    /// Storage could not be reached or has no quorum.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Storage did not answer in time.
+    #[error("storage timed out: {0}")]
+    Timeout(String),
+    /// Anything else (corruption, bugs).
+    #[error("volume internal error: {0}")]
+    Internal(String),
+}
+
+impl VolumeError {
+    /// The client error. `during_commit` matters for Unavailable and Timeout:
+    /// a commit that could not be confirmed may or may not be durable (08007).
+    pub fn to_sql_error(&self, during_commit: bool) -> SqlError {
+        tracing::warn!(error = %self, during_commit, "volume operation failed");
+        match self {
+            VolumeError::ReadOnly => {
+                SqlError::new(sqlstate::READ_ONLY_SQL_TRANSACTION, "cannot write on a read-only instance")
+            }
+            VolumeError::Fenced(_) => SqlError::new(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection because this instance is no longer the writer",
+            ),
+            VolumeError::Unavailable(_) | VolumeError::Timeout(_) if during_commit => SqlError::new(
+                sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
+                "storage did not confirm the commit; the transaction may or may not be committed",
+            ),
+            VolumeError::Unavailable(_) | VolumeError::Timeout(_) => {
+                SqlError::new(sqlstate::CANNOT_CONNECT_NOW, "storage is temporarily unavailable")
+            }
+            VolumeError::Internal(detail) => SqlError::internal(detail),
+        }
+    }
+}
+
+/// Pages at read points, and commits of redo. See the module docs for the contract.
+#[async_trait]
+pub trait Volume: Send + Sync + 'static {
+    /// Page as of `read_point` (an all-zero Page if never written).
+    async fn read_page(&self, page: PageId, read_point: Lsn) -> Result<Arc<Page>, VolumeError>;
+    /// The newest consistent read point a new statement may use.
+    async fn read_point(&self) -> Result<Lsn, VolumeError>;
+    /// Writer only: make these page changes durable as one transaction;
+    /// returns the LSN of its commit record. Readers return
+    /// [`VolumeError::ReadOnly`]. Records are applied in order; the volume
+    /// assigns consecutive LSNs.
+    async fn commit(&self, bodies: Vec<RedoBody>) -> Result<Lsn, VolumeError>;
+}
