@@ -1,0 +1,398 @@
+//! The storage client compute uses: one QUIC endpoint with a lazily
+//! (re)connected connection per storage daemon, request/response calls with
+//! timeouts, page reads from one complete replica, and the volume reader.
+//! The volume writer (quorum writes and recovery) is in `writer`.
+//!
+//! A page read names its read point and goes to one segment of the page's
+//! protection group; on `NotComplete`, `TooOld` or a failure the next segment
+//! is tried. Every page received is checked with `Page::verify`.
+
+use crate::ids::{Lsn, NodeId, PageId, ProtectionGroupId, VolumeLayout};
+use crate::page::Page;
+use crate::proto::{self, MESSAGE_BYTES_MAX, NodeStatus, Request, Response};
+use crate::tls::{self, TlsError};
+use borealis_config::StorageNode;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+pub use crate::writer::{CommitLsns, VolumeConfig, VolumeWriter};
+
+/// Time allowed for one ordinary request (connect included).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time allowed for a request that moves many records (catch-up).
+pub const BULK_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Retries of a page read that no replica can serve yet; with the doubling
+/// wait from `PAGE_RETRY_WAIT_MIN` they span about 1.3 s.
+const PAGE_RETRIES: u32 = 6;
+const PAGE_RETRY_WAIT_MIN: Duration = Duration::from_millis(20);
+/// A daemon that failed a request this recently is tried last for reads.
+const RECENT_FAILURE: Duration = Duration::from_secs(5);
+/// The name every daemon's certificate carries.
+const SERVER_NAME: &str = "localhost";
+
+/// Errors of the storage client. Branch on variants, or on `is_retryable`.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StorageError {
+    /// A daemon holds a newer epoch: a newer writer exists.
+    #[error("a newer writer holds the volume (epoch {current})")]
+    StaleEpoch { current: crate::ids::Epoch },
+    /// This writer was fenced earlier by a newer epoch; it must stop writing.
+    #[error("this writer has been fenced by a newer writer")]
+    Fenced,
+    /// The commit was not acknowledged by a write quorum in time. Its outcome
+    /// is unknown: it may still become durable.
+    #[error("commit not acknowledged by a write quorum within {timeout_ms} ms")]
+    QuorumTimeout { timeout_ms: u64 },
+    /// Too few daemons answered for a quorum operation.
+    #[error("quorum lost: {needed} storage daemons needed, {answered} answered ({what})")]
+    QuorumLost { what: &'static str, needed: usize, answered: usize },
+    /// No replica is complete up to the read point (yet).
+    #[error("no replica is complete to {want} (best {have})")]
+    NotComplete { have: Lsn, want: Lsn },
+    /// The read point is below the history storage keeps.
+    #[error("read point {want} is older than the oldest kept ({oldest})")]
+    TooOld { oldest: Lsn, want: Lsn },
+    /// Data failed a checksum or did not decode.
+    #[error("corrupt data from storage: {0}")]
+    Corrupt(String),
+    /// Network or daemon failure.
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    /// TLS material or configuration is unusable.
+    #[error("storage TLS setup failed: {0}")]
+    Tls(String),
+    /// The request was bad or the configuration does not fit.
+    #[error("invalid storage request: {0}")]
+    Invalid(String),
+    /// The operation was abandoned (writer shutting down).
+    #[error("storage operation cancelled")]
+    Cancelled,
+}
+
+impl StorageError {
+    /// Whether trying again (later, or on another replica) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::NotComplete { .. } | StorageError::Io(_) | StorageError::QuorumLost { .. })
+    }
+
+    /// Whether this writer must stop (SQLSTATE 57P01 for its sessions).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StorageError::Fenced | StorageError::StaleEpoch { .. })
+    }
+
+    /// Whether the operation was cancelled.
+    pub fn is_cancel(&self) -> bool {
+        matches!(self, StorageError::Cancelled)
+    }
+}
+
+impl From<TlsError> for StorageError {
+    fn from(e: TlsError) -> Self {
+        StorageError::Tls(e.to_string())
+    }
+}
+
+/// Segments of `protection_group`: all daemons when there are exactly six,
+/// otherwise two per zone chosen deterministically from the group id.
+pub fn placement(nodes: &[StorageNode], protection_group: ProtectionGroupId) -> Vec<NodeId> {
+    if nodes.len() <= borealis_config::SEGMENTS_PER_GROUP {
+        return nodes.iter().map(|n| NodeId(n.index)).collect();
+    }
+    let mut zones: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
+    for node in nodes {
+        zones.entry(node.az.as_str()).or_default().push(NodeId(node.index));
+    }
+    let per_zone = borealis_config::SEGMENTS_PER_GROUP / zones.len().max(1);
+    let mut chosen = Vec::with_capacity(borealis_config::SEGMENTS_PER_GROUP);
+    for members in zones.values() {
+        let start = protection_group.0 as usize * per_zone;
+        chosen.extend((0..per_zone.min(members.len())).map(|k| members[(start + k) % members.len()]));
+    }
+    chosen
+}
+
+/// One endpoint and a connection per daemon.
+pub struct StorageClient {
+    endpoint: quinn::Endpoint,
+    nodes: Vec<StorageNode>,
+    addresses: Mutex<HashMap<NodeId, SocketAddr>>,
+    connections: Mutex<HashMap<NodeId, quinn::Connection>>,
+    /// When each daemon last failed a request; reads try others first.
+    failures: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl std::fmt::Debug for StorageClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageClient").field("nodes", &self.nodes.len()).finish()
+    }
+}
+
+impl StorageClient {
+    /// A client for `nodes`, using the cluster TLS material in `tls_dir`.
+    /// Must be called inside a tokio runtime.
+    pub fn new(nodes: Vec<StorageNode>, tls_dir: &Path) -> Result<StorageClient, StorageError> {
+        let config = tls::quic_client_config(tls_dir)?;
+        let ipv6 = nodes.first().is_some_and(|n| n.addr.is_ipv6());
+        let any: IpAddr = if ipv6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+        let mut endpoint =
+            quinn::Endpoint::client(SocketAddr::new(any, 0)).map_err(|e| StorageError::Io(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let addresses = nodes.iter().map(|n| (NodeId(n.index), n.addr)).collect();
+        Ok(StorageClient {
+            endpoint,
+            nodes,
+            addresses: Mutex::new(addresses),
+            connections: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The daemons this client knows.
+    pub fn nodes(&self) -> &[StorageNode] {
+        &self.nodes
+    }
+
+    /// Replaces a daemon's address (it came back elsewhere).
+    pub fn set_address(&self, node: NodeId, addr: SocketAddr) {
+        self.addresses.lock().expect("address map poisoned").insert(node, addr);
+        self.forget(node);
+    }
+
+    fn forget(&self, node: NodeId) {
+        self.connections.lock().expect("connection map poisoned").remove(&node);
+    }
+
+    async fn connection(&self, node: NodeId) -> Result<quinn::Connection, StorageError> {
+        let cached = self.connections.lock().expect("connection map poisoned").get(&node).cloned();
+        if let Some(connection) = cached
+            && connection.close_reason().is_none()
+        {
+            return Ok(connection);
+        }
+        let addr = self.addresses.lock().expect("address map poisoned").get(&node).copied();
+        let addr = addr.ok_or_else(|| StorageError::Invalid(format!("unknown storage node {node}")))?;
+        let connecting = self.endpoint.connect(addr, SERVER_NAME).map_err(|e| StorageError::Io(e.to_string()))?;
+        let connection = connecting.await.map_err(|e| StorageError::Io(format!("connect to {node}: {e}")))?;
+        self.connections.lock().expect("connection map poisoned").insert(node, connection.clone());
+        Ok(connection)
+    }
+
+    /// Sends one request on its own stream and waits for the answer.
+    /// Cancel-safe: dropping the future abandons only its stream.
+    pub async fn request(&self, node: NodeId, request: &Request, timeout: Duration) -> Result<Response, StorageError> {
+        let exchange = async {
+            let connection = self.connection(node).await?;
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| StorageError::Io(e.to_string()))?;
+            send.write_all(&proto::encode(request)).await.map_err(|e| StorageError::Io(e.to_string()))?;
+            send.finish().map_err(|e| StorageError::Io(e.to_string()))?;
+            let bytes = recv.read_to_end(MESSAGE_BYTES_MAX).await.map_err(|e| StorageError::Io(e.to_string()))?;
+            proto::decode::<Response>(&bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(StorageError::Io(format!("{node} did not answer within {} ms", timeout.as_millis()))),
+        };
+        if matches!(result, Err(StorageError::Io(_))) {
+            self.forget(node);
+            self.failures.lock().expect("failure map poisoned").insert(node, Instant::now());
+        }
+        result
+    }
+
+    /// Whether `node` failed a request within `RECENT_FAILURE`.
+    fn failed_recently(&self, node: NodeId) -> bool {
+        let failures = self.failures.lock().expect("failure map poisoned");
+        failures.get(&node).is_some_and(|at| at.elapsed() < RECENT_FAILURE)
+    }
+
+    /// `Status` of one daemon.
+    pub async fn status(&self, node: NodeId) -> Result<NodeStatus, StorageError> {
+        match self.request(node, &Request::Status, REQUEST_TIMEOUT).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `Status` of every daemon, concurrently; failures are returned in place.
+    pub async fn status_all(&self) -> Vec<(NodeId, Result<NodeStatus, StorageError>)> {
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| NodeId(n.index)).collect();
+        let answers = futures::future::join_all(ids.iter().map(|node| self.status(*node))).await;
+        ids.into_iter().zip(answers).collect()
+    }
+
+    /// The page as of `read_point` from the first of `candidates` that can
+    /// serve it, verified. When none is complete to the read point yet (the
+    /// records are on their way), tries again a few times.
+    pub async fn get_page(&self, candidates: &[NodeId], page: PageId, read_point: Lsn) -> Result<Page, StorageError> {
+        let mut wait = PAGE_RETRY_WAIT_MIN;
+        for _ in 0..PAGE_RETRIES {
+            match self.get_page_once(candidates, page, read_point).await {
+                Err(StorageError::NotComplete { .. }) => tokio::time::sleep(wait).await,
+                other => return other,
+            }
+            wait *= 2;
+        }
+        self.get_page_once(candidates, page, read_point).await
+    }
+
+    async fn get_page_once(&self, candidates: &[NodeId], page: PageId, read_point: Lsn) -> Result<Page, StorageError> {
+        let mut best_error = StorageError::NotComplete { have: Lsn::ZERO, want: read_point };
+        let mut ordered = candidates.to_vec();
+        ordered.sort_by_key(|node| self.failed_recently(*node));
+        for node in &ordered {
+            let request = Request::GetPage { page, read_point };
+            let error = match self.request(*node, &request, REQUEST_TIMEOUT).await {
+                Ok(Response::Page { bytes }) => match verified_page(&bytes) {
+                    Ok(page) => return Ok(page),
+                    Err(e) => e,
+                },
+                Ok(Response::NotComplete { segment_complete_lsn }) => {
+                    StorageError::NotComplete { have: segment_complete_lsn, want: read_point }
+                }
+                Ok(Response::TooOld { oldest }) => StorageError::TooOld { oldest, want: read_point },
+                Ok(other) => unexpected(other),
+                Err(e) => e,
+            };
+            tracing::debug!(%node, %page, %read_point, "page read refused: {error}");
+            best_error = more_telling(best_error, error);
+        }
+        Err(best_error)
+    }
+
+    /// Closes every connection.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"client closing");
+    }
+}
+
+fn verified_page(bytes: &[u8]) -> Result<Page, StorageError> {
+    let page = Page::from_bytes(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    page.verify().map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    Ok(page)
+}
+
+/// Keeps the error that says most about why no replica served a page.
+fn more_telling(kept: StorageError, new: StorageError) -> StorageError {
+    match (&kept, &new) {
+        (StorageError::TooOld { .. }, _) => kept,
+        (_, StorageError::TooOld { .. }) => new,
+        (StorageError::NotComplete { have: a, .. }, StorageError::NotComplete { have: b, .. }) if b > a => new,
+        (StorageError::NotComplete { .. }, StorageError::Corrupt(_)) => new,
+        _ => kept,
+    }
+}
+
+/// A response that does not answer the request.
+pub(crate) fn unexpected(response: Response) -> StorageError {
+    match response {
+        Response::StaleEpoch { current } => StorageError::StaleEpoch { current },
+        Response::Failed { message } => StorageError::Io(message),
+        other => StorageError::Io(format!("unexpected response {other:?}")),
+    }
+}
+
+/// Daemons asked for a read point: a read quorum, so the answer is at least
+/// as new as any durable LSN a write quorum has been told.
+pub const READ_POINT_ANSWERS: usize = 3;
+
+/// Reads pages at read points; never writes.
+#[derive(Debug, Clone)]
+pub struct VolumeReader {
+    client: Arc<StorageClient>,
+    layout: VolumeLayout,
+}
+
+impl VolumeReader {
+    /// A reader of the volume on `nodes`.
+    pub fn open(nodes: Vec<StorageNode>, tls_dir: &Path, layout: VolumeLayout) -> Result<VolumeReader, StorageError> {
+        Ok(VolumeReader { client: Arc::new(StorageClient::new(nodes, tls_dir)?), layout })
+    }
+
+    /// A recent read point: the highest durable LSN reported by the first
+    /// `READ_POINT_ANSWERS` daemons to answer (always a commit point; a
+    /// daemon that is down costs nothing once enough others answered).
+    pub async fn read_point(&self) -> Result<Lsn, StorageError> {
+        use futures::StreamExt;
+        let mut answers: futures::stream::FuturesUnordered<_> =
+            self.client.nodes().iter().map(|n| self.client.status(NodeId(n.index))).collect();
+        let (mut best, mut answered) = (None, 0);
+        let mut last_error = StorageError::QuorumLost { what: "read point", needed: 1, answered: 0 };
+        while let Some(answer) = answers.next().await {
+            match answer {
+                Ok(status) => {
+                    best = best.max(Some(status.durable_lsn));
+                    answered += 1;
+                    if answered >= READ_POINT_ANSWERS {
+                        break;
+                    }
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        best.ok_or(last_error)
+    }
+
+    /// The page as of `read_point`.
+    pub async fn get_page(&self, page: PageId, read_point: Lsn) -> Result<Page, StorageError> {
+        let candidates = placement(self.client.nodes(), self.layout.group_of(page));
+        self.client.get_page(&candidates, page, read_point).await
+    }
+}
+
+/// One daemon as `borealis status` shows it.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    /// The daemon's entry in the cluster file.
+    pub node: StorageNode,
+    /// Its status, or why it did not answer.
+    pub status: Result<NodeStatus, StorageError>,
+}
+
+/// Asks every daemon for its status.
+pub async fn node_status(nodes: Vec<StorageNode>, tls_dir: &Path) -> Result<Vec<NodeReport>, StorageError> {
+    let client = StorageClient::new(nodes, tls_dir)?;
+    let answers = client.status_all().await;
+    client.close();
+    Ok(client.nodes().iter().cloned().zip(answers).map(|(node, (_, status))| NodeReport { node, status }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(count: u32) -> Vec<StorageNode> {
+        (0..count)
+            .map(|index| StorageNode {
+                index,
+                name: format!("s{index}"),
+                az: format!("az{}", index % 3),
+                addr: SocketAddr::from(([127, 0, 0, 1], 7000 + index as u16)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn placement_puts_two_segments_in_each_zone() {
+        assert_eq!(placement(&nodes(6), ProtectionGroupId(5)).len(), 6);
+        for group in 0..10 {
+            let chosen = placement(&nodes(9), ProtectionGroupId(group));
+            assert_eq!(chosen.len(), 6);
+            for zone in 0..3 {
+                assert_eq!(chosen.iter().filter(|n| n.0 % 3 == zone).count(), 2);
+            }
+            assert_eq!(chosen, placement(&nodes(9), ProtectionGroupId(group)), "deterministic");
+        }
+    }
+
+    #[test]
+    fn errors_classify() {
+        assert!(StorageError::Io("x".into()).is_retryable());
+        assert!(!StorageError::QuorumTimeout { timeout_ms: 1 }.is_retryable());
+        assert!(StorageError::Fenced.is_fenced());
+        assert!(StorageError::Cancelled.is_cancel());
+    }
+}

@@ -1,0 +1,464 @@
+//! The storage daemon: a QUIC (mutual TLS) server in front of a
+//! `store::SegmentStore`, with a redo log and a state file on disk.
+//!
+//! An `Append` passes through: epoch check (a newer epoch is persisted
+//! first), the log writer thread (which writes every queued append, syncs
+//! once for all of them and then answers each: group commit), insertion into
+//! the segments, and the answer with each segment's SCL. Nothing is reported
+//! complete before it is synced. A `RaiseEpoch` or `Truncate` is persisted in
+//! the state file before it is answered. At start the state file is read and
+//! the log replayed; a torn tail is cut.
+//!
+//! A background tick applies records up to the durable LSN, collects page
+//! versions no read point can reach, and saves the durable LSN hint.
+
+use crate::ids::{Epoch, Lsn, NodeId, PageId, ProtectionGroupId, VolumeLayout};
+use crate::log::{self, RedoLog};
+use crate::proto::{self, GroupAppend, MESSAGE_BYTES_MAX, Request, Response, SegmentProgress, Truncation};
+use crate::store::{EpochCheck, PageRefusal, SegmentStore, StoreError};
+use crate::tls::{self, TlsError};
+use borealis_config::StorageNode;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+/// Appends queued for the log writer. While one sync runs, up to this many
+/// further appends queue and share the next sync; more wait for room.
+pub const LOG_QUEUE_CAPACITY: usize = 1024;
+/// How often the background tick runs.
+pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+/// The most bytes of records one `GetRecords` answer carries.
+pub const RECORDS_BYTES_MAX: usize = MESSAGE_BYTES_MAX / 2;
+/// How long shutdown waits for connections to close cleanly.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// How to run one daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// This daemon's id (its index in the cluster file).
+    pub node: NodeId,
+    /// UDP address to listen on; port 0 picks a free port (see `DaemonHandle::local_addr`).
+    pub listen: SocketAddr,
+    /// Where the log and state file live (created if missing).
+    pub data_dir: PathBuf,
+    /// Where the cluster's TLS material lives (see `tls::ensure_cluster_certs`).
+    pub tls_dir: PathBuf,
+    /// Page to protection group mapping of the volume.
+    pub layout: VolumeLayout,
+    /// Every storage daemon of the cluster (this one may be included), for
+    /// gossip repair; empty turns gossip off.
+    pub peers: Vec<StorageNode>,
+}
+
+/// Why a daemon could not start or stopped.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot {what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+    #[error("daemon task failed: {0}")]
+    Task(String),
+}
+
+fn io_error(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
+    move |source| DaemonError::Io { what, source }
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct DaemonHandle {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), DaemonError>>,
+}
+
+impl DaemonHandle {
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes connections, waits for the log writer to finish.
+    pub async fn stop(mut self) -> Result<(), DaemonError> {
+        if let Some(stop) = self.stop.take() {
+            let _already_stopped = stop.send(());
+        }
+        (&mut self.task).await.map_err(|e| DaemonError::Task(e.to_string()))?
+    }
+}
+
+/// Runs a daemon until `shutdown` completes.
+pub async fn run(options: DaemonOptions, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let handle = start(options).await?;
+    shutdown.await;
+    handle.stop().await
+}
+
+/// Starts a daemon: replays its log, binds, and serves in the background.
+pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> {
+    let server_config = tls::quic_server_config(&options.tls_dir)?;
+    let (data_dir, listen, node) = (options.data_dir.clone(), options.listen, options.node);
+    let gossip = match options.peers.is_empty() {
+        true => None,
+        false => Some(
+            crate::client::StorageClient::new(options.peers.clone(), &options.tls_dir)
+                .map_err(|e| DaemonError::Task(format!("cannot start gossip: {e}")))?,
+        ),
+    };
+    let (store, log) = tokio::task::spawn_blocking(move || open_files(&options))
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))??;
+    let endpoint = quinn::Endpoint::server(server_config, listen).map_err(io_error("bind the storage port"))?;
+    let local_addr = endpoint.local_addr().map_err(io_error("read the bound address"))?;
+    let (log_sender, log_thread) = spawn_log_writer(log)?;
+    let daemon = Arc::new(Daemon {
+        store: Mutex::new(store),
+        log: log_sender,
+        data_dir,
+        persist_lock: tokio::sync::Mutex::new(()),
+    });
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(serve(daemon, endpoint, stopped, log_thread, gossip.map(|client| (client, node))));
+    tracing::info!(%local_addr, "storage daemon listening");
+    Ok(DaemonHandle { local_addr, stop: Some(stop), task })
+}
+
+fn open_files(options: &DaemonOptions) -> Result<(SegmentStore, RedoLog), DaemonError> {
+    std::fs::create_dir_all(&options.data_dir).map_err(io_error("create the data directory"))?;
+    let state = log::load_state(&options.data_dir).map_err(io_error("read the state file"))?;
+    let (log, replay) = RedoLog::open(&options.data_dir).map_err(io_error("open the redo log"))?;
+    if replay.torn_bytes > 0 {
+        tracing::warn!(torn_bytes = replay.torn_bytes, "cut a torn tail off the redo log");
+    }
+    let mut store = SegmentStore::new(options.node, options.layout, state);
+    let replayed = replay.entries.len();
+    for entry in replay.entries {
+        store.replay(entry);
+    }
+    tracing::info!(node = %options.node, replayed, epoch = %store.epoch(), "redo log replayed");
+    Ok((store, log))
+}
+
+/// An append waiting for the log writer; the groups come back once synced.
+struct LogAppend {
+    groups: Vec<GroupAppend>,
+    promises: Vec<log::Promise>,
+    done: oneshot::Sender<Result<Vec<GroupAppend>, String>>,
+}
+
+/// The log writer: a thread that drains the queue, writes every append it
+/// found, syncs once and answers them all. After a failed write or sync it
+/// refuses every later append (the tail is unknown until a restart cuts it).
+fn spawn_log_writer(mut log: RedoLog) -> Result<(mpsc::Sender<LogAppend>, std::thread::JoinHandle<()>), DaemonError> {
+    let (sender, mut receiver) = mpsc::channel::<LogAppend>(LOG_QUEUE_CAPACITY);
+    let thread = std::thread::Builder::new()
+        .name("redo-log-writer".into())
+        .spawn(move || {
+            let mut failed: Option<String> = None;
+            while let Some(first) = receiver.blocking_recv() {
+                let mut batch = vec![first];
+                while let Ok(next) = receiver.try_recv() {
+                    batch.push(next);
+                }
+                if failed.is_none() {
+                    let records = batch.iter().flat_map(|a| a.groups.iter().flat_map(|g| g.records.iter()));
+                    let promises: Vec<log::Promise> = batch.iter().flat_map(|a| a.promises.iter().copied()).collect();
+                    if let Err(e) = log.append(records, &promises) {
+                        tracing::error!("failed to append to the redo log: {e:#}");
+                        failed = Some(format!("redo log failed: {e}"));
+                    }
+                }
+                for append in batch {
+                    let result = match &failed {
+                        Some(reason) => Err(reason.clone()),
+                        None => Ok(append.groups),
+                    };
+                    let _requester_gone = append.done.send(result);
+                }
+            }
+        })
+        .map_err(io_error("start the log writer thread"))?;
+    Ok((sender, thread))
+}
+
+pub(crate) struct Daemon {
+    store: Mutex<SegmentStore>,
+    log: mpsc::Sender<LogAppend>,
+    data_dir: PathBuf,
+    /// Serialises state file writes; each writes the latest state.
+    persist_lock: tokio::sync::Mutex<()>,
+}
+
+async fn serve(
+    daemon: Arc<Daemon>,
+    endpoint: quinn::Endpoint,
+    mut stopped: oneshot::Receiver<()>,
+    log_thread: std::thread::JoinHandle<()>,
+    gossip: Option<(crate::client::StorageClient, NodeId)>,
+) -> Result<(), DaemonError> {
+    let mut connections = JoinSet::new();
+    connections.spawn(tick_loop(Arc::clone(&daemon)));
+    if let Some((client, node)) = gossip {
+        connections.spawn(crate::gossip::gossip_loop(Arc::clone(&daemon), client, node));
+    }
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                connections.spawn(serve_connection(Arc::clone(&daemon), incoming));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    endpoint.close(0u32.into(), b"daemon stopping");
+    connections.shutdown().await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
+    drop(daemon);
+    tokio::task::spawn_blocking(move || log_thread.join())
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))?
+        .map_err(|_| DaemonError::Task("log writer thread panicked".into()))
+}
+
+async fn tick_loop(daemon: Arc<Daemon>) {
+    let mut interval = tokio::time::interval(TICK_INTERVAL);
+    let mut saved_durable = daemon.lock().durable_lsn();
+    loop {
+        interval.tick().await;
+        let (result, durable) = {
+            let mut store = daemon.lock();
+            (store.tick(Instant::now()), store.durable_lsn())
+        };
+        if let Err(StoreError::Apply(e)) = result {
+            tracing::error!("applicator stopped: failed to apply a record: {e:#}");
+        }
+        if durable > saved_durable {
+            match daemon.persist().await {
+                Ok(()) => saved_durable = durable,
+                Err(e) => tracing::warn!("failed to save the durable LSN hint: {e:#}"),
+            }
+        }
+    }
+}
+
+async fn serve_connection(daemon: Arc<Daemon>, incoming: quinn::Incoming) {
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(e) => {
+            tracing::debug!("failed to accept a connection: {e:#}");
+            return;
+        }
+    };
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            stream = connection.accept_bi() => match stream {
+                Ok((send, recv)) => { streams.spawn(serve_stream(Arc::clone(&daemon), send, recv)); }
+                Err(e) => {
+                    tracing::debug!(peer = %connection.remote_address(), "connection ended: {e:#}");
+                    break;
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_stream(daemon: Arc<Daemon>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let bytes = match recv.read_to_end(MESSAGE_BYTES_MAX).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::debug!("failed to read a request: {e:#}");
+            return;
+        }
+    };
+    let response = match proto::decode::<Request>(&bytes) {
+        Ok(request) => daemon.handle(request).await,
+        Err(e) => Response::Failed { message: e.to_string() },
+    };
+    if let Err(e) = send.write_all(&proto::encode(&response)).await {
+        tracing::debug!("failed to send a response: {e:#}");
+        return;
+    }
+    let _peer_gone = send.finish();
+    let _ = send.stopped().await;
+}
+
+impl Daemon {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SegmentStore> {
+        self.store.lock().expect("store mutex poisoned: a handler panicked")
+    }
+
+    /// Writes the current state file; the latest state wins.
+    async fn persist(&self) -> Result<(), std::io::Error> {
+        let _serial = self.persist_lock.lock().await;
+        let state = self.lock().persisted().clone();
+        let dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || log::store_state(&dir, &state)).await.map_err(std::io::Error::other)?
+    }
+
+    async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Append { epoch, groups, complete_to, durable_lsn, min_read_point, all_groups } => {
+                self.append(epoch, groups, (complete_to, all_groups), durable_lsn, min_read_point).await
+            }
+            Request::GetPage { page, read_point } => self.get_page(page, read_point),
+            Request::Status => Response::Status(self.lock().status()),
+            Request::AdvanceDurable { epoch, durable_lsn, min_read_point } => {
+                if let Err(stale) = self.accept_epoch(epoch).await {
+                    return stale;
+                }
+                self.lock().advance_durable(durable_lsn, min_read_point);
+                Response::Advanced
+            }
+            Request::RaiseEpoch { epoch } => match self.accept_epoch(epoch).await {
+                Ok(()) => Response::EpochRaised { epoch: self.lock().epoch() },
+                Err(stale) => stale,
+            },
+            Request::Truncate { epoch, truncation } => self.truncate(epoch, truncation).await,
+            Request::GetRecords { protection_group, after, up_to, bytes_max } => {
+                let bytes_max = (bytes_max as usize).min(RECORDS_BYTES_MAX);
+                let (records, more) = self.lock().records(protection_group, after, up_to, bytes_max);
+                Response::Records { records, more }
+            }
+            Request::ChainPoint { protection_group, at_or_below } => {
+                let (commit_lsn, record_lsn) = self.lock().chain_point(protection_group, at_or_below);
+                Response::ChainPoint { commit_lsn, record_lsn }
+            }
+        }
+    }
+
+    /// Accepts `epoch` if it is current, persisting it first if it is newer.
+    async fn accept_epoch(&self, epoch: Epoch) -> Result<(), Response> {
+        let check = self.lock().check_epoch(epoch);
+        match check {
+            EpochCheck::Current => Ok(()),
+            EpochCheck::Stale { current } => Err(Response::StaleEpoch { current }),
+            EpochCheck::Newer => {
+                if !self.lock().raise_epoch(epoch) {
+                    return Err(Response::StaleEpoch { current: self.lock().epoch() });
+                }
+                self.persist()
+                    .await
+                    .map_err(|e| Response::Failed { message: format!("cannot persist the epoch: {e}") })?;
+                tracing::info!(%epoch, "epoch raised");
+                Ok(())
+            }
+        }
+    }
+
+    async fn append(
+        &self,
+        epoch: Epoch,
+        groups: Vec<GroupAppend>,
+        (complete_to, all_groups): (Lsn, bool),
+        durable_lsn: Lsn,
+        min_read_point: Lsn,
+    ) -> Response {
+        if let Err(stale) = self.accept_epoch(epoch).await {
+            return stale;
+        }
+        if let Err(message) = validate_append(epoch, &groups) {
+            return Response::Failed { message };
+        }
+        let segments = match self.ingest(groups, complete_to, all_groups).await {
+            Ok(segments) => segments,
+            Err(message) => return Response::Failed { message },
+        };
+        let mut store = self.lock();
+        // A writer fenced while its records were syncing is not told they are
+        // complete: the new writer may have truncated them.
+        if let EpochCheck::Stale { current } = store.check_epoch(epoch) {
+            return Response::StaleEpoch { current };
+        }
+        store.advance_durable(durable_lsn, min_read_point);
+        Response::Appended { segments }
+    }
+
+    /// Logs and syncs records and the promises that move an SCL, then
+    /// inserts them; returns the progress of the segments named.
+    pub(crate) async fn ingest(
+        &self,
+        groups: Vec<GroupAppend>,
+        complete_to: Lsn,
+        all_groups: bool,
+    ) -> Result<Vec<SegmentProgress>, String> {
+        let promises = self.lock().promises_needed(&groups, complete_to);
+        let groups = if promises.is_empty() && groups.iter().all(|g| g.records.is_empty()) {
+            groups
+        } else {
+            self.log_append(groups, promises).await?
+        };
+        Ok(self.lock().append_synced(groups, complete_to, all_groups))
+    }
+
+    /// Adopts a truncation range learnt from a peer (raising the epoch to
+    /// its epoch if needed: a writer of that epoch exists).
+    pub(crate) async fn adopt_truncation(&self, truncation: Truncation) -> Result<(), String> {
+        {
+            let mut store = self.lock();
+            if truncation.epoch > store.epoch() {
+                store.raise_epoch(truncation.epoch);
+            }
+            store.truncate(truncation)?;
+        }
+        self.persist().await.map_err(|e| format!("cannot persist the truncation: {e}"))
+    }
+
+    /// Writes and syncs records and promises through the log writer.
+    async fn log_append(
+        &self,
+        groups: Vec<GroupAppend>,
+        promises: Vec<log::Promise>,
+    ) -> Result<Vec<GroupAppend>, String> {
+        let (done, synced) = oneshot::channel();
+        let stopped = || "the redo log writer has stopped".to_string();
+        self.log.send(LogAppend { groups, promises, done }).await.map_err(|_| stopped())?;
+        synced.await.map_err(|_| stopped())?
+    }
+
+    fn get_page(&self, page: PageId, read_point: Lsn) -> Response {
+        let result = self.lock().get_page(page, read_point, Instant::now());
+        match result {
+            Ok(image) => Response::Page { bytes: image.as_bytes().to_vec() },
+            Err(PageRefusal::NotComplete { segment_complete_lsn }) => Response::NotComplete { segment_complete_lsn },
+            Err(PageRefusal::TooOld { oldest }) => Response::TooOld { oldest },
+            Err(PageRefusal::Failed(message)) => Response::Failed { message },
+        }
+    }
+
+    async fn truncate(&self, epoch: Epoch, truncation: Truncation) -> Response {
+        if let Err(stale) = self.accept_epoch(epoch).await {
+            return stale;
+        }
+        let result = self.lock().truncate(truncation);
+        let segments = match result {
+            Ok(segments) => segments,
+            Err(message) => return Response::Failed { message },
+        };
+        if let Err(e) = self.persist().await {
+            return Response::Failed { message: format!("cannot persist the truncation: {e}") };
+        }
+        Response::Truncated { segments }
+    }
+}
+
+/// Refuses appends whose records do not belong where they claim.
+pub(crate) fn validate_append(epoch: Epoch, groups: &[GroupAppend]) -> Result<(), String> {
+    for group in groups {
+        let protection_group: ProtectionGroupId = group.protection_group;
+        for record in &group.records {
+            if record.protection_group != protection_group || record.epoch > epoch || record.prev_lsn >= record.lsn {
+                return Err(format!("record {} does not fit group {protection_group} at epoch {epoch}", record.lsn));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! The storage daemon's state machine (sans-IO): its epoch, its segments,
+//! their page versions, and the truncation ranges it has accepted.
+//!
+//! The daemon shell feeds it requests and does the I/O around it: an append
+//! is checked (`check_epoch`), its records are logged and synced by the shell,
+//! and only then inserted (`insert_synced`), so an SCL that is reported is
+//! always durable. Pages are built lazily: records are applied up to a read
+//! point when a page is read there, and up to the durable LSN in the
+//! background; records above the durable LSN may still be truncated, so they
+//! are never applied before a read point (always durable) covers them.
+
+use crate::ids::{Epoch, Lsn, NodeId, PageId, ProtectionGroupId, VolumeLayout};
+use crate::page::Page;
+use crate::proto::{GroupAppend, NodeStatus, SegmentProgress, Truncation};
+use crate::redo::{RedoError, RedoRecord};
+use crate::segment::{Insert, Segment};
+use crate::versions::PageVersions;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a reader's read point holds history after its last page read.
+pub const READER_READ_POINT_HOLD: Duration = Duration::from_secs(30);
+
+/// What the daemon keeps in its state file (everything but the log).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedState {
+    pub epoch: Epoch,
+    /// A hint: never above the true volume durable LSN.
+    pub durable_lsn: Lsn,
+    pub truncations: Vec<Truncation>,
+}
+
+/// The outcome of comparing a request's epoch with the daemon's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochCheck {
+    /// Same epoch.
+    Current,
+    /// Newer: the daemon must persist it before it acts on the request.
+    Newer,
+    /// Older: refuse.
+    Stale { current: Epoch },
+}
+
+/// Why a page cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PageRefusal {
+    NotComplete {
+        segment_complete_lsn: Lsn,
+    },
+    TooOld {
+        oldest: Lsn,
+    },
+    /// The segment's applicator stopped on a record it cannot apply.
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct SegmentState {
+    segment: Segment,
+    applied_lsn: Lsn,
+    failed: Option<String>,
+}
+
+/// The daemon's state.
+#[derive(Debug)]
+pub struct SegmentStore {
+    node: NodeId,
+    layout: VolumeLayout,
+    persisted: PersistedState,
+    writer_min_read_point: Lsn,
+    reader_read_points: BTreeMap<Lsn, Instant>,
+    segments: BTreeMap<ProtectionGroupId, SegmentState>,
+    /// Groups without records here have none at or below this (writer's promise).
+    unlisted_complete_lsn: Lsn,
+    versions: PageVersions,
+}
+
+impl SegmentStore {
+    /// A store starting from persisted state; replay the log with `insert_synced`.
+    pub fn new(node: NodeId, layout: VolumeLayout, persisted: PersistedState) -> SegmentStore {
+        SegmentStore {
+            node,
+            layout,
+            persisted,
+            writer_min_read_point: Lsn::ZERO,
+            reader_read_points: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            unlisted_complete_lsn: Lsn::ZERO,
+            versions: PageVersions::new(),
+        }
+    }
+
+    /// The state to persist.
+    pub fn persisted(&self) -> &PersistedState {
+        &self.persisted
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.persisted.epoch
+    }
+
+    /// Compares a request's epoch with ours.
+    pub fn check_epoch(&self, epoch: Epoch) -> EpochCheck {
+        match epoch.cmp(&self.persisted.epoch) {
+            std::cmp::Ordering::Equal => EpochCheck::Current,
+            std::cmp::Ordering::Greater => EpochCheck::Newer,
+            std::cmp::Ordering::Less => EpochCheck::Stale { current: self.persisted.epoch },
+        }
+    }
+
+    /// Raises the epoch (in memory; the shell persists before answering).
+    /// Returns false if `epoch` is older than the current one.
+    pub fn raise_epoch(&mut self, epoch: Epoch) -> bool {
+        if epoch < self.persisted.epoch {
+            return false;
+        }
+        self.persisted.epoch = epoch;
+        true
+    }
+
+    fn segment_mut(&mut self, protection_group: ProtectionGroupId) -> &mut SegmentState {
+        self.segments.entry(protection_group).or_insert_with(|| SegmentState {
+            segment: Segment::new(protection_group),
+            applied_lsn: Lsn::ZERO,
+            failed: None,
+        })
+    }
+
+    /// Inserts a record that is durable in the log (also used at replay).
+    /// Records annulled by a truncation range are ignored.
+    pub fn insert_synced(&mut self, record: RedoRecord) -> Insert {
+        if self.persisted.truncations.iter().any(|t| t.annuls(&record)) {
+            return Insert::Dropped;
+        }
+        self.segment_mut(record.protection_group).segment.insert(record)
+    }
+
+    /// Replays one log entry.
+    pub fn replay(&mut self, entry: crate::log::LogEntry) {
+        match entry {
+            crate::log::LogEntry::Record(record) => {
+                self.insert_synced(record);
+            }
+            crate::log::LogEntry::Promise { protection_group, tail_lsn, complete_to } => {
+                self.segment_mut(protection_group).segment.extend_complete(tail_lsn, complete_to);
+            }
+        }
+    }
+
+    /// The promises of an append that would move an SCL (those must be
+    /// logged with the records).
+    pub fn promises_needed(&self, groups: &[GroupAppend], complete_to: Lsn) -> Vec<(ProtectionGroupId, Lsn, Lsn)> {
+        groups
+            .iter()
+            .filter(|g| complete_to > g.tail_lsn)
+            .filter(|g| {
+                self.segments.get(&g.protection_group).is_none_or(|s| s.segment.segment_complete_lsn() < complete_to)
+            })
+            .map(|g| (g.protection_group, g.tail_lsn, complete_to))
+            .collect()
+    }
+
+    /// Inserts a synced append and takes the writer's completeness promise;
+    /// returns the progress of every segment named.
+    pub fn append_synced(
+        &mut self,
+        groups: Vec<GroupAppend>,
+        complete_to: Lsn,
+        all_groups: bool,
+    ) -> Vec<SegmentProgress> {
+        let mut progress = Vec::with_capacity(groups.len());
+        for group in groups {
+            for record in group.records {
+                self.insert_synced(record);
+            }
+            let state = self.segment_mut(group.protection_group);
+            state.segment.extend_complete(group.tail_lsn, complete_to);
+            progress.push(state.segment.progress());
+        }
+        if all_groups {
+            self.unlisted_complete_lsn = self.unlisted_complete_lsn.max(complete_to);
+        }
+        progress
+    }
+
+    /// Learns the volume durable LSN and the writer's min read point.
+    pub fn advance_durable(&mut self, durable_lsn: Lsn, min_read_point: Lsn) {
+        self.persisted.durable_lsn = self.persisted.durable_lsn.max(durable_lsn);
+        self.writer_min_read_point = self.writer_min_read_point.max(min_read_point);
+    }
+
+    /// The durable LSN this daemon knows.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.persisted.durable_lsn
+    }
+
+    /// Records and applies a truncation range to every segment (in memory;
+    /// the shell persists before answering). Returns every segment's progress.
+    pub fn truncate(&mut self, truncation: Truncation) -> Result<Vec<SegmentProgress>, String> {
+        for state in self.segments.values() {
+            if state.segment.records_in(truncation.above, state.applied_lsn).any(|r| truncation.annuls(r)) {
+                return Err(format!(
+                    "truncation {truncation:?} would annul records applied up to {}",
+                    state.applied_lsn
+                ));
+            }
+        }
+        for state in self.segments.values_mut() {
+            state.segment.truncate(truncation.epoch, truncation.above, truncation.up_to);
+        }
+        if !self.persisted.truncations.contains(&truncation) {
+            self.persisted.truncations.push(truncation);
+        }
+        Ok(self.segments.values().map(|s| s.segment.progress()).collect())
+    }
+
+    /// The SCL of a group; a group without records here is complete as far
+    /// as the writer promised for unlisted groups.
+    fn segment_complete_lsn(&self, protection_group: ProtectionGroupId) -> Lsn {
+        match self.segments.get(&protection_group) {
+            Some(state) if state.segment.tail_lsn() > Lsn::ZERO || state.segment.held_count() > 0 => {
+                state.segment.segment_complete_lsn()
+            }
+            Some(state) => state.segment.segment_complete_lsn().max(self.unlisted_complete_lsn),
+            None => self.unlisted_complete_lsn,
+        }
+    }
+
+    /// The page as of `read_point`, sealed. A read point is always durable
+    /// (it names a commit the writer acknowledged), so records up to it may
+    /// be applied.
+    pub fn get_page(&mut self, page: PageId, read_point: Lsn, now: Instant) -> Result<Page, PageRefusal> {
+        let protection_group = self.layout.group_of(page);
+        let scl = self.segment_complete_lsn(protection_group);
+        if read_point > scl {
+            return Err(PageRefusal::NotComplete { segment_complete_lsn: scl });
+        }
+        if read_point < self.versions.history_floor() {
+            return Err(PageRefusal::TooOld { oldest: self.versions.history_floor() });
+        }
+        self.reader_read_points.insert(read_point, now);
+        self.apply_up_to(protection_group, read_point).map_err(|e| PageRefusal::Failed(e.to_string()))?;
+        let image = self
+            .versions
+            .page_at(page, read_point)
+            .map_err(|too_old| PageRefusal::TooOld { oldest: too_old.oldest })?;
+        let mut sealed = Arc::unwrap_or_clone(image);
+        sealed.seal();
+        Ok(sealed)
+    }
+
+    /// Applies the group's chained records up to `lsn`. Stops the segment's
+    /// applicator on the first record it cannot apply (never skips it).
+    pub fn apply_up_to(&mut self, protection_group: ProtectionGroupId, lsn: Lsn) -> Result<(), StoreError> {
+        let Some(state) = self.segments.get_mut(&protection_group) else {
+            return Ok(());
+        };
+        if let Some(reason) = &state.failed {
+            return Err(StoreError::ApplicatorStopped(reason.clone()));
+        }
+        let up_to = lsn.min(state.segment.tail_lsn());
+        let mut applied = state.applied_lsn;
+        let mut failure = None;
+        for record in state.segment.records_in(applied, up_to) {
+            if let Err(e) = self.versions.apply(record) {
+                failure = Some(e);
+                break;
+            }
+            applied = record.lsn;
+        }
+        state.applied_lsn = applied;
+        if let Some(e) = failure {
+            state.failed = Some(e.to_string());
+            return Err(StoreError::Apply(e));
+        }
+        state.applied_lsn = applied.max(up_to);
+        Ok(())
+    }
+
+    /// Background work: applies every segment up to the durable LSN and
+    /// drops history below the min read point (writer's and recent readers').
+    pub fn tick(&mut self, now: Instant) -> Result<(), StoreError> {
+        let durable = self.persisted.durable_lsn;
+        let groups: Vec<ProtectionGroupId> = self.segments.keys().copied().collect();
+        let mut first_error = Ok(());
+        for group in groups {
+            if let Err(e) = self.apply_up_to(group, durable)
+                && first_error.is_ok()
+            {
+                first_error = Err(e);
+            }
+        }
+        self.reader_read_points.retain(|_, seen| now.saturating_duration_since(*seen) < READER_READ_POINT_HOLD);
+        let reader_min = self.reader_read_points.keys().next().copied().unwrap_or(Lsn(u64::MAX));
+        let horizon = self.writer_min_read_point.min(reader_min);
+        self.versions.collect_garbage(horizon);
+        first_error
+    }
+
+    /// The group's chained records in `(after, up_to]`, at most `bytes_max`.
+    pub fn records(
+        &self,
+        protection_group: ProtectionGroupId,
+        after: Lsn,
+        up_to: Lsn,
+        bytes_max: usize,
+    ) -> (Vec<RedoRecord>, bool) {
+        match self.segments.get(&protection_group) {
+            Some(state) => state.segment.records_between(after, up_to, bytes_max),
+            None => (Vec::new(), false),
+        }
+    }
+
+    /// The last commit and the last record at or below `lsn` in the group's chain.
+    pub fn chain_point(&self, protection_group: ProtectionGroupId, lsn: Lsn) -> (Lsn, Lsn) {
+        self.segments.get(&protection_group).map_or((Lsn::ZERO, Lsn::ZERO), |s| {
+            (s.segment.last_commit_at_or_below(lsn), s.segment.last_record_at_or_below(lsn))
+        })
+    }
+
+    /// What `Status` reports.
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node: self.node,
+            epoch: self.persisted.epoch,
+            durable_lsn: self.persisted.durable_lsn,
+            segments: self.segments.values().map(|s| s.segment.progress()).collect(),
+            truncations: self.persisted.truncations.clone(),
+        }
+    }
+}
+
+/// A failure of the applicator.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("applicator failed: {0}")]
+    Apply(#[from] RedoError),
+    #[error("applicator stopped earlier: {0}")]
+    ApplicatorStopped(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::PageKind;
+    use crate::redo::RedoBody;
+
+    const GROUP: ProtectionGroupId = ProtectionGroupId(0);
+
+    fn record(lsn: u64, prev: u64, epoch: u64, is_commit: bool, body: RedoBody) -> RedoRecord {
+        RedoRecord { lsn: Lsn(lsn), prev_lsn: Lsn(prev), protection_group: GROUP, epoch: Epoch(epoch), is_commit, body }
+    }
+
+    fn store() -> SegmentStore {
+        let layout = VolumeLayout { pages_per_group: 1000 };
+        SegmentStore::new(NodeId(1), layout, PersistedState::default())
+    }
+
+    #[test]
+    fn pages_are_served_only_up_to_the_complete_lsn() {
+        let mut store = store();
+        let page = PageId(5);
+        let now = Instant::now();
+        store.insert_synced(record(1, 0, 1, false, RedoBody::InitPage { page, kind: PageKind::Heap }));
+        store.insert_synced(record(2, 1, 1, true, RedoBody::InsertTuple { page, slot: 0, data: b"x".to_vec() }));
+        store.insert_synced(record(4, 3, 1, true, RedoBody::DeleteTuple { page, slot: 0 }));
+        let served = store.get_page(page, Lsn(2), now).unwrap();
+        served.verify().unwrap();
+        assert_eq!(served.tuple(0), Some(&b"x"[..]));
+        assert_eq!(store.get_page(page, Lsn(4), now), Err(PageRefusal::NotComplete { segment_complete_lsn: Lsn(2) }));
+        store.append_synced(
+            vec![GroupAppend { protection_group: GROUP, records: vec![], tail_lsn: Lsn(2) }],
+            Lsn(3),
+            true,
+        );
+        assert_eq!(store.get_page(page, Lsn(4), now), Err(PageRefusal::NotComplete { segment_complete_lsn: Lsn(3) }));
+        assert!(store.get_page(page, Lsn(3), now).is_ok(), "the promise extends the complete LSN");
+    }
+
+    #[test]
+    fn truncated_records_are_ignored_at_replay() {
+        let mut store = store();
+        let page = PageId(1);
+        store.insert_synced(record(1, 0, 1, true, RedoBody::InitPage { page, kind: PageKind::Heap }));
+        store.insert_synced(record(2, 1, 1, false, RedoBody::InitPage { page, kind: PageKind::Heap }));
+        let truncation = Truncation { epoch: Epoch(2), above: Lsn(1), up_to: Lsn(50) };
+        store.truncate(truncation).unwrap();
+        let persisted = store.persisted().clone();
+        let mut replayed = SegmentStore::new(NodeId(1), VolumeLayout { pages_per_group: 1000 }, persisted);
+        replayed.insert_synced(record(1, 0, 1, true, RedoBody::InitPage { page, kind: PageKind::Heap }));
+        assert_eq!(
+            replayed.insert_synced(record(2, 1, 1, false, RedoBody::InitPage { page, kind: PageKind::Heap })),
+            Insert::Dropped
+        );
+        assert_eq!(replayed.status().segments[0].tail_lsn, Lsn(1));
+    }
+
+    #[test]
+    fn tick_collects_history_below_the_min_read_point() {
+        let mut store = store();
+        let page = PageId(3);
+        let now = Instant::now();
+        store.insert_synced(record(1, 0, 1, true, RedoBody::InitPage { page, kind: PageKind::Heap }));
+        store.insert_synced(record(2, 1, 1, true, RedoBody::InsertTuple { page, slot: 0, data: b"a".to_vec() }));
+        store.insert_synced(record(3, 2, 1, true, RedoBody::DeleteTuple { page, slot: 0 }));
+        store.advance_durable(Lsn(3), Lsn(2));
+        store.tick(now).unwrap();
+        assert!(store.get_page(page, Lsn(2), now).is_ok());
+        assert_eq!(store.get_page(page, Lsn(1), now), Err(PageRefusal::TooOld { oldest: Lsn(2) }));
+        let later = now + READER_READ_POINT_HOLD + Duration::from_secs(1);
+        store.advance_durable(Lsn(3), Lsn(3));
+        store.tick(later).unwrap();
+        assert_eq!(store.get_page(page, Lsn(2), later), Err(PageRefusal::TooOld { oldest: Lsn(3) }));
+    }
+}
