@@ -1,0 +1,293 @@
+//! The PostgreSQL front end: one pgwire connection per client, each with its
+//! own SQL session.
+//!
+//! A statement arrives as a simple query (text, possibly several statements)
+//! or through the extended protocol (Parse/Bind/Describe/Execute). Either way
+//! it goes to the connection's `borealis_sql::Session`; results come back as
+//! Arrow batches and are encoded here in text or binary per column. Errors
+//! carry their SQLSTATE from the SQL layer (DESIGN.md invariant 9): this is
+//! the only place they become ErrorResponses.
+
+use crate::pgtypes;
+use async_trait::async_trait;
+use borealis_sql::{Engine, QueryOutput, Session, SqlError};
+use futures::stream;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password, random_nonce};
+use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tracing::{debug, info, warn};
+
+/// PBKDF2 iterations for SCRAM-SHA-256, PostgreSQL's default.
+const SCRAM_ITERATIONS: usize = 4096;
+/// The only database of a Borealis cluster.
+pub const DATABASE_NAME: &str = "postgres";
+/// The superuser role.
+pub const SUPERUSER_NAME: &str = "postgres";
+/// What `server_version` reports: PostgreSQL 16 compatible.
+pub const SERVER_VERSION: &str = concat!("16.6 (Borealis ", env!("CARGO_PKG_VERSION"), ")");
+
+/// Answers SCRAM password look-ups. The salted password is computed once:
+/// PBKDF2 per connection would cost more than the queries of a short session.
+#[derive(Debug)]
+pub struct PasswordSource {
+    salt: Vec<u8>,
+    salted_password: Vec<u8>,
+}
+
+impl PasswordSource {
+    /// A source for the superuser with `password`.
+    pub fn new(password: &str) -> PasswordSource {
+        // A random printable nonce serves as the salt (PostgreSQL stores 16 random bytes).
+        let salt = random_nonce().into_bytes();
+        let salted_password = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+        PasswordSource { salt, salted_password }
+    }
+}
+
+fn user_error(sqlstate: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), sqlstate.into(), message)))
+}
+
+#[async_trait]
+impl AuthSource for PasswordSource {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        if let Some(database) = login.database()
+            && database != DATABASE_NAME
+        {
+            return Err(user_error("3D000", format!("database \"{database}\" does not exist")));
+        }
+        if user != SUPERUSER_NAME {
+            // Same answer as a wrong password: do not reveal which roles exist.
+            return Err(user_error("28P01", format!("password authentication failed for user \"{user}\"")));
+        }
+        Ok(Password::new(Some(self.salt.clone()), self.salted_password.clone()))
+    }
+}
+
+/// What every connection of one instance shares.
+pub struct Frontend {
+    engine: Arc<Engine>,
+    passwords: Arc<PasswordSource>,
+    parameters: Arc<DefaultServerParameterProvider>,
+}
+
+impl Frontend {
+    /// A front end over `engine`; `read_only` is reported to clients as
+    /// `default_transaction_read_only` (readers).
+    pub fn new(engine: Arc<Engine>, password: &str, read_only: bool) -> Frontend {
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = SERVER_VERSION.to_string();
+        parameters.default_transaction_read_only = read_only;
+        parameters.in_hot_standby = read_only;
+        parameters.scram_iterations = SCRAM_ITERATIONS;
+        Frontend { engine, passwords: Arc::new(PasswordSource::new(password)), parameters: Arc::new(parameters) }
+    }
+
+    /// Accepts connections until the listener fails; each runs in its own task.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (socket, peer) = listener.accept().await?;
+            if let Err(e) = socket.set_nodelay(true) {
+                debug!(%peer, "failed to set TCP_NODELAY: {e}");
+            }
+            let connection = Arc::new(Connection::new(&self));
+            tokio::spawn(async move {
+                debug!(%peer, "connection opened");
+                if let Err(e) = pgwire::tokio::process_socket(socket, None, connection).await {
+                    debug!(%peer, "connection ended: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// One client connection: its SQL session and the pgwire handlers.
+struct Connection {
+    handler: Arc<Handler>,
+    startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+}
+
+impl Connection {
+    fn new(frontend: &Frontend) -> Connection {
+        let session = Arc::new(Mutex::new(frontend.engine.session()));
+        let handler = Arc::new(Handler { session: session.clone(), parser: Arc::new(Parser { session }) });
+        let mut scram = ScramAuth::new(frontend.passwords.clone());
+        scram.set_iterations(SCRAM_ITERATIONS);
+        let startup = Arc::new(SASLAuthStartupHandler::new(frontend.parameters.clone()).with_scram(scram));
+        Connection { handler, startup }
+    }
+}
+
+impl PgWireServerHandlers for Connection {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.handler.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.handler.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+}
+
+struct Handler {
+    session: Arc<Mutex<Session>>,
+    parser: Arc<Parser>,
+}
+
+fn error_info(error: &SqlError) -> ErrorInfo {
+    ErrorInfo::new("ERROR".into(), error.sqlstate().to_string(), error.message().to_string())
+}
+
+/// Turns one statement's output into a pgwire response.
+fn respond(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
+    match output {
+        QueryOutput::Rows { schema, batches } => {
+            let fields = Arc::new(pgtypes::fields(&schema, format));
+            let mut rows = Vec::new();
+            for batch in &batches {
+                rows.extend(pgtypes::encode_batch(&fields, batch)?.into_iter().map(Ok));
+            }
+            Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+        }
+        QueryOutput::Command { tag } => {
+            let command = tag.split_whitespace().next().unwrap_or_default();
+            let response_tag = Tag::new(&tag);
+            Ok(match command {
+                "BEGIN" | "START" => Response::TransactionStart(response_tag),
+                "COMMIT" | "ROLLBACK" => Response::TransactionEnd(response_tag),
+                _ => Response::Execution(response_tag),
+            })
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Handler {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut session = self.session.lock().await;
+        match session.execute(query).await {
+            Ok(outputs) => outputs.into_iter().map(|output| respond(output, &Format::UnifiedText)).collect(),
+            Err(error) => {
+                log_statement_error(&error);
+                Ok(vec![Response::Error(Box::new(error_info(&error)))])
+            }
+        }
+    }
+}
+
+fn log_statement_error(error: &SqlError) {
+    if error.sqlstate().starts_with("XX") || error.sqlstate().starts_with("58") {
+        warn!(sqlstate = error.sqlstate(), "statement failed: {}", error.message());
+    } else {
+        debug!(sqlstate = error.sqlstate(), "statement failed: {}", error.message());
+    }
+}
+
+/// A statement parsed for the extended protocol.
+#[derive(Clone, Debug)]
+pub struct PreparedStatement {
+    sql: String,
+    parameter_types: Vec<Type>,
+    schema: Option<arrow::datatypes::SchemaRef>,
+}
+
+struct Parser {
+    session: Arc<Mutex<Session>>,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = PreparedStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<PreparedStatement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let described = self.session.lock().await.describe(sql).await.map_err(|e| {
+            log_statement_error(&e);
+            PgWireError::UserError(Box::new(error_info(&e)))
+        })?;
+        let count = described.param_types.len().max(types.len());
+        let parameter_types = (0..count)
+            .map(|index| match types.get(index) {
+                Some(Some(declared)) if *declared != Type::UNKNOWN => declared.clone(),
+                _ => described.param_types.get(index).map_or(Type::TEXT, pgtypes::pg_type),
+            })
+            .collect();
+        Ok(Some(PreparedStatement { sql: sql.to_string(), parameter_types, schema: described.schema }))
+    }
+
+    fn get_parameter_types(&self, statement: &PreparedStatement) -> PgWireResult<Vec<Type>> {
+        Ok(statement.parameter_types.clone())
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &PreparedStatement,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(match &statement.schema {
+            Some(schema) => pgtypes::fields(schema, format.unwrap_or(&Format::UnifiedText)),
+            None => Vec::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Handler {
+    type Statement = PreparedStatement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<PreparedStatement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let statement = &portal.statement.statement;
+        let parameters = pgtypes::decode_parameters(portal, &statement.parameter_types)?;
+        let result = self.session.lock().await.execute_with_params(&statement.sql, parameters).await;
+        match result {
+            Ok(output) => respond(output, &portal.result_column_format),
+            Err(error) => {
+                log_statement_error(&error);
+                Ok(Response::Error(Box::new(error_info(&error))))
+            }
+        }
+    }
+}
+
+/// Binds `addr` and serves the front end; logs where it listens.
+pub async fn listen(frontend: Arc<Frontend>, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(%addr, "accepting PostgreSQL connections");
+    frontend.serve(listener).await
+}

@@ -1,0 +1,303 @@
+//! Arrow values to and from the PostgreSQL wire: type OIDs for row
+//! descriptions, text and binary encoding of result rows, and decoding of
+//! bound parameters into DataFusion scalars.
+//!
+//! Every Arrow type a query can produce has a PostgreSQL type here; types
+//! without a natural match are cast to text, so a client never receives a
+//! value it cannot read.
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int8Array,
+    Int16Array, Int32Array, Int64Array, TimestampMicrosecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Schema, TimeUnit};
+use chrono::{NaiveDate, NaiveDateTime};
+use datafusion::scalar::ScalarValue;
+use pgwire::api::Type;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use rust_decimal::Decimal;
+use std::sync::Arc;
+
+/// The PostgreSQL type a column of `data_type` is sent as.
+pub fn pg_type(data_type: &DataType) -> Type {
+    match data_type {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
+        DataType::Int32 | DataType::UInt16 => Type::INT4,
+        DataType::Int64 | DataType::UInt32 => Type::INT8,
+        DataType::UInt64 | DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => Type::NUMERIC,
+        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Date32 | DataType::Date64 => Type::DATE,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
+        _ => Type::TEXT,
+    }
+}
+
+/// The Arrow type a parameter declared (or inferred) as `pg` decodes to.
+pub fn arrow_type(pg: &Type) -> DataType {
+    match *pg {
+        Type::BOOL => DataType::Boolean,
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::FLOAT4 => DataType::Float32,
+        Type::FLOAT8 => DataType::Float64,
+        Type::NUMERIC => DataType::Decimal128(38, 10),
+        Type::DATE => DataType::Date32,
+        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        _ => DataType::Utf8,
+    }
+}
+
+/// Row description for a result schema, with per-column formats.
+pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(index, field)| {
+            FieldInfo::new(field.name().clone(), None, None, pg_type(field.data_type()), format.format_for(index))
+        })
+        .collect()
+}
+
+fn internal(message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "XX000".into(), message)))
+}
+
+/// Casts columns whose Arrow type has no direct encoder to text.
+fn normalise(column: &ArrayRef) -> PgWireResult<ArrayRef> {
+    let target = match column.data_type() {
+        DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(_, _) => Some(DataType::Utf8),
+        DataType::Timestamp(unit, tz) if *unit != TimeUnit::Microsecond => {
+            Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone()))
+        }
+        DataType::Date64 => Some(DataType::Date32),
+        DataType::Float16 => Some(DataType::Float32),
+        DataType::LargeBinary | DataType::BinaryView => Some(DataType::Binary),
+        DataType::Decimal256(_, _) => Some(DataType::Utf8),
+        other if pg_type(other) == Type::TEXT && *other != DataType::Utf8 => Some(DataType::Utf8),
+        _ => None,
+    };
+    match target {
+        Some(target) => cast(column, &target).map_err(|e| internal(format!("cannot encode column: {e}"))),
+        None => Ok(column.clone()),
+    }
+}
+
+/// Encodes every row of `batch` for the client.
+pub fn encode_batch(
+    fields: &Arc<Vec<FieldInfo>>,
+    batch: &arrow::record_batch::RecordBatch,
+) -> PgWireResult<Vec<DataRow>> {
+    let columns = batch.columns().iter().map(normalise).collect::<PgWireResult<Vec<_>>>()?;
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        for (column, field) in columns.iter().zip(fields.iter()) {
+            encode_value(&mut encoder, column, row, field.format())?;
+        }
+        rows.push(encoder.take_row());
+    }
+    Ok(rows)
+}
+
+fn encode_value(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, format: FieldFormat) -> PgWireResult<()> {
+    if column.is_null(row) {
+        return encoder.encode_field(&None::<i32>);
+    }
+    macro_rules! primitive {
+        ($array:ty, $convert:expr) => {{
+            let array = column.as_any().downcast_ref::<$array>().expect("type checked");
+            #[allow(clippy::redundant_closure_call)]
+            encoder.encode_field(&($convert)(array.value(row)))
+        }};
+    }
+    match column.data_type() {
+        DataType::Boolean => {
+            let array: &BooleanArray = column.as_boolean();
+            encoder.encode_field(&array.value(row))
+        }
+        DataType::Int8 => primitive!(Int8Array, i16::from),
+        DataType::Int16 => primitive!(Int16Array, |v: i16| v),
+        DataType::Int32 => primitive!(Int32Array, |v: i32| v),
+        DataType::Int64 => primitive!(Int64Array, |v: i64| v),
+        DataType::UInt8 => primitive!(UInt8Array, i16::from),
+        DataType::UInt16 => primitive!(UInt16Array, i32::from),
+        DataType::UInt32 => primitive!(UInt32Array, i64::from),
+        DataType::UInt64 => primitive!(UInt64Array, Decimal::from),
+        DataType::Float32 => primitive!(Float32Array, |v: f32| v),
+        DataType::Float64 => primitive!(Float64Array, |v: f64| v),
+        DataType::Decimal128(_, scale) => {
+            let array = column.as_any().downcast_ref::<Decimal128Array>().expect("type checked");
+            encode_decimal(encoder, array.value(row), *scale)
+        }
+        DataType::Date32 => {
+            let array = column.as_any().downcast_ref::<Date32Array>().expect("type checked");
+            let days = array.value(row);
+            let date = NaiveDate::from_num_days_from_ce_opt(days + UNIX_EPOCH_DAYS_FROM_CE)
+                .ok_or_else(|| internal(format!("date out of range: {days}")))?;
+            encoder.encode_field(&date)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            let array = column.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("type checked");
+            let micros = array.value(row);
+            let timestamp = chrono::DateTime::from_timestamp_micros(micros)
+                .ok_or_else(|| internal(format!("timestamp out of range: {micros}")))?;
+            match (tz, format) {
+                (None, FieldFormat::Text) => encoder.encode_field(&timestamp_text(&timestamp.naive_utc(), "")),
+                (Some(_), FieldFormat::Text) => encoder.encode_field(&timestamp_text(&timestamp.naive_utc(), "+00")),
+                (None, FieldFormat::Binary) => encoder.encode_field(&timestamp.naive_utc()),
+                (Some(_), FieldFormat::Binary) => encoder.encode_field(&timestamp),
+            }
+        }
+        DataType::Binary => encoder.encode_field(&column.as_binary::<i32>().value(row)),
+        _ => encoder.encode_field(&column.as_string::<i32>().value(row)),
+    }
+}
+
+/// PostgreSQL's text form of a timestamp: fractional seconds only when
+/// non-zero, without trailing zeros (`2024-01-02 03:04:05.25`).
+fn timestamp_text(timestamp: &NaiveDateTime, zone_suffix: &str) -> String {
+    let whole = timestamp.format("%Y-%m-%d %H:%M:%S");
+    let micros = timestamp.and_utc().timestamp_subsec_micros();
+    if micros == 0 {
+        return format!("{whole}{zone_suffix}");
+    }
+    let fraction = format!("{micros:06}");
+    format!("{whole}.{}{zone_suffix}", fraction.trim_end_matches('0'))
+}
+
+/// Days from 0001-01-01 (chrono's CE day 1) to 1970-01-01.
+const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+fn encode_decimal(encoder: &mut DataRowEncoder, value: i128, scale: i8) -> PgWireResult<()> {
+    let scale_u32 = u32::try_from(scale).unwrap_or(0);
+    match Decimal::try_from_i128_with_scale(value, scale_u32) {
+        Ok(decimal) => encoder.encode_field(&decimal),
+        // Beyond rust_decimal's 96 bits: send the exact text form.
+        Err(_) => encoder.encode_field(&format_decimal(value, scale)),
+    }
+}
+
+fn format_decimal(value: i128, scale: i8) -> String {
+    let digits = value.unsigned_abs().to_string();
+    let sign = if value < 0 { "-" } else { "" };
+    let scale = usize::try_from(scale).unwrap_or(0);
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    format!("{sign}{whole}.{fraction}")
+}
+
+fn bad_parameter(index: usize, pg: &Type, reason: impl std::fmt::Display) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "22P02".into(),
+        format!("invalid value for parameter ${} of type {}: {reason}", index + 1, pg.name()),
+    )))
+}
+
+/// Decodes the bound parameters of `portal` into scalars of the declared types.
+pub fn decode_parameters<S: Clone + Send + Sync + 'static>(
+    portal: &Portal<S>,
+    types: &[Type],
+) -> PgWireResult<Vec<ScalarValue>> {
+    (0..portal.parameter_len())
+        .map(|index| {
+            let pg = types.get(index).cloned().unwrap_or(Type::UNKNOWN);
+            decode_parameter(portal, index, &pg)
+        })
+        .collect()
+}
+
+fn decode_parameter<S: Clone + Send + Sync + 'static>(
+    portal: &Portal<S>,
+    index: usize,
+    pg: &Type,
+) -> PgWireResult<ScalarValue> {
+    let value = match *pg {
+        Type::BOOL => ScalarValue::Boolean(portal.parameter::<bool>(index, pg)?),
+        Type::INT2 => ScalarValue::Int16(portal.parameter::<i16>(index, pg)?),
+        Type::INT4 => ScalarValue::Int32(portal.parameter::<i32>(index, pg)?),
+        Type::INT8 => ScalarValue::Int64(portal.parameter::<i64>(index, pg)?),
+        Type::FLOAT4 => ScalarValue::Float32(portal.parameter::<f32>(index, pg)?),
+        Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(index, pg)?),
+        Type::NUMERIC => match portal.parameter::<Decimal>(index, pg)? {
+            None => ScalarValue::Decimal128(None, 38, 10),
+            Some(mut decimal) => {
+                decimal.rescale(10);
+                ScalarValue::Decimal128(Some(decimal.mantissa()), 38, 10)
+            }
+        },
+        Type::DATE => {
+            let date = portal.parameter::<NaiveDate>(index, pg)?;
+            ScalarValue::Date32(date.map(|d| d.num_days_from_ce_days() - UNIX_EPOCH_DAYS_FROM_CE))
+        }
+        Type::TIMESTAMP => {
+            let timestamp = portal.parameter::<NaiveDateTime>(index, pg)?;
+            ScalarValue::TimestampMicrosecond(timestamp.map(|t| t.and_utc().timestamp_micros()), None)
+        }
+        _ => match portal.parameter::<String>(index, &Type::TEXT) {
+            Ok(text) => ScalarValue::Utf8(text),
+            Err(e) => return Err(bad_parameter(index, pg, e)),
+        },
+    };
+    Ok(value)
+}
+
+/// chrono's day number of a date counted from 0001-01-01 as day 1.
+trait DaysFromCe {
+    fn num_days_from_ce_days(&self) -> i32;
+}
+
+impl DaysFromCe for NaiveDate {
+    fn num_days_from_ce_days(&self) -> i32 {
+        chrono::Datelike::num_days_from_ce(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_keep_their_scale() {
+        assert_eq!(format_decimal(12345, 2), "123.45");
+        assert_eq!(format_decimal(-5, 3), "-0.005");
+        assert_eq!(format_decimal(7, 0), "7");
+    }
+
+    #[test]
+    fn every_arrow_type_has_a_pg_type() {
+        assert_eq!(pg_type(&DataType::Int32), Type::INT4);
+        assert_eq!(pg_type(&DataType::Utf8View), Type::TEXT);
+        assert_eq!(pg_type(&DataType::Decimal128(10, 2)), Type::NUMERIC);
+        assert_eq!(pg_type(&DataType::Timestamp(TimeUnit::Microsecond, None)), Type::TIMESTAMP);
+        assert_eq!(arrow_type(&Type::INT8), DataType::Int64);
+        assert_eq!(arrow_type(&Type::UNKNOWN), DataType::Utf8);
+    }
+
+    #[test]
+    fn timestamps_print_like_postgres() {
+        let at = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        assert_eq!(timestamp_text(&at("2024-01-02 03:04:05.000"), ""), "2024-01-02 03:04:05");
+        assert_eq!(timestamp_text(&at("2024-01-02 03:04:05.250"), ""), "2024-01-02 03:04:05.25");
+        assert_eq!(timestamp_text(&at("2024-01-02 03:04:05.000001"), "+00"), "2024-01-02 03:04:05.000001+00");
+    }
+
+    #[test]
+    fn unix_epoch_offset_is_right() {
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        assert_eq!(epoch.num_days_from_ce_days(), UNIX_EPOCH_DAYS_FROM_CE);
+    }
+}
