@@ -1,0 +1,142 @@
+//! Replica lag on Borealis: writers commit single-row inserts through the
+//! cluster endpoint at a steady rate while a sampler takes the newest
+//! acknowledged row, polls the reader endpoint until that row is visible,
+//! and records the time from the commit's acknowledgement to its
+//! visibility. The figure includes one reader query's round trip, the
+//! resolution of the method. PostgreSQL has no replica here: "n/a".
+
+use crate::bench::report::Better;
+use crate::bench::stats::{Latencies, Summary};
+use crate::bench::systems::Endpoints;
+use crate::bench::{Context, Metric, Run};
+use anyhow::{Context as _, bail};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_postgres::types::Type;
+
+/// The table the writers insert into.
+const LAG_TABLE: &str = "bench_lag";
+/// Connections that share the target commit rate, so one slow commit does
+/// not stall the rate.
+const WRITERS: u64 = 4;
+/// A row not visible on a reader after this long fails the measurement.
+const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the lag workload measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Lag {
+    /// Commits per second the writers achieved.
+    pub commits_per_s: f64,
+    pub lag: Summary,
+}
+
+/// Measures replica lag on Borealis.
+pub async fn run(context: &Context, run: &mut Run) -> anyhow::Result<()> {
+    let settings = &context.settings;
+    let rate = settings.lag_commits_per_s;
+    let pair = run
+        .borealis_only(async |endpoints| {
+            let ddl = format!("create table {LAG_TABLE} (id int8 primary key, written_us int8 not null)");
+            super::execute(&endpoints, &ddl).await?;
+            let _bar = context.progress.timed("Borealis replica lag", settings.warmup + settings.duration);
+            measure(&endpoints, rate, settings.warmup, settings.duration).await
+        })
+        .await;
+    let metrics = [
+        Metric::new(format!("commits/s achieved (target {rate})"), "commits/s", Better::Higher, |lag: &Lag| {
+            lag.commits_per_s
+        }),
+        Metric::new("lag p50", "ms", Better::Lower, |lag: &Lag| lag.lag.p50_ms),
+        Metric::new("lag p99", "ms", Better::Lower, |lag: &Lag| lag.lag.p99_ms),
+        Metric::new("lag max", "ms", Better::Lower, |lag: &Lag| lag.lag.max_ms),
+    ];
+    run.rows("replica lag", &pair, &metrics);
+    Ok(())
+}
+
+/// Writes at `rate` commits/s and samples visibility on the reader endpoint.
+pub async fn measure(endpoints: &Endpoints, rate: u64, warmup: Duration, duration: Duration) -> anyhow::Result<Lag> {
+    let start = Instant::now();
+    let end = start + warmup + duration;
+    let (newest_sender, newest) = watch::channel::<Option<(i64, Instant)>>(None);
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let client = endpoints.connect_write().await?;
+        writers.push(tokio::spawn(write_loop(client, writer, rate, end, newest_sender.clone())));
+    }
+    drop(newest_sender);
+    let reader = endpoints.connect(endpoints.read_port).await?;
+    let sampled = sample_loop(&reader, newest, start + warmup, end).await;
+    let mut commits = 0;
+    for writer in writers {
+        commits += writer.await.context("writer task panicked")??;
+    }
+    let lag = sampled?.summary().context("no row became visible during the measurement")?;
+    let elapsed = (warmup + duration).as_secs_f64();
+    Ok(Lag { commits_per_s: commits as f64 / elapsed, lag })
+}
+
+async fn write_loop(
+    client: tokio_postgres::Client,
+    writer: u64,
+    rate: u64,
+    end: Instant,
+    newest: watch::Sender<Option<(i64, Instant)>>,
+) -> anyhow::Result<u64> {
+    let sql = format!("insert into {LAG_TABLE} (id, written_us) values ($1, $2)");
+    let statement =
+        client.prepare_typed(&sql, &[Type::INT8, Type::INT8]).await.context("failed to prepare the insert")?;
+    let period = Duration::from_secs_f64(WRITERS as f64 / rate.max(1) as f64);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut commits = 0u64;
+    while Instant::now() < end {
+        ticks.tick().await;
+        let id = i64::try_from(writer + WRITERS * commits)?;
+        let micros = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros())?;
+        client.execute(&statement, &[&id, &micros]).await.context("failed to insert")?;
+        let acknowledged = Instant::now();
+        newest.send_if_modified(|newest| {
+            let newer = newest.is_none_or(|(newest_id, _)| id > newest_id);
+            if newer {
+                *newest = Some((id, acknowledged));
+            }
+            newer
+        });
+        commits += 1;
+    }
+    Ok(commits)
+}
+
+async fn sample_loop(
+    reader: &tokio_postgres::Client,
+    mut newest: watch::Receiver<Option<(i64, Instant)>>,
+    measured_from: Instant,
+    end: Instant,
+) -> anyhow::Result<Latencies> {
+    let sql = format!("select id from {LAG_TABLE} where id = $1");
+    let statement = reader.prepare_typed(&sql, &[Type::INT8]).await.context("failed to prepare the reader's select")?;
+    let mut lags = Latencies::default();
+    while Instant::now() < end {
+        if tokio::time::timeout(Duration::from_secs(1), newest.changed()).await.is_err() {
+            continue;
+        }
+        let Some((id, acknowledged)) = *newest.borrow_and_update() else { continue };
+        loop {
+            if reader.query_opt(&statement, &[&id]).await.context("failed to read from the reader endpoint")?.is_some()
+            {
+                break;
+            }
+            if acknowledged.elapsed() > VISIBILITY_TIMEOUT {
+                bail!(
+                    "row {id} not visible on the reader endpoint {} s after its commit",
+                    VISIBILITY_TIMEOUT.as_secs()
+                );
+            }
+        }
+        if acknowledged >= measured_from {
+            lags.record(acknowledged.elapsed());
+        }
+    }
+    Ok(lags)
+}
