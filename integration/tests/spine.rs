@@ -89,8 +89,9 @@ async fn sql_through_every_endpoint() -> anyhow::Result<()> {
     let balance = rows(&client.simple_query("SELECT balance FROM accounts WHERE id = 2").await?);
     assert_eq!(balance[0][0].as_deref(), Some("21.00"));
     assert_eq!(client.execute("DELETE FROM branches WHERE city = 'Lima'", &[]).await?, 1);
-    let count: i64 = client.query_one("SELECT count(*) FROM branches", &[]).await?.get(0);
-    assert_eq!(count, 2);
+    let row = client.query_one("SELECT count(*) FROM branches", &[]).await?;
+    assert_eq!(row.columns()[0].name(), "count", "result columns carry PostgreSQL's names");
+    assert_eq!(row.get::<_, i64>(0), 2);
 
     // Errors with their SQLSTATEs; the session stays usable after each.
     expect_sqlstate(&client, "SELEC 1", "42601").await;

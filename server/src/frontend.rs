@@ -28,12 +28,14 @@ use tracing::{debug, info, warn};
 
 /// PBKDF2 iterations for SCRAM-SHA-256, PostgreSQL's default.
 const SCRAM_ITERATIONS: usize = 4096;
-/// The only database of a Borealis cluster.
-pub const DATABASE_NAME: &str = "postgres";
+use borealis_sql::functions::{DATABASE_NAME, POSTGRES_VERSION};
 /// The superuser role.
 pub const SUPERUSER_NAME: &str = "postgres";
-/// What `server_version` reports: PostgreSQL 16 compatible.
-pub const SERVER_VERSION: &str = concat!("16.6 (Borealis ", env!("CARGO_PKG_VERSION"), ")");
+
+/// What `server_version` reports: PostgreSQL 16 compatible, as `version()` does.
+fn server_version() -> String {
+    format!("{POSTGRES_VERSION} (Borealis {})", env!("CARGO_PKG_VERSION"))
+}
 
 /// Answers SCRAM password look-ups. The salted password is computed once:
 /// PBKDF2 per connection would cost more than the queries of a short session.
@@ -86,7 +88,7 @@ impl Frontend {
     /// `default_transaction_read_only` (readers).
     pub fn new(engine: Arc<Engine>, password: &str, read_only: bool) -> Frontend {
         let mut parameters = DefaultServerParameterProvider::default();
-        parameters.server_version = SERVER_VERSION.to_string();
+        parameters.server_version = server_version();
         parameters.default_transaction_read_only = read_only;
         parameters.in_hot_standby = read_only;
         parameters.scram_iterations = SCRAM_ITERATIONS;

@@ -222,9 +222,9 @@ fn print_banner(config: &ClusterConfig, data_dir: &Path) {
     println!();
     println!("Borealis cluster `{}` is up (data in {})", config.name, data_dir.display());
     println!();
-    println!("  {:<12} {:<22} {}", "endpoint", "address", "serves");
-    println!("  {:<12} {:<22} {}", "cluster", config.cluster_endpoint, "the writer (reads and writes)");
-    println!("  {:<12} {:<22} {}", "reader", config.reader_endpoint, "the readers (read-only, load balanced)");
+    println!("  {:<12} {:<22} serves", "endpoint", "address");
+    println!("  {:<12} {:<22} the writer (reads and writes)", "cluster", config.cluster_endpoint);
+    println!("  {:<12} {:<22} the readers (read-only, load balanced)", "reader", config.reader_endpoint);
     for instance in &config.instances {
         println!("  {:<12} {:<22} {} instance", instance.name, instance.addr, instance.role);
     }

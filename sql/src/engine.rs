@@ -25,7 +25,7 @@ use crate::error::{SqlError, sqlstate};
 use crate::heap::{Snapshot, WriteSet};
 use crate::provider::{CatalogView, ROWS_SCHEMA, TablesSchema};
 use crate::volume::Volume;
-use crate::{ddl, dml};
+use crate::{ddl, dml, names};
 use borealis_storage::ids::{Lsn, PageId};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -349,7 +349,12 @@ impl Session {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.planner.prepare(catalog, snapshot);
-        dml::describe(&mut self.planner, statement).await
+        let names = names::postgres_column_names(&statement);
+        let mut described = dml::describe(&mut self.planner, statement).await?;
+        if let (Some(names), Some(schema)) = (names, described.schema.as_mut()) {
+            *schema = names::rename(schema, &names);
+        }
+        Ok(described)
     }
 
     fn parse_or_fail(&mut self, sql: &str) -> Result<Vec<Statement>, SqlError> {
@@ -457,9 +462,17 @@ impl Session {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.planner.prepare(catalog, snapshot);
+        let names = names::postgres_column_names(&statement);
         let plan = self.planner.plan(statement, params).await?;
         let (schema, batches) = self.planner.collect(&plan).await?;
-        Ok(QueryOutput::Rows { schema, batches })
+        let Some(names) = names else { return Ok(QueryOutput::Rows { schema, batches }) };
+        let renamed = names::rename(&schema, &names);
+        let batches = batches
+            .into_iter()
+            .map(|batch| RecordBatch::try_new(renamed.clone(), batch.columns().to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SqlError::from_arrow(&e))?;
+        Ok(QueryOutput::Rows { schema: renamed, batches })
     }
 
     async fn write(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {

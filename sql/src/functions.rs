@@ -14,9 +14,9 @@ use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use std::sync::Arc;
 
 /// The PostgreSQL version Borealis speaks (what `server_version` should report too).
-pub const POSTGRES_VERSION: &str = "16.0";
+pub const POSTGRES_VERSION: &str = "16.6";
 /// The one database name.
-pub const DATABASE_NAME: &str = "borealis";
+pub const DATABASE_NAME: &str = "postgres";
 
 /// Registers the functions on a session's DataFusion state.
 pub fn register(state: &mut SessionState) -> DfResult<()> {

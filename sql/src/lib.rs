@@ -26,6 +26,7 @@ pub mod engine;
 pub mod error;
 pub mod functions;
 pub mod heap;
+pub mod names;
 pub mod provider;
 pub mod row;
 pub mod testing;

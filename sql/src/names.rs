@@ -1,0 +1,131 @@
+//! PostgreSQL's names for result columns.
+//!
+//! DataFusion names an unaliased output column after its whole expression
+//! (`count(*)`, `t.a + Int64(1)`); PostgreSQL names it after the function
+//! (`count`), the column (`a`), the cast type of a literal (`int4`), or
+//! `?column?`. Clients and ORMs read rows by these names, so results are
+//! renamed to PostgreSQL's before they leave the engine. Aliased columns and
+//! `*` keep their names.
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::sql::sqlparser::ast::{
+    CastKind, DataType as SqlType, Expr, ObjectNamePart, Query, SelectItem, SetExpr, Statement,
+};
+use std::sync::Arc;
+
+/// The name PostgreSQL gives each output column of `statement`, or None when
+/// DataFusion's names should stand (not a plain SELECT, or a `*` item whose
+/// expansion we do not track).
+pub fn postgres_column_names(statement: &Statement) -> Option<Vec<Option<String>>> {
+    let Statement::Query(query) = statement else { return None };
+    select_names(query)
+}
+
+fn select_names(query: &Query) -> Option<Vec<Option<String>>> {
+    let select = match query.body.as_ref() {
+        SetExpr::Select(select) => select,
+        SetExpr::Query(inner) => return select_names(inner),
+        _ => return None,
+    };
+    select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(expr) => Some(Some(expression_name(expr))),
+            SelectItem::ExprWithAlias { .. } => Some(None),
+            _ => None,
+        })
+        .collect()
+}
+
+/// PostgreSQL's FigureColname, for the expressions we can name.
+fn expression_name(expr: &Expr) -> String {
+    match expr {
+        Expr::Identifier(ident) => ident.value.clone(),
+        Expr::CompoundIdentifier(parts) => parts.last().map_or_else(unknown, |ident| ident.value.clone()),
+        Expr::Function(function) => match function.name.0.last() {
+            Some(ObjectNamePart::Identifier(ident)) => ident.value.to_lowercase(),
+            _ => unknown(),
+        },
+        Expr::Nested(inner) => expression_name(inner),
+        Expr::Cast { kind: CastKind::DoubleColon | CastKind::Cast, expr, data_type, .. } => match expr.as_ref() {
+            Expr::Value(_) => type_name(data_type),
+            inner => expression_name(inner),
+        },
+        Expr::Case { .. } => "case".to_string(),
+        Expr::Exists { .. } => "exists".to_string(),
+        Expr::Array(_) => "array".to_string(),
+        Expr::Extract { .. } => "extract".to_string(),
+        Expr::Substring { .. } => "substring".to_string(),
+        Expr::Trim { .. } => "btrim".to_string(),
+        Expr::Position { .. } => "position".to_string(),
+        Expr::Ceil { .. } => "ceil".to_string(),
+        Expr::Floor { .. } => "floor".to_string(),
+        _ => unknown(),
+    }
+}
+
+fn unknown() -> String {
+    "?column?".to_string()
+}
+
+/// The type name PostgreSQL shows for a cast literal (`'1'::int` is `int4`).
+fn type_name(data_type: &SqlType) -> String {
+    match data_type {
+        SqlType::Int(_) | SqlType::Integer(_) | SqlType::Int4(_) => "int4".into(),
+        SqlType::BigInt(_) | SqlType::Int8(_) => "int8".into(),
+        SqlType::SmallInt(_) | SqlType::Int2(_) => "int2".into(),
+        SqlType::Boolean | SqlType::Bool => "bool".into(),
+        SqlType::Double(_) | SqlType::DoublePrecision | SqlType::Float8 => "float8".into(),
+        SqlType::Real | SqlType::Float4 => "float4".into(),
+        SqlType::Varchar(_) | SqlType::CharacterVarying(_) => "varchar".into(),
+        SqlType::Numeric(_) | SqlType::Decimal(_) => "numeric".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+/// `schema` with the fields renamed where `names` has a name.
+pub fn rename(schema: &SchemaRef, names: &[Option<String>]) -> SchemaRef {
+    if names.len() != schema.fields().len() || names.iter().all(Option::is_none) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(field, name)| match name {
+            Some(name) => field.as_ref().clone().with_name(name),
+            None => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn names(sql: &str) -> Option<Vec<Option<String>>> {
+        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0);
+        postgres_column_names(&statement)
+    }
+
+    #[test]
+    fn names_follow_postgres() {
+        let got =
+            names("SELECT count(*), t.a, b, a + 1, 'x'::int, a::text, CASE WHEN a THEN 1 END, sum(x) AS s FROM t");
+        let want = ["count", "a", "b", "?column?", "int4", "a", "case"].map(|s| Some(s.to_string()));
+        let mut want = want.to_vec();
+        want.push(None);
+        assert_eq!(got, Some(want));
+    }
+
+    #[test]
+    fn wildcards_and_non_queries_keep_their_names() {
+        assert_eq!(names("SELECT *, count(*) FROM t"), None);
+        assert_eq!(names("INSERT INTO t VALUES (1)"), None);
+        assert_eq!(names("SELECT 1 UNION SELECT 2"), None);
+    }
+}
