@@ -183,13 +183,16 @@ impl SimpleQueryHandler for Handler {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let mut session = self.session.lock().await;
-        match session.execute(query).await {
-            Ok(outputs) => outputs.into_iter().map(|output| respond(output, &Format::UnifiedText)).collect(),
-            Err(error) => {
-                log_statement_error(&error);
-                Ok(vec![Response::Error(Box::new(error_info(&error)))])
-            }
+        let (outputs, error) = session.execute_batch(query).await;
+        let mut responses = outputs
+            .into_iter()
+            .map(|output| respond(output, &Format::UnifiedText))
+            .collect::<PgWireResult<Vec<_>>>()?;
+        if let Some(error) = error {
+            log_statement_error(&error);
+            responses.push(Response::Error(Box::new(error_info(&error))));
         }
+        Ok(responses)
     }
 }
 

@@ -296,7 +296,22 @@ impl Session {
     /// statement commits nothing unless the drop lands inside
     /// `Volume::commit`, whose outcome is then unknown.
     pub async fn execute(&mut self, sql: &str) -> Result<Vec<QueryOutput>, SqlError> {
-        let statements = self.parse_or_fail(sql)?;
+        let (outputs, error) = self.execute_batch(sql).await;
+        match error {
+            Some(error) => Err(error),
+            None => Ok(outputs),
+        }
+    }
+
+    /// Like [`Session::execute`], but also returns the outputs of the
+    /// statements that ran before the first error, which PostgreSQL reports
+    /// to the client before the error (their effects are rolled back with the
+    /// implicit transaction).
+    pub async fn execute_batch(&mut self, sql: &str) -> (Vec<QueryOutput>, Option<SqlError>) {
+        let statements = match self.parse_or_fail(sql) {
+            Ok(statements) => statements,
+            Err(error) => return (Vec::new(), Some(error)),
+        };
         // As in PostgreSQL, several statements outside a block run as one
         // implicit transaction: all commit at the end or none do.
         let mut implicit = statements.len() > 1 && matches!(self.tx, TxState::Idle);
@@ -317,7 +332,7 @@ impl Session {
                         self.tx = TxState::Idle;
                         self.implicit_block = false;
                     }
-                    return Err(error);
+                    return (outputs, Some(error));
                 }
             }
             implicit &= !ends_implicit;
@@ -325,9 +340,11 @@ impl Session {
         }
         if implicit {
             self.implicit_block = false;
-            self.commit().await?;
+            if let Err(error) = self.commit().await {
+                return (outputs, Some(error));
+            }
         }
-        Ok(outputs)
+        (outputs, None)
     }
 
     /// Runs one statement with parameter values for `$1..$n` (extended protocol Execute).

@@ -439,3 +439,16 @@ async fn result_columns_carry_postgres_names() {
     let described = s.describe("SELECT count(*) FROM t WHERE id = $1").await.unwrap();
     assert_eq!(described.schema.unwrap().field(0).name(), "count");
 }
+
+#[tokio::test]
+async fn a_batch_reports_statements_before_its_error_and_rolls_them_back() {
+    let (_volume, engine) = writer().await;
+    let mut s = engine.session();
+    one(&mut s, "CREATE TABLE t (id int4)").await;
+    let (outputs, error) = s.execute_batch("INSERT INTO t VALUES (1); SELECT 1 / 0; INSERT INTO t VALUES (2)").await;
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(tag(&outputs[0]), "INSERT 0 1");
+    assert_eq!(error.map(|e| e.sqlstate()), Some("22012"));
+    assert_eq!(s.transaction_status(), TransactionStatus::Idle);
+    assert_eq!(query(&mut s, "SELECT count(*) FROM t").await, strings(&[&["0"]]));
+}
