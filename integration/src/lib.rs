@@ -230,10 +230,13 @@ impl Cluster {
 
     /// Runs `sql` with psql against `port`; returns (success, stdout, stderr).
     pub fn psql(&self, port: u16, sql: &str) -> anyhow::Result<(bool, String, String)> {
+        self.psql_conninfo(&format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"), sql)
+    }
+
+    /// Runs `sql` with psql on a libpq connection string (TLS options and all).
+    pub fn psql_conninfo(&self, conninfo: &str, sql: &str) -> anyhow::Result<(bool, String, String)> {
         let output = Command::new("psql")
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
-            .arg("-p")
-            .arg(port.to_string())
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo])
             .arg("-c")
             .arg(sql)
             .env("PGPASSWORD", PASSWORD)

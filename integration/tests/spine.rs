@@ -121,6 +121,17 @@ async fn sql_through_every_endpoint() -> anyhow::Result<()> {
     let (ok, _, err) = cluster.psql(cluster.ports.cluster, "SELECT * FROM nowhere")?;
     assert!(!ok && err.contains("nowhere"), "psql should report the missing table: {err}");
 
+    // TLS: psql verifies the server against the cluster's CA, through the proxy.
+    let ca = cluster.data_dir().join("tls").join("ca.pem");
+    let conninfo = format!(
+        "host=localhost port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+        cluster.ports.cluster,
+        ca.display()
+    );
+    let (ok, out, err) = cluster.psql_conninfo(&conninfo, "SELECT count(*) FROM accounts")?;
+    assert!(ok, "psql over TLS failed: {err}");
+    assert_eq!(out.trim(), "3");
+
     // Readers serve committed data through the reader endpoint, and refuse writes.
     let reader = cluster.connect(cluster.ports.reader).await?;
     let mut seen = 0;

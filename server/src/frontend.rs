@@ -81,18 +81,52 @@ pub struct Frontend {
     engine: Arc<Engine>,
     passwords: Arc<PasswordSource>,
     parameters: Arc<DefaultServerParameterProvider>,
+    /// Offered to clients that ask for TLS (`sslmode=require`); plain
+    /// connections stay allowed.
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+}
+
+/// A TLS acceptor for PostgreSQL clients from the cluster's node
+/// certificate, which the cluster CA signed for localhost and loopback, so
+/// `sslmode=verify-full sslrootcert=<data>/tls/ca.pem` verifies it.
+pub fn tls_acceptor(tls_dir: &std::path::Path) -> anyhow::Result<pgwire::tokio::TlsAcceptor> {
+    use anyhow::Context;
+    use borealis_storage::tls::{NODE_CERT_FILE, NODE_KEY_FILE};
+    let cert_path = tls_dir.join(NODE_CERT_FILE);
+    let key_path = tls_dir.join(NODE_KEY_FILE);
+    let chain = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(&cert_path).with_context(|| format!("failed to open {}", cert_path.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("failed to read {}", cert_path.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(&key_path).with_context(|| format!("failed to open {}", key_path.display()))?,
+    ))
+    .with_context(|| format!("failed to read {}", key_path.display()))?
+    .with_context(|| format!("no private key in {}", key_path.display()))?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("failed to build the TLS configuration")?;
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl Frontend {
     /// A front end over `engine`; `read_only` is reported to clients as
     /// `default_transaction_read_only` (readers).
-    pub fn new(engine: Arc<Engine>, password: &str, read_only: bool) -> Frontend {
+    pub fn new(
+        engine: Arc<Engine>,
+        password: &str,
+        read_only: bool,
+        tls: Option<pgwire::tokio::TlsAcceptor>,
+    ) -> Frontend {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = server_version();
         parameters.default_transaction_read_only = read_only;
         parameters.in_hot_standby = read_only;
         parameters.scram_iterations = SCRAM_ITERATIONS;
-        Frontend { engine, passwords: Arc::new(PasswordSource::new(password)), parameters: Arc::new(parameters) }
+        Frontend { engine, passwords: Arc::new(PasswordSource::new(password)), parameters: Arc::new(parameters), tls }
     }
 
     /// Accepts connections until the listener fails; each runs in its own task.
@@ -103,9 +137,10 @@ impl Frontend {
                 debug!(%peer, "failed to set TCP_NODELAY: {e}");
             }
             let connection = Arc::new(Connection::new(&self));
+            let tls = self.tls.clone();
             tokio::spawn(async move {
                 debug!(%peer, "connection opened");
-                if let Err(e) = pgwire::tokio::process_socket(socket, None, connection).await {
+                if let Err(e) = pgwire::tokio::process_socket(socket, tls, connection).await {
                     debug!(%peer, "connection ended: {e}");
                 }
             });

@@ -37,7 +37,8 @@ pub async fn run(config: &ClusterConfig, name: &str) -> anyhow::Result<()> {
     let engine = Engine::open(volume, read_only)
         .await
         .map_err(|e| anyhow::anyhow!("failed to open the SQL engine: {}", e.message()))?;
-    let frontend = Arc::new(Frontend::new(engine, &config.password, read_only));
+    let tls = frontend::tls_acceptor(&config.tls_dir()).context("failed to set up TLS for clients")?;
+    let frontend = Arc::new(Frontend::new(engine, &config.password, read_only, Some(tls)));
     info!(name, role = %instance.role, addr = %instance.addr, "instance ready");
     frontend::listen(frontend, instance.addr).await.with_context(|| format!("failed to serve on {}", instance.addr))
 }
