@@ -150,6 +150,28 @@ async fn sql_through_every_endpoint() -> anyhow::Result<()> {
         assert_eq!(out.trim(), "ada");
     }
 
+    // A long query is really cancelled (57014) and the session goes on.
+    let token = client.cancel_token();
+    let long = {
+        let sql = "SELECT count(*) FROM generate_series(1, 10000000000) AS g(x) WHERE x % 7 = 3";
+        let started = std::time::Instant::now();
+        let query = client.simple_query(sql);
+        let cancel = async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            token.cancel_query(tokio_postgres::NoTls).await
+        };
+        let (result, cancelled) = tokio::join!(query, cancel);
+        cancelled?;
+        (result, started.elapsed())
+    };
+    match long.0 {
+        Ok(_) => panic!("the query finished instead of being cancelled"),
+        Err(e) => assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e}"),
+    }
+    assert!(long.1 < std::time::Duration::from_secs(30), "cancel took {:?}", long.1);
+    let one: i64 = client.query_one("SELECT count(*) FROM accounts", &[]).await?.get(0);
+    assert_eq!(one, 3);
+
     // DROP TABLE.
     client.batch_execute("DROP TABLE branches").await?;
     expect_sqlstate(&client, "SELECT * FROM branches", "42P01").await;

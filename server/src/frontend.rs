@@ -15,11 +15,12 @@ use futures::stream;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password, random_nonce};
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -84,6 +85,8 @@ pub struct Frontend {
     /// Offered to clients that ask for TLS (`sslmode=require`); plain
     /// connections stay allowed.
     tls: Option<pgwire::tokio::TlsAcceptor>,
+    /// Connections by (process id, secret key), for CancelRequest.
+    connections: Arc<ConnectionManager>,
 }
 
 /// A TLS acceptor for PostgreSQL clients from the cluster's node
@@ -126,7 +129,13 @@ impl Frontend {
         parameters.default_transaction_read_only = read_only;
         parameters.in_hot_standby = read_only;
         parameters.scram_iterations = SCRAM_ITERATIONS;
-        Frontend { engine, passwords: Arc::new(PasswordSource::new(password)), parameters: Arc::new(parameters), tls }
+        Frontend {
+            engine,
+            passwords: Arc::new(PasswordSource::new(password)),
+            parameters: Arc::new(parameters),
+            tls,
+            connections: Arc::new(ConnectionManager::new()),
+        }
     }
 
     /// Accepts connections until the listener fails; each runs in its own task.
@@ -152,6 +161,7 @@ impl Frontend {
 struct Connection {
     handler: Arc<Handler>,
     startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl Connection {
@@ -160,8 +170,15 @@ impl Connection {
         let handler = Arc::new(Handler { session: session.clone(), parser: Arc::new(Parser { session }) });
         let mut scram = ScramAuth::new(frontend.passwords.clone());
         scram.set_iterations(SCRAM_ITERATIONS);
-        let startup = Arc::new(SASLAuthStartupHandler::new(frontend.parameters.clone()).with_scram(scram));
-        Connection { handler, startup }
+        let startup = Arc::new(
+            SASLAuthStartupHandler::new(frontend.parameters.clone())
+                .with_scram(scram)
+                .with_connection_manager(frontend.connections.clone()),
+        );
+        // A cancelled statement's future is dropped; the session fails its
+        // block, as PostgreSQL does, and the client gets 57014.
+        let cancel = Arc::new(DefaultCancelHandler::new(frontend.connections.clone()));
+        Connection { handler, startup, cancel }
     }
 }
 
@@ -176,6 +193,10 @@ impl PgWireServerHandlers for Connection {
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
     }
 }
 
