@@ -24,6 +24,20 @@ async fn expect_sqlstate(client: &tokio_postgres::Client, sql: &str, want: &str)
     }
 }
 
+/// Runs a count query on a reader until it returns `want` (readers learn the
+/// durable LSN shortly after the writer acknowledges) or 5 s pass; returns the last count.
+async fn count_when_reached(reader: &tokio_postgres::Client, sql: &str, want: i64) -> anyhow::Result<i64> {
+    let mut count = 0;
+    for _ in 0..50 {
+        count = reader.query_one(sql, &[]).await?.get::<_, i64>(0);
+        if count == want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(count)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_through_every_endpoint() -> anyhow::Result<()> {
     let cluster = Cluster::start_new(2)?;
@@ -134,14 +148,7 @@ async fn sql_through_every_endpoint() -> anyhow::Result<()> {
 
     // Readers serve committed data through the reader endpoint, and refuse writes.
     let reader = cluster.connect(cluster.ports.reader).await?;
-    let mut seen = 0;
-    for _ in 0..50 {
-        seen = reader.query_one("SELECT count(*) FROM branches", &[]).await?.get::<_, i64>(0);
-        if seen == 3 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let seen = count_when_reached(&reader, "SELECT count(*) FROM branches", 3).await?;
     assert_eq!(seen, 3, "the reader endpoint must see committed rows");
     expect_sqlstate(&reader, "INSERT INTO branches VALUES (9, 'Nope')", "25006").await;
     for port in &cluster.ports.readers {
@@ -228,15 +235,7 @@ async fn committed_rows_survive_kill_dash_nine_of_everything() -> anyhow::Result
     // And the volume takes new writes after recovery.
     client.batch_execute("INSERT INTO kept VALUES (5000, 'after restart')").await?;
     let reader = cluster.connect(cluster.ports.reader).await?;
-    let mut count = 0;
-    for _ in 0..50 {
-        count = reader.query_one("SELECT count(*) FROM kept", &[]).await?.get::<_, i64>(0);
-        if count == 1991 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(count, 1991);
+    assert_eq!(count_when_reached(&reader, "SELECT count(*) FROM kept", 1991).await?, 1991);
 
     // A clean stop and start keeps everything too.
     cluster.stop()?;
