@@ -179,6 +179,15 @@ async fn sql_through_every_endpoint() -> anyhow::Result<()> {
     let one: i64 = client.query_one("SELECT count(*) FROM accounts", &[]).await?.get(0);
     assert_eq!(one, 3);
 
+    // Settings: remembered per session, shown, and statement_timeout honoured.
+    client.batch_execute("SET application_name = 'spine'; SET statement_timeout = '300ms'").await?;
+    let shown = rows(&client.simple_query("SHOW application_name").await?);
+    assert_eq!(shown, vec![vec![Some("spine".to_string())]]);
+    expect_sqlstate(&client, "SELECT count(*) FROM generate_series(1, 10000000000) AS g(x) WHERE x % 7 = 3", "57014")
+        .await;
+    client.batch_execute("RESET statement_timeout").await?;
+    expect_sqlstate(&client, "SET no_such_setting = 1", "42704").await;
+
     // DROP TABLE.
     client.batch_execute("DROP TABLE branches").await?;
     expect_sqlstate(&client, "SELECT * FROM branches", "42P01").await;

@@ -239,7 +239,13 @@ impl SimpleQueryHandler for Handler {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let mut session = self.session.lock().await;
-        let (outputs, error) = session.execute_batch(query).await;
+        let (outputs, error) = match session.statement_timeout() {
+            None => session.execute_batch(query).await,
+            Some(limit) => match tokio::time::timeout(limit, session.execute_batch(query)).await {
+                Ok(result) => result,
+                Err(_) => (Vec::new(), Some(statement_timeout_error())),
+            },
+        };
         let mut responses = outputs
             .into_iter()
             .map(|output| respond(output, &Format::UnifiedText))
@@ -250,6 +256,12 @@ impl SimpleQueryHandler for Handler {
         }
         Ok(responses)
     }
+}
+
+/// What a statement that outlived `statement_timeout` reports; its future is
+/// dropped, which fails the open block like a cancel does.
+fn statement_timeout_error() -> SqlError {
+    SqlError::new(borealis_sql::sqlstate::QUERY_CANCELED, "canceling statement due to statement timeout")
 }
 
 fn log_statement_error(error: &SqlError) {
@@ -335,7 +347,13 @@ impl ExtendedQueryHandler for Handler {
     {
         let statement = &portal.statement.statement;
         let parameters = pgtypes::decode_parameters(portal, &statement.parameter_types)?;
-        let result = self.session.lock().await.execute_with_params(&statement.sql, parameters).await;
+        let mut session = self.session.lock().await;
+        let result = match session.statement_timeout() {
+            None => session.execute_with_params(&statement.sql, parameters).await,
+            Some(limit) => tokio::time::timeout(limit, session.execute_with_params(&statement.sql, parameters))
+                .await
+                .unwrap_or_else(|_| Err(statement_timeout_error())),
+        };
         match result {
             Ok(output) => respond(output, &portal.result_column_format),
             Err(error) => {

@@ -24,6 +24,7 @@ use crate::catalog::{Catalog, META_PAGE, Meta};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::{Snapshot, WriteSet};
 use crate::provider::{CatalogView, ROWS_SCHEMA, TablesSchema};
+use crate::settings::{self, Settings};
 use crate::volume::Volume;
 use crate::{ddl, dml, names};
 use borealis_storage::ids::{Lsn, PageId};
@@ -36,6 +37,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{ContextModifier, Expr, Reset, Set};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -210,7 +212,7 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Commit { .. } | Statement::Rollback { .. } => {
             return Err(SqlError::unsupported("AND CHAIN and savepoints"));
         }
-        Statement::Set(_) => Kind::Set,
+        Statement::Set(_) | Statement::Reset(_) | Statement::ShowVariable { .. } => Kind::Set,
         Statement::Insert(_) => Kind::Write("INSERT"),
         Statement::Update(_) => Kind::Write("UPDATE"),
         Statement::Delete(_) => Kind::Write("DELETE"),
@@ -263,6 +265,8 @@ pub struct Session {
     statement_in_flight: bool,
     /// The open block is the implicit one of a multi-statement `execute`.
     implicit_block: bool,
+    /// SET / SHOW parameters of this session.
+    settings: Settings,
 }
 
 impl Session {
@@ -273,7 +277,13 @@ impl Session {
             tx: TxState::Idle,
             statement_in_flight: false,
             implicit_block: false,
+            settings: Settings::default(),
         }
+    }
+
+    /// How long a statement may run before it is cancelled (SET statement_timeout); None: no limit.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        self.settings.statement_timeout()
     }
 
     /// Transaction state for ReadyForQuery.
@@ -360,6 +370,11 @@ impl Session {
         if matches!(self.tx, TxState::Failed) && !matches!(kind, Kind::Commit | Kind::Rollback) {
             return Err(failed_block());
         }
+        if let Statement::ShowVariable { .. } = &statement
+            && let QueryOutput::Rows { schema, .. } = self.setting(statement.clone())?
+        {
+            return Ok(Described { param_types: Vec::new(), schema: Some(schema) });
+        }
         if !matches!(kind, Kind::Read | Kind::Write("INSERT" | "UPDATE" | "DELETE")) {
             return Ok(Described { param_types: Vec::new(), schema: None });
         }
@@ -426,7 +441,7 @@ impl Session {
             Kind::Commit => return self.commit().await,
             Kind::Rollback => return Ok(self.rollback()),
             _ if matches!(self.tx, TxState::Failed) => return Err(failed_block()),
-            Kind::Set => return Ok(QueryOutput::command("SET")),
+            Kind::Set => return self.setting(statement),
             Kind::Write(command) if self.engine.read_only => {
                 return Err(SqlError::new(
                     sqlstate::READ_ONLY_SQL_TRANSACTION,
@@ -451,6 +466,7 @@ impl Session {
     }
 
     async fn commit(&mut self) -> Result<QueryOutput, SqlError> {
+        self.settings.end_block();
         match std::mem::replace(&mut self.tx, TxState::Idle) {
             TxState::Idle => Ok(QueryOutput::command("COMMIT")),
             TxState::Failed => Ok(QueryOutput::command("ROLLBACK")),
@@ -463,8 +479,54 @@ impl Session {
     }
 
     fn rollback(&mut self) -> QueryOutput {
+        self.settings.end_block();
         self.tx = TxState::Idle;
         QueryOutput::command("ROLLBACK")
+    }
+
+    /// SET, RESET and SHOW.
+    fn setting(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
+        match statement {
+            Statement::Set(Set::SingleAssignment { scope, variable, values, .. }) => {
+                let local = matches!(scope, Some(ContextModifier::Local));
+                // SET LOCAL outside a block has no effect (PostgreSQL warns).
+                if local && matches!(self.tx, TxState::Idle) {
+                    return Ok(QueryOutput::command("SET"));
+                }
+                let name = variable.to_string();
+                match values.as_slice() {
+                    [Expr::Identifier(ident)] if ident.value.eq_ignore_ascii_case("default") => {
+                        self.settings.reset(Some(&name))?
+                    }
+                    _ => self.settings.set(&name, settings::value_text(&values)?, local)?,
+                }
+                Ok(QueryOutput::command("SET"))
+            }
+            Statement::Set(Set::SetTimeZone { local, value }) => {
+                self.settings.set("timezone", settings::value_text(&[value])?, local)?;
+                Ok(QueryOutput::command("SET"))
+            }
+            // SET TRANSACTION / SESSION CHARACTERISTICS, SET NAMES, roles:
+            // accepted; read committed is what every transaction gets today.
+            Statement::Set(_) => Ok(QueryOutput::command("SET")),
+            Statement::Reset(reset) => {
+                match reset.reset {
+                    Reset::ALL => self.settings.reset(None)?,
+                    Reset::ConfigurationParameter(name) => self.settings.reset(Some(&name.to_string()))?,
+                }
+                Ok(QueryOutput::command("RESET"))
+            }
+            Statement::ShowVariable { variable } => {
+                let name = variable.iter().map(|ident| ident.value.as_str()).collect::<Vec<_>>().join(" ");
+                let rows = if name.eq_ignore_ascii_case("all") {
+                    self.settings.all()
+                } else {
+                    vec![(name.to_ascii_lowercase(), self.settings.get(&name)?)]
+                };
+                show_output(&name, rows)
+            }
+            other => Err(SqlError::internal(format_args!("not a setting statement: {other}"))),
+        }
     }
 
     /// The snapshot a read statement uses, and whether it holds private DDL.
@@ -637,4 +699,26 @@ impl Planner {
         let batches = Box::pin(datafusion::physical_plan::collect(physical, self.state.task_ctx())).await?;
         Ok((schema, batches))
     }
+}
+
+/// SHOW's result: one text column named after the parameter (`name`,
+/// `setting` for SHOW ALL), as PostgreSQL answers.
+fn show_output(name: &str, rows: Vec<(String, String)>) -> Result<QueryOutput, SqlError> {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let all = name.eq_ignore_ascii_case("all");
+    let (schema, columns): (Schema, Vec<datafusion::arrow::array::ArrayRef>) = if all {
+        let names = StringArray::from_iter_values(rows.iter().map(|(n, _)| n.as_str()));
+        let values = StringArray::from_iter_values(rows.iter().map(|(_, v)| v.as_str()));
+        (
+            Schema::new(vec![Field::new("name", DataType::Utf8, false), Field::new("setting", DataType::Utf8, false)]),
+            vec![Arc::new(names), Arc::new(values)],
+        )
+    } else {
+        let values = StringArray::from_iter_values(rows.iter().map(|(_, v)| v.as_str()));
+        (Schema::new(vec![Field::new(name.to_ascii_lowercase(), DataType::Utf8, false)]), vec![Arc::new(values)])
+    };
+    let schema = Arc::new(schema);
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| SqlError::from_arrow(&e))?;
+    Ok(QueryOutput::Rows { schema, batches: vec![batch] })
 }

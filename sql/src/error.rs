@@ -41,6 +41,10 @@ pub mod sqlstate {
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const OUT_OF_MEMORY: &str = "53200";
     pub const QUERY_CANCELED: &str = "57014";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const DATA_CORRUPTED: &str = "XX001";
 }

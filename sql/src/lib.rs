@@ -29,6 +29,7 @@ pub mod heap;
 pub mod names;
 pub mod provider;
 pub mod row;
+pub mod settings;
 pub mod testing;
 pub mod types;
 pub mod volume;

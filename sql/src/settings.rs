@@ -1,0 +1,232 @@
+//! Session settings: SET, SET LOCAL, RESET and SHOW, as PostgreSQL has them.
+//!
+//! Clients send SETs at connect time (JDBC: extra_float_digits,
+//! application_name; ORMs: search_path, TimeZone) and read some back with
+//! SHOW. Every parameter here is accepted and remembered per session; those
+//! that change behaviour are read by the engine or the front end
+//! (`statement_timeout`). A name PostgreSQL does not know is refused with
+//! 42704, except custom names with a dot (`myapp.tenant`), which PostgreSQL
+//! also accepts. SET LOCAL lasts until the end of the transaction block.
+
+use crate::error::{SqlError, sqlstate};
+use datafusion::sql::sqlparser::ast::{Expr, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// (name, default) of the parameters sessions can set and show.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("client_encoding", "UTF8"),
+    ("client_min_messages", "notice"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("default_transaction_read_only", "off"),
+    ("extra_float_digits", "1"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("is_superuser", "on"),
+    ("lock_timeout", "0"),
+    ("max_identifier_length", "63"),
+    ("search_path", "\"$user\", public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", "16.6"),
+    ("server_version_num", "160006"),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "off"),
+];
+
+/// Parameters only the server sets.
+const READ_ONLY: &[&str] = &[
+    "integer_datetimes",
+    "is_superuser",
+    "max_identifier_length",
+    "server_encoding",
+    "server_version",
+    "server_version_num",
+];
+
+/// One session's settings.
+#[derive(Debug, Default, Clone)]
+pub struct Settings {
+    /// Values set with SET (session lifetime).
+    session: BTreeMap<String, String>,
+    /// Values set with SET LOCAL (until the block ends).
+    local: BTreeMap<String, String>,
+}
+
+fn canonical(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+fn known(name: &str) -> bool {
+    DEFAULTS.iter().any(|(known, _)| *known == name)
+}
+
+fn unrecognized(name: &str) -> SqlError {
+    SqlError::new(sqlstate::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))
+}
+
+impl Settings {
+    /// The current value of `name`.
+    pub fn get(&self, name: &str) -> Result<String, SqlError> {
+        let name = canonical(name);
+        if let Some(value) = self.local.get(&name).or_else(|| self.session.get(&name)) {
+            return Ok(value.clone());
+        }
+        DEFAULTS
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, value)| value.to_string())
+            .ok_or_else(|| unrecognized(&name))
+    }
+
+    /// Sets `name` for the session, or until the block ends when `local`.
+    pub fn set(&mut self, name: &str, value: String, local: bool) -> Result<(), SqlError> {
+        let name = canonical(name);
+        if !known(&name) && !name.contains('.') {
+            return Err(unrecognized(&name));
+        }
+        if READ_ONLY.contains(&name.as_str()) {
+            return Err(SqlError::new(
+                sqlstate::CANT_CHANGE_RUNTIME_PARAM,
+                format!("parameter \"{name}\" cannot be changed"),
+            ));
+        }
+        if name == "statement_timeout" {
+            parse_duration(&value)?;
+        }
+        let target = if local { &mut self.local } else { &mut self.session };
+        target.insert(name, value);
+        Ok(())
+    }
+
+    /// RESET one parameter (None: RESET ALL).
+    pub fn reset(&mut self, name: Option<&str>) -> Result<(), SqlError> {
+        match name {
+            None => {
+                self.session.clear();
+                self.local.clear();
+            }
+            Some(name) => {
+                let name = canonical(name);
+                if !known(&name) && !name.contains('.') {
+                    return Err(unrecognized(&name));
+                }
+                self.session.remove(&name);
+                self.local.remove(&name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a transaction block: SET LOCAL values lapse.
+    pub fn end_block(&mut self) {
+        self.local.clear();
+    }
+
+    /// Every parameter with its current value, for SHOW ALL.
+    pub fn all(&self) -> Vec<(String, String)> {
+        let mut names: Vec<String> = DEFAULTS.iter().map(|(name, _)| name.to_string()).collect();
+        names.extend(self.session.keys().chain(self.local.keys()).filter(|n| !known(n)).cloned());
+        names.sort();
+        names.dedup();
+        names.into_iter().filter_map(|name| self.get(&name).ok().map(|value| (name, value))).collect()
+    }
+
+    /// The statement timeout; None when 0 (off).
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.get("statement_timeout").ok().and_then(|value| parse_duration(&value).ok()).filter(|d| !d.is_zero())
+    }
+}
+
+/// The text of a SET value as PostgreSQL stores it.
+pub fn value_text(values: &[Expr]) -> Result<String, SqlError> {
+    let parts: Vec<String> = values
+        .iter()
+        .map(|expr| match expr {
+            Expr::Value(value) => match &value.value {
+                Value::SingleQuotedString(text) | Value::DoubleQuotedString(text) => text.clone(),
+                Value::Number(number, _) => number.clone(),
+                Value::Boolean(flag) => if *flag { "on" } else { "off" }.to_string(),
+                other => other.to_string(),
+            },
+            Expr::Identifier(ident) => ident.value.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    if parts.is_empty() {
+        return Err(SqlError::new(sqlstate::SYNTAX_ERROR, "SET requires a value"));
+    }
+    Ok(parts.join(", "))
+}
+
+/// A duration setting: milliseconds by default, or with a unit (`5s`, `100ms`, `1min`).
+pub fn parse_duration(text: &str) -> Result<Duration, SqlError> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let invalid = || {
+        SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("invalid value for parameter \"statement_timeout\": \"{text}\""),
+        )
+    };
+    let amount: f64 = number.parse().map_err(|_| invalid())?;
+    let millis = match unit.trim() {
+        "" | "ms" => amount,
+        "s" => amount * 1_000.0,
+        "min" => amount * 60_000.0,
+        "h" => amount * 3_600_000.0,
+        "d" => amount * 86_400_000.0,
+        "us" => amount / 1_000.0,
+        _ => return Err(invalid()),
+    };
+    if !(0.0..=i32::MAX as f64).contains(&millis) {
+        return Err(invalid());
+    }
+    Ok(Duration::from_micros((millis * 1_000.0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_show_reset_and_local() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.get("DateStyle").unwrap(), "ISO, MDY");
+        settings.set("application_name", "psql".into(), false).unwrap();
+        settings.set("application_name", "batch".into(), true).unwrap();
+        assert_eq!(settings.get("application_name").unwrap(), "batch");
+        settings.end_block();
+        assert_eq!(settings.get("application_name").unwrap(), "psql");
+        settings.reset(Some("application_name")).unwrap();
+        assert_eq!(settings.get("application_name").unwrap(), "");
+        settings.set("myapp.tenant", "7".into(), false).unwrap();
+        assert!(settings.all().iter().any(|(name, value)| name == "myapp.tenant" && value == "7"));
+    }
+
+    #[test]
+    fn bad_names_and_values_are_refused() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.set("no_such_thing", "1".into(), false).unwrap_err().sqlstate(), "42704");
+        assert_eq!(settings.get("no_such_thing").unwrap_err().sqlstate(), "42704");
+        assert_eq!(settings.set("server_version", "9".into(), false).unwrap_err().sqlstate(), "55P02");
+        assert_eq!(settings.set("statement_timeout", "soon".into(), false).unwrap_err().sqlstate(), "22023");
+    }
+
+    #[test]
+    fn statement_timeout_units() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.statement_timeout(), None);
+        settings.set("statement_timeout", "250".into(), false).unwrap();
+        assert_eq!(settings.statement_timeout(), Some(Duration::from_millis(250)));
+        settings.set("statement_timeout", "2s".into(), false).unwrap();
+        assert_eq!(settings.statement_timeout(), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1min").unwrap(), Duration::from_secs(60));
+    }
+}
