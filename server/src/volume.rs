@@ -50,6 +50,10 @@ pub fn volume_error(error: StorageError) -> VolumeError {
 struct WriterState {
     /// The LSN of the newest commit applied to the cache; statements read here.
     visible_lsn: Lsn,
+    /// A commit was started and did not finish (quorum timeout, or its future
+    /// was dropped): its records may still become durable, so the cache and
+    /// `visible_lsn` may lack it. The next commit must settle it first.
+    in_doubt: bool,
     /// (when, visible LSN) per commit, oldest first, for the min read point.
     history: VecDeque<(Instant, Lsn)>,
 }
@@ -66,7 +70,7 @@ impl WriterVolume {
     pub fn new(storage: VolumeWriter) -> WriterVolume {
         let visible_lsn = storage.durable_lsn();
         let cache = moka::sync::Cache::builder().max_capacity(CACHE_BYTES).weigher(|_, _| page_weight()).build();
-        let state = WriterState { visible_lsn, history: VecDeque::new() };
+        let state = WriterState { visible_lsn, in_doubt: false, history: VecDeque::new() };
         WriterVolume { storage, cache, state: Mutex::new(state) }
     }
 
@@ -103,11 +107,35 @@ impl WriterVolume {
         }
         assert_eq!(lsn, commit_lsn.next(), "commit LSNs must be consecutive");
         state.visible_lsn = commit_lsn;
+        state.in_doubt = false;
+        self.advance_history(state, commit_lsn);
+        Ok(())
+    }
+
+    /// Records a new visible LSN for the min read point and tells storage.
+    fn advance_history(&self, mut state: std::sync::MutexGuard<'_, WriterState>, visible_lsn: Lsn) {
         let now = Instant::now();
-        state.history.push_back((now, commit_lsn));
+        state.history.push_back((now, visible_lsn));
         let min_read_point = retained_read_point(&mut state.history, now);
         drop(state);
         self.storage.set_min_read_point(min_read_point);
+    }
+
+    /// Waits until every LSN storage assigned is durable, then drops the
+    /// cache and reads from there: an in-doubt commit is now either in the
+    /// volume or annulled, and nothing cached predates the answer.
+    async fn settle(&self) -> Result<(), VolumeError> {
+        let durable_lsn = self.storage.settle().await.map_err(|e| match e {
+            fenced if fenced.is_fenced() => VolumeError::Fenced(fenced.to_string()),
+            other => VolumeError::NotCommitted(other.to_string()),
+        })?;
+        self.cache.invalidate_all();
+        let mut state = self.lock();
+        assert!(durable_lsn >= state.visible_lsn, "settled LSN {durable_lsn} below visible {}", state.visible_lsn);
+        state.visible_lsn = durable_lsn;
+        state.in_doubt = false;
+        tracing::info!(%durable_lsn, "an in-doubt commit was settled; the cache was dropped");
+        self.advance_history(state, durable_lsn);
         Ok(())
     }
 }
@@ -145,6 +173,15 @@ impl Volume for WriterVolume {
     }
 
     async fn commit(&self, bodies: Vec<RedoBody>) -> Result<Lsn, VolumeError> {
+        if self.lock().in_doubt {
+            // The transaction was built on a state that may lack the in-doubt
+            // commit: its redo could collide with it. Refuse it unsent.
+            self.settle().await?;
+            return Err(VolumeError::Conflict("an earlier commit's outcome was unknown".into()));
+        }
+        // Set before the await: if this future is dropped mid-commit, the
+        // records may still become durable.
+        self.lock().in_doubt = true;
         let lsns = self.storage.commit(bodies.clone()).await.map_err(volume_error)?;
         self.install(&bodies, lsns.first, lsns.commit)?;
         Ok(lsns.commit)

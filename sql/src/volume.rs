@@ -34,6 +34,8 @@ use thiserror::Error;
 /// | `ReadOnly` | 25006 | 25006 |
 /// | `Fenced` | 57P01 | 57P01 |
 /// | `Unavailable`, `Timeout` | 57P03 (retry later) | 08007 (outcome unknown) |
+/// | `NotCommitted` | 57P03 | 57P03 (known not committed) |
+/// | `Conflict` | 40001 | 40001 (known not committed; retry) |
 /// | `Internal` | XX000 | XX000 |
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum VolumeError {
@@ -49,6 +51,14 @@ pub enum VolumeError {
     /// Storage did not answer in time.
     #[error("storage timed out: {0}")]
     Timeout(String),
+    /// The commit was refused before any of it was sent: storage cannot
+    /// take writes now.
+    #[error("commit not sent: {0}")]
+    NotCommitted(String),
+    /// The commit was refused before any of it was sent because the state it
+    /// was built on is no longer the newest; retrying the transaction works.
+    #[error("commit conflicts with a newer state: {0}")]
+    Conflict(String),
     /// Anything else (corruption, bugs).
     #[error("volume internal error: {0}")]
     Internal(String),
@@ -74,6 +84,14 @@ impl VolumeError {
             VolumeError::Unavailable(_) | VolumeError::Timeout(_) => {
                 SqlError::new(sqlstate::CANNOT_CONNECT_NOW, "storage is temporarily unavailable")
             }
+            VolumeError::NotCommitted(_) => SqlError::new(
+                sqlstate::CANNOT_CONNECT_NOW,
+                "storage cannot take writes now; the transaction was not committed",
+            ),
+            VolumeError::Conflict(_) => SqlError::new(
+                sqlstate::SERIALIZATION_FAILURE,
+                "could not serialize access: an earlier commit's outcome was settled meanwhile; retry the transaction",
+            ),
             VolumeError::Internal(detail) => SqlError::internal(detail),
         }
     }
