@@ -7,6 +7,7 @@
 //! would, and `start` brings the same data directory back.
 
 pub mod bench;
+pub mod processes;
 
 use anyhow::{Context, bail};
 use std::fmt::Write as _;

@@ -4,18 +4,21 @@
 //! The volume writer (quorum writes and recovery) is in `writer`.
 //!
 //! A page read names its read point and goes to one segment of the page's
-//! protection group; on `NotComplete`, `TooOld` or a failure the next segment
-//! is tried. Every page received is checked with `Page::verify`.
+//! protection group, the fastest by its recent latency (`hedge`); if that one
+//! is slow a second (hedged) read goes to the next and the first answer wins;
+//! on `NotComplete`, `TooOld` or a failure the next segment is tried. Every
+//! page received is checked with `Page::verify`.
 
+use crate::hedge::ReadLatencies;
 use crate::ids::{Lsn, NodeId, PageId, ProtectionGroupId, VolumeLayout};
 use crate::page::Page;
-use crate::proto::{self, MESSAGE_BYTES_MAX, NodeStatus, Request, Response};
+use crate::proto::{self, MESSAGE_BYTES_MAX, NodeStatus, PageDigest, Request, Response};
 use crate::tls::{self, TlsError};
 use borealis_config::StorageNode;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -29,8 +32,6 @@ pub const BULK_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// wait from `PAGE_RETRY_WAIT_MIN` they span about 1.3 s.
 const PAGE_RETRIES: u32 = 6;
 const PAGE_RETRY_WAIT_MIN: Duration = Duration::from_millis(20);
-/// A daemon that failed a request this recently is tried last for reads.
-const RECENT_FAILURE: Duration = Duration::from_secs(5);
 /// The name every daemon's certificate carries.
 const SERVER_NAME: &str = "localhost";
 
@@ -121,8 +122,9 @@ pub struct StorageClient {
     nodes: Vec<StorageNode>,
     addresses: Mutex<HashMap<NodeId, SocketAddr>>,
     connections: Mutex<HashMap<NodeId, quinn::Connection>>,
-    /// When each daemon last failed a request; reads try others first.
-    failures: Mutex<HashMap<NodeId, Instant>>,
+    /// Page-read latency per daemon and recent failures: the order of
+    /// replicas for reads and when to hedge.
+    latencies: Mutex<ReadLatencies>,
 }
 
 impl std::fmt::Debug for StorageClient {
@@ -147,7 +149,7 @@ impl StorageClient {
             nodes,
             addresses: Mutex::new(addresses),
             connections: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            latencies: Mutex::new(ReadLatencies::new()),
         })
     }
 
@@ -198,15 +200,9 @@ impl StorageClient {
         };
         if matches!(result, Err(StorageError::Io(_))) {
             self.forget(node);
-            self.failures.lock().expect("failure map poisoned").insert(node, Instant::now());
+            self.latencies().failed(node, Instant::now());
         }
         result
-    }
-
-    /// Whether `node` failed a request within `RECENT_FAILURE`.
-    fn failed_recently(&self, node: NodeId) -> bool {
-        let failures = self.failures.lock().expect("failure map poisoned");
-        failures.get(&node).is_some_and(|at| at.elapsed() < RECENT_FAILURE)
     }
 
     /// `Status` of one daemon.
@@ -239,28 +235,100 @@ impl StorageClient {
         self.get_page_once(candidates, page, read_point).await
     }
 
+    /// One pass over the candidates: the fastest first, a hedged second
+    /// read if it is slow, and the rest one by one after refusals.
     async fn get_page_once(&self, candidates: &[NodeId], page: PageId, read_point: Lsn) -> Result<Page, StorageError> {
+        use futures::StreamExt;
         let mut best_error = StorageError::NotComplete { have: Lsn::ZERO, want: read_point };
-        let mut ordered = candidates.to_vec();
-        ordered.sort_by_key(|node| self.failed_recently(*node));
-        for node in &ordered {
-            let request = Request::GetPage { page, read_point };
-            let error = match self.request(*node, &request, REQUEST_TIMEOUT).await {
-                Ok(Response::Page { bytes }) => match verified_page(&bytes) {
-                    Ok(page) => return Ok(page),
-                    Err(e) => e,
-                },
-                Ok(Response::NotComplete { segment_complete_lsn }) => {
-                    StorageError::NotComplete { have: segment_complete_lsn, want: read_point }
+        let ordered = self.latencies().order(candidates, Instant::now());
+        let mut untried = ordered.iter().copied();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut started: HashMap<NodeId, Instant> = HashMap::new();
+        let mut hedges = 0;
+        let launch = |node: NodeId| async move {
+            let started = Instant::now();
+            (node, self.page_request(node, page, read_point).await, started.elapsed())
+        };
+        let Some(first) = untried.next() else { return Err(best_error) };
+        let mut hedge_at = tokio::time::Instant::now() + self.latencies().hedge_delay(first, Instant::now());
+        started.insert(first, Instant::now());
+        in_flight.push(launch(first));
+        loop {
+            let can_hedge = hedges < crate::hedge::HEDGED_READS_MAX && untried.len() > 0;
+            let (node, result, latency) = tokio::select! {
+                Some(done) = in_flight.next() => done,
+                () = tokio::time::sleep_until(hedge_at), if can_hedge => {
+                    if let Some(node) = untried.next() {
+                        tracing::debug!(%page, %read_point, hedge_to = %node, "page read is slow: hedging");
+                        hedges += 1;
+                        started.insert(node, Instant::now());
+                        in_flight.push(launch(node));
+                    }
+                    continue;
                 }
-                Ok(Response::TooOld { oldest }) => StorageError::TooOld { oldest, want: read_point },
-                Ok(other) => unexpected(other),
-                Err(e) => e,
+                else => return Err(best_error),
             };
-            tracing::debug!(%node, %page, %read_point, "page read refused: {error}");
-            best_error = more_telling(best_error, error);
+            started.remove(&node);
+            if !matches!(result, Err(StorageError::Io(_))) {
+                self.latencies().answered(node, latency, Instant::now());
+            }
+            match result {
+                Ok(page) => {
+                    let now = Instant::now();
+                    let mut latencies = self.latencies();
+                    for (loser, at) in &started {
+                        latencies.abandoned(*loser, now.saturating_duration_since(*at), now);
+                    }
+                    return Ok(page);
+                }
+                Err(error) => {
+                    tracing::debug!(%node, %page, %read_point, "page read refused: {error}");
+                    best_error = more_telling(best_error, error);
+                }
+            }
+            // Refused or failed: ask the next replica now, if none is asked.
+            if in_flight.is_empty() {
+                let Some(next) = untried.next() else { return Err(best_error) };
+                hedge_at = tokio::time::Instant::now() + self.latencies().hedge_delay(next, Instant::now());
+                started.insert(next, Instant::now());
+                in_flight.push(launch(next));
+            }
         }
-        Err(best_error)
+    }
+
+    /// One `GetPage` to one daemon, verified.
+    async fn page_request(&self, node: NodeId, page: PageId, read_point: Lsn) -> Result<Page, StorageError> {
+        match self.request(node, &Request::GetPage { page, read_point }, REQUEST_TIMEOUT).await? {
+            Response::Page { bytes } => verified_page(&bytes),
+            Response::NotComplete { segment_complete_lsn } => {
+                Err(StorageError::NotComplete { have: segment_complete_lsn, want: read_point })
+            }
+            Response::TooOld { oldest } => Err(StorageError::TooOld { oldest, want: read_point }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn latencies(&self) -> MutexGuard<'_, ReadLatencies> {
+        self.latencies.lock().expect("latency map poisoned")
+    }
+
+    /// A CRC of every page of `protection_group` as of `lsn` on `node`, with
+    /// the segment's SCL: segments of a group that are complete to `lsn`
+    /// must answer the same list.
+    pub async fn digest(
+        &self,
+        node: NodeId,
+        protection_group: ProtectionGroupId,
+        lsn: Lsn,
+    ) -> Result<Vec<PageDigest>, StorageError> {
+        match self.request(node, &Request::Digest { protection_group, lsn }, BULK_REQUEST_TIMEOUT).await? {
+            Response::Digest { pages, .. } => Ok(pages),
+            Response::NotComplete { segment_complete_lsn } => {
+                Err(StorageError::NotComplete { have: segment_complete_lsn, want: lsn })
+            }
+            Response::TooOld { oldest } => Err(StorageError::TooOld { oldest, want: lsn }),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Closes every connection.

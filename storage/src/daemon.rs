@@ -332,6 +332,18 @@ impl Daemon {
                 let (commit_lsn, record_lsn) = self.lock().chain_point(protection_group, at_or_below);
                 Response::ChainPoint { commit_lsn, record_lsn }
             }
+            Request::Digest { protection_group, lsn } => {
+                let mut store = self.lock();
+                let segment_complete_lsn = store.segment_complete_lsn(protection_group);
+                match store.digest(protection_group, lsn) {
+                    Ok(pages) => Response::Digest { segment_complete_lsn, pages },
+                    Err(PageRefusal::NotComplete { segment_complete_lsn }) => {
+                        Response::NotComplete { segment_complete_lsn }
+                    }
+                    Err(PageRefusal::TooOld { oldest }) => Response::TooOld { oldest },
+                    Err(PageRefusal::Failed(message)) => Response::Failed { message },
+                }
+            }
         }
     }
 

@@ -13,6 +13,7 @@
 //! page read names a read point and is served by one complete segment, whose
 //! applicator (`versions`) rebuilt the page from redo.
 
+pub mod hedge;
 pub mod ids;
 pub mod page;
 pub mod proto;

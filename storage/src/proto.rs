@@ -123,6 +123,19 @@ pub enum Request {
     /// The last commit and the last record at or below `at_or_below` in the
     /// group's chain.
     ChainPoint { protection_group: ProtectionGroupId, at_or_below: Lsn },
+    /// A checksum of every page of the group as of `lsn` (a read point: at
+    /// most the segment's SCL and the volume durable LSN), so that tests and
+    /// operators can check that segments hold identical pages.
+    Digest { protection_group: ProtectionGroupId, lsn: Lsn },
+}
+
+/// One page of a `Digest` answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PageDigest {
+    /// The page.
+    pub page: PageId,
+    /// CRC32C of the sealed page image as of the digest's LSN.
+    pub crc: u32,
 }
 
 /// A daemon's answer.
@@ -150,6 +163,9 @@ pub enum Response {
     Records { records: Vec<RedoRecord>, more: bool },
     /// Answer to `ChainPoint` (`Lsn::ZERO` where there is none).
     ChainPoint { commit_lsn: Lsn, record_lsn: Lsn },
+    /// Answer to `Digest`: every page of the group that has a version at or
+    /// below the LSN, in page order (pages never written are left out).
+    Digest { segment_complete_lsn: Lsn, pages: Vec<PageDigest> },
     /// The daemon could not serve the request (I/O failure, bad request).
     Failed { message: String },
 }
@@ -182,5 +198,10 @@ mod tests {
         let request = Request::Truncate { epoch: Epoch(3), truncation };
         assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
         assert!(decode::<Response>(&[0xff, 0xff, 0xff, 0xff, 1]).is_err());
+        let request = Request::Digest { protection_group: ProtectionGroupId(2), lsn: Lsn(7) };
+        assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
+        let response =
+            Response::Digest { segment_complete_lsn: Lsn(9), pages: vec![PageDigest { page: PageId(3), crc: 42 }] };
+        assert_eq!(decode::<Response>(&encode(&response)).unwrap(), response);
     }
 }

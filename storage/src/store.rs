@@ -11,7 +11,7 @@
 
 use crate::ids::{Epoch, Lsn, NodeId, PageId, ProtectionGroupId, VolumeLayout};
 use crate::page::Page;
-use crate::proto::{GroupAppend, NodeStatus, SegmentProgress, Truncation};
+use crate::proto::{GroupAppend, NodeStatus, PageDigest, SegmentProgress, Truncation};
 use crate::redo::{RedoError, RedoRecord};
 use crate::segment::{Insert, Segment};
 use crate::versions::PageVersions;
@@ -219,7 +219,7 @@ impl SegmentStore {
 
     /// The SCL of a group; a group without records here is complete as far
     /// as the writer promised for unlisted groups.
-    fn segment_complete_lsn(&self, protection_group: ProtectionGroupId) -> Lsn {
+    pub fn segment_complete_lsn(&self, protection_group: ProtectionGroupId) -> Lsn {
         match self.segments.get(&protection_group) {
             Some(state) if state.segment.tail_lsn() > Lsn::ZERO || state.segment.held_count() > 0 => {
                 state.segment.segment_complete_lsn()
@@ -250,6 +250,37 @@ impl SegmentStore {
         let mut sealed = Arc::unwrap_or_clone(image);
         sealed.seal();
         Ok(sealed)
+    }
+
+    /// A CRC of every page of the group as of `lsn` (a read point), for
+    /// checking that segments converge; pages without a version at or
+    /// below `lsn` are left out. Refused like a page read above the SCL or
+    /// below the kept history.
+    pub fn digest(&mut self, protection_group: ProtectionGroupId, lsn: Lsn) -> Result<Vec<PageDigest>, PageRefusal> {
+        let scl = self.segment_complete_lsn(protection_group);
+        if lsn > scl {
+            return Err(PageRefusal::NotComplete { segment_complete_lsn: scl });
+        }
+        if lsn < self.versions.history_floor() {
+            return Err(PageRefusal::TooOld { oldest: self.versions.history_floor() });
+        }
+        self.apply_up_to(protection_group, lsn).map_err(|e| PageRefusal::Failed(e.to_string()))?;
+        let layout = self.layout;
+        let mut pages: Vec<PageId> = self
+            .versions
+            .page_ids()
+            .filter(|page| layout.group_of(*page) == protection_group && self.versions.has_version_at(*page, lsn))
+            .collect();
+        pages.sort_unstable();
+        let mut digests = Vec::with_capacity(pages.len());
+        for page in pages {
+            let image =
+                self.versions.page_at(page, lsn).map_err(|too_old| PageRefusal::TooOld { oldest: too_old.oldest })?;
+            let mut sealed = Arc::unwrap_or_clone(image);
+            sealed.seal();
+            digests.push(PageDigest { page, crc: crc32c::crc32c(sealed.as_bytes()) });
+        }
+        Ok(digests)
     }
 
     /// Applies the group's chained records up to `lsn`. Stops the segment's
@@ -396,6 +427,37 @@ mod tests {
             Insert::Dropped
         );
         assert_eq!(replayed.status().segments[0].tail_lsn, Lsn(1));
+    }
+
+    #[test]
+    fn digests_agree_at_equal_lsns_whatever_the_order_of_arrival() {
+        let page = PageId(5);
+        let other_group_page = PageId(1500);
+        let records = [
+            record(1, 0, 1, false, RedoBody::InitPage { page, kind: PageKind::Heap }),
+            record(2, 1, 1, true, RedoBody::InsertTuple { page, slot: 0, data: b"x".to_vec() }),
+            record(3, 2, 1, true, RedoBody::InsertTuple { page, slot: 1, data: b"y".to_vec() }),
+        ];
+        let mut in_order = store();
+        let mut reversed = store();
+        for r in &records {
+            in_order.insert_synced(r.clone());
+        }
+        for r in records.iter().rev() {
+            reversed.insert_synced(r.clone());
+        }
+        let mut foreign = record(4, 0, 1, true, RedoBody::InitPage { page: other_group_page, kind: PageKind::Heap });
+        foreign.protection_group = ProtectionGroupId(1);
+        in_order.insert_synced(foreign);
+        in_order.apply_up_to(ProtectionGroupId(1), Lsn(4)).unwrap();
+        let at_2 = in_order.digest(GROUP, Lsn(2)).unwrap();
+        assert_eq!(at_2.len(), 1, "only this group's pages");
+        assert_eq!(at_2, reversed.digest(GROUP, Lsn(2)).unwrap());
+        let at_3 = in_order.digest(GROUP, Lsn(3)).unwrap();
+        assert_ne!(at_2, at_3, "the page changed at 3");
+        assert_eq!(at_3, reversed.digest(GROUP, Lsn(3)).unwrap());
+        assert_eq!(in_order.digest(GROUP, Lsn(0)).unwrap(), vec![], "nothing existed at 0");
+        assert_eq!(in_order.digest(GROUP, Lsn(9)), Err(PageRefusal::NotComplete { segment_complete_lsn: Lsn(3) }));
     }
 
     #[test]

@@ -90,6 +90,16 @@ impl PageVersions {
         self.history_floor
     }
 
+    /// Every page with at least one version, in no particular order.
+    pub fn page_ids(&self) -> impl Iterator<Item = PageId> + '_ {
+        self.pages.keys().copied()
+    }
+
+    /// Whether `page` has a version at or below `lsn` (it existed then).
+    pub fn has_version_at(&self, page: PageId, lsn: Lsn) -> bool {
+        self.pages.get(&page).is_some_and(|versions| versions.first().is_some_and(|v| v.lsn <= lsn))
+    }
+
     /// Versions kept for `page` (for tests and metrics).
     pub fn version_count(&self, page: PageId) -> usize {
         self.pages.get(&page).map_or(0, Vec::len)

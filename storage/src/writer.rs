@@ -251,6 +251,35 @@ impl VolumeWriter {
         }
     }
 
+    /// Waits until every LSN assigned so far is durable and returns the
+    /// durable LSN (a commit point at or above all of them), failing with
+    /// `QuorumTimeout` after the commit timeout.
+    ///
+    /// After a commit fails with `QuorumTimeout` its records stay in flight
+    /// and become durable once a write quorum returns (before any later
+    /// commit, which waits behind them). A caller that built state on the
+    /// failed commit's absence (cached pages, free slots) must call this
+    /// before its next commit and then reread at the returned LSN, or its
+    /// next redo may conflict with the in-doubt commit's and stop every
+    /// segment's applicator.
+    pub async fn settle(&self) -> Result<Lsn, StorageError> {
+        let target = self.shared.lock().tracker.allocated_lsn();
+        let timeout = self.shared.config.commit_timeout;
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut progress = self.shared.progress.subscribe();
+        let reached = progress.wait_for(|p| p.fenced || p.closed || p.durable_lsn >= target);
+        let outcome = match tokio::time::timeout(timeout, reached).await {
+            Ok(Ok(p)) => *p,
+            Ok(Err(_)) => return Err(StorageError::Cancelled),
+            Err(_) => return Err(StorageError::QuorumTimeout { timeout_ms }),
+        };
+        match (outcome.durable_lsn >= target, outcome.fenced) {
+            (true, _) => Ok(outcome.durable_lsn),
+            (false, true) => Err(StorageError::Fenced),
+            (false, false) => Err(StorageError::Cancelled),
+        }
+    }
+
     /// Assigns LSNs if LAL allows; None means wait.
     fn try_assign(&self, bodies: &[RedoBody]) -> Result<Option<CommitLsns>, StorageError> {
         let progress = *self.shared.progress.borrow();
@@ -306,9 +335,9 @@ impl VolumeWriter {
                 // No record ever touched this group: every page is empty.
                 return Ok(sealed_empty_page());
             }
-            let mut nodes = placement(&self.shared.config.nodes, group);
-            nodes.sort_by_key(|node| std::cmp::Reverse(state.tracker.segment_complete_lsn(group, *node)));
-            nodes
+            covering_first(placement(&self.shared.config.nodes, group), read_point, |node| {
+                state.tracker.segment_complete_lsn(group, node)
+            })
         };
         self.shared.client.get_page(&candidates, page, read_point).await
     }
@@ -325,6 +354,18 @@ impl VolumeWriter {
     pub fn close(&self) {
         self.shared.close();
     }
+}
+
+/// The segments known to be complete to `read_point` (the client picks the
+/// fastest of them); only when none is known to be, all of them, most
+/// complete first (their SCLs may have moved since they last answered).
+fn covering_first(mut nodes: Vec<NodeId>, read_point: Lsn, scl: impl Fn(NodeId) -> Lsn) -> Vec<NodeId> {
+    if nodes.iter().any(|node| scl(*node) >= read_point) {
+        nodes.retain(|node| scl(*node) >= read_point);
+    } else {
+        nodes.sort_by_key(|node| std::cmp::Reverse(scl(*node)));
+    }
+    nodes
 }
 
 fn sealed_empty_page() -> Page {
@@ -644,6 +685,17 @@ mod tests {
             }
         }
         state
+    }
+
+    #[test]
+    fn reads_go_to_segments_known_to_cover_the_read_point() {
+        let scls = [Lsn(9), Lsn(3), Lsn(12), Lsn(9), Lsn(0), Lsn(5)];
+        let nodes: Vec<NodeId> = (0..6).map(NodeId).collect();
+        let scl = |node: NodeId| scls[node.0 as usize];
+        assert_eq!(covering_first(nodes.clone(), Lsn(9), scl), [NodeId(0), NodeId(2), NodeId(3)]);
+        let none_covers = covering_first(nodes, Lsn(20), scl);
+        assert_eq!(none_covers[..2], [NodeId(2), NodeId(0)], "most complete first");
+        assert_eq!(none_covers.len(), 6);
     }
 
     #[test]

@@ -147,12 +147,17 @@ async fn commits_survive_failures_restarts_and_a_new_writer() {
         cluster.stop(2).await;
         let lost = writer.commit(vec![insert(PAGE_A, 3, "d")]).await;
         assert_eq!(lost, Err(StorageError::QuorumTimeout { timeout_ms: 2000 }));
+        // The failed commit is in doubt until a quorum returns.
+        assert_eq!(writer.settle().await, Err(StorageError::QuorumTimeout { timeout_ms: 2000 }));
 
-        // They come back: the writer resends and commits again.
+        // They come back: the writer resends, the in-doubt commit becomes
+        // durable (settle shows where), and commits go on after it.
         for index in 0..3 {
             cluster.restart(index).await;
         }
         cluster.point(&writer);
+        let settled = writer.settle().await.unwrap();
+        assert_eq!(page_at(&writer, PAGE_A, settled).await, ["a", "b", "c", "d"]);
         let fifth = writer.commit(vec![insert(PAGE_A, 4, "e")]).await.unwrap();
         assert_eq!(page_at(&writer, PAGE_A, fifth.commit).await, ["a", "b", "c", "d", "e"]);
         assert_eq!(page_at(&writer, PAGE_A, third.commit).await, ["a", "b", "c"]);
