@@ -42,17 +42,23 @@ clean-data:
 
 ## Borealis against PostgreSQL on this machine: builds release, runs every
 ## workload, prints the table and writes bench-results/report.json and ratios.png.
+## BENCH_PROFILE=debug uses debug builds (quicker to build, far slower to run);
+## BENCH_ARGS passes more flags to borealis-bench.
+BENCH_PROFILE ?= release
 BENCH_ARGS ?=
-bench:
-	bash scripts/install-bench-deps.sh
-	$(CARGO) build --release -p borealis-server --bin borealis
-	$(CARGO) build --release -p borealis-integration --bin borealis-bench
-	$(TARGET_DIR)/release/borealis-bench all --out bench-results --borealis $(TARGET_DIR)/release/borealis $(BENCH_ARGS)
+BENCH_BUILD_FLAGS := $(if $(filter release,$(BENCH_PROFILE)),--release,)
+BENCH_DIR := $(TARGET_DIR)/$(if $(filter release,$(BENCH_PROFILE)),release,debug)
 
-## The same at small scales and short durations (under 5 minutes after the build).
-bench-quick:
+bench: bench-build
+	$(BENCH_DIR)/borealis-bench all --out bench-results --borealis $(BENCH_DIR)/borealis $(BENCH_ARGS)
+
+## The same at small scales and short runs (under 5 minutes once built).
+bench-quick: bench-build
+	$(BENCH_DIR)/borealis-bench all --quick --out bench-results --borealis $(BENCH_DIR)/borealis $(BENCH_ARGS)
+
+bench-build:
 	bash scripts/install-bench-deps.sh
-	$(CARGO) build --release -p borealis-server --bin borealis
-	$(CARGO) build --release -p borealis-integration --bin borealis-bench
-	$(TARGET_DIR)/release/borealis-bench all --quick --out bench-results --borealis $(TARGET_DIR)/release/borealis $(BENCH_ARGS)
-.PHONY: bench bench-quick
+	$(CARGO) build $(BENCH_BUILD_FLAGS) -p borealis-server --bin borealis
+	$(CARGO) build $(BENCH_BUILD_FLAGS) -p borealis-integration --bin borealis-bench
+
+.PHONY: bench bench-quick bench-build

@@ -74,7 +74,7 @@ fn draw_row(root: &Area, y: i32, row: &Row) -> anyhow::Result<()> {
     root.draw(&Rectangle::new([(left, y + 3), (right.max(left + 1), y + ROW_PX - 3)], color.filled()))
         .map_err(plot_error)?;
     let label_x = if log10 >= 0.0 { right + 6 } else { left - 64 };
-    text(root, &format!("{ratio:.2}x"), (label_x.max(PLOT_LEFT_PX - 60), y + 4), 14, &BLACK)
+    text(root, &super::report::format_ratio(ratio), (label_x.max(PLOT_LEFT_PX - 60), y + 4), 14, &BLACK)
 }
 
 /// The x pixel of a log10 ratio.

@@ -47,10 +47,7 @@ pub async fn load(
         let bar = bar.clone();
         tasks.push(tokio::spawn(async move { load_part(client, prefix, part, batch_rows, deadline, bar).await }));
     }
-    let mut rows = 0;
-    for task in tasks {
-        rows += task.await.context("load task panicked")??;
-    }
+    let rows = super::join_tasks(tasks).await?.into_iter().sum();
     Ok(Loaded { rows, elapsed: started.elapsed() })
 }
 

@@ -6,7 +6,7 @@
 //!
 //! 1. start a throwaway PostgreSQL (`systems::Postgres`) and a Borealis local
 //!    cluster (`systems::Borealis`); if either fails to start, its column
-//!    reads "failed: <reason>" and the other is still measured;
+//!    reads `failed: <reason>` and the other is still measured;
 //! 2. run each chosen workload (`workloads`) against both, alternating which
 //!    goes first, each bounded in time and size, with a warm-up;
 //! 3. collect one `report::Row` per figure: Borealis, PostgreSQL, and the
@@ -331,6 +331,27 @@ impl Run {
     }
 }
 
+/// Awaits every task; on the first failure aborts the tasks not yet awaited,
+/// so that no client of a failed measurement runs on into the next one.
+pub async fn join_tasks<T>(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<T>>>) -> anyhow::Result<Vec<T>> {
+    let mut results = Vec::with_capacity(tasks.len());
+    let mut tasks = tasks.into_iter();
+    while let Some(task) = tasks.next() {
+        let outcome = match task.await {
+            Ok(outcome) => outcome,
+            Err(error) => Err(anyhow::anyhow!("task panicked: {error}")),
+        };
+        match outcome {
+            Ok(value) => results.push(value),
+            Err(error) => {
+                tasks.for_each(|rest| rest.abort());
+                return Err(error);
+            }
+        }
+    }
+    Ok(results)
+}
+
 /// Runs the bench as `cli` asks; returns whether every answer was right.
 pub async fn main(cli: Cli) -> anyhow::Result<bool> {
     let settings = Settings::new(cli.quick);
@@ -378,6 +399,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<bool> {
         context.progress.finish_workload();
     }
     context.progress.finish();
+    if let Some(exit) = borealis.as_mut().ok().and_then(|cluster| cluster.exited_early()) {
+        run.report.notes.push(format!("Borealis exited during the run: {exit}"));
+    }
     if let Ok(cluster) = borealis.as_mut()
         && let Err(error) = cluster.stop()
     {
@@ -456,6 +480,22 @@ mod tests {
         let plain: Result<(), Cell> = run.outcome(System::Postgres, Err(anyhow::anyhow!("timeout")));
         assert!(plain.is_err());
         assert_eq!(run.report.wrong_answers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn join_tasks_stops_the_rest_on_failure() {
+        let failing = tokio::spawn(async { anyhow::bail!("client 0 failed") });
+        let endless = tokio::spawn(async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            anyhow::Ok(1)
+        });
+        let outcome: anyhow::Result<Vec<i32>> =
+            tokio::time::timeout(Duration::from_secs(5), join_tasks(vec![failing, endless]))
+                .await
+                .expect("join_tasks returns at the first failure");
+        assert_eq!(outcome.expect_err("fails").to_string(), "client 0 failed");
+        let both = join_tasks(vec![tokio::spawn(async { anyhow::Ok(1) }), tokio::spawn(async { anyhow::Ok(2) })]).await;
+        assert_eq!(both.expect("both succeed"), vec![1, 2]);
     }
 
     #[test]

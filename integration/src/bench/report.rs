@@ -151,7 +151,7 @@ impl Report {
                 format!("{} ({})", row.unit, if row.better == Better::Higher { "higher" } else { "lower" }),
                 row.borealis.render(FAILED_WIDTH),
                 row.postgres.render(FAILED_WIDTH),
-                row.ratio.map_or_else(|| "-".to_string(), |ratio| format!("{ratio:.2}x")),
+                row.ratio.map_or_else(|| "-".to_string(), format_ratio),
             ]);
         }
         let mut widths = [0usize; 6];
@@ -193,6 +193,18 @@ pub fn format_value(value: f64) -> String {
         format!("{value:.2}")
     } else {
         format!("{value:.3}")
+    }
+}
+
+/// A ratio with two significant digits at least: "1.07x", "0.0034x", "19.5x".
+pub fn format_ratio(ratio: f64) -> String {
+    if ratio >= 10.0 {
+        format!("{ratio:.1}x")
+    } else if ratio >= 0.1 {
+        format!("{ratio:.2}x")
+    } else {
+        let decimals = (-ratio.log10()).ceil().clamp(0.0, 12.0) as usize + 1;
+        format!("{ratio:.decimals$}x")
     }
 }
 
@@ -266,6 +278,14 @@ mod tests {
         assert!(table.contains("tps (higher)"), "{table}");
         assert!(table.contains("812"), "{table}");
         assert!(table.contains("higher is better"), "{table}");
+    }
+
+    #[test]
+    fn ratios_keep_two_significant_digits() {
+        assert_eq!(format_ratio(19.54), "19.5x");
+        assert_eq!(format_ratio(1.0712), "1.07x");
+        assert_eq!(format_ratio(0.0034), "0.0034x");
+        assert_eq!(format_ratio(0.034), "0.034x");
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Finds a PostgreSQL program on PATH or in /usr/lib/postgresql/<version>/bin
+/// Finds a PostgreSQL program on PATH or in `/usr/lib/postgresql/<version>/bin`
 /// (newest version first), as Debian's packages install them.
 pub fn find_postgres_program(name: &str) -> anyhow::Result<PathBuf> {
     let on_path = std::env::var_os("PATH")
@@ -335,6 +335,13 @@ impl Borealis {
             read_port: self.ports.reader,
             data_dir: self.dir.path().join("data"),
         }
+    }
+
+    /// If `borealis up` has exited on its own: its status and last lines.
+    pub fn exited_early(&mut self) -> Option<String> {
+        let status = self.launcher.as_mut()?.try_wait().ok()??;
+        self.launcher = None;
+        Some(format!("{status}: {}", self.log_tail()))
     }
 
     /// Stops the cluster as Ctrl-C does; SIGKILLs it after 30 s.

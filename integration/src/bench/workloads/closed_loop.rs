@@ -80,8 +80,8 @@ pub async fn measure(
         })
         .collect();
     let mut latencies = Latencies::default();
-    for task in tasks {
-        latencies.merge(task.await.context("client task panicked")??);
+    for client_latencies in crate::bench::join_tasks(tasks).await? {
+        latencies.merge(client_latencies);
     }
     Throughput::over(latencies, timing.duration).context("no operation finished in the measured time")
 }

@@ -67,11 +67,12 @@ pub async fn measure(endpoints: &Endpoints, rate: u64, warmup: Duration, duratio
     drop(newest_sender);
     let reader = endpoints.connect(endpoints.read_port).await?;
     let sampled = sample_loop(&reader, newest, start + warmup, end).await;
-    let mut commits = 0;
-    for writer in writers {
-        commits += writer.await.context("writer task panicked")??;
+    if sampled.is_err() {
+        writers.iter().for_each(|writer| writer.abort());
     }
-    let lag = sampled?.summary().context("no row became visible during the measurement")?;
+    let lags = sampled?;
+    let commits: u64 = crate::bench::join_tasks(writers).await?.into_iter().sum();
+    let lag = lags.summary().context("no row became visible during the measurement")?;
     let elapsed = (warmup + duration).as_secs_f64();
     Ok(Lag { commits_per_s: commits as f64 / elapsed, lag })
 }

@@ -131,16 +131,13 @@ async fn run_pgbench(
     parse_output(&stdout).with_context(|| format!("unexpected pgbench output: {stdout}"))
 }
 
-/// The most telling line of pgbench's stderr: its last error, else its last line.
+/// The most telling line of pgbench's stderr: the server's error (a client
+/// aborted on it), else pgbench's own first error, else its last line.
 fn last_error_line(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
-    lines
-        .iter()
-        .rev()
-        .find(|line| line.contains("error") || line.contains("ERROR"))
-        .or(lines.last())
-        .unwrap_or(&"(no output)")
-        .to_string()
+    let server_error = lines.iter().find(|line| line.contains("ERROR:") || line.contains("FATAL:"));
+    let own_error = lines.iter().find(|line| line.contains("error") && !line.contains("Run was aborted"));
+    server_error.or(own_error).or(lines.last()).unwrap_or(&"(no output)").to_string()
 }
 
 /// Parses pgbench's summary: "tps = N (without initial connection time)"
@@ -238,8 +235,10 @@ tps = 1234.567890 (without initial connection time)
 
     #[test]
     fn picks_the_error_line() {
-        let stderr = "pgbench: error: client 0 script 0 aborted in command 4 query 0: ERROR:  unsupported\npgbench: fatal: Run was aborted\n";
+        let stderr = "pgbench: error: client 0 script 0 aborted in command 4 query 0: ERROR:  unsupported\npgbench: error: Run was aborted; the above results are incomplete.\n";
         assert!(last_error_line(stderr).contains("unsupported"));
+        let stderr = "pgbench: error: connection to server failed\npgbench: error: Run was aborted; the above results are incomplete.\n";
+        assert!(last_error_line(stderr).contains("connection to server failed"));
         assert_eq!(last_error_line(""), "(no output)");
     }
 }
