@@ -642,6 +642,9 @@ impl Planner {
         self.view.set(Arc::clone(&catalog));
         self.catalog = catalog;
         self.state.config_mut().set_extension(Arc::new(snapshot));
+        // The statement's start time: now() and CURRENT_TIMESTAMP fold to it
+        // (one value per statement, as in PostgreSQL's transaction-less case).
+        self.state.execution_props_mut().start_execution();
     }
 
     /// The catalog of the current statement.

@@ -452,3 +452,13 @@ async fn a_batch_reports_statements_before_its_error_and_rolls_them_back() {
     assert_eq!(s.transaction_status(), TransactionStatus::Idle);
     assert_eq!(query(&mut s, "SELECT count(*) FROM t").await, strings(&[&["0"]]));
 }
+
+#[tokio::test]
+async fn current_timestamp_works_in_inserts_and_queries() {
+    let (_volume, engine) = writer().await;
+    let mut s = engine.session();
+    one(&mut s, "CREATE TABLE h (id int4, at timestamp)").await;
+    one(&mut s, "INSERT INTO h VALUES (1, CURRENT_TIMESTAMP), (2, now())").await;
+    let out = query(&mut s, "SELECT count(*) FROM h WHERE at <= now() AND at > now() - INTERVAL '1 minute'").await;
+    assert_eq!(out, strings(&[&["2"]]));
+}
