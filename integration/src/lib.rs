@@ -208,6 +208,31 @@ impl Cluster {
         Ok(())
     }
 
+    /// The pid of the cluster's process `name` (e.g. `writer`, `storage-2`),
+    /// found by its command line: the launcher restarts children, so pids change.
+    pub fn pid_of(&self, name: &str) -> Option<libc::pid_t> {
+        let data_dir = self.data_dir();
+        let data_dir = data_dir.to_string_lossy();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+            let pid: libc::pid_t = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> =
+                cmdline.split(|b| *b == 0).map(|arg| String::from_utf8_lossy(arg).into_owned()).collect();
+            let ours = args.iter().any(|arg| arg == data_dir.as_ref());
+            let named = args.windows(2).any(|pair| pair[0] == "--name" && pair[1] == name);
+            (ours && named).then_some(pid)
+        })
+    }
+
+    /// Kills the cluster's process `name` with SIGKILL; true if it was found.
+    pub fn kill9_process(&self, name: &str) -> bool {
+        match self.pid_of(name) {
+            // SAFETY: signalling a process of this test's cluster.
+            Some(pid) => unsafe { libc::kill(pid, libc::SIGKILL) == 0 },
+            None => false,
+        }
+    }
+
     /// The address of the cluster endpoint.
     pub fn cluster_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports.cluster))

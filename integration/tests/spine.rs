@@ -246,6 +246,25 @@ async fn committed_rows_survive_kill_dash_nine_of_everything() -> anyhow::Result
     let reader = cluster.connect(cluster.ports.reader).await?;
     assert_eq!(count_when_reached(&reader, "SELECT count(*) FROM kept", 1991).await?, 1991);
 
+    // The launcher restarts a child that dies: kill -9 a storage daemon and
+    // the writer; the writer comes back, recovers the volume, and serves.
+    assert!(cluster.kill9_process("storage-2"), "storage-2 not found");
+    let old_writer = cluster.pid_of("writer").expect("writer running");
+    assert!(cluster.kill9_process("writer"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let count = loop {
+        if let Ok(client) = cluster.connect(cluster.ports.writer).await
+            && let Ok(row) = client.query_one("SELECT count(*) FROM kept", &[]).await
+        {
+            break row.get::<_, i64>(0);
+        }
+        assert!(std::time::Instant::now() < deadline, "writer did not come back:\n{}", cluster.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(count, 1991);
+    assert_ne!(cluster.pid_of("writer"), Some(old_writer), "a new writer process serves");
+    assert!(cluster.pid_of("storage-2").is_some(), "storage-2 was restarted");
+
     // A clean stop and start keeps everything too.
     cluster.stop()?;
     cluster.start()?;

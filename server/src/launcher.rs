@@ -2,14 +2,16 @@
 //!
 //! Order of start: storage daemons, then the writer (which recovers the
 //! volume from them), then the readers, then the proxy; each group must answer
-//! before the next starts. Stopping reverses the order: SIGTERM, a grace
-//! period, then SIGKILL. Children die with the launcher (PR_SET_PDEATHSIG),
+//! before the next starts. A child that exits while the cluster runs is
+//! restarted (a crashed daemon rejoins and catches up by gossip; a restarted
+//! writer recovers the volume), unless it keeps exiting. Stopping reverses
+//! the order: SIGTERM, a grace period, then SIGKILL. Children die with the launcher (PR_SET_PDEATHSIG),
 //! so a killed launcher leaves nothing running. One data directory serves one
 //! launcher at a time: a lock file refuses a second `up` on it.
 
 use crate::{load_config, shutdown_signal, status};
 use anyhow::{Context, bail};
-use borealis_config::{ClusterConfig, Role};
+use borealis_config::ClusterConfig;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -26,13 +28,25 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Name of the lock file in the data directory.
 const LOCK_FILE: &str = "borealis.lock";
+/// Restarts of one child within `RESTART_WINDOW` after which the launcher
+/// stops restarting it: a child that cannot stay up needs a person.
+const RESTARTS_MAX: usize = 5;
+/// The window `RESTARTS_MAX` counts in.
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// A started child process.
 struct Process {
     name: String,
     role: &'static str,
+    /// The `borealis` subcommand and `--name` it was started with.
+    subcommand: &'static str,
+    instance: Option<String>,
     child: Child,
     log: PathBuf,
+    /// When it was restarted, within the last `RESTART_WINDOW`.
+    restarts: std::collections::VecDeque<Instant>,
+    /// It kept exiting; it is no longer restarted.
+    given_up: bool,
 }
 
 /// Holds the data directory's lock for the launcher's lifetime.
@@ -83,7 +97,7 @@ pub async fn up(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyh
     print_banner(&config, &data_dir);
     tokio::select! {
         () = shutdown_signal() => println!("\nstopping the cluster..."),
-        name = first_exit(&mut processes) => eprintln!("process {name} exited; stopping the cluster"),
+        () = supervise(&mut processes, config_path.as_deref(), &data_dir) => {}
     }
     stop_all(&mut processes).await;
     println!("cluster stopped");
@@ -113,14 +127,13 @@ async fn start_all(
     processes.push(spawn(config_path, data_dir, "proxy", None, "proxy")?);
     let endpoints = vec![config.cluster_endpoint, config.reader_endpoint];
     wait_ready(processes, || status::tcp_ready(endpoints.clone())).await.context("the proxy did not start")?;
-    debug_assert!(config.instances.iter().filter(|i| i.role == Role::Writer).count() == 1);
     Ok(())
 }
 
 fn spawn(
     config_path: Option<&Path>,
     data_dir: &Path,
-    subcommand: &str,
+    subcommand: &'static str,
     name: Option<&str>,
     role: &'static str,
 ) -> anyhow::Result<Process> {
@@ -151,7 +164,16 @@ fn spawn(
         });
     }
     let child = command.spawn().with_context(|| format!("failed to start {process_name}"))?;
-    Ok(Process { name: process_name, role, child, log })
+    Ok(Process {
+        name: process_name,
+        role,
+        subcommand,
+        instance: name.map(str::to_string),
+        child,
+        log,
+        restarts: std::collections::VecDeque::new(),
+        given_up: false,
+    })
 }
 
 /// Polls `probe` until it succeeds; fails early if a child exits.
@@ -183,12 +205,33 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Resolves with the name of the first child that exits.
-async fn first_exit(processes: &mut [Process]) -> String {
+/// Restarts children that exit while the cluster runs; never returns.
+async fn supervise(processes: &mut [Process], config_path: Option<&Path>, data_dir: &Path) {
     loop {
-        for process in processes.iter_mut() {
-            if let Ok(Some(_)) = process.child.try_wait() {
-                return process.name.clone();
+        for process in processes.iter_mut().filter(|p| !p.given_up) {
+            let Ok(Some(status)) = process.child.try_wait() else { continue };
+            let now = Instant::now();
+            while process.restarts.front().is_some_and(|at| now.duration_since(*at) > RESTART_WINDOW) {
+                process.restarts.pop_front();
+            }
+            if process.restarts.len() >= RESTARTS_MAX {
+                eprintln!(
+                    "{} exited ({status}) {} times within {} s; not restarting it (log: {})",
+                    process.name,
+                    RESTARTS_MAX + 1,
+                    RESTART_WINDOW.as_secs(),
+                    process.log.display()
+                );
+                process.given_up = true;
+                continue;
+            }
+            eprintln!("{} exited ({status}); restarting it", process.name);
+            match spawn(config_path, data_dir, process.subcommand, process.instance.as_deref(), process.role) {
+                Ok(fresh) => {
+                    process.child = fresh.child;
+                    process.restarts.push_back(now);
+                }
+                Err(e) => eprintln!("failed to restart {}: {e:#}", process.name),
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -644,7 +644,8 @@ impl Planner {
         self.state.config_mut().set_extension(Arc::new(snapshot));
         // The statement's start time: now() and CURRENT_TIMESTAMP fold to it
         // (one value per statement, as in PostgreSQL's transaction-less case).
-        self.state.execution_props_mut().start_execution();
+        let options = Arc::new(self.state.config().options().as_ref().clone());
+        self.state.execution_props_mut().mark_start_execution(options);
     }
 
     /// The catalog of the current statement.
