@@ -197,6 +197,11 @@ async fn sql_through_every_endpoint() -> anyhow::Result<()> {
     let err = tokio_postgres::connect(&bad, tokio_postgres::NoTls).await.err().expect("wrong password accepted");
     assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
 
+    // An unknown database is refused with 3D000.
+    let other_db = cluster.conninfo(cluster.ports.cluster).replace("dbname=postgres", "dbname=nope");
+    let err = tokio_postgres::connect(&other_db, tokio_postgres::NoTls).await.err().expect("unknown database accepted");
+    assert_eq!(sqlstate(&err).as_deref(), Some("3D000"), "{err}");
+
     // `borealis status` shows every process and the durable LSN.
     let status = cluster.command("status")?.output()?;
     let text = String::from_utf8_lossy(&status.stdout);
