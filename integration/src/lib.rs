@@ -181,19 +181,10 @@ impl Cluster {
 
     /// Stops the cluster as Ctrl-C does, waiting for a clean exit.
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.launcher.take() {
-            signal_group(&child, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    signal_group(&child, libc::SIGKILL);
-                    child.wait()?;
-                    bail!("borealis up did not stop in 30 s");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        match self.launcher.take() {
+            Some(child) => stop_launcher(child),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Kills the launcher and every process of the cluster with SIGKILL.
@@ -277,12 +268,31 @@ impl Cluster {
     }
 }
 
-fn signal_group(child: &Child, signal: libc::c_int) {
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: signalling the process group we created for this child.
+/// Sends `signal` to the process group led by `child` (started with `process_group(0)`).
+pub fn signal_group(child: &Child, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else { return };
+    // SAFETY: signalling the process group created for this child.
     unsafe {
         libc::killpg(pid, signal);
     }
+}
+
+/// Stops a `borealis up` started in its own process group as Ctrl-C does,
+/// waiting up to 30 s for a clean exit, then SIGKILLs the whole group so no
+/// child outlives it.
+pub fn stop_launcher(mut child: Child) -> anyhow::Result<()> {
+    signal_group(&child, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            signal_group(&child, libc::SIGKILL);
+            child.wait()?;
+            bail!("borealis up did not stop in 30 s; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal_group(&child, libc::SIGKILL);
+    Ok(())
 }
 
 impl Drop for Cluster {

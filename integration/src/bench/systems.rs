@@ -346,34 +346,16 @@ impl Borealis {
 
     /// Stops the cluster as Ctrl-C does; SIGKILLs it after 30 s.
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.launcher.take() else { return Ok(()) };
-        signal_group(&child, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                signal_group(&child, libc::SIGKILL);
-                child.wait()?;
-                bail!("borealis up did not stop in 30 s; killed it");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match self.launcher.take() {
+            Some(child) => crate::stop_launcher(child),
+            None => Ok(()),
         }
-        // The launcher is gone; make sure no child of its group outlives it.
-        signal_group(&child, libc::SIGKILL);
-        Ok(())
     }
 }
 
 impl Drop for Borealis {
     fn drop(&mut self) {
         let _ = self.stop();
-    }
-}
-
-fn signal_group(child: &Child, signal: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else { return };
-    // SAFETY: signalling the process group created for this child (process_group(0)).
-    unsafe {
-        libc::killpg(pid, signal);
     }
 }
 
