@@ -40,22 +40,6 @@ pub fn pg_type(data_type: &DataType) -> Type {
     }
 }
 
-/// The Arrow type a parameter declared (or inferred) as `pg` decodes to.
-pub fn arrow_type(pg: &Type) -> DataType {
-    match *pg {
-        Type::BOOL => DataType::Boolean,
-        Type::INT2 => DataType::Int16,
-        Type::INT4 => DataType::Int32,
-        Type::INT8 => DataType::Int64,
-        Type::FLOAT4 => DataType::Float32,
-        Type::FLOAT8 => DataType::Float64,
-        Type::NUMERIC => DataType::Decimal128(38, 10),
-        Type::DATE => DataType::Date32,
-        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
-        _ => DataType::Utf8,
-    }
-}
-
 /// Row description for a result schema, with per-column formats.
 pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
     schema
@@ -283,8 +267,6 @@ mod tests {
         assert_eq!(pg_type(&DataType::Utf8View), Type::TEXT);
         assert_eq!(pg_type(&DataType::Decimal128(10, 2)), Type::NUMERIC);
         assert_eq!(pg_type(&DataType::Timestamp(TimeUnit::Microsecond, None)), Type::TIMESTAMP);
-        assert_eq!(arrow_type(&Type::INT8), DataType::Int64);
-        assert_eq!(arrow_type(&Type::UNKNOWN), DataType::Utf8);
     }
 
     #[test]

@@ -74,11 +74,6 @@ impl WriterVolume {
         WriterVolume { storage, cache, state: Mutex::new(state) }
     }
 
-    /// The storage writer (for status and the durable LSN).
-    pub fn storage(&self) -> &VolumeWriter {
-        &self.storage
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

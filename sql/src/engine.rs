@@ -83,11 +83,6 @@ impl Engine {
         Session::new(Arc::clone(self))
     }
 
-    /// Whether this engine refuses writes (a reader instance).
-    pub fn is_read_only(&self) -> bool {
-        self.read_only
-    }
-
     /// The committed state a new statement reads.
     async fn read_snapshot(&self) -> Result<Snapshot, SqlError> {
         let read_point: Lsn = self.volume.read_point().await?;

@@ -47,11 +47,6 @@ impl MemoryVolume {
         MemoryVolume { pages: Arc::clone(&self.pages), read_only: true }
     }
 
-    /// The newest commit LSN.
-    pub fn commit_lsn(&self) -> Lsn {
-        self.lock().commit_lsn
-    }
-
     /// Makes the next `count` commits fail with `Unavailable` (nothing applied).
     pub fn fail_next_commits(&self, count: usize) {
         self.lock().commits_to_fail = count;
