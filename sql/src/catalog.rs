@@ -30,7 +30,7 @@ pub const CATALOG_FIRST_PAGE: PageId = PageId(1);
 /// "BOREALIS" in little endian: tells a Borealis volume from garbage.
 pub const META_MAGIC: u64 = u64::from_le_bytes(*b"BOREALIS");
 /// Version of the meta, catalog and row formats; bumped on incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A table's identity, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ impl Meta {
         match page.kind() {
             PageKind::Empty => return Ok(None),
             PageKind::Meta => {}
-            PageKind::Heap => return Err(SqlError::corrupt("page 0 is not a meta page")),
+            _ => return Err(SqlError::corrupt("page 0 is not a meta page")),
         }
         let tuple = page.tuple(0).ok_or_else(|| SqlError::corrupt("meta page has no meta tuple"))?;
         let meta: Meta = bincode::deserialize(tuple).map_err(|e| SqlError::corrupt(format_args!("meta: {e}")))?;
@@ -113,6 +113,8 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// Indexes into `columns`; empty if the table has no primary key.
     pub primary_key: Vec<usize>,
+    /// The table's B+tree indexes (the primary key's first, if any).
+    pub indexes: Vec<IndexDef>,
     /// First page of the table's heap chain.
     pub first_page: PageId,
 }
@@ -138,6 +140,20 @@ impl TableDef {
     fn encode(&self) -> Vec<u8> {
         bincode::serialize(self).expect("table definitions always serialise")
     }
+}
+
+/// A B+tree index of a table (see `crate::btree`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDef {
+    /// Unique among the volume's tables and indexes.
+    pub name: String,
+    /// Indexes into the table's `columns`, in key order.
+    pub columns: Vec<usize>,
+    pub unique: bool,
+    /// The index of the table's primary key (dropped only with the table).
+    pub primary: bool,
+    /// The root page, fixed for the index's life.
+    pub root: PageId,
 }
 
 /// A table of the catalog, with where its catalog row lives.
@@ -184,15 +200,31 @@ impl Catalog {
     pub fn names(&self) -> impl Iterator<Item = &String> {
         self.tables.keys()
     }
+
+    /// The table owning the index called `name`, and the index.
+    pub fn index(&self, name: &str) -> Option<(&CatalogEntry, &IndexDef)> {
+        self.tables.values().find_map(|entry| entry.def.indexes.iter().find(|i| i.name == name).map(|i| (entry, i)))
+    }
+
+    /// Whether `name` is taken by a table or an index (one namespace, as in PostgreSQL).
+    pub fn relation_exists(&self, name: &str) -> bool {
+        self.tables.contains_key(name) || self.index(name).is_some()
+    }
 }
 
-/// Creates a table in `writes`: allocates its first page, stores its catalog
-/// row and bumps the catalog version. `def.id` and `def.first_page` are assigned here.
+/// Creates a table in `writes`: allocates its first page and its indexes'
+/// roots, stores its catalog row and bumps the catalog version. `def.id`,
+/// `def.first_page` and the indexes' roots are assigned here.
 pub async fn create_table(writes: &mut WriteSet, catalog: &Catalog, mut def: TableDef) -> Result<(), SqlError> {
-    if catalog.get(&def.name).is_some() {
-        return Err(SqlError::new(sqlstate::DUPLICATE_TABLE, format!("relation \"{}\" already exists", def.name)));
+    for name in std::iter::once(&def.name).chain(def.indexes.iter().map(|i| &i.name)) {
+        if catalog.relation_exists(name) {
+            return Err(relation_exists(name));
+        }
     }
-    def.first_page = writes.allocate_page().await?;
+    def.first_page = writes.allocate_page(PageKind::Heap).await?;
+    for index in &mut def.indexes {
+        index.root = crate::btree::create(writes).await?;
+    }
     writes.new_chain(def.first_page);
     let mut meta = writes.meta().await?;
     def.id = meta.next_table_id;
@@ -203,11 +235,27 @@ pub async fn create_table(writes: &mut WriteSet, catalog: &Catalog, mut def: Tab
     Ok(())
 }
 
+/// 42P07 for a name already taken by a table or an index.
+pub fn relation_exists(name: &str) -> SqlError {
+    SqlError::new(sqlstate::DUPLICATE_TABLE, format!("relation \"{name}\" already exists"))
+}
+
+/// Replaces a table's catalog row (its indexes changed) and bumps the catalog version.
+pub async fn update_table(writes: &mut WriteSet, entry: &CatalogEntry, def: &TableDef) -> Result<(), SqlError> {
+    let meta = writes.meta().await?;
+    writes.update(meta.catalog_first_page, entry.address, def.encode()).await?;
+    bump_version(writes).await
+}
+
+async fn bump_version(writes: &mut WriteSet) -> Result<(), SqlError> {
+    let mut meta = writes.meta().await?;
+    meta.catalog_version += 1;
+    writes.set_meta(&meta).await
+}
+
 /// Drops a table: removes its catalog row and bumps the catalog version.
 /// Its pages are not reclaimed (no free space map yet).
 pub async fn drop_table(writes: &mut WriteSet, entry: &CatalogEntry) -> Result<(), SqlError> {
     writes.delete(entry.address).await?;
-    let mut meta = writes.meta().await?;
-    meta.catalog_version += 1;
-    writes.set_meta(&meta).await
+    bump_version(writes).await
 }

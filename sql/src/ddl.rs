@@ -1,19 +1,23 @@
-//! CREATE TABLE and DROP TABLE.
+//! CREATE TABLE, DROP TABLE, CREATE INDEX and DROP INDEX.
 //!
-//! Both run inside a write transaction (`crate::engine`), change the catalog
+//! All run inside a write transaction (`crate::engine`), change the catalog
 //! rows and bump the catalog version (`crate::catalog`). Names follow
 //! PostgreSQL: unquoted identifiers fold to lower case, quoted ones are kept.
-//! Supported column options: NULL, NOT NULL, PRIMARY KEY; table constraint:
-//! PRIMARY KEY (cols). Anything else (DEFAULT, UNIQUE, CHECK, REFERENCES,
+//! Supported column options: NULL, NOT NULL, PRIMARY KEY, UNIQUE; table
+//! constraints: PRIMARY KEY (cols), UNIQUE (cols). A primary key or unique
+//! constraint creates a B+tree index named as PostgreSQL names it
+//! (`t_pkey`, `t_a_b_key`). Anything else (DEFAULT, CHECK, REFERENCES,
 //! CREATE TABLE AS, ...) is refused with 0A000 rather than silently ignored.
 
-use crate::catalog::{self, Catalog, CatalogEntry, ColumnDef, TableDef, TableId};
+use crate::catalog::{self, Catalog, CatalogEntry, ColumnDef, IndexDef, TableDef, TableId};
 use crate::engine::{QueryOutput, WriteTxn};
 use crate::error::{SqlError, sqlstate};
+use crate::index;
 use crate::types::SqlType;
 use borealis_storage::ids::PageId;
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTable, Expr, Ident, ObjectName, ObjectNamePart, ObjectType, TableConstraint,
+    ColumnOption, CreateIndex, CreateTable, Expr, Ident, IndexColumn, IndexType, ObjectName, ObjectNamePart,
+    ObjectType, TableConstraint,
 };
 
 /// Columns a table may have (PostgreSQL's limit).
@@ -54,7 +58,7 @@ pub(crate) async fn create_table(
     create: &CreateTable,
 ) -> Result<QueryOutput, SqlError> {
     refuse_unsupported_create(create)?;
-    let def = table_def(create)?;
+    let def = table_def(create, catalog)?;
     if create.if_not_exists && catalog.get(&def.name).is_some() {
         tracing::debug!(table = %def.name, "CREATE TABLE IF NOT EXISTS: already exists");
         return Ok(QueryOutput::command("CREATE TABLE"));
@@ -79,7 +83,7 @@ fn refuse_unsupported_create(create: &CreateTable) -> Result<(), SqlError> {
     Ok(())
 }
 
-fn table_def(create: &CreateTable) -> Result<TableDef, SqlError> {
+fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, SqlError> {
     let name = table_name(&create.name)?;
     if create.columns.len() > COLUMNS_MAX {
         return Err(SqlError::new(
@@ -88,7 +92,8 @@ fn table_def(create: &CreateTable) -> Result<TableDef, SqlError> {
         ));
     }
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
-    let mut primary_key: Option<Vec<usize>> = None;
+    let mut primary_key: Option<(Option<String>, Vec<usize>)> = None;
+    let mut unique: Vec<(Option<String>, Vec<usize>)> = Vec::new();
     for (index, column) in create.columns.iter().enumerate() {
         let column_name = normalize(&column.name);
         if columns.iter().any(|c| c.name == column_name) {
@@ -103,9 +108,10 @@ fn table_def(create: &CreateTable) -> Result<TableDef, SqlError> {
             match &option.option {
                 ColumnOption::Null => {}
                 ColumnOption::NotNull => nullable = false,
-                ColumnOption::PrimaryKey(_) => {
-                    set_primary_key(&mut primary_key, vec![index], &name)?;
+                ColumnOption::PrimaryKey(pk) => {
+                    set_primary_key(&mut primary_key, pk.name.as_ref().map(normalize), vec![index], &name)?;
                 }
+                ColumnOption::Unique(constraint) => unique.push((constraint.name.as_ref().map(normalize), vec![index])),
                 other => return Err(SqlError::unsupported(format_args!("column option {other}"))),
             }
         }
@@ -114,21 +120,56 @@ fn table_def(create: &CreateTable) -> Result<TableDef, SqlError> {
     for constraint in &create.constraints {
         match constraint {
             TableConstraint::PrimaryKey(pk) => {
-                let indexes =
-                    pk.columns.iter().map(|c| key_column(&c.column.expr, &columns)).collect::<Result<Vec<_>, _>>()?;
-                set_primary_key(&mut primary_key, indexes, &name)?;
+                let indexes = key_columns(&pk.columns, &columns)?;
+                set_primary_key(&mut primary_key, pk.name.as_ref().map(normalize), indexes, &name)?;
+            }
+            TableConstraint::Unique(constraint) => {
+                unique.push((constraint.name.as_ref().map(normalize), key_columns(&constraint.columns, &columns)?));
             }
             other => return Err(SqlError::unsupported(format_args!("table constraint {other}"))),
         }
     }
-    let primary_key = primary_key.unwrap_or_default();
+    let mut indexes: Vec<IndexDef> = Vec::new();
+    let mut taken = vec![name.clone()];
+    let mut add_index = |given: Option<String>, key: Vec<usize>, primary: bool| {
+        let index_name = given.unwrap_or_else(|| {
+            let names: Vec<&str> = key.iter().map(|&i| columns[i].name.as_str()).collect();
+            let base = index::default_name(&name, &names, if primary { "pkey" } else { "key" });
+            index::choose_name(catalog, &taken, &base)
+        });
+        if taken.contains(&index_name) {
+            return Err(catalog::relation_exists(&index_name));
+        }
+        taken.push(index_name.clone());
+        indexes.push(IndexDef { name: index_name, columns: key, unique: true, primary, root: PageId(0) });
+        Ok(())
+    };
+    let primary_key = match primary_key {
+        Some((given, key)) => {
+            add_index(given, key.clone(), true)?;
+            key
+        }
+        None => Vec::new(),
+    };
+    for (given, key) in unique {
+        add_index(given, key, false)?;
+    }
     for &index in &primary_key {
         columns[index].nullable = false;
     }
-    Ok(TableDef { id: TableId(0), name, columns, primary_key, first_page: PageId(0) })
+    Ok(TableDef { id: TableId(0), name, columns, primary_key, indexes, first_page: PageId(0) })
 }
 
-fn set_primary_key(slot: &mut Option<Vec<usize>>, key: Vec<usize>, table: &str) -> Result<(), SqlError> {
+fn key_columns(key: &[IndexColumn], columns: &[ColumnDef]) -> Result<Vec<usize>, SqlError> {
+    key.iter().map(|c| key_column(&c.column.expr, columns)).collect()
+}
+
+fn set_primary_key(
+    slot: &mut Option<(Option<String>, Vec<usize>)>,
+    name: Option<String>,
+    key: Vec<usize>,
+    table: &str,
+) -> Result<(), SqlError> {
     if slot.is_some() {
         return Err(SqlError::new(
             sqlstate::INVALID_TABLE_DEFINITION,
@@ -141,13 +182,13 @@ fn set_primary_key(slot: &mut Option<Vec<usize>>, key: Vec<usize>, table: &str) 
     if unique.len() != key.len() {
         return Err(SqlError::new(sqlstate::DUPLICATE_COLUMN, "column appears twice in primary key constraint"));
     }
-    *slot = Some(key);
+    *slot = Some((name, key));
     Ok(())
 }
 
 fn key_column(expr: &Expr, columns: &[ColumnDef]) -> Result<usize, SqlError> {
     let Expr::Identifier(ident) = expr else {
-        return Err(SqlError::unsupported("expressions in a primary key"));
+        return Err(SqlError::unsupported("expressions in an index key"));
     };
     let name = normalize(ident);
     columns.iter().position(|c| c.name == name).ok_or_else(|| {
@@ -155,7 +196,7 @@ fn key_column(expr: &Expr, columns: &[ColumnDef]) -> Result<usize, SqlError> {
     })
 }
 
-/// DROP TABLE [IF EXISTS] names.
+/// DROP TABLE [IF EXISTS] names, and DROP INDEX.
 pub(crate) async fn drop_tables(
     txn: &mut WriteTxn,
     catalog: &Catalog,
@@ -163,8 +204,10 @@ pub(crate) async fn drop_tables(
     if_exists: bool,
     names: &[ObjectName],
 ) -> Result<QueryOutput, SqlError> {
-    if object_type != ObjectType::Table {
-        return Err(SqlError::unsupported(format_args!("DROP {object_type}")));
+    match object_type {
+        ObjectType::Table => {}
+        ObjectType::Index => return drop_indexes(txn, catalog, if_exists, names).await,
+        other => return Err(SqlError::unsupported(format_args!("DROP {other}"))),
     }
     let mut entries = Vec::with_capacity(names.len());
     for name in names {
@@ -180,4 +223,91 @@ pub(crate) async fn drop_tables(
         catalog::drop_table(&mut txn.writes, entry).await?;
     }
     Ok(QueryOutput::command("DROP TABLE"))
+}
+
+/// CREATE [UNIQUE] INDEX [IF NOT EXISTS] [name] ON t [USING btree] (cols):
+/// a B+tree filled from the table's rows in the same transaction.
+pub(crate) async fn create_index(
+    txn: &mut WriteTxn,
+    catalog: &Catalog,
+    create: &CreateIndex,
+) -> Result<QueryOutput, SqlError> {
+    if !matches!(create.using, None | Some(IndexType::BTree)) {
+        return Err(SqlError::unsupported(format_args!("index method {}", create.using.as_ref().expect("some"))));
+    }
+    if !create.include.is_empty() || create.predicate.is_some() || create.nulls_distinct == Some(false) {
+        return Err(SqlError::unsupported("INCLUDE, partial indexes and NULLS NOT DISTINCT"));
+    }
+    let table = table_name(&create.table_name)?;
+    let entry = catalog.get(&table).ok_or_else(|| SqlError::undefined_table(&table))?;
+    let mut def = (*entry.def).clone();
+    let mut key = Vec::with_capacity(create.columns.len());
+    for column in &create.columns {
+        if column.column.options.asc == Some(false) || column.column.options.nulls_first == Some(true) {
+            return Err(SqlError::unsupported("DESC and NULLS FIRST index columns"));
+        }
+        key.push(key_column(&column.column.expr, &def.columns)?);
+    }
+    let name = match &create.name {
+        Some(name) => {
+            let name = table_name(name)?;
+            if catalog.relation_exists(&name) {
+                if create.if_not_exists {
+                    tracing::debug!(index = %name, "CREATE INDEX IF NOT EXISTS: already exists");
+                    return Ok(QueryOutput::command("CREATE INDEX"));
+                }
+                return Err(catalog::relation_exists(&name));
+            }
+            name
+        }
+        None => {
+            let names: Vec<&str> = key.iter().map(|&i| def.columns[i].name.as_str()).collect();
+            index::choose_name(catalog, &[], &index::default_name(&table, &names, "idx"))
+        }
+    };
+    let root = crate::btree::create(&mut txn.writes).await?;
+    let index = IndexDef { name, columns: key, unique: create.unique, primary: false, root };
+    index::build(&mut txn.writes, &def, &index).await?;
+    def.indexes.push(index);
+    catalog::update_table(&mut txn.writes, entry, &def).await?;
+    Ok(QueryOutput::command("CREATE INDEX"))
+}
+
+/// DROP INDEX [IF EXISTS] names. A primary key's index goes only with its table.
+async fn drop_indexes(
+    txn: &mut WriteTxn,
+    catalog: &Catalog,
+    if_exists: bool,
+    names: &[ObjectName],
+) -> Result<QueryOutput, SqlError> {
+    // Several indexes of one table: each drop must see the previous ones.
+    let mut changed: Vec<(CatalogEntry, TableDef)> = Vec::new();
+    for name in names {
+        let name = table_name(name)?;
+        let Some((entry, index)) = catalog.index(&name) else {
+            if if_exists {
+                tracing::debug!(index = %name, "DROP INDEX IF EXISTS: no such index");
+                continue;
+            }
+            return Err(SqlError::new(sqlstate::UNDEFINED_OBJECT, format!("index \"{name}\" does not exist")));
+        };
+        if index.primary {
+            return Err(SqlError::new(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!("cannot drop index {name} because constraint {name} on table {} requires it", entry.def.name),
+            ));
+        }
+        let position = match changed.iter().position(|(e, _)| e.def.id == entry.def.id) {
+            Some(position) => position,
+            None => {
+                changed.push((entry.clone(), (*entry.def).clone()));
+                changed.len() - 1
+            }
+        };
+        changed[position].1.indexes.retain(|i| i.name != name);
+    }
+    for (entry, def) in &changed {
+        catalog::update_table(&mut txn.writes, entry, def).await?;
+    }
+    Ok(QueryOutput::command("DROP INDEX"))
 }

@@ -14,16 +14,18 @@
 //! applied to the transaction's write set. The whole result is collected
 //! before any write, so a statement never sees its own changes.
 //!
-//! Primary keys: checked per statement by scanning the table's keys at the
-//! statement's snapshot (O(table) per writing statement; B+tree indexes come later).
+//! Indexes: every row change updates the table's B+tree indexes in the same
+//! write set, and unique indexes (primary keys included) refuse duplicates
+//! as rows are written (`crate::index`).
 
 use crate::catalog::{CatalogEntry, TableDef};
 use crate::ddl::{normalize, table_name};
 use crate::engine::{Described, Planner, QueryOutput, WriteTxn, parse};
 use crate::error::{SqlError, sqlstate};
-use crate::heap::{RowAddress, Snapshot};
+use crate::heap::RowAddress;
+use crate::index;
 use crate::provider::{ROW_ADDRESS_COLUMN, ROWS_SCHEMA};
-use crate::row::{encode_row, key_bytes};
+use crate::row::encode_row;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, UInt64Type};
@@ -33,7 +35,7 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, Delete, Expr, FromTable, Ident, Statement, TableFactor, TableWithJoins, Update, Value,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Runs INSERT, UPDATE or DELETE in `txn`.
@@ -54,12 +56,12 @@ pub(crate) async fn run(
         Statement::Update(update) => {
             let rewrite = rewrite_update(planner, &update)?;
             let plan = planner.plan(rewrite.select, params).await?;
-            update_rows(planner, txn, &rewrite.entry, plan, &rewrite.assigned).await
+            update_rows(planner, txn, &rewrite.entry, plan).await
         }
         Statement::Delete(delete) => {
             let rewrite = rewrite_delete(planner, &delete)?;
             let plan = planner.plan(rewrite.select, params).await?;
-            delete_rows(planner, txn, plan).await
+            delete_rows(planner, txn, &rewrite.entry, plan).await
         }
         other => Err(SqlError::internal(format_args!("dml::run given {other}"))),
     }
@@ -127,17 +129,9 @@ async fn insert_rows(planner: &Planner, txn: &mut WriteTxn, plan: LogicalPlan) -
             rows.push(encode_row(&entry.def, &columns, row)?);
         }
     }
-    if !entry.def.primary_key.is_empty() {
-        let mut keys = existing_keys(&*planner.snapshot()?, &entry.def).await?.into_values().collect::<HashSet<_>>();
-        for row in &rows {
-            if !keys.insert(key_bytes(&entry.def.types(), &entry.def.primary_key, row)?) {
-                return Err(duplicate_key(&entry.def));
-            }
-        }
-    }
     let count = rows.len();
     for row in rows {
-        txn.writes.insert(entry.def.first_page, row).await?;
+        insert_row(txn, &entry.def, row).await?;
     }
     Ok(QueryOutput::command(format!("INSERT 0 {count}")))
 }
@@ -147,7 +141,6 @@ async fn update_rows(
     txn: &mut WriteTxn,
     entry: &CatalogEntry,
     plan: LogicalPlan,
-    assigned: &[usize],
 ) -> Result<QueryOutput, SqlError> {
     let (_, batches) = planner.collect(&plan).await?;
     let def = &entry.def;
@@ -159,26 +152,58 @@ async fn update_rows(
             changes.push((address, encode_row(def, &columns, row)?));
         }
     }
-    if assigned.iter().any(|column| def.primary_key.contains(column)) {
-        check_updated_keys(&*planner.snapshot()?, def, &changes).await?;
-    }
     let count = changes.len();
+    let mut pending = Vec::new();
     for (address, row) in changes {
-        txn.writes.update(def.first_page, address, row).await?;
+        if def.indexes.is_empty() {
+            txn.writes.update(def.first_page, address, row).await?;
+            continue;
+        }
+        let old = stored_row(txn, address).await?;
+        let moved_to = txn.writes.update(def.first_page, address, row.clone()).await?;
+        pending.extend(index::update_row(&mut txn.writes, def, (&old, address), (&row, moved_to)).await?);
     }
+    index::add_pending(&mut txn.writes, def, pending).await?;
     Ok(QueryOutput::command(format!("UPDATE {count}")))
 }
 
-async fn delete_rows(planner: &Planner, txn: &mut WriteTxn, plan: LogicalPlan) -> Result<QueryOutput, SqlError> {
+async fn delete_rows(
+    planner: &Planner,
+    txn: &mut WriteTxn,
+    entry: &CatalogEntry,
+    plan: LogicalPlan,
+) -> Result<QueryOutput, SqlError> {
     let (_, batches) = planner.collect(&plan).await?;
     let mut count = 0usize;
     for batch in &batches {
         for address in row_addresses(batch)? {
+            if !entry.def.indexes.is_empty() {
+                let old = stored_row(txn, address).await?;
+                index::delete_row(&mut txn.writes, &entry.def, &old, address).await?;
+            }
             txn.writes.delete(address).await?;
             count += 1;
         }
     }
     Ok(QueryOutput::command(format!("DELETE {count}")))
+}
+
+/// Inserts an encoded row into the table's heap and indexes.
+pub(crate) async fn insert_row(txn: &mut WriteTxn, def: &TableDef, row: Vec<u8>) -> Result<RowAddress, SqlError> {
+    if def.indexes.is_empty() {
+        return txn.writes.insert(def.first_page, row).await;
+    }
+    let address = txn.writes.insert(def.first_page, row.clone()).await?;
+    index::insert_row(&mut txn.writes, def, &row, address).await?;
+    Ok(address)
+}
+
+/// The stored bytes of the row at `address`, as the transaction sees it.
+async fn stored_row(txn: &WriteTxn, address: RowAddress) -> Result<Vec<u8>, SqlError> {
+    let page = txn.writes.page(address.page).await?;
+    page.tuple(address.slot)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| SqlError::internal(format_args!("row {}/{} vanished", address.page, address.slot)))
 }
 
 /// The row addresses in column 0 of a rewritten statement's batch.
@@ -213,51 +238,10 @@ fn cast_columns(def: &TableDef, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>, S
         .collect()
 }
 
-/// Primary key bytes of every row of the table, by address.
-async fn existing_keys(snapshot: &Snapshot, def: &TableDef) -> Result<HashMap<RowAddress, Vec<u8>>, SqlError> {
-    let types = def.types();
-    let mut keys = HashMap::new();
-    snapshot
-        .for_each_tuple(def.first_page, |address, tuple| {
-            keys.insert(address, key_bytes(&types, &def.primary_key, tuple)?);
-            Ok(())
-        })
-        .await?;
-    Ok(keys)
-}
-
-async fn check_updated_keys(
-    snapshot: &Snapshot,
-    def: &TableDef,
-    changes: &[(RowAddress, Vec<u8>)],
-) -> Result<(), SqlError> {
-    let mut keys = existing_keys(snapshot, def).await?;
-    let types = def.types();
-    for (address, row) in changes {
-        keys.insert(*address, key_bytes(&types, &def.primary_key, row)?);
-    }
-    let mut seen = HashSet::with_capacity(keys.len());
-    for key in keys.into_values() {
-        if !seen.insert(key) {
-            return Err(duplicate_key(def));
-        }
-    }
-    Ok(())
-}
-
-fn duplicate_key(def: &TableDef) -> SqlError {
-    SqlError::new(
-        sqlstate::UNIQUE_VIOLATION,
-        format!("duplicate key value violates unique constraint \"{}_pkey\"", def.name),
-    )
-}
-
 /// A DML statement rewritten into a SELECT over the row-address table.
 struct Rewrite {
     select: Statement,
     entry: CatalogEntry,
-    /// Table columns given new values (UPDATE).
-    assigned: Vec<usize>,
     /// `SET c = $n` gives `$n` the type of `c`.
     placeholder_types: HashMap<String, DataType>,
 }
@@ -319,10 +303,8 @@ fn rewrite_update(planner: &Planner, update: &Update) -> Result<Rewrite, SqlErro
             None => items.push(format!("{alias}.{}", Ident::with_quote('"', column.name.clone()))),
         }
     }
-    let mut assigned: Vec<usize> = values.keys().copied().collect();
-    assigned.sort_unstable();
     let select = select_statement(&items, &table, &alias, update.selection.as_ref())?;
-    Ok(Rewrite { select, entry, assigned, placeholder_types })
+    Ok(Rewrite { select, entry, placeholder_types })
 }
 
 fn rewrite_delete(planner: &Planner, delete: &Delete) -> Result<Rewrite, SqlError> {
@@ -338,7 +320,7 @@ fn rewrite_delete(planner: &Planner, delete: &Delete) -> Result<Rewrite, SqlErro
     let (entry, table, alias) = target(planner, table)?;
     let items = vec![format!("{alias}.\"{ROW_ADDRESS_COLUMN}\"")];
     let select = select_statement(&items, &table, &alias, delete.selection.as_ref())?;
-    Ok(Rewrite { select, entry, assigned: Vec::new(), placeholder_types: HashMap::new() })
+    Ok(Rewrite { select, entry, placeholder_types: HashMap::new() })
 }
 
 fn select_statement(

@@ -37,7 +37,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion::sql::sqlparser::ast::{ContextModifier, Expr, Reset, Set};
+use datafusion::sql::sqlparser::ast::{ContextModifier, Expr, ObjectType, Reset, Set};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -212,6 +212,8 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Update(_) => Kind::Write("UPDATE"),
         Statement::Delete(_) => Kind::Write("DELETE"),
         Statement::CreateTable(_) => Kind::Write("CREATE TABLE"),
+        Statement::CreateIndex(_) => Kind::Write("CREATE INDEX"),
+        Statement::Drop { object_type: ObjectType::Index, .. } => Kind::Write("DROP INDEX"),
         Statement::Drop { .. } => Kind::Write("DROP TABLE"),
         Statement::Query(_) | Statement::Explain { .. } => Kind::Read,
         other => {
@@ -584,6 +586,10 @@ impl Session {
                 txn.private_ddl = true;
                 ddl::create_table(txn, &catalog, &create).await
             }
+            Statement::CreateIndex(create) => {
+                txn.private_ddl = true;
+                ddl::create_index(txn, &catalog, &create).await
+            }
             Statement::Drop { object_type, if_exists, names, .. } => {
                 txn.private_ddl = true;
                 ddl::drop_tables(txn, &catalog, object_type, if_exists, &names).await
@@ -646,14 +652,6 @@ impl Planner {
     /// The catalog of the current statement.
     pub(crate) fn catalog(&self) -> &Catalog {
         &self.catalog
-    }
-
-    /// The current statement's snapshot.
-    pub(crate) fn snapshot(&self) -> Result<Arc<Snapshot>, SqlError> {
-        self.state
-            .config()
-            .get_extension::<Snapshot>()
-            .ok_or_else(|| SqlError::internal("statement planned without a snapshot"))
     }
 
     /// The logical plan of `statement` without binding parameters.

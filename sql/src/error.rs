@@ -42,6 +42,7 @@ pub mod sqlstate {
     pub const OUT_OF_MEMORY: &str = "53200";
     pub const QUERY_CANCELED: &str = "57014";
     pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
     pub const SERIALIZATION_FAILURE: &str = "40001";
     pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";

@@ -193,13 +193,13 @@ impl WriteSet {
         self.apply(RedoBody::UpdateTuple { page: META_PAGE, slot: 0, data: meta.encode() }).await
     }
 
-    /// Takes the next free page from the meta tuple and formats it as a heap page.
-    pub async fn allocate_page(&mut self) -> Result<PageId, SqlError> {
+    /// Takes the next free page from the meta tuple and formats it as a `kind` page.
+    pub async fn allocate_page(&mut self, kind: PageKind) -> Result<PageId, SqlError> {
         let mut meta = self.meta().await?;
         let page = meta.next_free_page;
         meta.next_free_page = PageId(page.0 + 1);
         self.set_meta(&meta).await?;
-        self.apply(RedoBody::InitPage { page, kind: PageKind::Heap }).await?;
+        self.apply(RedoBody::InitPage { page, kind }).await?;
         Ok(page)
     }
 
@@ -216,7 +216,7 @@ impl WriteSet {
         let (target, slot) = if let Some(slot) = fits {
             (last, slot)
         } else {
-            let fresh = self.allocate_page().await?;
+            let fresh = self.allocate_page(PageKind::Heap).await?;
             self.apply(RedoBody::SetNextPage { page: last, next: Some(fresh) }).await?;
             self.last_pages.insert(first, fresh);
             (fresh, 0)

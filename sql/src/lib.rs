@@ -16,9 +16,13 @@
 //! chain at that read point (`provider::ScanExec`).
 //!
 //! Module map: `volume` (the seam), `engine` (sessions, transactions,
-//! dispatch), `ddl`, `dml`, `catalog`, `heap`, `row`, `types`, `provider`,
-//! `error`, `testing` (in-memory volume).
+//! dispatch), `ddl`, `dml`, `catalog`, `heap`, `btree` (B+tree indexes in
+//! pages), `access` (choosing an index for a scan), `keys` (order-preserving key encoding), `index` (keeping indexes
+//! in step with rows), `row`, `types`, `provider`, `error`, `testing`
+//! (in-memory volume).
 
+pub mod access;
+pub mod btree;
 pub mod catalog;
 pub mod ddl;
 pub mod dml;
@@ -26,6 +30,8 @@ pub mod engine;
 pub mod error;
 pub mod functions;
 pub mod heap;
+pub mod index;
+pub mod keys;
 pub mod names;
 pub mod provider;
 pub mod row;

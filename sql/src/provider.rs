@@ -12,11 +12,19 @@
 //! config, not from the plan, so a physical plan holds no read point and could
 //! later be cached and re-executed at a new one.
 //!
+//! Filters that an index can serve are pushed into the scan (`Inexact`:
+//! DataFusion still applies them) and [`PageTable::scan`] then plans an
+//! [`IndexScanExec`], which reads the matching entries of the index chosen by
+//! `crate::access` and fetches their rows; otherwise a [`ScanExec`] walks
+//! the whole chain. EXPLAIN shows which.
+//!
 //! Two schemas are registered: `public` (the user's tables) and
 //! [`ROWS_SCHEMA`], where each table has an extra last column
 //! [`ROW_ADDRESS_COLUMN`] (u64 row address); UPDATE and DELETE are rewritten
 //! into SELECTs over it (see `crate::dml`).
 
+use crate::access::{self, IndexChoice};
+use crate::btree::{self, KeyRange};
 use crate::catalog::{Catalog, TableDef};
 use crate::error::SqlError;
 use crate::heap::{RowAddress, Snapshot};
@@ -30,7 +38,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -129,11 +137,24 @@ impl TableProvider for PageTable {
         TableType::Base
     }
 
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|filter| {
+                if access::is_usable(&self.def, filter) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
@@ -144,8 +165,29 @@ impl TableProvider for PageTable {
             .map(|&i| if i < stored { OutputColumn::Stored(i) } else { OutputColumn::RowAddress })
             .collect();
         let schema = Arc::new(self.schema.project(projection)?);
+        if let Some(choice) = access::choose(&self.def, filters) {
+            return Ok(Arc::new(IndexScanExec::new(Arc::clone(&self.def), choice, outputs, schema, limit)));
+        }
         Ok(Arc::new(ScanExec::new(Arc::clone(&self.def), outputs, schema, limit)))
     }
+}
+
+fn plan_properties(schema: &SchemaRef) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(Arc::clone(schema)),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
+/// The statement's snapshot, stored in the session config by the planner.
+fn statement_snapshot(context: &TaskContext) -> DfResult<Snapshot> {
+    context
+        .session_config()
+        .get_extension::<Snapshot>()
+        .map(|snapshot| (*snapshot).clone())
+        .ok_or_else(|| DataFusionError::Internal("page scan executed without a statement snapshot".into()))
 }
 
 /// Streams a table's rows from its page chain at the statement's snapshot.
@@ -160,13 +202,8 @@ pub struct ScanExec {
 
 impl ScanExec {
     fn new(def: Arc<TableDef>, outputs: Vec<OutputColumn>, schema: SchemaRef, limit: Option<usize>) -> ScanExec {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        ScanExec { def, outputs, schema, limit, properties: Arc::new(properties) }
+        let properties = plan_properties(&schema);
+        ScanExec { def, outputs, schema, limit, properties }
     }
 }
 
@@ -213,12 +250,8 @@ impl ExecutionPlan for ScanExec {
     }
 
     fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
-        let snapshot = context
-            .session_config()
-            .get_extension::<Snapshot>()
-            .ok_or_else(|| DataFusionError::Internal("page scan executed without a statement snapshot".into()))?;
         let cursor = ScanCursor {
-            snapshot: (*snapshot).clone(),
+            snapshot: statement_snapshot(&context)?,
             next_page: Some(self.def.first_page),
             decoder: RowDecoder::new(self.def.types(), self.outputs.clone()),
             schema: Arc::clone(&self.schema),
@@ -266,5 +299,155 @@ impl ScanCursor {
         RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)
             .map(Some)
             .map_err(|e| SqlError::internal(format_args!("scan batch: {e}")))
+    }
+}
+
+/// Reads the rows an index finds for some key ranges, at the statement's snapshot.
+#[derive(Debug)]
+pub struct IndexScanExec {
+    def: Arc<TableDef>,
+    choice: IndexChoice,
+    outputs: Vec<OutputColumn>,
+    schema: SchemaRef,
+    limit: Option<usize>,
+    properties: Arc<PlanProperties>,
+}
+
+impl IndexScanExec {
+    fn new(
+        def: Arc<TableDef>,
+        choice: IndexChoice,
+        outputs: Vec<OutputColumn>,
+        schema: SchemaRef,
+        limit: Option<usize>,
+    ) -> IndexScanExec {
+        let properties = plan_properties(&schema);
+        IndexScanExec { def, choice, outputs, schema, limit, properties }
+    }
+}
+
+impl DisplayAs for IndexScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let index = &self.def.indexes[self.choice.index];
+        write!(
+            f,
+            "IndexScan: table={}, index={}, ranges={}, columns={:?}",
+            self.def.name,
+            index.name,
+            self.choice.ranges.len(),
+            self.outputs
+        )?;
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for IndexScanExec {
+    fn name(&self) -> &str {
+        "IndexScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let cursor = IndexCursor {
+            snapshot: statement_snapshot(&context)?,
+            root: self.def.indexes[self.choice.index].root,
+            ranges: self.choice.ranges.clone(),
+            addresses: None,
+            decoder: RowDecoder::new(self.def.types(), self.outputs.clone()),
+            schema: Arc::clone(&self.schema),
+            limit: self.limit.unwrap_or(usize::MAX),
+        };
+        let stream = futures::stream::try_unfold(cursor, |mut cursor| async move {
+            let batch = cursor.next_batch().await.map_err(DataFusionError::from)?;
+            Ok(batch.map(|batch| (batch, cursor)))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+    }
+}
+
+/// Where an index scan is: the addresses found (once looked up) and those left.
+struct IndexCursor {
+    snapshot: Snapshot,
+    root: PageId,
+    ranges: Vec<KeyRange>,
+    /// Found addresses still to read, in reverse order (popped from the end).
+    addresses: Option<Vec<RowAddress>>,
+    decoder: RowDecoder,
+    schema: SchemaRef,
+    limit: usize,
+}
+
+impl IndexCursor {
+    async fn lookup(&self) -> Result<Vec<RowAddress>, SqlError> {
+        let mut found = Vec::new();
+        for range in &self.ranges {
+            btree::scan(&self.snapshot, self.root, range, |entry| {
+                found.push(btree::entry_address(entry)?);
+                Ok(found.len() < self.limit)
+            })
+            .await?;
+            if found.len() >= self.limit {
+                break;
+            }
+        }
+        found.reverse();
+        Ok(found)
+    }
+
+    /// The next batch of up to [`SCAN_BATCH_ROWS`] rows, None when all are read.
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SqlError> {
+        if self.addresses.is_none() {
+            self.addresses = Some(self.lookup().await?);
+        }
+        let addresses = self.addresses.as_mut().expect("looked up above");
+        let mut page: Option<(PageId, Arc<borealis_storage::page::Page>)> = None;
+        while self.decoder.rows() < SCAN_BATCH_ROWS {
+            let Some(address) = addresses.pop() else { break };
+            if page.as_ref().is_none_or(|(id, _)| *id != address.page) {
+                page = Some((address.page, self.snapshot.page(address.page).await?));
+            }
+            let (_, current) = page.as_ref().expect("set above");
+            let tuple =
+                current.tuple(address.slot).ok_or_else(|| SqlError::corrupt("index entry points to a free slot"))?;
+            self.decoder.append(tuple, address.to_u64())?;
+        }
+        let rows = self.decoder.rows();
+        if rows == 0 {
+            return Ok(None);
+        }
+        let columns = self.decoder.finish()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)
+            .map(Some)
+            .map_err(|e| SqlError::internal(format_args!("index scan batch: {e}")))
     }
 }

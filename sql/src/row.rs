@@ -122,18 +122,6 @@ pub fn column_slices<'a>(types: &[SqlType], tuple: &'a [u8]) -> Result<Vec<Optio
     Ok(out)
 }
 
-/// The bytes identifying a row's primary key (columns `key` of `types`).
-pub fn key_bytes(types: &[SqlType], key: &[usize], tuple: &[u8]) -> Result<Vec<u8>, SqlError> {
-    let slices = column_slices(types, tuple)?;
-    let mut out = Vec::new();
-    for &column in key {
-        let value = slices.get(column).copied().flatten().unwrap_or(&[]);
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(value);
-    }
-    Ok(out)
-}
-
 /// One Arrow builder per output column of a scan.
 enum ColumnBuilder {
     Int16(Int16Builder),
@@ -303,7 +291,14 @@ mod tests {
             .enumerate()
             .map(|(i, ty)| ColumnDef { name: format!("c{i}"), ty: *ty, nullable: true })
             .collect();
-        TableDef { id: TableId(1), name: "t".into(), columns, primary_key: vec![], first_page: PageId(2) }
+        TableDef {
+            id: TableId(1),
+            name: "t".into(),
+            columns,
+            primary_key: vec![],
+            indexes: vec![],
+            first_page: PageId(2),
+        }
     }
 
     #[test]

@@ -319,7 +319,7 @@ async fn describe_infers_parameter_types_and_execute_binds_them() {
     assert_eq!(error.sqlstate(), "08P01");
     let explained = one(&mut s, "EXPLAIN SELECT * FROM t WHERE id = 1").await;
     let text = rows(&explained).concat().join("\n");
-    assert!(text.contains("PageScan: table=t"), "{text}");
+    assert!(text.contains("IndexScan: table=t, index=t_pkey"), "{text}");
 }
 
 #[tokio::test]
@@ -461,4 +461,25 @@ async fn current_timestamp_works_in_inserts_and_queries() {
     one(&mut s, "INSERT INTO h VALUES (1, CURRENT_TIMESTAMP), (2, now())").await;
     let out = query(&mut s, "SELECT count(*) FROM h WHERE at <= now() AND at > now() - INTERVAL '1 minute'").await;
     assert_eq!(out, strings(&[&["2"]]));
+}
+
+#[tokio::test]
+async fn explain_shows_the_index_scan_and_point_dml_uses_it() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE t (id bigint PRIMARY KEY, v int)").await;
+    one(&mut session, "INSERT INTO t SELECT v, v * 1 FROM generate_series(1, 100) AS g(v)").await;
+    let plan = |rows: Vec<Vec<String>>| rows.iter().map(|r| r.join(" ")).collect::<Vec<_>>().join("\n");
+    let point = plan(query(&mut session, "EXPLAIN SELECT v FROM t WHERE id = 7").await);
+    assert!(point.contains("IndexScan: table=t, index=t_pkey, ranges=1"), "{point}");
+    let full = plan(query(&mut session, "EXPLAIN SELECT v FROM t WHERE v = 7").await);
+    assert!(full.contains("PageScan: table=t") && !full.contains("IndexScan"), "{full}");
+    let update = plan(query(&mut session, "EXPLAIN SELECT * FROM __borealis_rows.t WHERE id = 7").await);
+    assert!(update.contains("IndexScan"), "{update}");
+    assert_eq!(tag(&one(&mut session, "UPDATE t SET v = 70 WHERE id = 7").await), "UPDATE 1");
+    assert_eq!(tag(&one(&mut session, "DELETE FROM t WHERE id = 8").await), "DELETE 1");
+    let described = session.describe("SELECT v FROM t WHERE id = $1").await.unwrap();
+    assert_eq!(described.param_types, vec![DataType::Int64]);
+    let output = session.execute_with_params("SELECT v FROM t WHERE id = $1", vec![ScalarValue::Int64(Some(7))]).await;
+    assert_eq!(rows(&output.unwrap()), strings(&[&["70"]]));
 }

@@ -56,6 +56,10 @@ pub enum PageKind {
     Meta = 1,
     /// Rows of a table, or of a system table.
     Heap = 2,
+    /// A B+tree leaf: index entries, linked to the next leaf in key order.
+    IndexLeaf = 3,
+    /// A B+tree inner node: (child, lowest key) entries.
+    IndexInner = 4,
 }
 
 impl PageKind {
@@ -64,6 +68,8 @@ impl PageKind {
             0 => Some(PageKind::Empty),
             1 => Some(PageKind::Meta),
             2 => Some(PageKind::Heap),
+            3 => Some(PageKind::IndexLeaf),
+            4 => Some(PageKind::IndexInner),
             _ => None,
         }
     }
