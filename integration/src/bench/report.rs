@@ -1,6 +1,12 @@
 //! The report: one row per figure, with Borealis's value, PostgreSQL's and
 //! their ratio, shown as a terminal table and written as JSON.
 //!
+//! Some figures also have a ceiling: the same work done by the fastest setup
+//! Borealis's engine could hope to match (TPC-H: DataFusion in process over
+//! Parquet files). Those are `CeilingRow`s, kept apart from the rows (JSON
+//! `ceiling_rows`, a second table in the terminal, not in the chart) so that
+//! every `Row` stays a Borealis-against-PostgreSQL comparison.
+//!
 //! Every ratio is oriented so that higher is better for Borealis: for a
 //! throughput it is Borealis / PostgreSQL, for a latency or a time it is
 //! PostgreSQL / Borealis. A value that could not be measured is a `Failed`
@@ -109,6 +115,51 @@ pub fn ratio(better: Better, borealis: Option<f64>, postgres: Option<f64>) -> Op
     })
 }
 
+/// One figure against its ceiling: Borealis's value, the ceiling's, and
+/// Borealis's advantage oriented as in `Row` (so mostly below 1: the ratio
+/// says what fraction of the ceiling's speed Borealis reaches).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CeilingRow {
+    /// The workload, e.g. "tpc-h".
+    pub workload: String,
+    /// The figure, e.g. "q01 SF 1"; the same text as its `Row`.
+    pub metric: String,
+    /// What the ceiling is, e.g. "DataFusion over Parquet".
+    pub ceiling_name: String,
+    /// The unit of both values.
+    pub unit: String,
+    pub better: Better,
+    pub borealis: Cell,
+    pub ceiling: Cell,
+    /// Borealis's advantage over the ceiling: > 1 means Borealis did better.
+    pub ratio: Option<f64>,
+}
+
+impl CeilingRow {
+    /// A row whose ratio is computed from the two cells.
+    pub fn new(
+        workload: &str,
+        metric: &str,
+        ceiling_name: &str,
+        unit: &str,
+        better: Better,
+        borealis: Cell,
+        ceiling: Cell,
+    ) -> CeilingRow {
+        let ratio = ratio(better, borealis.value(), ceiling.value());
+        CeilingRow {
+            workload: workload.into(),
+            metric: metric.into(),
+            ceiling_name: ceiling_name.into(),
+            unit: unit.into(),
+            better,
+            borealis,
+            ceiling,
+            ratio,
+        }
+    }
+}
+
 /// The whole run: settings, rows, and the wrong answers that fail it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -121,8 +172,10 @@ pub struct Report {
     /// Settings that shape the figures (scales, durations, client counts).
     pub settings: Vec<(String, String)>,
     pub rows: Vec<Row>,
-    /// Answers that differed between Borealis and PostgreSQL, or broke an
-    /// invariant; any entry makes the run exit non-zero.
+    /// Figures against a ceiling rather than PostgreSQL (see the module doc).
+    pub ceiling_rows: Vec<CeilingRow>,
+    /// Answers that differed between Borealis (or a ceiling) and
+    /// PostgreSQL, or broke an invariant; any entry makes the run exit non-zero.
     pub wrong_answers: Vec<String>,
     /// Notes worth reading beside the table (e.g. what a failure means).
     pub notes: Vec<String>,
@@ -139,47 +192,85 @@ impl Report {
         Ok(serde_json::to_string_pretty(self)?)
     }
 
-    /// The report as a text table for the terminal.
+    /// The report as a text table for the terminal, followed by the
+    /// ceiling table when there are ceiling rows.
     pub fn table(&self) -> String {
-        const FAILED_WIDTH: usize = 48;
         let header = ["workload", "metric", "unit (better)", "Borealis", "PostgreSQL", "ratio"];
-        let mut lines: Vec<[String; 6]> = vec![header.map(String::from)];
-        for row in &self.rows {
-            lines.push([
-                row.workload.clone(),
-                row.metric.clone(),
-                format!("{} ({})", row.unit, if row.better == Better::Higher { "higher" } else { "lower" }),
-                row.borealis.render(FAILED_WIDTH),
-                row.postgres.render(FAILED_WIDTH),
-                row.ratio.map_or_else(|| "-".to_string(), format_ratio),
-            ]);
-        }
-        let mut widths = [0usize; 6];
-        for line in &lines {
-            for (width, cell) in widths.iter_mut().zip(line) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
-        let mut text = String::new();
-        for (index, line) in lines.iter().enumerate() {
-            for (column, (cell, width)) in line.iter().zip(widths).enumerate() {
-                let _ = if column >= 3 { write!(text, "{cell:>width$}  ") } else { write!(text, "{cell:<width$}  ") };
-            }
-            text.truncate(text.trim_end().len());
-            text.push('\n');
-            if index == 0 {
-                text.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * 5));
-                text.push('\n');
-            }
-        }
+        let lines = self.rows.iter().map(|row| {
+            line(&row.workload, &row.metric, &row.unit, row.better, [&row.borealis, &row.postgres], row.ratio)
+        });
+        let mut text = grid(header, lines);
         text.push_str(
             "ratio = Borealis's advantage over PostgreSQL (higher is better; > 1 means Borealis did better):\n",
         );
         text.push_str(
             "        Borealis/PostgreSQL where higher is better, PostgreSQL/Borealis where lower is better.\n",
         );
+        let mut ceilings: Vec<&str> = Vec::new();
+        for row in &self.ceiling_rows {
+            if !ceilings.contains(&row.ceiling_name.as_str()) {
+                ceilings.push(&row.ceiling_name);
+            }
+        }
+        for ceiling in ceilings {
+            let header = ["workload", "metric", "unit (better)", "Borealis", ceiling, "ratio"];
+            let lines = self.ceiling_rows.iter().filter(|row| row.ceiling_name == ceiling).map(|row| {
+                line(&row.workload, &row.metric, &row.unit, row.better, [&row.borealis, &row.ceiling], row.ratio)
+            });
+            text.push('\n');
+            text.push_str(&grid(header, lines));
+            let _ = writeln!(
+                text,
+                "ratio = Borealis's advantage over the ceiling, {ceiling} (1 would mean Borealis reached it)."
+            );
+        }
         text
     }
+}
+
+/// The cells of one table line.
+fn line(
+    workload: &str,
+    metric: &str,
+    unit: &str,
+    better: Better,
+    cells: [&Cell; 2],
+    ratio: Option<f64>,
+) -> [String; 6] {
+    const FAILED_WIDTH: usize = 48;
+    [
+        workload.to_string(),
+        metric.to_string(),
+        format!("{unit} ({})", if better == Better::Higher { "higher" } else { "lower" }),
+        cells[0].render(FAILED_WIDTH),
+        cells[1].render(FAILED_WIDTH),
+        ratio.map_or_else(|| "-".to_string(), format_ratio),
+    ]
+}
+
+/// Lines under a header and a rule, in columns padded to their widest
+/// cell: text columns flush left, values and ratio flush right.
+fn grid(header: [&str; 6], lines: impl Iterator<Item = [String; 6]>) -> String {
+    let lines: Vec<[String; 6]> = std::iter::once(header.map(String::from)).chain(lines).collect();
+    let mut widths = [0usize; 6];
+    for line in &lines {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for (index, line) in lines.iter().enumerate() {
+        for (column, (cell, width)) in line.iter().zip(widths).enumerate() {
+            let _ = if column >= 3 { write!(text, "{cell:>width$}  ") } else { write!(text, "{cell:<width$}  ") };
+        }
+        text.truncate(text.trim_end().len());
+        text.push('\n');
+        if index == 0 {
+            text.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * 5));
+            text.push('\n');
+        }
+    }
+    text
 }
 
 /// A value with 3 significant digits at least, without exponent noise.
@@ -278,6 +369,41 @@ mod tests {
         assert!(table.contains("tps (higher)"), "{table}");
         assert!(table.contains("812"), "{table}");
         assert!(table.contains("higher is better"), "{table}");
+    }
+
+    #[test]
+    fn ceiling_rows_get_their_own_table_and_json() {
+        let mut report = Report::default();
+        report.push(Row::new("tpc-h", "q01 SF 1", "ms", Better::Lower, Cell::Value(400.0), Cell::Value(800.0)));
+        let ceiling = "DataFusion over Parquet";
+        let row =
+            CeilingRow::new("tpc-h", "q01 SF 1", ceiling, "ms", Better::Lower, Cell::Value(400.0), Cell::Value(40.0));
+        assert_eq!(row.ratio, Some(0.1));
+        report.ceiling_rows.push(row);
+        report.ceiling_rows.push(CeilingRow::new(
+            "tpc-h",
+            "q02 SF 1",
+            ceiling,
+            "ms",
+            Better::Lower,
+            Cell::Failed("wrong answer".into()),
+            Cell::Value(5.0),
+        ));
+        let table = report.table();
+        let (main, rest) = table.split_once("\n\n").expect("two tables");
+        assert!(!main.contains(ceiling) && main.contains("2.00x"), "{table}");
+        assert!(
+            rest.lines().next().is_some_and(|header| header.contains("Borealis  DataFusion over Parquet")),
+            "{table}"
+        );
+        assert!(rest.contains("0.10x") && rest.contains("failed: wrong answer"), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&report.to_json().expect("serializes")).expect("parses");
+        let ceiling_json = &json["ceiling_rows"][0];
+        assert_eq!(ceiling_json["ceiling"], serde_json::json!({"status": "value", "detail": 40.0}));
+        assert_eq!(ceiling_json["ceiling_name"], ceiling);
+        assert_eq!(ceiling_json["ratio"], 0.1);
+        assert_eq!(json["rows"].as_array().map(Vec::len), Some(1));
+        assert!(!Report::default().table().contains("ceiling"));
     }
 
     #[test]
