@@ -15,10 +15,15 @@
 //!    panic never leaves a server behind), print the table, and write
 //!    `report.json` and `ratios.png` into the output directory.
 //!
+//! TPC-H also runs its queries on a ceiling, DataFusion in this process over
+//! Parquet files of the same data (`workloads::tpch_ceiling`); those figures
+//! go into a table of their own (`report::CeilingRow`).
+//!
 //! A workload that cannot run on Borealis is reported as failed, never given
-//! a number. A wrong answer (TPC-H rows that differ from PostgreSQL's, a
-//! broken pgbench balance invariant, a point read of the wrong value) is
-//! listed in the report and makes the run exit non-zero.
+//! a number. A wrong answer (TPC-H rows that differ from PostgreSQL's, on
+//! Borealis or on the ceiling, a broken pgbench balance invariant, a point
+//! read of the wrong value) is listed in the report and makes the run exit
+//! non-zero.
 
 pub mod chart;
 pub mod compare;
@@ -206,6 +211,8 @@ impl std::error::Error for WrongAnswer {}
 /// What workloads read: the settings and the progress bars.
 pub struct Context {
     pub settings: Settings,
+    /// Where the systems and the workloads keep their data during the run.
+    pub work_dir: PathBuf,
     pub progress: progress::Progress,
 }
 
@@ -358,7 +365,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<bool> {
     let workloads = cli.workload.expand();
     let work_dir = cli.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&work_dir).with_context(|| format!("failed to create {}", work_dir.display()))?;
-    let context = Context { progress: progress::Progress::new(workloads.len() as u64), settings };
+    let context =
+        Context { progress: progress::Progress::new(workloads.len() as u64), settings, work_dir: work_dir.clone() };
     let report = Report {
         mode: if cli.quick { "quick".into() } else { "full".into() },
         started_unix_s: std::time::SystemTime::now()

@@ -11,6 +11,7 @@ pub mod pgbench;
 pub mod point;
 pub mod scan;
 pub mod tpch;
+pub mod tpch_ceiling;
 
 use super::report::{Better, Cell, Row};
 use super::{Context, Run, Workload};
@@ -80,9 +81,20 @@ pub async fn time_query(
     repeats: usize,
     timeout: Duration,
 ) -> anyhow::Result<Timed> {
-    let run_once = async || {
+    time_answers(async || Ok(compare::query_rows(client, sql).await?), repeats, timeout).await
+}
+
+/// The timing policy of `time_query` for any way of getting an answer:
+/// `answer` runs once to warm up (its rows are kept), then is timed up to
+/// `repeats` more times, each run bounded by `timeout`.
+pub async fn time_answers(
+    mut answer: impl AsyncFnMut() -> anyhow::Result<Rows>,
+    repeats: usize,
+    timeout: Duration,
+) -> anyhow::Result<Timed> {
+    let mut run_once = async || {
         let started = Instant::now();
-        let rows = tokio::time::timeout(timeout, compare::query_rows(client, sql))
+        let rows = tokio::time::timeout(timeout, answer())
             .await
             .map_err(|_| anyhow::anyhow!("query ran over {} s", timeout.as_secs()))?
             .context("query failed")?;

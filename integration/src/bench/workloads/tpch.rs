@@ -4,6 +4,13 @@
 //! answers are checked against PostgreSQL's from the same run; a difference
 //! is a wrong answer, and a query Borealis cannot run is reported as failed.
 //!
+//! The same generated rows are also written to Parquet files and the 22
+//! queries run on them by DataFusion in this process (`tpch_ceiling`): the
+//! ceiling, what Borealis's engine does with no server, wire or storage in
+//! between. Its answers are checked against PostgreSQL's too, and its times
+//! go into the report's ceiling table beside Borealis's (per query and as a
+//! geometric mean), not into the Borealis-against-PostgreSQL rows.
+//!
 //! Both systems get the same DDL: the specification's schema
 //! (`tpch/schema.sql`) with char(n) as varchar(n), which Borealis lacks.
 //! PostgreSQL gets foreign-key indexes (`POSTGRES_INDEXES`) and ANALYZE after
@@ -11,8 +18,10 @@
 //! rate.
 
 use super::Timed;
+use super::tpch_ceiling::Ceiling;
+use crate::bench::compare::{self, Match};
 use crate::bench::load::{self, Loaded, Part, quote};
-use crate::bench::report::{Better, Cell, Row};
+use crate::bench::report::{Better, CeilingRow, Cell, Row};
 use crate::bench::systems::{Endpoints, System};
 use crate::bench::{Context, Metric, Run, WrongAnswer, progress};
 use anyhow::{Context as _, bail};
@@ -38,7 +47,7 @@ create index on supplier (s_nationkey);";
 const READER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The 22 queries with the specification's validation parameters.
-const QUERIES: [(&str, &str); 22] = [
+pub(super) const QUERIES: [(&str, &str); 22] = [
     ("q01", include_str!("../tpch/queries/q01.sql")),
     ("q02", include_str!("../tpch/queries/q02.sql")),
     ("q03", include_str!("../tpch/queries/q03.sql")),
@@ -93,7 +102,7 @@ const EXPECTED_SF1: [&str; 22] = [
 
 /// The tables in load order, with the kind of each column in generator
 /// order: i integer, d decimal, t text, D date.
-const TABLES: [(&str, &str); 8] = [
+pub(super) const TABLES: [(&str, &str); 8] = [
     ("region", "itt"),
     ("nation", "itit"),
     ("part", "ittttitdt"),
@@ -104,6 +113,9 @@ const TABLES: [(&str, &str); 8] = [
     ("lineitem", "iiiiddddttDDDttt"),
 ];
 
+/// The ceiling's name in the report.
+const CEILING_NAME: &str = "DataFusion over Parquet";
+
 /// Loads the data, then times and checks the 22 queries.
 pub async fn run(context: &Context, run: &mut Run) -> anyhow::Result<()> {
     let settings = &context.settings;
@@ -112,10 +124,13 @@ pub async fn run(context: &Context, run: &mut Run) -> anyhow::Result<()> {
     let metric =
         Metric::new(format!("load SF {scale_factor} (multi-row INSERT)"), "rows/s", Better::Higher, Loaded::rows_per_s);
     run.rows("tpc-h", &loaded, &[metric]);
+    let ceiling = prepare_ceiling(context, run).await;
     let mut both_ms: Vec<(f64, f64)> = Vec::new();
+    let mut borealis_and_ceiling_ms: Vec<(f64, f64)> = Vec::new();
     let bar = context.progress.counter("TPC-H queries", QUERIES.len() as u64);
     // Time spent on queries so far, per system: [Borealis, PostgreSQL].
     let mut spent = [Duration::ZERO; 2];
+    let mut ceiling_spent = Duration::ZERO;
     for (name, sql) in QUERIES {
         let mut pair = run
             .each(async |endpoints| {
@@ -140,16 +155,104 @@ pub async fn run(context: &Context, run: &mut Run) -> anyhow::Result<()> {
         if let (Ok(borealis), Ok(postgres)) = (&pair.borealis, &pair.postgres) {
             both_ms.push((borealis.median_ms, postgres.median_ms));
         }
+        let metric_name = format!("{name} SF {scale_factor}");
         run.rows(
             "tpc-h",
             &pair,
-            &[Metric::new(format!("{name} SF {scale_factor}"), "ms", Better::Lower, |timed: &Timed| timed.median_ms)],
+            &[Metric::new(metric_name.clone(), "ms", Better::Lower, |timed: &Timed| timed.median_ms)],
         );
+        let ceiling_timed = time_ceiling(context, &ceiling, sql, &mut ceiling_spent).await;
+        let ceiling_timed = check_ceiling(run, name, &pair, ceiling_timed);
+        if let (Ok(borealis), Ok(ceiling)) = (&pair.borealis, &ceiling_timed) {
+            borealis_and_ceiling_ms.push((borealis.median_ms, ceiling.median_ms));
+        }
+        let cell = |outcome: &Result<Timed, Cell>| {
+            outcome.as_ref().map_or_else(Cell::clone, |timed| Cell::Value(timed.median_ms))
+        };
+        let row = CeilingRow::new(
+            "tpc-h",
+            &metric_name,
+            CEILING_NAME,
+            "ms",
+            Better::Lower,
+            cell(&pair.borealis),
+            cell(&ceiling_timed),
+        );
+        run.report.ceiling_rows.push(row);
         bar.inc(1);
     }
     progress::done(&bar);
     run.report.push(geometric_mean_row(&both_ms));
+    run.report.ceiling_rows.push(ceiling_geometric_mean_row(&borealis_and_ceiling_ms));
     Ok(())
+}
+
+/// Writes the Parquet files of the ceiling; a failure becomes the cell of
+/// every ceiling row, and the run goes on without it.
+async fn prepare_ceiling(context: &Context, run: &mut Run) -> Result<Ceiling, Cell> {
+    let scale_factor = context.settings.tpch_scale_factor;
+    context.progress.println(&format!("writing the TPC-H tables at SF {scale_factor} to Parquet files"));
+    let tables = TABLES.map(|(table, _)| table);
+    match Ceiling::prepare(&context.work_dir, scale_factor, &tables).await {
+        Ok(ceiling) => {
+            let written = ceiling.written;
+            run.report.notes.push(format!(
+                "tpc-h ceiling: {} rows written to Parquet ({:.1} MB, snappy) in {:.1} s, queried by DataFusion in process",
+                written.rows,
+                written.bytes as f64 / 1e6,
+                written.elapsed.as_secs_f64()
+            ));
+            Ok(ceiling)
+        }
+        Err(error) => {
+            let error = error.context("failed to prepare the Parquet files");
+            context.progress.println(&format!("tpc-h ceiling: {error:#}"));
+            Err(Cell::failed(&error))
+        }
+    }
+}
+
+/// Times `sql` on the ceiling with the policy and budget of the two systems.
+async fn time_ceiling(
+    context: &Context,
+    ceiling: &Result<Ceiling, Cell>,
+    sql: &str,
+    spent: &mut Duration,
+) -> Result<Timed, Cell> {
+    let settings = &context.settings;
+    let ceiling = ceiling.as_ref().map_err(Cell::clone)?;
+    if *spent > settings.tpch_budget {
+        let reason = format!("skipped: the queries before it used the {} s budget", settings.tpch_budget.as_secs());
+        return Err(Cell::Failed(reason));
+    }
+    let started = Instant::now();
+    let timed =
+        super::time_answers(async || ceiling.query(sql).await, settings.query_repeats, settings.query_timeout).await;
+    *spent += started.elapsed();
+    timed.map_err(|error| Cell::failed(&error))
+}
+
+/// Checks the ceiling's answer to query `name` against PostgreSQL's, as
+/// Borealis's is checked: a difference is a wrong answer of the run (the
+/// ceiling's files or its text conversion are broken) and fails the cell.
+fn check_ceiling(
+    run: &mut Run,
+    name: &str,
+    pair: &crate::bench::Pair<Timed>,
+    ceiling: Result<Timed, Cell>,
+) -> Result<Timed, Cell> {
+    let (Ok(timed), Ok(postgres)) = (&ceiling, &pair.postgres) else { return ceiling };
+    match compare::compare(&postgres.rows, &timed.rows) {
+        Ok(Match::Exact) => ceiling,
+        Ok(Match::Unordered) => {
+            run.report.notes.push(format!("tpc-h {name}: {CEILING_NAME} returned the right rows in another order"));
+            ceiling
+        }
+        Err(difference) => {
+            run.report.wrong_answers.push(format!("{CEILING_NAME}: tpc-h {name}: {difference}"));
+            Err(Cell::Failed(format!("wrong answer: tpc-h {name}: {difference}")))
+        }
+    }
 }
 
 /// Checks PostgreSQL's answer to query `name` against the SF 1 answer file.
@@ -203,15 +306,32 @@ pub fn parse_csv(text: &str) -> anyhow::Result<crate::bench::compare::Rows> {
 /// The geometric mean of the queries both systems ran.
 fn geometric_mean_row(both_ms: &[(f64, f64)]) -> Row {
     let metric = format!("geometric mean, {} queries both ran", both_ms.len());
-    let mean = |values: Vec<f64>| -> Cell {
-        if values.is_empty() || values.iter().any(|value| *value <= 0.0) {
-            return Cell::Failed("no query ran on both".into());
-        }
-        Cell::Value((values.iter().map(|value| value.ln()).sum::<f64>() / values.len() as f64).exp())
-    };
-    let borealis = mean(both_ms.iter().map(|pair| pair.0).collect());
-    let postgres = mean(both_ms.iter().map(|pair| pair.1).collect());
+    let borealis = geometric_mean(both_ms.iter().map(|pair| pair.0));
+    let postgres = geometric_mean(both_ms.iter().map(|pair| pair.1));
     Row::new("tpc-h", &metric, "ms", Better::Lower, borealis, postgres)
+}
+
+/// The geometric mean of the queries both Borealis and the ceiling ran.
+fn ceiling_geometric_mean_row(both_ms: &[(f64, f64)]) -> CeilingRow {
+    let metric = format!("geometric mean, {} queries both ran", both_ms.len());
+    let borealis = geometric_mean(both_ms.iter().map(|pair| pair.0));
+    let ceiling = geometric_mean(both_ms.iter().map(|pair| pair.1));
+    CeilingRow::new("tpc-h", &metric, CEILING_NAME, "ms", Better::Lower, borealis, ceiling)
+}
+
+fn geometric_mean(values: impl ExactSizeIterator<Item = f64>) -> Cell {
+    let count = values.len();
+    let mut sum_ln = 0.0;
+    for value in values {
+        if value <= 0.0 {
+            return Cell::Failed("a time of zero".into());
+        }
+        sum_ln += value.ln();
+    }
+    if count == 0 {
+        return Cell::Failed("no query ran on both".into());
+    }
+    Cell::Value((sum_ln / count as f64).exp())
 }
 
 async fn load_all(context: &Context, endpoints: &Endpoints, scale_factor: f64) -> anyhow::Result<Loaded> {
@@ -372,5 +492,10 @@ mod tests {
         assert_eq!(row.borealis, Cell::Value(2.0));
         assert_eq!(row.postgres, Cell::Value(2.0));
         assert!(matches!(geometric_mean_row(&[]).borealis, Cell::Failed(_)));
+        let ceiling = ceiling_geometric_mean_row(&[(10.0, 1.0), (40.0, 4.0)]);
+        let close = |cell: &Cell, want: f64| matches!(cell, Cell::Value(value) if (value - want).abs() < 1e-9);
+        assert!(close(&ceiling.borealis, 20.0) && close(&ceiling.ceiling, 2.0), "{ceiling:?}");
+        assert!(ceiling.ratio.is_some_and(|ratio| (ratio - 0.1).abs() < 1e-9), "{ceiling:?}");
+        assert!(matches!(ceiling_geometric_mean_row(&[]).ceiling, Cell::Failed(_)));
     }
 }
