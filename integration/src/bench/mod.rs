@@ -57,8 +57,8 @@ pub struct Cli {
     /// target/release/borealis, then target/debug/borealis).
     #[arg(long, global = true)]
     pub borealis: Option<PathBuf>,
-    /// Where both systems keep their data during the run (default: the
-    /// system's temporary directory).
+    /// Where both systems keep their data during the run, and TPC-H its
+    /// Parquet files (default: the system's temporary directory).
     #[arg(long, global = true)]
     pub work_dir: Option<PathBuf>,
 }
@@ -80,7 +80,8 @@ pub enum Workload {
     Pgbench,
     /// Replica lag on Borealis's reader endpoint at a steady commit rate.
     Lag,
-    /// TPC-H: 22 queries, answers checked against PostgreSQL's.
+    /// TPC-H: 22 queries, answers checked against PostgreSQL's; also run on
+    /// DataFusion over Parquet files of the same data, as the ceiling.
     Tpch,
 }
 
