@@ -56,9 +56,10 @@ bench: bench-build
 bench-quick: bench-build
 	$(BENCH_DIR)/borealis-bench all --quick --out bench-results --borealis $(BENCH_DIR)/borealis $(BENCH_ARGS)
 
+## Both binaries in one cargo invocation: DataFusion's features unify across
+## them (the bench adds parquet), so DataFusion compiles once, not twice.
 bench-build:
 	bash scripts/install-bench-deps.sh
-	$(CARGO) build $(BENCH_BUILD_FLAGS) -p borealis-server --bin borealis
-	$(CARGO) build $(BENCH_BUILD_FLAGS) -p borealis-integration --bin borealis-bench
+	$(CARGO) build $(BENCH_BUILD_FLAGS) -p borealis-server --bin borealis -p borealis-integration --bin borealis-bench
 
 .PHONY: bench bench-quick bench-build
