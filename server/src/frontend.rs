@@ -7,21 +7,30 @@
 //! Arrow batches and are encoded here in text or binary per column. Errors
 //! carry their SQLSTATE from the SQL layer (DESIGN.md invariant 9): this is
 //! the only place they become ErrorResponses.
+//!
+//! COPY FROM STDIN: the statement answers CopyInResponse; each CopyData then
+//! goes to the session as it arrives (nothing is buffered here), and
+//! CopyDone ends it with `COPY n` or the first error the data caused.
 
 use crate::pgtypes;
 use async_trait::async_trait;
 use borealis_sql::{Engine, QueryOutput, Session, SqlError};
 use futures::stream;
+use futures::{Sink, SinkExt};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password, random_nonce};
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use std::fmt::Debug;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -198,6 +207,10 @@ impl PgWireServerHandlers for Connection {
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         self.cancel.clone()
     }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.handler.clone()
+    }
 }
 
 struct Handler {
@@ -220,6 +233,9 @@ fn respond(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
             }
             Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
         }
+        QueryOutput::CopyIn { columns } => {
+            Ok(Response::CopyIn(CopyResponse::new(0, columns, stream::empty::<PgWireResult<CopyData>>())))
+        }
         QueryOutput::Command { tag } => {
             let command = tag.split_whitespace().next().unwrap_or_default();
             let response_tag = Tag::new(&tag);
@@ -229,6 +245,49 @@ fn respond(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
                 _ => Response::Execution(response_tag),
             })
         }
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Handler {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.session.lock().await.copy_data(&copy_data.data).await;
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let result = self.session.lock().await.copy_done().await;
+        match result {
+            Ok(QueryOutput::Command { tag }) => {
+                client.send(PgWireBackendMessage::CommandComplete(Tag::new(&tag).into())).await?;
+                Ok(())
+            }
+            Ok(other) => Err(PgWireError::ApiError(format!("COPY ended with {other:?}").into())),
+            Err(error) => {
+                log_statement_error(&error);
+                Err(PgWireError::UserError(Box::new(error_info(&error))))
+            }
+        }
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let error = self.session.lock().await.copy_fail(&fail.message);
+        PgWireError::UserError(Box::new(error_info(&error)))
     }
 }
 

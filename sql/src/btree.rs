@@ -150,17 +150,26 @@ pub async fn scan(
     let (_, mut leaf) = descend(pages, root, &range.low).await?;
     loop {
         let page = pages.page(leaf).await?;
-        let mut entries: Vec<&[u8]> =
-            page.tuples().map(|(_, tuple)| tuple).filter(|tuple| *tuple >= range.low.as_slice()).collect();
-        entries.sort_unstable();
-        for entry in entries {
-            if range.beyond_high(entry) || !visit(entry)? {
+        // One pass over the leaf's unsorted entries; only the matches are sorted.
+        let mut past_high = false;
+        let mut matches: Vec<&[u8]> = Vec::new();
+        for (_, entry) in page.tuples() {
+            if range.beyond_high(entry) {
+                past_high = true;
+            } else if entry >= range.low.as_slice() {
+                matches.push(entry);
+            }
+        }
+        matches.sort_unstable();
+        for entry in matches {
+            if !visit(entry)? {
                 return Ok(());
             }
         }
+        // Leaves are in key order: one holding an entry past the range ends it.
         match page.next_page() {
-            Some(next) => leaf = next,
-            None => return Ok(()),
+            Some(next) if !past_high => leaf = next,
+            _ => return Ok(()),
         }
     }
 }

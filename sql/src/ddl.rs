@@ -1,4 +1,5 @@
-//! CREATE TABLE, DROP TABLE, CREATE INDEX and DROP INDEX.
+//! CREATE TABLE, DROP TABLE, TRUNCATE, ALTER TABLE ADD PRIMARY KEY / UNIQUE,
+//! CREATE INDEX and DROP INDEX.
 //!
 //! All run inside a write transaction (`crate::engine`), change the catalog
 //! rows and bump the catalog version (`crate::catalog`). Names follow
@@ -15,9 +16,10 @@ use crate::error::{SqlError, sqlstate};
 use crate::index;
 use crate::types::SqlType;
 use borealis_storage::ids::PageId;
+use borealis_storage::page::PageKind;
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateIndex, CreateTable, Expr, Ident, IndexColumn, IndexType, ObjectName, ObjectNamePart,
-    ObjectType, TableConstraint,
+    AlterTable, AlterTableOperation, ColumnOption, CreateIndex, CreateTable, Expr, Ident, IndexColumn, IndexType,
+    ObjectName, ObjectNamePart, ObjectType, TableConstraint, Truncate,
 };
 
 /// Columns a table may have (PostgreSQL's limit).
@@ -310,4 +312,111 @@ async fn drop_indexes(
         catalog::update_table(&mut txn.writes, entry, def).await?;
     }
     Ok(QueryOutput::command("DROP INDEX"))
+}
+
+/// TRUNCATE [TABLE] names: each table gets a new empty page chain and new
+/// empty indexes (the old pages are not reclaimed: no free space map yet).
+pub(crate) async fn truncate(
+    txn: &mut WriteTxn,
+    catalog: &Catalog,
+    truncate: &Truncate,
+) -> Result<QueryOutput, SqlError> {
+    let mut entries: Vec<&CatalogEntry> = Vec::with_capacity(truncate.table_names.len());
+    for target in &truncate.table_names {
+        let name = table_name(&target.name)?;
+        let entry = catalog.get(&name).ok_or_else(|| SqlError::undefined_table(&name))?;
+        if !entries.iter().any(|e| e.def.id == entry.def.id) {
+            entries.push(entry);
+        }
+    }
+    for entry in entries {
+        let mut def = (*entry.def).clone();
+        def.first_page = txn.writes.allocate_page(PageKind::Heap).await?;
+        txn.writes.new_chain(def.first_page);
+        for index in &mut def.indexes {
+            index.root = crate::btree::create(&mut txn.writes).await?;
+        }
+        catalog::update_table(&mut txn.writes, entry, &def).await?;
+    }
+    Ok(QueryOutput::command("TRUNCATE TABLE"))
+}
+
+/// ALTER TABLE t ADD [CONSTRAINT name] PRIMARY KEY (cols) | UNIQUE (cols).
+pub(crate) async fn alter_table(
+    txn: &mut WriteTxn,
+    catalog: &Catalog,
+    alter: &AlterTable,
+) -> Result<QueryOutput, SqlError> {
+    let name = table_name(&alter.name)?;
+    let Some(entry) = catalog.get(&name) else {
+        if alter.if_exists {
+            tracing::debug!(table = %name, "ALTER TABLE IF EXISTS: no such table");
+            return Ok(QueryOutput::command("ALTER TABLE"));
+        }
+        return Err(SqlError::undefined_table(&name));
+    };
+    let mut def = (*entry.def).clone();
+    let mut taken = Vec::new();
+    for operation in &alter.operations {
+        let AlterTableOperation::AddConstraint { constraint, .. } = operation else {
+            return Err(SqlError::unsupported(format_args!("ALTER TABLE {operation}")));
+        };
+        let (given, columns, primary) = match constraint {
+            TableConstraint::PrimaryKey(pk) => (pk.name.as_ref().map(normalize), &pk.columns, true),
+            TableConstraint::Unique(unique) => (unique.name.as_ref().map(normalize), &unique.columns, false),
+            other => return Err(SqlError::unsupported(format_args!("constraint {other}"))),
+        };
+        let key = key_columns(columns, &def.columns)?;
+        if primary {
+            if !def.primary_key.is_empty() {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_TABLE_DEFINITION,
+                    format!("multiple primary keys for table \"{name}\" are not allowed"),
+                ));
+            }
+            for &column in &key {
+                refuse_nulls(txn, &def, column).await?;
+                def.columns[column].nullable = false;
+            }
+            def.primary_key = key.clone();
+        }
+        let index_name = match given {
+            Some(given) if catalog.relation_exists(&given) || taken.contains(&given) => {
+                return Err(catalog::relation_exists(&given));
+            }
+            Some(given) => given,
+            None => {
+                let names: Vec<&str> = key.iter().map(|&i| def.columns[i].name.as_str()).collect();
+                let base = index::default_name(&name, &names, if primary { "pkey" } else { "key" });
+                index::choose_name(catalog, &taken, &base)
+            }
+        };
+        taken.push(index_name.clone());
+        let root = crate::btree::create(&mut txn.writes).await?;
+        let index = IndexDef { name: index_name, columns: key, unique: true, primary, root };
+        index::build(&mut txn.writes, &def, &index).await?;
+        def.indexes.push(index);
+    }
+    catalog::update_table(&mut txn.writes, entry, &def).await?;
+    Ok(QueryOutput::command("ALTER TABLE"))
+}
+
+/// 23502 if `column` of the table holds a NULL (before it becomes NOT NULL).
+async fn refuse_nulls(txn: &WriteTxn, def: &TableDef, column: usize) -> Result<(), SqlError> {
+    let types = def.types();
+    let mut has_null = false;
+    txn.writes
+        .snapshot()
+        .for_each_tuple(def.first_page, |_, tuple| {
+            has_null |= crate::row::column_slices(&types, tuple)?.get(column).is_none_or(Option::is_none);
+            Ok(())
+        })
+        .await?;
+    if has_null {
+        return Err(SqlError::new(
+            sqlstate::NOT_NULL_VIOLATION,
+            format!("column \"{}\" of relation \"{}\" contains null values", def.columns[column].name, def.name),
+        ));
+    }
+    Ok(())
 }

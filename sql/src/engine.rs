@@ -21,6 +21,7 @@
 //! ROLLBACK, and COMMIT then rolls back), as PostgreSQL does.
 
 use crate::catalog::{Catalog, META_PAGE, Meta};
+use crate::copy::{CopyFormat, CopyParser, CopyTarget, Record};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::{Snapshot, WriteSet};
 use crate::provider::{CatalogView, ROWS_SCHEMA, TablesSchema};
@@ -37,7 +38,9 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion::sql::sqlparser::ast::{ContextModifier, Expr, ObjectType, Reset, Set};
+use datafusion::sql::sqlparser::ast::{
+    ContextModifier, CopySource, CopyTarget as AstCopyTarget, Expr, ObjectType, Reset, Set, VacuumStatement,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -152,6 +155,10 @@ pub enum QueryOutput {
     Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
     /// A command completion tag, e.g. "INSERT 0 3", "UPDATE 2", "CREATE TABLE", "BEGIN".
     Command { tag: String },
+    /// COPY FROM STDIN started: the client now sends `columns` fields per
+    /// row; feed them to [`Session::copy_data`], then call
+    /// [`Session::copy_done`] (or [`Session::copy_fail`]).
+    CopyIn { columns: usize },
 }
 
 impl QueryOutput {
@@ -196,6 +203,9 @@ enum Kind {
     Set,
     /// Changes data or schema; the name is PostgreSQL's command name.
     Write(&'static str),
+    /// VACUUM and ANALYZE: accepted, with nothing to do yet (no dead
+    /// tuples to reclaim in place, no planner statistics).
+    Maintenance(&'static str),
     Read,
 }
 
@@ -209,10 +219,15 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         }
         Statement::Set(_) | Statement::Reset(_) | Statement::ShowVariable { .. } => Kind::Set,
         Statement::Insert(_) => Kind::Write("INSERT"),
+        Statement::Copy { to: false, .. } => Kind::Write("COPY"),
         Statement::Update(_) => Kind::Write("UPDATE"),
         Statement::Delete(_) => Kind::Write("DELETE"),
         Statement::CreateTable(_) => Kind::Write("CREATE TABLE"),
         Statement::CreateIndex(_) => Kind::Write("CREATE INDEX"),
+        Statement::Truncate(_) => Kind::Write("TRUNCATE TABLE"),
+        Statement::AlterTable(_) => Kind::Write("ALTER TABLE"),
+        Statement::Vacuum(_) => Kind::Maintenance("VACUUM"),
+        Statement::Analyze(_) => Kind::Maintenance("ANALYZE"),
         Statement::Drop { object_type: ObjectType::Index, .. } => Kind::Write("DROP INDEX"),
         Statement::Drop { .. } => Kind::Write("DROP TABLE"),
         Statement::Query(_) | Statement::Explain { .. } => Kind::Read,
@@ -225,7 +240,8 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
 }
 
 /// Parses `sql` into statements (PostgreSQL dialect). Adds what sqlparser
-/// lacks: `ABORT [WORK | TRANSACTION]` (PostgreSQL's ROLLBACK).
+/// lacks: `ABORT [WORK | TRANSACTION]` (PostgreSQL's ROLLBACK), and
+/// PostgreSQL's `VACUUM [options] [tables]` (sqlparser knows Redshift's).
 pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let syntax = |e: ParserError| SqlError::syntax(&e);
     let dialect = PostgreSqlDialect {};
@@ -239,6 +255,29 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
         if parser.parse_keyword(Keyword::ABORT) {
             let _ = parser.parse_one_of_keywords(&[Keyword::WORK, Keyword::TRANSACTION]);
             statements.push(Statement::Rollback { chain: false, savepoint: None });
+        } else if parser.peek_keyword(Keyword::COPY) {
+            // sqlparser's COPY refuses PostgreSQL's boolean option values
+            // (`WITH (FREEZE ON)`, as pgbench sends); ours parses the modern
+            // option list, sqlparser's the rest.
+            match parser.maybe_parse(|p| p.parse_statement()).map_err(syntax)? {
+                Some(statement) => statements.push(statement),
+                None => statements.push(crate::copy::parse_copy(&mut parser).map_err(syntax)?),
+            }
+        } else if parser.parse_keyword(Keyword::VACUUM) {
+            // Nothing of VACUUM's arguments matters while it has nothing to do.
+            while !matches!(parser.peek_token().token, Token::SemiColon | Token::EOF) {
+                parser.next_token();
+            }
+            statements.push(Statement::Vacuum(VacuumStatement {
+                full: false,
+                sort_only: false,
+                delete_only: false,
+                reindex: false,
+                recluster: false,
+                table_name: None,
+                threshold: None,
+                boost: false,
+            }));
         } else {
             statements.push(parser.parse_statement().map_err(syntax)?);
         }
@@ -264,6 +303,50 @@ pub struct Session {
     implicit_block: bool,
     /// SET / SHOW parameters of this session.
     settings: Settings,
+    /// A COPY FROM STDIN receiving data.
+    copy: Option<CopyIn>,
+}
+
+/// Rows parsed before they are written to the transaction's pages.
+const COPY_BATCH_ROWS: usize = 4096;
+/// A COPY logs its progress every this many rows.
+const COPY_PROGRESS_ROWS: u64 = 1_000_000;
+
+/// A COPY FROM STDIN in progress.
+struct CopyIn {
+    txn: WriteTxn,
+    /// The COPY runs in a transaction of its own (no block was open).
+    autocommit: bool,
+    target: CopyTarget,
+    parser: CopyParser,
+    records: Vec<Record>,
+    rows: u64,
+    /// The first error; later data is ignored and COPY fails at its end.
+    failure: Option<SqlError>,
+}
+
+impl CopyIn {
+    async fn feed(&mut self, data: &[u8]) -> Result<(), SqlError> {
+        self.parser.feed(data, &mut self.records)?;
+        if self.records.len() >= COPY_BATCH_ROWS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SqlError> {
+        let rows = self.target.rows(&self.records)?;
+        self.records.clear();
+        let def = Arc::clone(&self.target.def);
+        for row in rows {
+            dml::insert_row(&mut self.txn, &def, row).await?;
+            self.rows += 1;
+            if self.rows.is_multiple_of(COPY_PROGRESS_ROWS) {
+                tracing::info!(table = %def.name, rows = self.rows, "COPY in progress");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Session {
@@ -275,7 +358,99 @@ impl Session {
             statement_in_flight: false,
             implicit_block: false,
             settings: Settings::default(),
+            copy: None,
         }
+    }
+
+    /// Feeds COPY FROM STDIN data. An error is kept and reported by
+    /// [`Session::copy_done`], as PostgreSQL reports it once the client stops sending.
+    pub async fn copy_data(&mut self, data: &[u8]) {
+        let Some(copy) = self.copy.as_mut() else { return };
+        if copy.failure.is_none()
+            && let Err(error) = copy.feed(data).await
+        {
+            copy.failure = Some(error);
+        }
+    }
+
+    /// Ends COPY FROM STDIN: writes the last rows and, outside a block, commits.
+    pub async fn copy_done(&mut self) -> Result<QueryOutput, SqlError> {
+        let Some(mut copy) = self.copy.take() else {
+            return Err(SqlError::new(sqlstate::PROTOCOL_VIOLATION, "CopyDone without COPY FROM STDIN"));
+        };
+        let written = match copy.failure.take() {
+            Some(error) => Err(error),
+            None => match copy.parser.finish(&mut copy.records) {
+                Ok(()) => copy.flush().await,
+                Err(error) => Err(error),
+            },
+        };
+        if let Err(error) = written {
+            self.end_failed_copy(copy.autocommit);
+            return Err(error);
+        }
+        let tag = format!("COPY {}", copy.rows);
+        if copy.autocommit {
+            self.engine.commit(copy.txn).await?;
+        } else {
+            self.tx = TxState::InBlock(Some(copy.txn));
+        }
+        tracing::debug!(%tag, "COPY done");
+        Ok(QueryOutput::command(tag))
+    }
+
+    /// The client abandoned COPY FROM STDIN: nothing of it is written.
+    pub fn copy_fail(&mut self, message: &str) -> SqlError {
+        if let Some(copy) = self.copy.take() {
+            self.end_failed_copy(copy.autocommit);
+        }
+        SqlError::new(sqlstate::QUERY_CANCELED, format!("COPY from stdin failed: {message}"))
+    }
+
+    fn end_failed_copy(&mut self, autocommit: bool) {
+        if !autocommit {
+            self.tx = TxState::Failed;
+        }
+    }
+
+    async fn start_copy(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
+        let Statement::Copy { source, target, options, legacy_options, .. } = statement else {
+            return Err(SqlError::internal("start_copy given another statement"));
+        };
+        if !matches!(target, AstCopyTarget::Stdin) {
+            return Err(SqlError::unsupported("COPY from a file or program (use COPY FROM STDIN, or psql's \\copy)"));
+        }
+        let CopySource::Table { table_name, columns } = source else {
+            return Err(SqlError::unsupported("COPY (query) FROM"));
+        };
+        if self.implicit_block {
+            return Err(SqlError::unsupported("COPY FROM STDIN among other statements of one query"));
+        }
+        let format = CopyFormat::from_options(&options, &legacy_options)?;
+        let autocommit = !matches!(self.tx, TxState::InBlock(_));
+        let open = match &mut self.tx {
+            TxState::InBlock(open) => open.take(),
+            _ => None,
+        };
+        let txn = match open {
+            Some(txn) => txn,
+            None => self.engine.begin_write().await?,
+        };
+        let catalog = self.engine.catalog_at(&txn.writes.snapshot(), txn.private_ddl).await?;
+        let name = ddl::table_name(&table_name)?;
+        let entry = catalog.get(&name).ok_or_else(|| SqlError::undefined_table(&name))?;
+        let target = CopyTarget::new(Arc::clone(&entry.def), &columns)?;
+        let columns = target.field_count();
+        self.copy = Some(CopyIn {
+            txn,
+            autocommit,
+            target,
+            parser: CopyParser::new(format),
+            records: Vec::with_capacity(COPY_BATCH_ROWS),
+            rows: 0,
+            failure: None,
+        });
+        Ok(QueryOutput::CopyIn { columns })
     }
 
     /// How long a statement may run before it is cancelled (SET statement_timeout); None: no limit.
@@ -445,10 +620,20 @@ impl Session {
                     format!("cannot execute {command} in a read-only transaction"),
                 ));
             }
+            Kind::Maintenance("VACUUM") if !matches!(self.tx, TxState::Idle) => {
+                return Err(SqlError::new(
+                    sqlstate::ACTIVE_SQL_TRANSACTION,
+                    "VACUUM cannot run inside a transaction block",
+                ));
+            }
+            Kind::Maintenance(command) => return Ok(QueryOutput::command(command)),
             Kind::Write(_) | Kind::Read => {}
         }
         if matches!(kind, Kind::Read) {
             return self.read(statement, params).await;
+        }
+        if matches!(kind, Kind::Write("COPY")) {
+            return self.start_copy(statement).await;
         }
         self.write(statement, params).await
     }
@@ -589,6 +774,14 @@ impl Session {
             Statement::CreateIndex(create) => {
                 txn.private_ddl = true;
                 ddl::create_index(txn, &catalog, &create).await
+            }
+            Statement::Truncate(truncate) => {
+                txn.private_ddl = true;
+                ddl::truncate(txn, &catalog, &truncate).await
+            }
+            Statement::AlterTable(alter) => {
+                txn.private_ddl = true;
+                ddl::alter_table(txn, &catalog, &alter).await
             }
             Statement::Drop { object_type, if_exists, names, .. } => {
                 txn.private_ddl = true;

@@ -62,14 +62,15 @@ fn encode_stored(ty: SqlType, stored: &[u8], out: &mut Vec<u8>) -> Result<(), Sq
         SqlType::Float4 => out.extend_from_slice(&f32_key(f32::from_le_bytes(fixed(stored).ok_or_else(corrupt)?))),
         SqlType::Float8 => out.extend_from_slice(&f64_key(f64::from_le_bytes(fixed(stored).ok_or_else(corrupt)?))),
         SqlType::Bool => out.push(u8::from(*stored.first().ok_or_else(corrupt)? != 0)),
-        SqlType::Text | SqlType::Varchar(_) => text_key(stored, out),
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => text_key(stored, out),
     }
     Ok(())
 }
 
 /// The key encoding (marker included) of `value` as a value of column type
 /// `ty`, or None if the value is not exactly representable in that type (a
-/// predicate with such a literal cannot use the index).
+/// predicate with such a literal cannot use the index). char(n) columns
+/// never use an index: their stored values are blank-padded.
 pub fn scalar_key(ty: SqlType, value: &ScalarValue) -> Option<Vec<u8>> {
     if value.is_null() {
         return None;

@@ -16,7 +16,7 @@
 //! chain at that read point (`provider::ScanExec`).
 //!
 //! Module map: `volume` (the seam), `engine` (sessions, transactions,
-//! dispatch), `ddl`, `dml`, `catalog`, `heap`, `btree` (B+tree indexes in
+//! dispatch), `ddl`, `dml`, `copy` (COPY FROM STDIN), `catalog`, `heap`, `btree` (B+tree indexes in
 //! pages), `access` (choosing an index for a scan), `keys` (order-preserving key encoding), `index` (keeping indexes
 //! in step with rows), `row`, `types`, `provider`, `error`, `testing`
 //! (in-memory volume).
@@ -24,6 +24,7 @@
 pub mod access;
 pub mod btree;
 pub mod catalog;
+pub mod copy;
 pub mod ddl;
 pub mod dml;
 pub mod engine;

@@ -69,22 +69,44 @@ fn encode_value(ty: SqlType, array: &dyn Array, row: usize, out: &mut Vec<u8>) -
         SqlType::Timestamp => {
             out.extend_from_slice(&array.as_primitive::<TimestampMicrosecondType>().value(row).to_le_bytes())
         }
-        SqlType::Text | SqlType::Varchar(_) => {
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
             let text = array.as_string::<i32>().value(row);
-            if let SqlType::Varchar(max) = ty
-                && text.chars().count() > max as usize
-            {
-                return Err(SqlError::new(
-                    sqlstate::STRING_DATA_RIGHT_TRUNCATION,
-                    format!("value too long for type character varying({max})"),
-                ));
-            }
+            let padded;
+            let text = match ty {
+                SqlType::Varchar(max) if text.chars().count() > max as usize => {
+                    return Err(SqlError::new(
+                        sqlstate::STRING_DATA_RIGHT_TRUNCATION,
+                        format!("value too long for type character varying({max})"),
+                    ));
+                }
+                SqlType::Char(length) => {
+                    padded = blank_padded(text, length as usize)?;
+                    padded.as_str()
+                }
+                _ => text,
+            };
             let length = u32::try_from(text.len()).map_err(|_| too_big(text.len()))?;
             out.extend_from_slice(&length.to_le_bytes());
             out.extend_from_slice(text.as_bytes());
         }
     }
     Ok(())
+}
+
+/// `text` as char(`length`): blank-padded; excess characters may only be blanks.
+fn blank_padded(text: &str, length: usize) -> Result<String, SqlError> {
+    let count = text.chars().count();
+    if count <= length {
+        let mut padded = String::with_capacity(text.len() + length - count);
+        padded.push_str(text);
+        padded.extend(std::iter::repeat_n(' ', length - count));
+        return Ok(padded);
+    }
+    let (cut, rest) = text.split_at(text.char_indices().nth(length).map_or(text.len(), |(at, _)| at));
+    if rest.chars().all(|c| c == ' ') {
+        return Ok(cut.to_string());
+    }
+    Err(SqlError::new(sqlstate::STRING_DATA_RIGHT_TRUNCATION, format!("value too long for type character({length})")))
 }
 
 /// 54000 for a row larger than a page tuple can be.
@@ -146,7 +168,7 @@ impl ColumnBuilder {
             SqlType::Float4 => ColumnBuilder::Float32(Float32Builder::new()),
             SqlType::Float8 => ColumnBuilder::Float64(Float64Builder::new()),
             SqlType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
-            SqlType::Text | SqlType::Varchar(_) => ColumnBuilder::Text(StringBuilder::new()),
+            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => ColumnBuilder::Text(StringBuilder::new()),
             SqlType::Numeric { precision, scale } => ColumnBuilder::Decimal(Decimal128Builder::new(), precision, scale),
             SqlType::Date => ColumnBuilder::Date(Date32Builder::new()),
             SqlType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new()),

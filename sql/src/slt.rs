@@ -109,4 +109,4 @@ macro_rules! slt_tests {
     )*};
 }
 
-slt_tests!(basic, transactions, errors, indexes);
+slt_tests!(basic, transactions, errors, indexes, maintenance);

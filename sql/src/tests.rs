@@ -483,3 +483,47 @@ async fn explain_shows_the_index_scan_and_point_dml_uses_it() {
     let output = session.execute_with_params("SELECT v FROM t WHERE id = $1", vec![ScalarValue::Int64(Some(7))]).await;
     assert_eq!(rows(&output.unwrap()), strings(&[&["70"]]));
 }
+
+#[tokio::test]
+async fn copy_from_stdin_streams_rows_checks_them_and_is_atomic() {
+    let (volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE t (id int PRIMARY KEY, name text, code char(3), amount numeric(8,2))").await;
+    let started = one(&mut session, "COPY t (id, name, amount) FROM STDIN").await;
+    assert!(matches!(started, QueryOutput::CopyIn { columns: 3 }), "{started:?}");
+    // Rows split anywhere across CopyData messages.
+    session.copy_data(b"1\tann\t1.50\n2\t\\N\t").await;
+    session.copy_data(b"2\n3\tcy\t\\N\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 3");
+    assert_eq!(
+        query(&mut session, "SELECT id, name, code, amount FROM t ORDER BY id").await,
+        strings(&[&["1", "ann", "NULL", "1.50"], &["2", "NULL", "NULL", "2.00"], &["3", "cy", "NULL", "NULL"]])
+    );
+    // CSV with a header; a duplicate key fails the whole COPY.
+    one(&mut session, "COPY t FROM STDIN WITH (FORMAT csv, HEADER true)").await;
+    session.copy_data(b"id,name,code,amount\n4,\"d, e\",ab,1\n1,dup,x,1\n").await;
+    assert_eq!(session.copy_done().await.unwrap_err().sqlstate(), "23505");
+    assert_eq!(query(&mut session, "SELECT count(*) FROM t").await, strings(&[&["3"]]));
+    // Bad values and wrong field counts are 22P02 / 22P04; a client abort is 57014.
+    one(&mut session, "COPY t FROM STDIN").await;
+    session.copy_data(b"5\tx\tabc\tnot-a-number\n").await;
+    assert_eq!(session.copy_done().await.unwrap_err().sqlstate(), "22P02");
+    one(&mut session, "COPY t FROM STDIN").await;
+    session.copy_data(b"5\tx\n").await;
+    assert_eq!(session.copy_done().await.unwrap_err().sqlstate(), "22P04");
+    one(&mut session, "COPY t FROM STDIN").await;
+    session.copy_data(b"5\tx\tabc\t1\n").await;
+    assert_eq!(session.copy_fail("client gave up").sqlstate(), "57014");
+    // Inside a block the rows are the block's: gone with ROLLBACK.
+    one(&mut session, "BEGIN").await;
+    one(&mut session, "COPY t FROM STDIN").await;
+    session.copy_data(b"6\tf\tabc\t6\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 1");
+    assert_eq!(query(&mut session, "SELECT code || '|' FROM t WHERE id = 6").await, strings(&[&["abc|"]]));
+    one(&mut session, "ROLLBACK").await;
+    assert_eq!(query(&mut session, "SELECT count(*) FROM t").await, strings(&[&["3"]]));
+    // Committed rows are on the volume: a reader sees them.
+    let reader = Engine::open(Arc::new(volume.reader()), true).await.unwrap();
+    assert_eq!(query(&mut reader.session(), "SELECT count(*) FROM t WHERE id = 2").await, strings(&[&["1"]]));
+    assert_eq!(sqlstate(&mut reader.session(), "COPY t FROM STDIN").await, "25006");
+}

@@ -9,6 +9,7 @@
 //! | double precision, float8 | Float64 | 8 |
 //! | boolean, bool | Boolean | 1 |
 //! | text, varchar, varchar(n) | Utf8 | u32 length + UTF-8 |
+//! | char(n), character(n) | Utf8 | as text, blank-padded to n characters |
 //! | numeric(p,s), decimal(p,s) | Decimal128(p,s) | 16 (i128) |
 //! | numeric, decimal (unconstrained) | Decimal128(38,10) | 16 |
 //! | date | Date32 | 4 |
@@ -44,6 +45,9 @@ pub enum SqlType {
     Text,
     /// varchar(n): at most `n` characters.
     Varchar(u32),
+    /// char(n): exactly `n` characters, blank-padded (trailing blanks beyond
+    /// `n` are cut, other excess characters refused as in PostgreSQL).
+    Char(u32),
     Numeric {
         precision: u8,
         scale: i8,
@@ -66,6 +70,10 @@ impl SqlType {
             AstType::Varchar(length) | AstType::CharacterVarying(length) | AstType::CharVarying(length) => {
                 varchar(length.as_ref())?
             }
+            AstType::Char(length) | AstType::Character(length) => match varchar(length.as_ref())? {
+                SqlType::Varchar(length) => SqlType::Char(length),
+                _ => SqlType::Char(1),
+            },
             AstType::Numeric(info) | AstType::Decimal(info) => numeric(info)?,
             AstType::Date => SqlType::Date,
             AstType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Timestamp,
@@ -83,7 +91,7 @@ impl SqlType {
             SqlType::Float4 => DataType::Float32,
             SqlType::Float8 => DataType::Float64,
             SqlType::Bool => DataType::Boolean,
-            SqlType::Text | SqlType::Varchar(_) => DataType::Utf8,
+            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => DataType::Utf8,
             SqlType::Numeric { precision, scale } => DataType::Decimal128(precision, scale),
             SqlType::Date => DataType::Date32,
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -98,7 +106,7 @@ impl SqlType {
             SqlType::Int4 | SqlType::Float4 | SqlType::Date => Some(4),
             SqlType::Int8 | SqlType::Float8 | SqlType::Timestamp => Some(8),
             SqlType::Numeric { .. } => Some(16),
-            SqlType::Text | SqlType::Varchar(_) => None,
+            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => None,
         }
     }
 }
@@ -115,6 +123,7 @@ impl fmt::Display for SqlType {
             SqlType::Bool => write!(f, "boolean"),
             SqlType::Text => write!(f, "text"),
             SqlType::Varchar(length) => write!(f, "character varying({length})"),
+            SqlType::Char(length) => write!(f, "character({length})"),
             SqlType::Numeric { precision, scale } => write!(f, "numeric({precision},{scale})"),
             SqlType::Date => write!(f, "date"),
             SqlType::Timestamp => write!(f, "timestamp without time zone"),

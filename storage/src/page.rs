@@ -18,7 +18,9 @@
 //! | 13     | reserved |
 //! | 14..16 | slot count |
 //! | 16..18 | data start: offset of the lowest tuple byte |
-//! | 18..24 | reserved |
+//! | 18..20 | live bytes: total length of the live tuples |
+//! | 20..22 | free slots: slots whose tuple was deleted |
+//! | 22..24 | reserved |
 //! | 24..32 | next page in the chain (0 = none) |
 
 use crate::ids::{Lsn, PageId};
@@ -44,6 +46,8 @@ const OFFSET_CHECKSUM: usize = 8;
 const OFFSET_KIND: usize = 12;
 const OFFSET_SLOT_COUNT: usize = 14;
 const OFFSET_DATA_START: usize = 16;
+const OFFSET_LIVE_BYTES: usize = 18;
+const OFFSET_FREE_SLOTS: usize = 20;
 const OFFSET_NEXT: usize = 24;
 
 /// What a page holds.
@@ -232,24 +236,35 @@ impl Page {
         if need > self.free_space_contiguous() {
             self.compact();
         }
-        if !reusing {
+        if reusing {
+            self.add_u16(OFFSET_FREE_SLOTS, -1);
+        } else {
             self.set_u16(OFFSET_SLOT_COUNT, count + 1);
         }
         let offset = self.data_start() - data.len();
         self.bytes[offset..offset + data.len()].copy_from_slice(data);
         self.set_data_start(offset);
         self.set_slot(slot, offset, data.len());
+        self.add_u16(OFFSET_LIVE_BYTES, data.len() as i32);
         Ok(())
     }
 
     /// Frees `slot`; its bytes are reclaimed by a later compaction.
     pub fn delete(&mut self, slot: SlotIndex) -> Result<(), PageError> {
         let count = self.slot_count();
-        if slot >= count || self.slot(slot).1 == 0 {
+        let len = self.slot(slot).1;
+        if slot >= count || len == 0 {
             return Err(PageError::BadSlot { slot, count });
         }
-        self.set_slot(slot, 0, 0);
+        self.free_slot_bytes(slot, len);
         Ok(())
+    }
+
+    /// Marks `slot` (holding `len` bytes) free, keeping the header's counts.
+    fn free_slot_bytes(&mut self, slot: SlotIndex, len: usize) {
+        self.set_slot(slot, 0, 0);
+        self.add_u16(OFFSET_LIVE_BYTES, -(len as i32));
+        self.add_u16(OFFSET_FREE_SLOTS, 1);
     }
 
     /// Replaces the tuple in `slot` with `data`.
@@ -263,13 +278,14 @@ impl Page {
             // Shrinking in place leaves a gap that compaction reclaims.
             self.bytes[offset..offset + data.len()].copy_from_slice(data);
             self.set_slot(slot, offset, data.len());
+            self.add_u16(OFFSET_LIVE_BYTES, data.len() as i32 - len as i32);
             return Ok(());
         }
         let free = self.free_space_total() + len;
         if data.len() > free {
             return Err(PageError::Full { need: data.len(), free });
         }
-        self.set_slot(slot, 0, 0);
+        self.free_slot_bytes(slot, len);
         self.insert(slot, data)
     }
 
@@ -297,6 +313,9 @@ impl Page {
     }
 
     fn free_slot(&self) -> Option<SlotIndex> {
+        if self.u16_at(OFFSET_FREE_SLOTS) == 0 {
+            return None;
+        }
         (0..self.slot_count()).find(|&slot| self.slot(slot).1 == 0)
     }
 
@@ -309,8 +328,7 @@ impl Page {
     }
 
     fn free_space_total(&self) -> usize {
-        let live: usize = (0..self.slot_count()).map(|slot| self.slot(slot).1).sum();
-        PAGE_SIZE - self.slots_end() - live
+        PAGE_SIZE - self.slots_end() - self.u16_at(OFFSET_LIVE_BYTES) as usize
     }
 
     /// Moves live tuples to the end of the page in slot order, so that all
@@ -354,6 +372,12 @@ impl Page {
 
     fn u16_at(&self, at: usize) -> u16 {
         u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]])
+    }
+
+    fn add_u16(&mut self, at: usize, delta: i32) {
+        let value = i32::from(self.u16_at(at)) + delta;
+        debug_assert!((0..=i32::from(u16::MAX)).contains(&value), "page header count out of range");
+        self.set_u16(at, value as u16);
     }
 
     fn set_u16(&mut self, at: usize, value: u16) {
@@ -407,6 +431,30 @@ mod tests {
         page.insert(0, &[9u8; 150]).unwrap();
         assert_eq!(page.tuple(0), Some(&[9u8; 150][..]));
         assert_eq!(page.tuple(1), Some(&row[..]));
+    }
+
+    #[test]
+    fn header_counts_match_the_slots_after_any_mix_of_changes() {
+        let mut page = heap();
+        let mut state = 7u64;
+        for step in 0..3000u64 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = 1 + (state >> 33) as usize % 300;
+            let live: Vec<SlotIndex> = page.tuples().map(|(slot, _)| slot).collect();
+            match step % 3 {
+                0 | 1 if page.fits(len) => page.insert(page.next_slot(), &vec![step as u8; len]).unwrap(),
+                1 if !live.is_empty() => {
+                    let slot = live[(state >> 20) as usize % live.len()];
+                    let _ = page.update(slot, &vec![1; len]);
+                }
+                _ if !live.is_empty() => page.delete(live[(state >> 40) as usize % live.len()]).unwrap(),
+                _ => {}
+            }
+            let live_bytes: usize = page.tuples().map(|(_, t)| t.len()).sum();
+            let free = (0..page.slot_count()).filter(|&s| page.tuple(s).is_none()).count();
+            assert_eq!(page.u16_at(OFFSET_LIVE_BYTES) as usize, live_bytes, "step {step}");
+            assert_eq!(page.u16_at(OFFSET_FREE_SLOTS) as usize, free, "step {step}");
+        }
     }
 
     #[test]
