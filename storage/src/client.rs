@@ -12,16 +12,18 @@
 use crate::hedge::ReadLatencies;
 use crate::ids::{Lsn, NodeId, PageId, ProtectionGroupId, VolumeLayout};
 use crate::page::Page;
+use crate::placement::Placement;
 use crate::proto::{self, MESSAGE_BYTES_MAX, NodeStatus, PageDigest, Request, Response};
 use crate::tls::{self, TlsError};
 use borealis_config::StorageNode;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use thiserror::Error;
 
+pub use crate::error::StorageError;
+pub(crate) use crate::error::unexpected;
 pub use crate::writer::{CommitLsns, VolumeConfig, VolumeWriter};
 
 /// Time allowed for one ordinary request (connect included).
@@ -35,62 +37,6 @@ const PAGE_RETRY_WAIT_MIN: Duration = Duration::from_millis(20);
 /// The name every daemon's certificate carries.
 const SERVER_NAME: &str = "localhost";
 
-/// Errors of the storage client. Branch on variants, or on `is_retryable`.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum StorageError {
-    /// A daemon holds a newer epoch: a newer writer exists.
-    #[error("a newer writer holds the volume (epoch {current})")]
-    StaleEpoch { current: crate::ids::Epoch },
-    /// This writer was fenced earlier by a newer epoch; it must stop writing.
-    #[error("this writer has been fenced by a newer writer")]
-    Fenced,
-    /// The commit was not acknowledged by a write quorum in time. Its outcome
-    /// is unknown: it may still become durable.
-    #[error("commit not acknowledged by a write quorum within {timeout_ms} ms")]
-    QuorumTimeout { timeout_ms: u64 },
-    /// Too few daemons answered for a quorum operation.
-    #[error("quorum lost: {needed} storage daemons needed, {answered} answered ({what})")]
-    QuorumLost { what: &'static str, needed: usize, answered: usize },
-    /// No replica is complete up to the read point (yet).
-    #[error("no replica is complete to {want} (best {have})")]
-    NotComplete { have: Lsn, want: Lsn },
-    /// The read point is below the history storage keeps.
-    #[error("read point {want} is older than the oldest kept ({oldest})")]
-    TooOld { oldest: Lsn, want: Lsn },
-    /// Data failed a checksum or did not decode.
-    #[error("corrupt data from storage: {0}")]
-    Corrupt(String),
-    /// Network or daemon failure.
-    #[error("storage I/O failed: {0}")]
-    Io(String),
-    /// TLS material or configuration is unusable.
-    #[error("storage TLS setup failed: {0}")]
-    Tls(String),
-    /// The request was bad or the configuration does not fit.
-    #[error("invalid storage request: {0}")]
-    Invalid(String),
-    /// The operation was abandoned (writer shutting down).
-    #[error("storage operation cancelled")]
-    Cancelled,
-}
-
-impl StorageError {
-    /// Whether trying again (later, or on another replica) may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StorageError::NotComplete { .. } | StorageError::Io(_) | StorageError::QuorumLost { .. })
-    }
-
-    /// Whether this writer must stop (SQLSTATE 57P01 for its sessions).
-    pub fn is_fenced(&self) -> bool {
-        matches!(self, StorageError::Fenced | StorageError::StaleEpoch { .. })
-    }
-
-    /// Whether the operation was cancelled.
-    pub fn is_cancel(&self) -> bool {
-        matches!(self, StorageError::Cancelled)
-    }
-}
-
 impl From<TlsError> for StorageError {
     fn from(e: TlsError) -> Self {
         StorageError::Tls(e.to_string())
@@ -100,21 +46,15 @@ impl From<TlsError> for StorageError {
 /// Segments of `protection_group`: all daemons when there are exactly six,
 /// otherwise two per zone chosen deterministically from the group id.
 pub fn placement(nodes: &[StorageNode], protection_group: ProtectionGroupId) -> Vec<NodeId> {
-    if nodes.len() <= borealis_config::SEGMENTS_PER_GROUP {
-        return nodes.iter().map(|n| NodeId(n.index)).collect();
-    }
-    let mut zones: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
-    for node in nodes {
-        zones.entry(node.az.as_str()).or_default().push(NodeId(node.index));
-    }
-    let per_zone = borealis_config::SEGMENTS_PER_GROUP / zones.len().max(1);
-    let mut chosen = Vec::with_capacity(borealis_config::SEGMENTS_PER_GROUP);
-    for members in zones.values() {
-        let start = protection_group.0 as usize * per_zone;
-        chosen.extend((0..per_zone.min(members.len())).map(|k| members[(start + k) % members.len()]));
-    }
-    chosen
+    placement_of(nodes).segments(protection_group)
 }
+
+/// The sans-IO placement of the daemons of a cluster file.
+pub fn placement_of(nodes: &[StorageNode]) -> Placement {
+    Placement::new(nodes.iter().map(|n| (NodeId(n.index), n.az.clone())))
+}
+
+const _: () = assert!(crate::placement::SEGMENTS_PER_GROUP == borealis_config::SEGMENTS_PER_GROUP);
 
 /// One endpoint and a connection per daemon.
 pub struct StorageClient {
@@ -351,15 +291,6 @@ fn more_telling(kept: StorageError, new: StorageError) -> StorageError {
         (StorageError::NotComplete { have: a, .. }, StorageError::NotComplete { have: b, .. }) if b > a => new,
         (StorageError::NotComplete { .. }, StorageError::Corrupt(_)) => new,
         _ => kept,
-    }
-}
-
-/// A response that does not answer the request.
-pub(crate) fn unexpected(response: Response) -> StorageError {
-    match response {
-        Response::StaleEpoch { current } => StorageError::StaleEpoch { current },
-        Response::Failed { message } => StorageError::Io(message),
-        other => StorageError::Io(format!("unexpected response {other:?}")),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The storage daemon: a QUIC (mutual TLS) server in front of a
 //! `store::SegmentStore`, with a redo log and a state file on disk.
 //!
-//! An `Append` passes through: epoch check (a newer epoch is persisted
-//! first), the log writer thread (which writes every queued append, syncs
+//! Requests are decided by the sans-IO core (`daemon_core`); this shell
+//! does the I/O it asks for. An `Append` passes through: epoch check (a
+//! newer epoch is persisted first), the log writer thread (which writes every queued append, syncs
 //! once for all of them and then answers each: group commit), insertion into
 //! the segments, and the answer with each segment's SCL. Nothing is reported
 //! complete before it is synced. A `RaiseEpoch` or `Truncate` is persisted in
@@ -12,10 +13,11 @@
 //! A background tick applies records up to the durable LSN, collects page
 //! versions no read point can reach, and saves the durable LSN hint.
 
-use crate::ids::{Epoch, Lsn, NodeId, PageId, ProtectionGroupId, VolumeLayout};
+use crate::daemon_core::{Pending, Step};
+use crate::ids::{NodeId, VolumeLayout};
 use crate::log::{self, RedoLog};
-use crate::proto::{self, GroupAppend, MESSAGE_BYTES_MAX, Request, Response, SegmentProgress, Truncation};
-use crate::store::{EpochCheck, PageRefusal, SegmentStore, StoreError};
+use crate::proto::{self, GroupAppend, MESSAGE_BYTES_MAX, Request, Response};
+use crate::store::{SegmentStore, StoreError};
 use crate::tls::{self, TlsError};
 use borealis_config::StorageNode;
 use std::future::Future;
@@ -32,8 +34,7 @@ use tokio::task::JoinSet;
 pub const LOG_QUEUE_CAPACITY: usize = 1024;
 /// How often the background tick runs.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
-/// The most bytes of records one `GetRecords` answer carries.
-pub const RECORDS_BYTES_MAX: usize = MESSAGE_BYTES_MAX / 2;
+pub use crate::daemon_core::RECORDS_BYTES_MAX;
 /// How long shutdown waits for connections to close cleanly.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -305,123 +306,34 @@ impl Daemon {
     }
 
     async fn handle(&self, request: Request) -> Response {
-        match request {
-            Request::Append { epoch, groups, complete_to, durable_lsn, min_read_point, all_groups } => {
-                self.append(epoch, groups, (complete_to, all_groups), durable_lsn, min_read_point).await
-            }
-            Request::GetPage { page, read_point } => self.get_page(page, read_point),
-            Request::Status => Response::Status(self.lock().status()),
-            Request::AdvanceDurable { epoch, durable_lsn, min_read_point } => {
-                if let Err(stale) = self.accept_epoch(epoch).await {
-                    return stale;
-                }
-                self.lock().advance_durable(durable_lsn, min_read_point);
-                Response::Advanced
-            }
-            Request::RaiseEpoch { epoch } => match self.accept_epoch(epoch).await {
-                Ok(()) => Response::EpochRaised { epoch: self.lock().epoch() },
-                Err(stale) => stale,
-            },
-            Request::Truncate { epoch, truncation } => self.truncate(epoch, truncation).await,
-            Request::GetRecords { protection_group, after, up_to, bytes_max } => {
-                let bytes_max = (bytes_max as usize).min(RECORDS_BYTES_MAX);
-                let (records, more) = self.lock().records(protection_group, after, up_to, bytes_max);
-                Response::Records { records, more }
-            }
-            Request::ChainPoint { protection_group, at_or_below } => {
-                let (commit_lsn, record_lsn) = self.lock().chain_point(protection_group, at_or_below);
-                Response::ChainPoint { commit_lsn, record_lsn }
-            }
-            Request::Digest { protection_group, lsn } => {
-                let mut store = self.lock();
-                let segment_complete_lsn = store.segment_complete_lsn(protection_group);
-                match store.digest(protection_group, lsn) {
-                    Ok(pages) => Response::Digest { segment_complete_lsn, pages },
-                    Err(PageRefusal::NotComplete { segment_complete_lsn }) => {
-                        Response::NotComplete { segment_complete_lsn }
-                    }
-                    Err(PageRefusal::TooOld { oldest }) => Response::TooOld { oldest },
-                    Err(PageRefusal::Failed(message)) => Response::Failed { message },
-                }
-            }
-        }
+        let step = self.lock().step(request, Instant::now());
+        self.complete(step).await
     }
 
-    /// Accepts `epoch` if it is current, persisting it first if it is newer.
-    async fn accept_epoch(&self, epoch: Epoch) -> Result<(), Response> {
-        let check = self.lock().check_epoch(epoch);
-        match check {
-            EpochCheck::Current => Ok(()),
-            EpochCheck::Stale { current } => Err(Response::StaleEpoch { current }),
-            EpochCheck::Newer => {
-                if !self.lock().raise_epoch(epoch) {
-                    return Err(Response::StaleEpoch { current: self.lock().epoch() });
-                }
-                self.persist()
-                    .await
-                    .map_err(|e| Response::Failed { message: format!("cannot persist the epoch: {e}") })?;
-                tracing::info!(%epoch, "epoch raised");
-                Ok(())
-            }
-        }
-    }
-
-    async fn append(
-        &self,
-        epoch: Epoch,
-        groups: Vec<GroupAppend>,
-        (complete_to, all_groups): (Lsn, bool),
-        durable_lsn: Lsn,
-        min_read_point: Lsn,
-    ) -> Response {
-        if let Err(stale) = self.accept_epoch(epoch).await {
-            return stale;
-        }
-        if let Err(message) = validate_append(epoch, &groups) {
-            return Response::Failed { message };
-        }
-        let segments = match self.ingest(groups, complete_to, all_groups).await {
-            Ok(segments) => segments,
-            Err(message) => return Response::Failed { message },
+    /// Does the durable work a step asks for (state file first, then the
+    /// log), then finishes it.
+    pub(crate) async fn complete(&self, step: Step) -> Response {
+        let work = match step {
+            Step::Reply(response) => return response,
+            Step::Sync(work) => work,
         };
-        let mut store = self.lock();
-        // A writer fenced while its records were syncing is not told they are
-        // complete: the new writer may have truncated them.
-        if let EpochCheck::Stale { current } = store.check_epoch(epoch) {
-            return Response::StaleEpoch { current };
+        if work.persist_state {
+            if let Err(e) = self.persist().await {
+                return Response::Failed { message: format!("cannot persist the daemon state: {e}") };
+            }
+            if let Pending::EpochRaised = work.then {
+                tracing::info!(epoch = %self.lock().epoch(), "epoch raised");
+            }
         }
-        store.advance_durable(durable_lsn, min_read_point);
-        Response::Appended { segments }
-    }
-
-    /// Logs and syncs records and the promises that move an SCL, then
-    /// inserts them; returns the progress of the segments named.
-    pub(crate) async fn ingest(
-        &self,
-        groups: Vec<GroupAppend>,
-        complete_to: Lsn,
-        all_groups: bool,
-    ) -> Result<Vec<SegmentProgress>, String> {
-        let promises = self.lock().promises_needed(&groups, complete_to);
-        let groups = if promises.is_empty() && groups.iter().all(|g| g.records.is_empty()) {
-            groups
+        let groups = if work.logs() {
+            match self.log_append(work.groups, work.promises).await {
+                Ok(groups) => groups,
+                Err(message) => return Response::Failed { message },
+            }
         } else {
-            self.log_append(groups, promises).await?
+            work.groups
         };
-        Ok(self.lock().append_synced(groups, complete_to, all_groups))
-    }
-
-    /// Adopts a truncation range learnt from a peer (raising the epoch to
-    /// its epoch if needed: a writer of that epoch exists).
-    pub(crate) async fn adopt_truncation(&self, truncation: Truncation) -> Result<(), String> {
-        {
-            let mut store = self.lock();
-            if truncation.epoch > store.epoch() {
-                store.raise_epoch(truncation.epoch);
-            }
-            store.truncate(truncation)?;
-        }
-        self.persist().await.map_err(|e| format!("cannot persist the truncation: {e}"))
+        self.lock().finish(work.then, groups)
     }
 
     /// Writes and syncs records and promises through the log writer.
@@ -435,42 +347,4 @@ impl Daemon {
         self.log.send(LogAppend { groups, promises, done }).await.map_err(|_| stopped())?;
         synced.await.map_err(|_| stopped())?
     }
-
-    fn get_page(&self, page: PageId, read_point: Lsn) -> Response {
-        let result = self.lock().get_page(page, read_point, Instant::now());
-        match result {
-            Ok(image) => Response::Page { bytes: image.as_bytes().to_vec() },
-            Err(PageRefusal::NotComplete { segment_complete_lsn }) => Response::NotComplete { segment_complete_lsn },
-            Err(PageRefusal::TooOld { oldest }) => Response::TooOld { oldest },
-            Err(PageRefusal::Failed(message)) => Response::Failed { message },
-        }
-    }
-
-    async fn truncate(&self, epoch: Epoch, truncation: Truncation) -> Response {
-        if let Err(stale) = self.accept_epoch(epoch).await {
-            return stale;
-        }
-        let result = self.lock().truncate(truncation);
-        let segments = match result {
-            Ok(segments) => segments,
-            Err(message) => return Response::Failed { message },
-        };
-        if let Err(e) = self.persist().await {
-            return Response::Failed { message: format!("cannot persist the truncation: {e}") };
-        }
-        Response::Truncated { segments }
-    }
-}
-
-/// Refuses appends whose records do not belong where they claim.
-pub(crate) fn validate_append(epoch: Epoch, groups: &[GroupAppend]) -> Result<(), String> {
-    for group in groups {
-        let protection_group: ProtectionGroupId = group.protection_group;
-        for record in &group.records {
-            if record.protection_group != protection_group || record.epoch > epoch || record.prev_lsn >= record.lsn {
-                return Err(format!("record {} does not fit group {protection_group} at epoch {epoch}", record.lsn));
-            }
-        }
-    }
-    Ok(())
 }

@@ -12,16 +12,28 @@
 //! the commit once 4 of 6 segments of every group are complete past it. A
 //! page read names a read point and is served by one complete segment, whose
 //! applicator (`versions`) rebuilt the page from redo.
+//!
+//! The protocol decisions are sans-IO cores driven by messages: the daemon's
+//! request handling and epoch fence (`daemon_core` over `store`), the
+//! writer's LSN assignment, sends and durability (`writer_core` over
+//! `quorum`), and recovery (`recovery_core`). The QUIC shells (`daemon`,
+//! `writer`, `recovery`, `gossip`) only move their messages, and the
+//! deterministic simulation (`tests/sim`) drives the same cores.
 
+pub mod daemon_core;
+pub mod error;
 pub mod hedge;
 pub mod ids;
 pub mod page;
+pub mod placement;
 pub mod proto;
 pub mod quorum;
+pub mod recovery_core;
 pub mod redo;
 pub mod segment;
 pub mod store;
 pub mod versions;
+pub mod writer_core;
 
 pub mod log;
 
