@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BOREALIS := $(TARGET_DIR)/debug/borealis
 
-.PHONY: build run test check fmt clippy deps deps-direction doc clean-data
+.PHONY: build run test check fmt clippy deps deps-direction doc clean-data sim
 
 build:
 	$(CARGO) build --workspace --bins
@@ -32,6 +32,16 @@ doc:
 deps-direction:
 	@if $(CARGO) tree -p borealis-sql -e normal | grep -q ' quinn '; then \
 		echo "borealis-sql depends on quinn: storage's features leaked"; exit 1; fi
+
+## The storage simulation. `make sim SEED=1234` replays one seed exactly;
+## without SEED it runs the fixed seeds plus SIM_RANDOM random ones, printing
+## every seed (a failure names the seed to replay). `make test` runs the
+## fixed seeds and two random ones as an ordinary test.
+SEED ?=
+SIM_RANDOM ?= 8
+sim:
+	BOREALIS_SIM_SEED=$(SEED) BOREALIS_SIM_RANDOM_SEEDS=$(SIM_RANDOM) \
+		$(CARGO) test -p borealis-storage --test sim -- --nocapture
 
 ## The clients the tests drive (psql).
 deps:

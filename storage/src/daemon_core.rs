@@ -12,7 +12,10 @@
 //!
 //! Epoch fence (DESIGN.md invariant 6): a request carrying an epoch below
 //! the daemon's is refused with `StaleEpoch`; a newer one is taken (and must
-//! be persisted first). An append whose epoch was overtaken while it synced
+//! be persisted first). `RaiseEpoch` is a new writer's claim and is refused
+//! unless its epoch is strictly newer: two writers that picked the same
+//! epoch (each from statuses that missed the other's raise) cannot both win
+//! a write quorum for it. An append whose epoch was overtaken while it synced
 //! is not acknowledged either, since the new writer may have truncated it.
 
 use crate::ids::{Epoch, Lsn, NodeId, ProtectionGroupId};
@@ -119,9 +122,11 @@ impl SegmentStore {
                     then: Pending::Advance { durable_lsn, min_read_point },
                 }),
             },
+            // A claim: only a strictly newer epoch is taken, so that two
+            // recovering writers can never both hold one epoch.
             Request::RaiseEpoch { epoch } => match self.accept_epoch(epoch) {
                 Err(stale) => Step::Reply(stale),
-                Ok(false) => Step::Reply(Response::EpochRaised { epoch: self.epoch() }),
+                Ok(false) => Step::Reply(Response::StaleEpoch { current: self.epoch() }),
                 Ok(true) => Step::Sync(SyncWork {
                     persist_state: true,
                     groups: Vec::new(),
@@ -305,4 +310,38 @@ pub fn gossip_fetches(mine: &NodeStatus, peers: &[NodeStatus]) -> Vec<GossipFetc
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::VolumeLayout;
+    use crate::store::PersistedState;
+
+    fn store() -> SegmentStore {
+        SegmentStore::new(NodeId(0), VolumeLayout { pages_per_group: 4 }, PersistedState::default())
+    }
+
+    fn run(store: &mut SegmentStore, request: Request) -> Response {
+        match store.step(request, Instant::now()) {
+            Step::Reply(response) => response,
+            Step::Sync(work) => store.finish(work.then, work.groups),
+        }
+    }
+
+    #[test]
+    fn an_epoch_is_claimed_once_and_stale_epochs_are_refused() {
+        let mut store = store();
+        assert_eq!(run(&mut store, Request::RaiseEpoch { epoch: Epoch(2) }), Response::EpochRaised { epoch: Epoch(2) });
+        // A second writer that picked the same epoch loses it.
+        assert_eq!(
+            run(&mut store, Request::RaiseEpoch { epoch: Epoch(2) }),
+            Response::StaleEpoch { current: Epoch(2) }
+        );
+        let advance = Request::AdvanceDurable { epoch: Epoch(2), durable_lsn: Lsn(5), min_read_point: Lsn(5) };
+        assert_eq!(run(&mut store, advance), Response::Advanced, "the holder of the epoch still writes");
+        let old = Request::AdvanceDurable { epoch: Epoch(1), durable_lsn: Lsn(9), min_read_point: Lsn(9) };
+        assert_eq!(run(&mut store, old), Response::StaleEpoch { current: Epoch(2) });
+        assert_eq!(store.durable_lsn(), Lsn(5));
+    }
 }

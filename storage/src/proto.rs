@@ -113,7 +113,8 @@ pub enum Request {
     Status,
     /// Tells the daemon the volume durable LSN and the writer's min read point.
     AdvanceDurable { epoch: Epoch, durable_lsn: Lsn, min_read_point: Lsn },
-    /// Raises the daemon's epoch; refused if lower than the current one.
+    /// A new writer claims `epoch`; refused (`StaleEpoch`) unless it is
+    /// above the daemon's, so that each epoch belongs to one writer.
     RaiseEpoch { epoch: Epoch },
     /// Persists a truncation range; `epoch` is the requester's.
     Truncate { epoch: Epoch, truncation: Truncation },

@@ -2,8 +2,10 @@
 //! batch of requests to daemons whose answers (or failures) decide the next.
 //!
 //! 1. Status of every daemon: the new epoch is one above any seen.
-//! 2. `RaiseEpoch` on every daemon; a write quorum must take it. This fences
-//!    the old writer (DESIGN.md invariant 6).
+//! 2. `RaiseEpoch` on every daemon; a write quorum must take it, and any
+//!    refusal (a daemon already at that epoch or above) ends the attempt:
+//!    the epoch may be another writer's. This fences the old writer
+//!    (DESIGN.md invariant 6).
 //! 3. Status again; the raised daemons get every truncation range any of
 //!    them knows, then report their final status (a write quorum must).
 //! 4. Per protection group, the most complete segment of a read quorum;

@@ -178,10 +178,13 @@ impl WriterCore {
         Some(covering_first(nodes, read_point, |node| self.tracker.segment_complete_lsn(group, node)))
     }
 
-    /// What to send, in order, after (re)connecting to a daemon: our epoch,
-    /// every truncation range (or a status request when there is none).
+    /// What to send, in order, after (re)connecting to a daemon: our epoch
+    /// (with the durable LSN; a daemon that missed recovery takes the epoch
+    /// here), every truncation range (or a status request when there is none).
     pub fn hello_requests(&self) -> Vec<Request> {
-        let mut requests = vec![Request::RaiseEpoch { epoch: self.epoch }];
+        let durable_lsn = self.tracker.durable_lsn();
+        let min_read_point = self.min_read_point.unwrap_or(durable_lsn).min(durable_lsn);
+        let mut requests = vec![Request::AdvanceDurable { epoch: self.epoch, durable_lsn, min_read_point }];
         requests.extend(self.truncations.iter().map(|t| Request::Truncate { epoch: self.epoch, truncation: *t }));
         if self.truncations.is_empty() {
             requests.push(Request::Status);
@@ -196,8 +199,7 @@ impl WriterCore {
         let mut segments = Vec::new();
         for answer in answers {
             match answer {
-                Response::EpochRaised { epoch } if epoch == self.epoch => {}
-                Response::EpochRaised { epoch } => return Err(StorageError::StaleEpoch { current: epoch }),
+                Response::Advanced => {}
                 Response::Truncated { segments: after } => segments = after,
                 Response::Status(status) => segments = status.segments,
                 other => return Err(unexpected(other)),
@@ -410,7 +412,7 @@ mod tests {
         let body = RedoBody::InitPage { page: PageId(1), kind: PageKind::Heap };
         assert_eq!(core.assign(&[body.clone(), body.clone()]), Some(CommitLsns { first: Lsn(2), commit: Lsn(3) }));
         assert_eq!(core.assign(&[body.clone()]), None, "LAL reached");
-        let fenced = core.hello_answered(NodeId(0), vec![Response::EpochRaised { epoch: Epoch(2) }]);
+        let fenced = core.hello_answered(NodeId(0), vec![Response::StaleEpoch { current: Epoch(2) }]);
         assert_eq!(fenced, Err(StorageError::StaleEpoch { current: Epoch(2) }));
     }
 }

@@ -113,11 +113,7 @@ impl History {
     }
 
     /// The digest a segment of `group` must report at `read_point`.
-    pub fn digest(
-        pages: &BTreeMap<PageId, Page>,
-        layout: VolumeLayout,
-        group: ProtectionGroupId,
-    ) -> Vec<PageDigest> {
+    pub fn digest(pages: &BTreeMap<PageId, Page>, layout: VolumeLayout, group: ProtectionGroupId) -> Vec<PageDigest> {
         pages
             .iter()
             .filter(|(page, _)| layout.group_of(**page) == group)
@@ -131,6 +127,11 @@ impl History {
 
     /// Groups with a record that survives at or below `read_point`.
     pub fn groups_at(&self, read_point: Lsn) -> BTreeSet<ProtectionGroupId> {
-        self.records.range(..=read_point).map(|(_, r)| r).filter(|r| !self.annulled(r)).map(|r| r.protection_group).collect()
+        self.records
+            .range(..=read_point)
+            .map(|(_, r)| r)
+            .filter(|r| !self.annulled(r))
+            .map(|r| r.protection_group)
+            .collect()
     }
 }

@@ -417,6 +417,11 @@ impl World {
         }
         if !self.healing {
             self.inject_faults();
+        } else if self.writers.last().is_none_or(|w| matches!(w.phase, Phase::Fenced)) {
+            // A recovery that failed half way may still fence the writer
+            // (its claims were in flight); the controller promotes another.
+            self.writers.clear();
+            self.add_writer(0);
         }
         if self.now >= self.next_read_check {
             self.next_read_check = self.now + READ_CHECK_INTERVAL;
@@ -723,7 +728,16 @@ impl World {
                 let senders = core
                     .nodes()
                     .into_iter()
-                    .map(|n| (n, SenderSlot { state: Sender::Backoff { until: 0 }, backoff: BACKOFF_MIN, repaired: Vec::new() }))
+                    .map(|n| {
+                        (
+                            n,
+                            SenderSlot {
+                                state: Sender::Backoff { until: 0 },
+                                backoff: BACKOFF_MIN,
+                                repaired: Vec::new(),
+                            },
+                        )
+                    })
                     .collect();
                 writer.phase = Phase::Running { core: Box::new(core), senders };
             }
@@ -752,9 +766,9 @@ impl World {
         let Phase::Running { core, senders } = &mut self.writers[index].phase else { return };
         let slot = senders.get_mut(&node).expect("a sender per node");
         let timed_out = match &slot.state {
-            Sender::Append { deadline, .. } | Sender::Fetch { deadline, .. } | Sender::RepairAppend { deadline, .. } => {
-                *deadline <= now
-            }
+            Sender::Append { deadline, .. }
+            | Sender::Fetch { deadline, .. }
+            | Sender::RepairAppend { deadline, .. } => *deadline <= now,
             Sender::Hello { waiting: Some((_, deadline)), .. } => *deadline <= now,
             _ => false,
         };
@@ -1047,7 +1061,8 @@ impl World {
         let durable = core.durable_lsn();
         self.stats.final_durable_lsn = durable;
         if self.history.last_acknowledged() > durable {
-            let message = format!("acknowledged {} is above the final durable LSN {durable}", self.history.last_acknowledged());
+            let message =
+                format!("acknowledged {} is above the final durable LSN {durable}", self.history.last_acknowledged());
             return self.fail(message);
         }
         let pages = match self.history.pages_at(durable) {
