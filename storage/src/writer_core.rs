@@ -411,7 +411,7 @@ mod tests {
         core.settings.lsn_allocation_limit = 3;
         let body = RedoBody::InitPage { page: PageId(1), kind: PageKind::Heap };
         assert_eq!(core.assign(&[body.clone(), body.clone()]), Some(CommitLsns { first: Lsn(2), commit: Lsn(3) }));
-        assert_eq!(core.assign(&[body.clone()]), None, "LAL reached");
+        assert_eq!(core.assign(std::slice::from_ref(&body)), None, "LAL reached");
         let fenced = core.hello_answered(NodeId(0), vec![Response::StaleEpoch { current: Epoch(2) }]);
         assert_eq!(fenced, Err(StorageError::StaleEpoch { current: Epoch(2) }));
     }

@@ -264,7 +264,7 @@ struct Recovering {
 
 enum Phase {
     Waiting { until: Micros },
-    Recovering(Recovering),
+    Recovering(Box<Recovering>),
     Running { core: Box<WriterCore>, senders: BTreeMap<NodeId, SenderSlot> },
     Fenced,
 }
@@ -659,7 +659,7 @@ impl World {
             Phase::Waiting { until } if *until <= now => {
                 let core = RecoveryCore::new(self.recovery_settings());
                 self.writers[index].phase =
-                    Phase::Recovering(Recovering { core, ids: Vec::new(), answers: Vec::new(), deadline: 0 });
+                    Phase::Recovering(Box::new(Recovering { core, ids: Vec::new(), answers: Vec::new(), deadline: 0 }));
                 self.send_recovery_round(index);
             }
             Phase::Recovering(r) if r.deadline <= now || r.answers.iter().all(Option::is_some) => {
@@ -745,7 +745,9 @@ impl World {
     }
 
     fn writer_response(&mut self, index: usize, from: Addr, id: u64, response: Response) {
-        let Addr::Daemon(node) = from else { return };
+        if !matches!(from, Addr::Daemon(_)) {
+            return;
+        }
         match &mut self.writers[index].phase {
             Phase::Recovering(r) => {
                 if let Some(slot) = r.ids.iter().position(|i| *i == id)
@@ -754,7 +756,7 @@ impl World {
                     r.answers[slot] = Some(response);
                 }
             }
-            Phase::Running { .. } => self.sender_answer(index, node, id, response),
+            Phase::Running { .. } => self.sender_answer(index, id, response),
             _ => {}
         }
     }
@@ -808,7 +810,7 @@ impl World {
         self.send(Addr::Writer(writer_id), Addr::Daemon(to), Body::Request { id, request });
     }
 
-    fn sender_answer(&mut self, index: usize, from: NodeId, id: u64, response: Response) {
+    fn sender_answer(&mut self, index: usize, id: u64, response: Response) {
         let now = self.now;
         let writer_id = self.writers[index].id;
         let Phase::Running { core, senders } = &mut self.writers[index].phase else { return };
@@ -873,14 +875,13 @@ impl World {
                     }
                     Ok(None)
                 }
-                other => Err(borealis_storage::error::StorageError::Io(format!("repair fetch: {other:?}"))),
+                other => Err(StorageError::Io(format!("repair fetch: {other:?}"))),
             },
             other => {
                 slot.state = other;
                 Ok(None)
             }
         };
-        let _ = from;
         match outcome {
             Ok(_) => {
                 if matches!(slot.state, Sender::Ready) {
