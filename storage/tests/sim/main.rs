@@ -1,6 +1,7 @@
 //! Goal: the storage protocol keeps its promises under every fault a seed
-//! can draw: no acknowledged commit is lost, LSNs rise (per writer and
-//! across epochs), the segments of a group converge to identical pages at
+//! can draw: a commit is acknowledged only once its records are on the disks
+//! of a write quorum, no acknowledged commit is lost, LSNs rise (per writer
+//! and across epochs), the segments of a group converge to identical pages at
 //! equal LSNs, and no daemon accepts a stale epoch.
 //!
 //! Method: a deterministic simulation (`world`) runs 1 writer and 6 daemons

@@ -93,6 +93,14 @@ impl History {
         Ok(())
     }
 
+    /// The surviving records in `(after, up_to]`.
+    pub fn surviving(&self, after: Lsn, up_to: Lsn) -> Vec<Lsn> {
+        if up_to <= after {
+            return Vec::new();
+        }
+        self.records.range(after.next()..=up_to).map(|(_, r)| r).filter(|r| !self.annulled(r)).map(|r| r.lsn).collect()
+    }
+
     /// The highest acknowledged commit.
     pub fn last_acknowledged(&self) -> Lsn {
         self.acknowledged.keys().next_back().copied().unwrap_or(Lsn::ZERO)

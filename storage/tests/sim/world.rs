@@ -296,6 +296,12 @@ pub struct World {
     violation: Option<String>,
     next_read_check: Micros,
     healing: bool,
+    /// Per daemon: LSNs of the records its disk holds durably (synced, or
+    /// kept by a crash), whatever its memory says.
+    durable_records: Vec<std::collections::BTreeSet<Lsn>>,
+    /// Records up to here were found on a write quorum of disks when a
+    /// commit covering them was acknowledged.
+    quorum_checked: Lsn,
 }
 
 fn request_epoch(request: &Request) -> Option<Epoch> {
@@ -339,6 +345,8 @@ impl World {
             violation: None,
             next_read_check: READ_CHECK_INTERVAL,
             healing: false,
+            durable_records: vec![std::collections::BTreeSet::new(); 6],
+            quorum_checked: Lsn::ZERO,
         };
         world.add_writer(0);
         world
@@ -516,6 +524,14 @@ impl World {
         self.gossip(index);
     }
 
+    fn note_durable(&mut self, index: usize, entries: &[LogEntry]) {
+        for entry in entries {
+            if let LogEntry::Record(record) = entry {
+                self.durable_records[index].insert(record.lsn);
+            }
+        }
+    }
+
     fn write_state(&mut self, index: usize, state: PersistedState) {
         let before = self.daemons[index].disk.state.epoch;
         if state.epoch < before {
@@ -535,6 +551,7 @@ impl World {
             if let Some(state) = sync.state {
                 self.write_state(index, state);
             }
+            self.note_durable(index, &sync.entries);
             let daemon = &mut self.daemons[index];
             daemon.disk.log.extend(sync.entries);
             let live = daemon.live.as_mut().expect("checked live");
@@ -636,7 +653,13 @@ impl World {
                 daemon.disk.state = state;
             }
             let take = keep.min(sync.entries.len());
-            daemon.disk.log.extend(sync.entries.into_iter().take(take));
+            let kept: Vec<LogEntry> = sync.entries.into_iter().take(take).collect();
+            for entry in &kept {
+                if let LogEntry::Record(record) = entry {
+                    self.durable_records[index].insert(record.lsn);
+                }
+            }
+            daemon.disk.log.extend(kept);
             keep -= take;
         }
         daemon.restart_at = self.now + down_for;
@@ -914,6 +937,7 @@ impl World {
             if let Err(e) = self.history.acknowledged(commit, epoch) {
                 self.fail(e);
             }
+            self.check_write_quorum(commit);
         }
     }
 
@@ -1020,6 +1044,18 @@ impl World {
     }
 
     // ---- checks ----
+
+    /// DESIGN.md invariant 3: a commit is acknowledged only once every
+    /// record up to it is on the disks of a write quorum.
+    fn check_write_quorum(&mut self, commit: Lsn) {
+        for lsn in self.history.surviving(self.quorum_checked, commit) {
+            let copies = self.durable_records.iter().filter(|d| d.contains(&lsn)).count();
+            if copies < WRITE_QUORUM {
+                return self.fail(format!("commit {commit} acknowledged with record {lsn} durable on {copies} disks"));
+            }
+        }
+        self.quorum_checked = self.quorum_checked.max(commit);
+    }
 
     /// A page read at the newest writer's durable LSN, from a segment
     /// complete to it, must equal the model.
