@@ -76,7 +76,8 @@ pub struct VolumeSection {
     pub protection_group_size_bytes: u64,
     pub write_quorum: usize,
     pub read_quorum: usize,
-    /// How long a commit may wait for its write quorum before it fails.
+    /// How long a commit may wait without the durable LSN moving before it
+    /// fails (a large commit may take longer in total while storage keeps up).
     pub commit_timeout_ms: u64,
     /// LSN allocation limit: how far the writer may run ahead of the durable LSN.
     pub lsn_allocation_limit: u64,

@@ -15,9 +15,9 @@ pub enum StorageError {
     /// This writer was fenced earlier by a newer epoch; it must stop writing.
     #[error("this writer has been fenced by a newer writer")]
     Fenced,
-    /// The commit was not acknowledged by a write quorum in time. Its outcome
-    /// is unknown: it may still become durable.
-    #[error("commit not acknowledged by a write quorum within {timeout_ms} ms")]
+    /// The commit was not acknowledged: no write quorum progress for the
+    /// commit timeout. Its outcome is unknown: it may still become durable.
+    #[error("commit not acknowledged: no write quorum progress for {timeout_ms} ms")]
     QuorumTimeout { timeout_ms: u64 },
     /// Too few daemons answered for a quorum operation.
     #[error("quorum lost: {needed} storage daemons needed, {answered} answered ({what})")]

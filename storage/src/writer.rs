@@ -79,6 +79,9 @@ impl VolumeConfig {
 #[derive(Debug, Clone, Copy, Default)]
 struct Progress {
     durable_lsn: Lsn,
+    /// VCL: every record at or below it is on a write quorum (it moves
+    /// within a large transaction, whose only commit point is its last record).
+    complete_lsn: Lsn,
     fenced: bool,
     closed: bool,
 }
@@ -173,7 +176,8 @@ impl VolumeWriter {
     /// Makes `bodies` durable as one transaction. Returns once every record
     /// up to the commit is on a write quorum of its group (VDL >= commit).
     /// Concurrent calls are acknowledged in LSN order. On `QuorumTimeout`
-    /// the outcome is unknown. Cancel-safe only in that a dropped call
+    /// (LSN allocation blocked, or no record reaching a write quorum, for
+    /// the commit timeout) the outcome is unknown. Cancel-safe only in that a dropped call
     /// leaves its records in flight (they may still become durable).
     pub async fn commit(&self, bodies: Vec<RedoBody>) -> Result<CommitLsns, StorageError> {
         if bodies.is_empty() {
@@ -197,11 +201,25 @@ impl VolumeWriter {
         for wake in self.shared.wake.values() {
             wake.notify_one();
         }
-        let reached = progress.wait_for(|p| p.fenced || p.closed || p.durable_lsn >= lsns.commit);
-        let outcome = match tokio::time::timeout_at(deadline, reached).await {
-            Ok(Ok(p)) => *p,
-            Ok(Err(_)) => return Err(StorageError::Cancelled),
-            Err(_) => return Err(StorageError::QuorumTimeout { timeout_ms }),
+        // The timeout measures a lack of progress, not the commit's total
+        // time: a large transaction takes as long as its records take to
+        // ship, and fails only if records stop reaching a write quorum.
+        let mut complete = progress.borrow().complete_lsn;
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let outcome = loop {
+            let current = *progress.borrow_and_update();
+            if current.fenced || current.closed || current.durable_lsn >= lsns.commit {
+                break current;
+            }
+            if current.complete_lsn > complete {
+                complete = current.complete_lsn;
+                deadline = tokio::time::Instant::now() + timeout;
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(StorageError::Cancelled),
+                Err(_) => return Err(StorageError::QuorumTimeout { timeout_ms }),
+            }
         };
         if outcome.durable_lsn >= lsns.commit {
             Ok(lsns)
@@ -312,8 +330,14 @@ impl Shared {
         p.fenced || p.closed
     }
 
-    /// Publishes a new VDL (from the core) and wakes the senders.
+    /// Publishes a new VDL (from the core) and wakes the senders; publishes VCL.
     fn publish(&self, durable: Option<Lsn>) {
+        let complete = self.lock().complete_lsn();
+        self.progress.send_if_modified(|p| {
+            let moved = complete > p.complete_lsn;
+            p.complete_lsn = p.complete_lsn.max(complete);
+            moved
+        });
         if let Some(durable_lsn) = durable {
             self.progress.send_modify(|p| p.durable_lsn = p.durable_lsn.max(durable_lsn));
             for wake in self.wake.values() {

@@ -117,6 +117,11 @@ impl WriterCore {
         self.tracker.durable_lsn()
     }
 
+    /// VCL: every record at or below it is on a write quorum of its group.
+    pub fn complete_lsn(&self) -> Lsn {
+        self.tracker.volume_complete_lsn()
+    }
+
     /// The last LSN assigned.
     pub fn allocated_lsn(&self) -> Lsn {
         self.tracker.allocated_lsn()
