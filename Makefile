@@ -43,7 +43,7 @@ sim:
 	BOREALIS_SIM_SEED=$(SEED) BOREALIS_SIM_RANDOM_SEEDS=$(SIM_RANDOM) \
 		$(CARGO) test -p borealis-storage --test sim -- --nocapture
 
-## The clients the tests drive (psql).
+## The clients the tests drive (psql, pgbench).
 deps:
 	bash scripts/install-test-deps.sh
 

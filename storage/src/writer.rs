@@ -79,9 +79,9 @@ impl VolumeConfig {
 #[derive(Debug, Clone, Copy, Default)]
 struct Progress {
     durable_lsn: Lsn,
-    /// VCL: every record at or below it is on a write quorum (it moves
-    /// within a large transaction, whose only commit point is its last record).
-    complete_lsn: Lsn,
+    /// Records daemons have acknowledged so far: moves while a large
+    /// transaction (whose only commit point is its last record) ships.
+    shipped: u64,
     fenced: bool,
     closed: bool,
 }
@@ -176,7 +176,7 @@ impl VolumeWriter {
     /// Makes `bodies` durable as one transaction. Returns once every record
     /// up to the commit is on a write quorum of its group (VDL >= commit).
     /// Concurrent calls are acknowledged in LSN order. On `QuorumTimeout`
-    /// (LSN allocation blocked, or no record reaching a write quorum, for
+    /// (LSN allocation blocked, or no daemon acknowledging records, for
     /// the commit timeout) the outcome is unknown. Cancel-safe only in that a dropped call
     /// leaves its records in flight (they may still become durable).
     pub async fn commit(&self, bodies: Vec<RedoBody>) -> Result<CommitLsns, StorageError> {
@@ -203,16 +203,16 @@ impl VolumeWriter {
         }
         // The timeout measures a lack of progress, not the commit's total
         // time: a large transaction takes as long as its records take to
-        // ship, and fails only if records stop reaching a write quorum.
-        let mut complete = progress.borrow().complete_lsn;
+        // ship, and fails only if daemons stop acknowledging records.
+        let mut shipped = progress.borrow().shipped;
         let mut deadline = tokio::time::Instant::now() + timeout;
         let outcome = loop {
             let current = *progress.borrow_and_update();
             if current.fenced || current.closed || current.durable_lsn >= lsns.commit {
                 break current;
             }
-            if current.complete_lsn > complete {
-                complete = current.complete_lsn;
+            if current.shipped > shipped {
+                shipped = current.shipped;
                 deadline = tokio::time::Instant::now() + timeout;
             }
             match tokio::time::timeout_at(deadline, progress.changed()).await {
@@ -330,14 +330,15 @@ impl Shared {
         p.fenced || p.closed
     }
 
-    /// Publishes a new VDL (from the core) and wakes the senders; publishes VCL.
+    /// Counts records a daemon acknowledged.
+    fn shipped(&self, records: usize) {
+        if records > 0 {
+            self.progress.send_modify(|p| p.shipped += records as u64);
+        }
+    }
+
+    /// Publishes a new VDL (from the core) and wakes the senders.
     fn publish(&self, durable: Option<Lsn>) {
-        let complete = self.lock().complete_lsn();
-        self.progress.send_if_modified(|p| {
-            let moved = complete > p.complete_lsn;
-            p.complete_lsn = p.complete_lsn.max(complete);
-            moved
-        });
         if let Some(durable_lsn) = durable {
             self.progress.send_modify(|p| p.durable_lsn = p.durable_lsn.max(durable_lsn));
             for wake in self.wake.values() {
@@ -399,14 +400,23 @@ async fn send_next(shared: &Shared, node: NodeId, wake: &Notify) -> Result<(), S
             Ok(())
         }
         Some(Outgoing::Append(request)) => {
+            let records = record_count(&request);
             let answer = shared.client.request(node, &request, BULK_REQUEST_TIMEOUT).await?;
             let durable = shared.lock().appended(node, answer)?;
+            shared.shipped(records);
             shared.publish(durable);
             Ok(())
         }
         Some(Outgoing::Repair { protection_group, after, up_to, source }) => {
             repair(shared, node, protection_group, (after, up_to), source).await
         }
+    }
+}
+
+fn record_count(request: &Request) -> usize {
+    match request {
+        Request::Append { groups, .. } => groups.iter().map(|g| g.records.len()).sum(),
+        _ => 0,
     }
 }
 
@@ -423,6 +433,7 @@ async fn repair(
     let request = shared.lock().repair_append(protection_group, records, after);
     let answer = shared.client.request(node, &request, BULK_REQUEST_TIMEOUT).await?;
     let durable = shared.lock().appended(node, answer)?;
+    shared.shipped(record_count(&request));
     shared.publish(durable);
     Ok(())
 }

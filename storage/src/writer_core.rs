@@ -117,11 +117,6 @@ impl WriterCore {
         self.tracker.durable_lsn()
     }
 
-    /// VCL: every record at or below it is on a write quorum of its group.
-    pub fn complete_lsn(&self) -> Lsn {
-        self.tracker.volume_complete_lsn()
-    }
-
     /// The last LSN assigned.
     pub fn allocated_lsn(&self) -> Lsn {
         self.tracker.allocated_lsn()
@@ -289,6 +284,9 @@ impl WriterCore {
         let cursor = self.cursors.get_mut(&node)?;
         let mut groups = Vec::with_capacity(cursor.sent.len());
         let mut any_records = false;
+        // One append carries at most APPEND_RECORDS_MAX records in all, so
+        // that a large transaction spread over many groups ships in steps.
+        let mut budget = APPEND_RECORDS_MAX;
         for (group, sent) in cursor.sent.iter_mut() {
             let tail_lsn = self.group_tails.get(group).copied().unwrap_or(Lsn::ZERO);
             let mut records = Vec::new();
@@ -304,7 +302,8 @@ impl WriterCore {
                     let source = self.tracker.best_segment(*group, node)?;
                     return Some(Outgoing::Repair { protection_group: *group, after: *sent, up_to: next_kept, source });
                 }
-                records.extend(pending.take(APPEND_RECORDS_MAX).cloned());
+                records.extend(pending.take(budget).cloned());
+                budget -= records.len();
                 if let Some(last) = records.last() {
                     *sent = last.lsn;
                 }
