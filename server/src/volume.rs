@@ -1,26 +1,33 @@
 //! The instances' side of the `borealis_sql::Volume` seam: pages from the
 //! storage volume through a moka buffer cache, and commits as redo.
 //!
-//! Writer: the cache holds the newest committed version of each cached page.
-//! A commit's redo is made durable on a write quorum first, then applied to
-//! the cached pages it touches, then the visible LSN advances — all under one
+//! Writer: the cache holds the newest durable version of each cached page.
+//! Commits are pipelined (group commit): `submit` assigns a transaction's
+//! LSNs and keeps its page images in `staged` (not evictable, and the cache
+//! entries of those pages are dropped), where the next write transactions,
+//! reading at the newest submitted commit, find them. When storage reports a
+//! commit durable, the staged pages up to the durable LSN move into the
+//! cache and the visible LSN (where statements read) advances — under one
 //! short lock, so a statement either sees a commit completely or not at all.
-//! A statement reading at `read_point` uses a cached page only if the page's
-//! LSN is at or below the read point (then it is the version as of the read
-//! point, because the cache always holds the newest version); otherwise it
-//! asks storage for the page as of its read point (DESIGN.md invariant 5).
+//! A statement reading at `read_point` uses a staged or cached page only if
+//! the page's LSN is at or below the read point (then it is the version as of
+//! the read point: both hold the newest versions); otherwise it asks storage
+//! for the page as of its read point, or as of the visible LSN for a read
+//! point above it — a page not staged did not change since (DESIGN.md
+//! invariant 5).
 //!
 //! Reader: without the commit stream a reader cannot know which cached pages
 //! changed, so its cache is keyed by (page, read point): an entry can never
 //! be stale, and statements at the same read point share it.
 
 use async_trait::async_trait;
+use borealis_sql::heap::Overlay;
 use borealis_sql::{Volume, VolumeError};
 use borealis_storage::client::{StorageError, VolumeReader, VolumeWriter};
 use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::page::{PAGE_SIZE, Page};
 use borealis_storage::redo::RedoBody;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -48,8 +55,12 @@ pub fn volume_error(error: StorageError) -> VolumeError {
 }
 
 struct WriterState {
-    /// The LSN of the newest commit applied to the cache; statements read here.
+    /// The newest durable commit; statements read here.
     visible_lsn: Lsn,
+    /// The newest submitted commit (>= `visible_lsn`); write transactions read here.
+    staged_lsn: Lsn,
+    /// The newest image of each page changed by a commit above `visible_lsn`.
+    staged: HashMap<PageId, Arc<Page>>,
     /// A commit was started and did not finish (quorum timeout, or its future
     /// was dropped): its records may still become durable, so the cache and
     /// `visible_lsn` may lack it. The next commit must settle it first.
@@ -70,7 +81,13 @@ impl WriterVolume {
     pub fn new(storage: VolumeWriter) -> WriterVolume {
         let visible_lsn = storage.durable_lsn();
         let cache = moka::sync::Cache::builder().max_capacity(CACHE_BYTES).weigher(|_, _| page_weight()).build();
-        let state = WriterState { visible_lsn, in_doubt: false, history: VecDeque::new() };
+        let state = WriterState {
+            visible_lsn,
+            staged_lsn: visible_lsn,
+            staged: HashMap::new(),
+            in_doubt: false,
+            history: VecDeque::new(),
+        };
         WriterVolume { storage, cache, state: Mutex::new(state) }
     }
 
@@ -78,10 +95,11 @@ impl WriterVolume {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Applies a durable commit to the cached pages and makes it visible.
+    /// Applies a durable commit to the cached pages and makes it visible
+    /// (the unpipelined `commit`, with nothing staged).
     fn install(&self, bodies: &[RedoBody], first_lsn: Lsn, commit_lsn: Lsn) -> Result<(), VolumeError> {
         let mut state = self.lock();
-        assert!(commit_lsn > state.visible_lsn, "commit {commit_lsn} not above visible {}", state.visible_lsn);
+        assert!(commit_lsn > state.staged_lsn, "commit {commit_lsn} not above staged {}", state.staged_lsn);
         let mut lsn = first_lsn;
         for body in bodies {
             if let Some(cached) = self.cache.get(&body.page()) {
@@ -102,6 +120,7 @@ impl WriterVolume {
         }
         assert_eq!(lsn, commit_lsn.next(), "commit LSNs must be consecutive");
         state.visible_lsn = commit_lsn;
+        state.staged_lsn = commit_lsn;
         state.in_doubt = false;
         self.advance_history(state, commit_lsn);
         Ok(())
@@ -128,10 +147,33 @@ impl WriterVolume {
         let mut state = self.lock();
         assert!(durable_lsn >= state.visible_lsn, "settled LSN {durable_lsn} below visible {}", state.visible_lsn);
         state.visible_lsn = durable_lsn;
+        state.staged_lsn = durable_lsn;
+        state.staged.clear();
         state.in_doubt = false;
         tracing::info!(%durable_lsn, "an in-doubt commit was settled; the cache was dropped");
         self.advance_history(state, durable_lsn);
         Ok(())
+    }
+}
+
+impl WriterVolume {
+    /// Storage reports commits up to `durable` durable: their staged pages
+    /// move to the cache and statements see them. Only fully staged commits
+    /// become visible (a commit is staged right after its LSNs are assigned).
+    fn made_durable(&self, durable: Lsn) {
+        let mut state = self.lock();
+        let visible = durable.min(state.staged_lsn);
+        if visible <= state.visible_lsn {
+            return;
+        }
+        let done: Vec<PageId> = state.staged.iter().filter(|(_, p)| p.lsn() <= visible).map(|(id, _)| *id).collect();
+        for id in done {
+            if let Some(page) = state.staged.remove(&id) {
+                self.cache.insert(id, page);
+            }
+        }
+        state.visible_lsn = visible;
+        self.advance_history(state, visible);
     }
 }
 
@@ -149,15 +191,25 @@ fn retained_read_point(history: &mut VecDeque<(Instant, Lsn)>, now: Instant) -> 
 #[async_trait]
 impl Volume for WriterVolume {
     async fn read_page(&self, page: PageId, read_point: Lsn) -> Result<Arc<Page>, VolumeError> {
-        if let Some(cached) = self.cache.get(&page)
-            && cached.lsn() <= read_point
-        {
-            return Ok(cached);
-        }
-        let fetched = Arc::new(self.storage.get_page(page, read_point).await.map_err(volume_error)?);
+        let fetch_at = {
+            let state = self.lock();
+            if let Some(staged) = state.staged.get(&page) {
+                if staged.lsn() <= read_point {
+                    return Ok(Arc::clone(staged));
+                }
+            } else if let Some(cached) = self.cache.get(&page)
+                && cached.lsn() <= read_point
+            {
+                return Ok(cached);
+            }
+            // Above the visible LSN only staged pages changed.
+            read_point.min(state.visible_lsn)
+        };
+        let fetched = Arc::new(self.storage.get_page(page, fetch_at).await.map_err(volume_error)?);
         let state = self.lock();
-        // Only the newest version may enter the cache: no commit since read_point.
-        if state.visible_lsn == read_point {
+        // Only the newest durable version may enter the cache: no commit
+        // since the fetch point, and none staged for the page.
+        if state.visible_lsn == fetch_at && !state.staged.contains_key(&page) {
             self.cache.insert(page, fetched.clone());
         }
         Ok(fetched)
@@ -165,6 +217,54 @@ impl Volume for WriterVolume {
 
     async fn read_point(&self) -> Result<Lsn, VolumeError> {
         Ok(self.lock().visible_lsn)
+    }
+
+    async fn write_read_point(&self) -> Result<Lsn, VolumeError> {
+        Ok(self.lock().staged_lsn)
+    }
+
+    async fn submit(&self, bodies: Vec<RedoBody>, mut pages: Overlay) -> Result<Lsn, VolumeError> {
+        if self.lock().in_doubt {
+            self.settle().await?;
+            return Err(VolumeError::Conflict("an earlier commit's outcome was unknown".into()));
+        }
+        // Set before the await: if this future is dropped once the LSNs are
+        // assigned, the records may become durable without being staged.
+        self.lock().in_doubt = true;
+        let lsns = self.storage.submit(&bodies).await.map_err(volume_error)?;
+        let mut last_lsn: HashMap<PageId, Lsn> = HashMap::new();
+        let mut lsn = lsns.first;
+        for body in &bodies {
+            last_lsn.insert(body.page(), lsn);
+            lsn = lsn.next();
+        }
+        let mut state = self.lock();
+        for (id, lsn) in last_lsn {
+            let image = pages
+                .remove(&id)
+                .ok_or_else(|| VolumeError::Internal(format!("commit changes page {id} but has no image of it")))?;
+            let mut image = Arc::unwrap_or_clone(image);
+            image.set_lsn(lsn);
+            self.cache.invalidate(&id);
+            state.staged.insert(id, Arc::new(image));
+        }
+        state.staged_lsn = lsns.commit;
+        state.in_doubt = false;
+        Ok(lsns.commit)
+    }
+
+    async fn wait_durable(&self, commit: Lsn) -> Result<(), VolumeError> {
+        match self.storage.wait_durable(commit).await {
+            Ok(()) => {
+                self.made_durable(self.storage.durable_lsn());
+                Ok(())
+            }
+            Err(error) => {
+                // Later commits were built on this one: the next one settles.
+                self.lock().in_doubt = true;
+                Err(volume_error(error))
+            }
+        }
     }
 
     async fn commit(&self, bodies: Vec<RedoBody>) -> Result<Lsn, VolumeError> {

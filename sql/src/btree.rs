@@ -356,7 +356,7 @@ mod tests {
         assert_eq!(all(&writes, root, &everything).await, model.iter().cloned().collect::<Vec<_>>());
         assert!(writes.page(root).await.unwrap().kind() == PageKind::IndexInner, "the root split");
 
-        let (bodies, _) = writes.into_parts();
+        let (bodies, _, _) = writes.into_parts();
         let lsn = volume.commit(bodies).await.unwrap();
         let snapshot = Snapshot::committed(volume.clone(), lsn);
         assert_eq!(all(&snapshot, root, &everything).await.len(), model.len());

@@ -113,29 +113,44 @@ impl Engine {
         Ok(catalog)
     }
 
-    /// Starts a write transaction: waits for the write lock, then reads at the newest commit.
+    /// Starts a write transaction: waits for the write lock, then reads at
+    /// the newest submitted commit (durable or not: see [`Engine::commit`]).
     async fn begin_write(&self) -> Result<WriteTxn, SqlError> {
         let guard = Arc::clone(&self.write_lock).lock_owned().await;
-        let read_point = self.volume.read_point().await?;
+        let read_point = self.volume.write_read_point().await?;
         let last_pages = self.last_pages.lock().expect("last pages lock poisoned").clone();
         let writes = WriteSet::new(Arc::clone(&self.volume), read_point, last_pages);
         Ok(WriteTxn { _guard: guard, writes, private_ddl: false })
     }
 
     /// Commits a write transaction: its redo goes to the volume in one call.
+    ///
+    /// Group commit: the write lock is released once the volume has assigned
+    /// the commit's LSNs (`Volume::submit`), not once it is durable, so the
+    /// next write transaction builds on it while its records are on the way;
+    /// many commits then share each storage round trip. The session is
+    /// answered only when its commit is durable, and commits become durable
+    /// in LSN order, so a transaction built on one that fails fails too.
     async fn commit(&self, txn: WriteTxn) -> Result<(), SqlError> {
         if txn.writes.is_empty() {
             return Ok(());
         }
-        let read_point = txn.writes.read_point();
-        let (bodies, last_pages) = txn.writes.into_parts();
+        let WriteTxn { _guard: guard, writes, .. } = txn;
+        let read_point = writes.read_point();
+        let (bodies, pages, last_pages) = writes.into_parts();
         let records = bodies.len();
-        let lsn = self.volume.commit(bodies).await.map_err(|e| e.to_sql_error(true))?;
+        let lsn = self.volume.submit(bodies, pages).await.map_err(|e| e.to_sql_error(true))?;
         // Invariant 2: LSNs rise. The transaction read the newest commit
         // under the write lock, so its commit must land above it.
         assert!(lsn > read_point, "commit LSN {lsn} is not above the transaction's read point {read_point}");
-        tracing::debug!(commit_lsn = %lsn, records, "transaction committed");
         *self.last_pages.lock().expect("last pages lock poisoned") = last_pages;
+        drop(guard);
+        if let Err(error) = self.volume.wait_durable(lsn).await {
+            // The chain hints may name pages of a commit that will not be.
+            self.last_pages.lock().expect("last pages lock poisoned").clear();
+            return Err(error.to_sql_error(true));
+        }
+        tracing::debug!(commit_lsn = %lsn, records, "transaction committed");
         Ok(())
     }
 }

@@ -150,9 +150,10 @@ impl WriteSet {
         self.read_point
     }
 
-    /// The redo to commit and the chain hints valid once it is committed.
-    pub fn into_parts(self) -> (Vec<RedoBody>, HashMap<PageId, PageId>) {
-        (self.bodies, self.last_pages)
+    /// The redo to commit, the page images it produces, and the chain hints
+    /// valid once it is committed.
+    pub fn into_parts(self) -> (Vec<RedoBody>, Overlay, HashMap<PageId, PageId>) {
+        (self.bodies, self.pages, self.last_pages)
     }
 
     /// Page `id` as the transaction sees it.

@@ -19,6 +19,7 @@
 //!   interleave. Readers return [`VolumeError::ReadOnly`].
 
 use crate::error::{SqlError, sqlstate};
+use crate::heap::Overlay;
 use async_trait::async_trait;
 use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::page::Page;
@@ -109,4 +110,26 @@ pub trait Volume: Send + Sync + 'static {
     /// [`VolumeError::ReadOnly`]. Records are applied in order; the volume
     /// assigns consecutive LSNs.
     async fn commit(&self, bodies: Vec<RedoBody>) -> Result<Lsn, VolumeError>;
+
+    /// Writer only: the first half of a pipelined commit. The volume assigns
+    /// the transaction's LSNs and keeps `pages` (the transaction's page
+    /// images after `bodies`) for the next write transactions, which read at
+    /// [`Volume::write_read_point`]; statements reading at
+    /// [`Volume::read_point`] see the commit only once it is durable. Returns
+    /// the commit LSN for [`Volume::wait_durable`]. By default, a whole commit.
+    async fn submit(&self, bodies: Vec<RedoBody>, pages: Overlay) -> Result<Lsn, VolumeError> {
+        drop(pages);
+        self.commit(bodies).await
+    }
+
+    /// Writer only: waits until the submitted commit `commit` is durable.
+    async fn wait_durable(&self, commit: Lsn) -> Result<(), VolumeError> {
+        let _ = commit;
+        Ok(())
+    }
+
+    /// Where a new write transaction reads: the newest submitted commit.
+    async fn write_read_point(&self) -> Result<Lsn, VolumeError> {
+        self.read_point().await
+    }
 }

@@ -177,9 +177,19 @@ impl VolumeWriter {
     /// up to the commit is on a write quorum of its group (VDL >= commit).
     /// Concurrent calls are acknowledged in LSN order. On `QuorumTimeout`
     /// (LSN allocation blocked, or no daemon acknowledging records, for
-    /// the commit timeout) the outcome is unknown. Cancel-safe only in that a dropped call
-    /// leaves its records in flight (they may still become durable).
+    /// the commit timeout) the outcome is unknown. Cancel-safe only in that a
+    /// dropped call leaves its records in flight (they may still become durable).
     pub async fn commit(&self, bodies: Vec<RedoBody>) -> Result<CommitLsns, StorageError> {
+        let lsns = self.submit(&bodies).await?;
+        self.wait_durable(lsns.commit).await?;
+        Ok(lsns)
+    }
+
+    /// The first half of [`VolumeWriter::commit`]: assigns the transaction's
+    /// LSNs (waiting while the LSN allocation limit is reached) and hands its
+    /// records to the senders. Transactions submitted later get higher LSNs
+    /// and are never durable before this one.
+    pub async fn submit(&self, bodies: &[RedoBody]) -> Result<CommitLsns, StorageError> {
         if bodies.is_empty() {
             return Err(StorageError::Invalid("a commit needs at least one redo record".into()));
         }
@@ -188,7 +198,7 @@ impl VolumeWriter {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut progress = self.shared.progress.subscribe();
         let lsns = loop {
-            if let Some(lsns) = self.try_assign(&bodies)? {
+            if let Some(lsns) = self.try_assign(bodies)? {
                 break lsns;
             }
             // Back-pressure: wait for VDL to move (LAL reached).
@@ -201,6 +211,15 @@ impl VolumeWriter {
         for wake in self.shared.wake.values() {
             wake.notify_one();
         }
+        Ok(lsns)
+    }
+
+    /// The second half of [`VolumeWriter::commit`]: waits until the submitted
+    /// transaction whose commit LSN is `commit` is durable (VDL >= `commit`).
+    pub async fn wait_durable(&self, commit: Lsn) -> Result<(), StorageError> {
+        let timeout = self.shared.config.commit_timeout;
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut progress = self.shared.progress.subscribe();
         // The timeout measures a lack of progress, not the commit's total
         // time: a large transaction takes as long as its records take to
         // ship, and fails only if daemons stop acknowledging records.
@@ -208,7 +227,7 @@ impl VolumeWriter {
         let mut deadline = tokio::time::Instant::now() + timeout;
         let outcome = loop {
             let current = *progress.borrow_and_update();
-            if current.fenced || current.closed || current.durable_lsn >= lsns.commit {
+            if current.fenced || current.closed || current.durable_lsn >= commit {
                 break current;
             }
             if current.shipped > shipped {
@@ -221,8 +240,8 @@ impl VolumeWriter {
                 Err(_) => return Err(StorageError::QuorumTimeout { timeout_ms }),
             }
         };
-        if outcome.durable_lsn >= lsns.commit {
-            Ok(lsns)
+        if outcome.durable_lsn >= commit {
+            Ok(())
         } else if outcome.fenced {
             Err(StorageError::Fenced)
         } else {
