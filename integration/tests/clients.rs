@@ -96,5 +96,16 @@ async fn psql_copy_streams_csv_and_refuses_bad_rows() -> anyhow::Result<()> {
     let (ok, _, err) =
         cluster.psql(cluster.ports.reader, &format!("\\copy people FROM '{}' WITH (FORMAT csv)", bad.display()))?;
     assert!(!ok && err.contains("read-only"), "{err}");
+
+    // RETURNING, through the simple protocol (psql) and the extended one (tokio-postgres).
+    let (ok, out, err) =
+        cluster.psql(port, "INSERT INTO people VALUES (7000, 'new', NULL) RETURNING id, upper(name)")?;
+    assert!(ok && out.starts_with("7000|NEW"), "{out}{err}");
+    let client = cluster.connect(port).await?;
+    let rows =
+        client.query("UPDATE people SET name = $1 WHERE id = $2 RETURNING id, name", &[&"renamed", &7000i32]).await?;
+    assert_eq!((rows[0].get::<_, i32>(0), rows[0].get::<_, String>(1)), (7000, "renamed".to_string()));
+    let deleted = client.execute("DELETE FROM people WHERE id >= 4990 RETURNING id", &[]).await?;
+    assert_eq!(deleted, 11, "the DELETE tag counts the returned rows");
     Ok(())
 }

@@ -233,6 +233,17 @@ fn respond(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
             }
             Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
         }
+        QueryOutput::Returning { command, schema, batches } => {
+            let fields = Arc::new(pgtypes::fields(&schema, format));
+            let mut rows = Vec::new();
+            for batch in &batches {
+                rows.extend(pgtypes::encode_batch(&fields, batch)?.into_iter().map(Ok));
+            }
+            let mut response = QueryResponse::new(fields, stream::iter(rows));
+            // pgwire appends the row count: "INSERT 0 3", "UPDATE 2".
+            response.set_command_tag(command);
+            Ok(Response::Query(response))
+        }
         QueryOutput::CopyIn { columns } => {
             Ok(Response::CopyIn(CopyResponse::new(0, columns, stream::empty::<PgWireResult<CopyData>>())))
         }

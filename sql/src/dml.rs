@@ -26,14 +26,15 @@ use crate::heap::RowAddress;
 use crate::index;
 use crate::provider::{ROW_ADDRESS_COLUMN, ROWS_SCHEMA};
 use crate::row::encode_row;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, UInt64Type};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr, FromTable, Ident, Statement, TableFactor, TableWithJoins, Update, Value,
+    AssignmentTarget, Delete, Expr, FromTable, Ident, SelectItem, Statement, TableFactor, TableWithJoins, Update, Value,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,45 +47,122 @@ pub(crate) async fn run(
     params: Option<Vec<ScalarValue>>,
 ) -> Result<QueryOutput, SqlError> {
     match statement {
-        Statement::Insert(insert) => {
-            if insert.returning.is_some() || insert.on.is_some() {
-                return Err(SqlError::unsupported("INSERT with RETURNING or ON CONFLICT"));
+        Statement::Insert(mut insert) => {
+            if insert.on.is_some() {
+                return Err(SqlError::unsupported("INSERT ... ON CONFLICT"));
             }
+            let returning = insert.returning.take();
             let plan = planner.plan(Statement::Insert(insert), params).await?;
-            insert_rows(planner, txn, plan).await
+            let (entry, rows) = insert_rows(planner, txn, plan).await?;
+            let count = rows.iter().map(RecordBatch::num_rows).sum::<usize>();
+            match returning {
+                None => Ok(QueryOutput::command(format!("INSERT 0 {count}"))),
+                Some(items) => {
+                    let alias = Ident::with_quote('"', entry.def.name.clone());
+                    returning_output(planner, "INSERT 0", &alias, &entry, rows, &items).await
+                }
+            }
         }
         Statement::Update(update) => {
             let rewrite = rewrite_update(planner, &update)?;
             let plan = planner.plan(rewrite.select, params).await?;
-            update_rows(planner, txn, &rewrite.entry, plan).await
+            let rows = update_rows(planner, txn, &rewrite.entry, plan).await?;
+            match &update.returning {
+                None => Ok(QueryOutput::command(format!(
+                    "UPDATE {}",
+                    rows.iter().map(RecordBatch::num_rows).sum::<usize>()
+                ))),
+                Some(items) => returning_output(planner, "UPDATE", &rewrite.alias, &rewrite.entry, rows, items).await,
+            }
         }
         Statement::Delete(delete) => {
             let rewrite = rewrite_delete(planner, &delete)?;
             let plan = planner.plan(rewrite.select, params).await?;
-            delete_rows(planner, txn, &rewrite.entry, plan).await
+            let rows = delete_rows(planner, txn, &rewrite.entry, plan, delete.returning.is_some()).await?;
+            match &delete.returning {
+                None => Ok(QueryOutput::command(format!(
+                    "DELETE {}",
+                    rows.iter().map(RecordBatch::num_rows).sum::<usize>()
+                ))),
+                Some(items) => returning_output(planner, "DELETE", &rewrite.alias, &rewrite.entry, rows, items).await,
+            }
         }
         other => Err(SqlError::internal(format_args!("dml::run given {other}"))),
     }
 }
 
+/// The RETURNING list of a statement evaluated over the rows it wrote.
+async fn returning_output(
+    planner: &Planner,
+    command: &'static str,
+    alias: &Ident,
+    entry: &CatalogEntry,
+    rows: Vec<RecordBatch>,
+    items: &[SelectItem],
+) -> Result<QueryOutput, SqlError> {
+    let (schema, batches) = planner.returning(alias, table_schema(&entry.def), rows, items).await?;
+    Ok(QueryOutput::Returning { command, schema, batches })
+}
+
+/// The Arrow schema of a table's rows as DML produces them (every column nullable).
+fn table_schema(def: &TableDef) -> SchemaRef {
+    let fields: Vec<Field> = def.columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// The rows a statement's RETURNING list describes, computed over no rows.
+async fn returning_schema(
+    planner: &Planner,
+    alias: &Ident,
+    entry: &CatalogEntry,
+    items: &[SelectItem],
+) -> Result<SchemaRef, SqlError> {
+    Ok(planner.returning(alias, table_schema(&entry.def), Vec::new(), items).await?.0)
+}
+
 /// Parameter types and result schema of a statement, planned at the planner's snapshot.
 pub(crate) async fn describe(planner: &mut Planner, statement: Statement) -> Result<Described, SqlError> {
-    let (plan, overrides, returns_rows) = match statement {
+    let (plan, overrides, returned) = match statement {
         Statement::Update(update) => {
             let rewrite = rewrite_update(planner, &update)?;
-            (planner.plan_unbound(rewrite.select).await?, rewrite.placeholder_types, false)
+            let returned = match &update.returning {
+                Some(items) => Some(returning_schema(planner, &rewrite.alias, &rewrite.entry, items).await?),
+                None => None,
+            };
+            (planner.plan_unbound(rewrite.select).await?, rewrite.placeholder_types, returned)
         }
         Statement::Delete(delete) => {
             let rewrite = rewrite_delete(planner, &delete)?;
-            (planner.plan_unbound(rewrite.select).await?, HashMap::new(), false)
+            let returned = match &delete.returning {
+                Some(items) => Some(returning_schema(planner, &rewrite.alias, &rewrite.entry, items).await?),
+                None => None,
+            };
+            (planner.plan_unbound(rewrite.select).await?, HashMap::new(), returned)
+        }
+        Statement::Insert(mut insert) => {
+            let returning = insert.returning.take();
+            let plan = planner.plan_unbound(Statement::Insert(insert)).await?;
+            let returned = match (&plan, returning) {
+                (LogicalPlan::Dml(DmlStatement { table_name, .. }), Some(items)) => {
+                    let entry = planner
+                        .catalog()
+                        .get(table_name.table())
+                        .cloned()
+                        .ok_or_else(|| SqlError::undefined_table(table_name.table()))?;
+                    let alias = Ident::with_quote('"', entry.def.name.clone());
+                    Some(returning_schema(planner, &alias, &entry, &items).await?)
+                }
+                _ => None,
+            };
+            (plan, HashMap::new(), returned)
         }
         other => {
             let plan = planner.plan_unbound(other).await?;
-            let returns_rows = !matches!(plan, LogicalPlan::Dml(_));
-            (plan, HashMap::new(), returns_rows)
+            let returned = (!matches!(plan, LogicalPlan::Dml(_))).then(|| Arc::new(plan.schema().as_arrow().clone()));
+            (plan, HashMap::new(), returned)
         }
     };
-    let schema = returns_rows.then(|| Arc::new(plan.schema().as_arrow().clone()));
+    let schema = returned;
     let mut inferred = plan.get_parameter_types()?;
     for (name, ty) in overrides {
         inferred.insert(name, Some(ty));
@@ -106,7 +184,12 @@ pub(crate) fn ordered_param_types(types: &HashMap<String, Option<DataType>>) -> 
     Ok((1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten().unwrap_or(DataType::Utf8)).collect())
 }
 
-async fn insert_rows(planner: &Planner, txn: &mut WriteTxn, plan: LogicalPlan) -> Result<QueryOutput, SqlError> {
+/// Inserts the rows of an INSERT's plan; returns the table and the rows (table columns).
+async fn insert_rows(
+    planner: &Planner,
+    txn: &mut WriteTxn,
+    plan: LogicalPlan,
+) -> Result<(CatalogEntry, Vec<RecordBatch>), SqlError> {
     let LogicalPlan::Dml(DmlStatement { table_name, op, input, .. }) = plan else {
         return Err(SqlError::internal("INSERT did not plan to a DML statement"));
     };
@@ -122,18 +205,26 @@ async fn insert_rows(planner: &Planner, txn: &mut WriteTxn, plan: LogicalPlan) -
         .cloned()
         .ok_or_else(|| SqlError::undefined_table(table_name.table()))?;
     let (_, batches) = planner.collect(&input).await?;
+    let schema = table_schema(&entry.def);
     let mut rows = Vec::new();
+    let mut written = Vec::with_capacity(batches.len());
     for batch in &batches {
         let columns = cast_columns(&entry.def, batch.columns())?;
         for row in 0..batch.num_rows() {
             rows.push(encode_row(&entry.def, &columns, row)?);
         }
+        written.push(table_batch(&schema, columns, batch.num_rows())?);
     }
-    let count = rows.len();
     for row in rows {
         insert_row(txn, &entry.def, row).await?;
     }
-    Ok(QueryOutput::command(format!("INSERT 0 {count}")))
+    Ok((entry, written))
+}
+
+/// A batch of table rows from cast columns.
+fn table_batch(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch, SqlError> {
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options).map_err(|e| SqlError::from_arrow(&e))
 }
 
 async fn update_rows(
@@ -141,18 +232,20 @@ async fn update_rows(
     txn: &mut WriteTxn,
     entry: &CatalogEntry,
     plan: LogicalPlan,
-) -> Result<QueryOutput, SqlError> {
+) -> Result<Vec<RecordBatch>, SqlError> {
     let (_, batches) = planner.collect(&plan).await?;
     let def = &entry.def;
+    let schema = table_schema(def);
     let mut changes: Vec<(RowAddress, Vec<u8>)> = Vec::new();
+    let mut written = Vec::with_capacity(batches.len());
     for batch in &batches {
         let addresses = row_addresses(batch)?;
         let columns = cast_columns(def, &batch.columns()[1..])?;
         for (row, address) in addresses.into_iter().enumerate() {
             changes.push((address, encode_row(def, &columns, row)?));
         }
+        written.push(table_batch(&schema, columns, batch.num_rows())?);
     }
-    let count = changes.len();
     let mut pending = Vec::new();
     for (address, row) in changes {
         if def.indexes.is_empty() {
@@ -164,17 +257,21 @@ async fn update_rows(
         pending.extend(index::update_row(&mut txn.writes, def, (&old, address), (&row, moved_to)).await?);
     }
     index::add_pending(&mut txn.writes, def, pending).await?;
-    Ok(QueryOutput::command(format!("UPDATE {count}")))
+    Ok(written)
 }
 
+/// Deletes the rows of a rewritten DELETE's plan; returns the deleted rows
+/// (table columns) if `returning`, else batches of their count only.
 async fn delete_rows(
     planner: &Planner,
     txn: &mut WriteTxn,
     entry: &CatalogEntry,
     plan: LogicalPlan,
-) -> Result<QueryOutput, SqlError> {
+    returning: bool,
+) -> Result<Vec<RecordBatch>, SqlError> {
     let (_, batches) = planner.collect(&plan).await?;
-    let mut count = 0usize;
+    let schema = table_schema(&entry.def);
+    let mut deleted = Vec::with_capacity(batches.len());
     for batch in &batches {
         for address in row_addresses(batch)? {
             if !entry.def.indexes.is_empty() {
@@ -182,10 +279,14 @@ async fn delete_rows(
                 index::delete_row(&mut txn.writes, &entry.def, &old, address).await?;
             }
             txn.writes.delete(address).await?;
-            count += 1;
         }
+        deleted.push(if returning {
+            table_batch(&schema, cast_columns(&entry.def, &batch.columns()[1..])?, batch.num_rows())?
+        } else {
+            table_batch(&Arc::new(Schema::empty()), Vec::new(), batch.num_rows())?
+        });
     }
-    Ok(QueryOutput::command(format!("DELETE {count}")))
+    Ok(deleted)
 }
 
 /// Inserts an encoded row into the table's heap and indexes.
@@ -242,6 +343,8 @@ fn cast_columns(def: &TableDef, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>, S
 struct Rewrite {
     select: Statement,
     entry: CatalogEntry,
+    /// The name the statement refers to its table by (RETURNING uses it).
+    alias: Ident,
     /// `SET c = $n` gives `$n` the type of `c`.
     placeholder_types: HashMap<String, DataType>,
 }
@@ -262,8 +365,8 @@ fn target(planner: &Planner, table: &TableWithJoins) -> Result<(CatalogEntry, Id
 }
 
 fn rewrite_update(planner: &Planner, update: &Update) -> Result<Rewrite, SqlError> {
-    if update.from.is_some() || update.returning.is_some() || update.limit.is_some() || !update.order_by.is_empty() {
-        return Err(SqlError::unsupported("UPDATE with FROM, RETURNING, ORDER BY or LIMIT"));
+    if update.from.is_some() || update.limit.is_some() || !update.order_by.is_empty() {
+        return Err(SqlError::unsupported("UPDATE with FROM, ORDER BY or LIMIT"));
     }
     let (entry, table, alias) = target(planner, &update.table)?;
     let mut values: HashMap<usize, &Expr> = HashMap::new();
@@ -304,12 +407,12 @@ fn rewrite_update(planner: &Planner, update: &Update) -> Result<Rewrite, SqlErro
         }
     }
     let select = select_statement(&items, &table, &alias, update.selection.as_ref())?;
-    Ok(Rewrite { select, entry, placeholder_types })
+    Ok(Rewrite { select, entry, alias, placeholder_types })
 }
 
 fn rewrite_delete(planner: &Planner, delete: &Delete) -> Result<Rewrite, SqlError> {
-    if delete.using.is_some() || delete.returning.is_some() || delete.limit.is_some() || !delete.order_by.is_empty() {
-        return Err(SqlError::unsupported("DELETE with USING, RETURNING, ORDER BY or LIMIT"));
+    if delete.using.is_some() || delete.limit.is_some() || !delete.order_by.is_empty() {
+        return Err(SqlError::unsupported("DELETE with USING, ORDER BY or LIMIT"));
     }
     let tables = match &delete.from {
         FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => tables,
@@ -318,9 +421,13 @@ fn rewrite_delete(planner: &Planner, delete: &Delete) -> Result<Rewrite, SqlErro
         return Err(SqlError::unsupported("DELETE from several tables"));
     };
     let (entry, table, alias) = target(planner, table)?;
-    let items = vec![format!("{alias}.\"{ROW_ADDRESS_COLUMN}\"")];
+    let mut items = vec![format!("{alias}.\"{ROW_ADDRESS_COLUMN}\"")];
+    if delete.returning.is_some() {
+        // The deleted rows' values, for RETURNING.
+        items.extend(entry.def.columns.iter().map(|c| format!("{alias}.{}", Ident::with_quote('"', c.name.clone()))));
+    }
     let select = select_statement(&items, &table, &alias, delete.selection.as_ref())?;
-    Ok(Rewrite { select, entry, placeholder_types: HashMap::new() })
+    Ok(Rewrite { select, entry, alias, placeholder_types: HashMap::new() })
 }
 
 fn select_statement(

@@ -25,13 +25,18 @@ use crate::copy::{CopyFormat, CopyParser, CopyTarget, Record};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::{Snapshot, WriteSet};
 use crate::provider::{CatalogView, ROWS_SCHEMA, TablesSchema};
+
+/// Schema holding, while a RETURNING list is evaluated, the rows its statement wrote.
+const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
 use crate::volume::Volume;
 use crate::{ddl, dml, names};
 use borealis_storage::ids::{Lsn, PageId};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::LogicalPlan;
@@ -39,7 +44,8 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::ast::{
-    ContextModifier, CopySource, CopyTarget as AstCopyTarget, Expr, ObjectType, Reset, Set, VacuumStatement,
+    ContextModifier, CopySource, CopyTarget as AstCopyTarget, Expr, Ident, ObjectType, Reset, SelectItem, Set,
+    VacuumStatement,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -168,6 +174,9 @@ pub(crate) struct WriteTxn {
 pub enum QueryOutput {
     /// A result set.
     Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
+    /// The rows of INSERT/UPDATE/DELETE ... RETURNING; `command` is the tag
+    /// without its row count ("INSERT 0", "UPDATE", "DELETE").
+    Returning { command: &'static str, schema: SchemaRef, batches: Vec<RecordBatch> },
     /// A command completion tag, e.g. "INSERT 0 3", "UPDATE 2", "CREATE TABLE", "BEGIN".
     Command { tag: String },
     /// COPY FROM STDIN started: the client now sends `columns` fields per
@@ -741,14 +750,8 @@ impl Session {
         let names = names::postgres_column_names(&statement);
         let plan = self.planner.plan(statement, params).await?;
         let (schema, batches) = self.planner.collect(&plan).await?;
-        let Some(names) = names else { return Ok(QueryOutput::Rows { schema, batches }) };
-        let renamed = names::rename(&schema, &names);
-        let batches = batches
-            .into_iter()
-            .map(|batch| RecordBatch::try_new(renamed.clone(), batch.columns().to_vec()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SqlError::from_arrow(&e))?;
-        Ok(QueryOutput::Rows { schema: renamed, batches })
+        let (schema, batches) = names::rename_batches(schema, batches, names)?;
+        Ok(QueryOutput::Rows { schema, batches })
     }
 
     async fn write(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
@@ -821,6 +824,8 @@ fn failed_block() -> SqlError {
 /// for how the catalog and snapshot reach the scans.
 pub(crate) struct Planner {
     state: SessionState,
+    /// Where RETURNING finds the rows a statement wrote (see [`Planner::returning`]).
+    returning: Arc<MemorySchemaProvider>,
     view: Arc<CatalogView>,
     catalog: Arc<Catalog>,
 }
@@ -843,7 +848,9 @@ impl Planner {
             .register_schema(&state.config().options().catalog.default_schema, public)
             .expect("memory catalog accepts schemas");
         catalog.register_schema(ROWS_SCHEMA, rows).expect("memory catalog accepts schemas");
-        Planner { state, view, catalog: Arc::new(Catalog::default()) }
+        let returning = Arc::new(MemorySchemaProvider::new());
+        catalog.register_schema(RETURNING_SCHEMA, returning.clone()).expect("memory catalog accepts schemas");
+        Planner { state, returning, view, catalog: Arc::new(Catalog::default()) }
     }
 
     /// Sets the catalog and snapshot for the next statement.
@@ -895,6 +902,32 @@ impl Planner {
             ));
         }
         Ok(plan.with_param_values(values)?)
+    }
+
+    /// Evaluates a RETURNING list over the rows a statement wrote: `rows`
+    /// (batches of the table's columns) are exposed as `alias` to
+    /// `SELECT items FROM alias`. With no batches, only the schema is computed.
+    pub(crate) async fn returning(
+        &self,
+        alias: &Ident,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        items: &[SelectItem],
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
+        let list: Vec<String> = items.iter().map(ToString::to_string).collect();
+        let sql = format!("SELECT {} FROM \"{RETURNING_SCHEMA}\".{alias} AS {alias}", list.join(", "));
+        let statement = parse(&sql)?.pop().ok_or_else(|| SqlError::internal("RETURNING did not parse"))?;
+        let names = names::postgres_column_names(&statement);
+        let table = MemTable::try_new(schema, vec![batches])?;
+        self.returning.register_table(alias.value.clone(), Arc::new(table))?;
+        let result = async {
+            let plan = self.plan_unbound(statement).await?;
+            self.collect(&plan).await
+        }
+        .await;
+        self.returning.deregister_table(&alias.value)?;
+        let (schema, batches) = result?;
+        names::rename_batches(schema, batches, names)
     }
 
     /// Optimises, plans and runs `plan` to completion.

@@ -7,6 +7,8 @@
 //! renamed to PostgreSQL's before they leave the engine. Aliased columns and
 //! `*` keep their names.
 
+use crate::error::SqlError;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{
     CastKind, DataType as SqlType, Expr, ObjectNamePart, Query, SelectItem, SetExpr, Statement,
@@ -99,6 +101,22 @@ pub fn rename(schema: &SchemaRef, names: &[Option<String>]) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batches` of `schema` with the fields renamed where `names` has a name.
+pub fn rename_batches(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    names: Option<Vec<Option<String>>>,
+) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
+    let Some(names) = names else { return Ok((schema, batches)) };
+    let renamed = rename(&schema, &names);
+    let batches = batches
+        .into_iter()
+        .map(|batch| RecordBatch::try_new(renamed.clone(), batch.columns().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SqlError::from_arrow(&e))?;
+    Ok((renamed, batches))
 }
 
 #[cfg(test)]

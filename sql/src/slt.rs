@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn render(output: &QueryOutput) -> Vec<String> {
-    let QueryOutput::Rows { batches, .. } = output else { return vec![] };
+    let (QueryOutput::Rows { batches, .. } | QueryOutput::Returning { batches, .. }) = output else { return vec![] };
     let mut lines = Vec::new();
     for batch in batches {
         for row in 0..batch.num_rows() {

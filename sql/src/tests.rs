@@ -16,7 +16,9 @@ async fn writer() -> (MemoryVolume, Arc<Engine>) {
 
 /// Rows of a result as strings ("NULL" for nulls).
 fn rows(output: &QueryOutput) -> Vec<Vec<String>> {
-    let QueryOutput::Rows { batches, .. } = output else { panic!("expected rows, got {output:?}") };
+    let (QueryOutput::Rows { batches, .. } | QueryOutput::Returning { batches, .. }) = output else {
+        panic!("expected rows, got {output:?}")
+    };
     let mut out = Vec::new();
     for batch in batches {
         for row in 0..batch.num_rows() {
@@ -526,4 +528,42 @@ async fn copy_from_stdin_streams_rows_checks_them_and_is_atomic() {
     let reader = Engine::open(Arc::new(volume.reader()), true).await.unwrap();
     assert_eq!(query(&mut reader.session(), "SELECT count(*) FROM t WHERE id = 2").await, strings(&[&["1"]]));
     assert_eq!(sqlstate(&mut reader.session(), "COPY t FROM STDIN").await, "25006");
+}
+
+#[tokio::test]
+async fn returning_gives_the_written_rows_with_dml_tags() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE t (id int PRIMARY KEY, name text, score float8)").await;
+    let inserted = one(&mut session, "INSERT INTO t VALUES (1, 'a', 1.5), (2, 'b', NULL) RETURNING *").await;
+    assert!(matches!(inserted, QueryOutput::Returning { command: "INSERT 0", .. }), "{inserted:?}");
+    assert_eq!(rows(&inserted), strings(&[&["1", "a", "1.5"], &["2", "b", "NULL"]]));
+    let QueryOutput::Returning { schema, .. } = &inserted else { unreachable!() };
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["id", "name", "score"]);
+    let updated =
+        one(&mut session, "UPDATE t AS x SET score = 9 WHERE id = 2 RETURNING x.id, upper(name), score * 2 AS doubled")
+            .await;
+    assert_eq!(rows(&updated), strings(&[&["2", "B", "18.0"]]));
+    let QueryOutput::Returning { schema, .. } = &updated else { panic!("{updated:?}") };
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["id", "upper", "doubled"]);
+    let deleted = one(&mut session, "DELETE FROM t WHERE id = 1 RETURNING name").await;
+    assert!(matches!(deleted, QueryOutput::Returning { command: "DELETE", .. }));
+    assert_eq!(rows(&deleted), strings(&[&["a"]]));
+    assert_eq!(tag(&one(&mut session, "DELETE FROM t WHERE id = 7").await), "DELETE 0");
+    // Extended protocol: Describe reports the RETURNING columns.
+    let described = session.describe("INSERT INTO t (id, name) VALUES ($1, $2) RETURNING id, name").await.unwrap();
+    assert_eq!(described.param_types, vec![DataType::Int32, DataType::Utf8]);
+    let fields: Vec<String> = described.schema.unwrap().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(fields, ["id", "name"]);
+    let out = session
+        .execute_with_params(
+            "INSERT INTO t (id, name) VALUES ($1, $2) RETURNING id, name",
+            vec![ScalarValue::Int32(Some(5)), ScalarValue::Utf8(Some("e".into()))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows(&out), strings(&[&["5", "e"]]));
+    assert_eq!(query(&mut session, "SELECT count(*) FROM t").await, strings(&[&["2"]]));
 }
