@@ -24,13 +24,14 @@ use crate::catalog::{Catalog, META_PAGE, Meta};
 use crate::copy::{CopyFormat, CopyParser, CopyTarget, Record};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::{Snapshot, WriteSet};
+use crate::pg_catalog::{self, PgCatalogSchema};
 use crate::provider::{CatalogView, ROWS_SCHEMA, TablesSchema};
 
 /// Schema holding, while a RETURNING list is evaluated, the rows its statement wrote.
 const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
 use crate::volume::Volume;
-use crate::{ddl, dml, names};
+use crate::{ddl, dml, names, pg_rewrite};
 use borealis_storage::ids::{Lsn, PageId};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -577,8 +578,20 @@ impl Session {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.planner.prepare(catalog, snapshot);
+        let empty = pg_rewrite::provably_empty(&statement);
+        let mut statement = statement;
+        if matches!(kind, Kind::Read) {
+            pg_rewrite::rewrite(&mut statement);
+        }
         let names = names::postgres_column_names(&statement);
-        let mut described = dml::describe(&mut self.planner, statement).await?;
+        let mut described = match (dml::describe(&mut self.planner, statement).await, empty) {
+            (Ok(described), _) => described,
+            // As in `read`: a query over an empty system table has a known shape.
+            (Err(_), Some(columns)) => {
+                return Ok(Described { param_types: Vec::new(), schema: Some(text_schema(&columns)) });
+            }
+            (Err(error), None) => return Err(error),
+        };
         if let (Some(names), Some(schema)) = (names, described.schema.as_mut()) {
             *schema = names::rename(schema, &names);
         }
@@ -747,8 +760,19 @@ impl Session {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.planner.prepare(catalog, snapshot);
+        // Judged before the rewrites, which may add aggregates inside subqueries.
+        let empty = pg_rewrite::provably_empty(&statement);
+        let mut statement = statement;
+        pg_rewrite::rewrite(&mut statement);
         let names = names::postgres_column_names(&statement);
-        let plan = self.planner.plan(statement, params).await?;
+        let plan = match (self.planner.plan(statement, params).await, empty) {
+            (Ok(plan), _) => plan,
+            (Err(error), Some(columns)) => {
+                tracing::debug!(%error, "catalog query answered without rows: it reads an empty system table");
+                return Ok(QueryOutput::Rows { schema: text_schema(&columns), batches: Vec::new() });
+            }
+            (Err(error), None) => return Err(error),
+        };
         let (schema, batches) = self.planner.collect(&plan).await?;
         let (schema, batches) = names::rename_batches(schema, batches, names)?;
         Ok(QueryOutput::Rows { schema, batches })
@@ -838,11 +862,14 @@ impl Planner {
         let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
         crate::functions::register(&mut state).expect("registering functions on a fresh state succeeds");
         let view = Arc::new(CatalogView::default());
+        crate::pg_functions::register(&mut state, &view).expect("registering functions on a fresh state succeeds");
         let catalog = state
             .catalog_list()
             .catalog(&state.config().options().catalog.default_catalog)
             .expect("default features create the default catalog");
-        let public = Arc::new(TablesSchema::new(Arc::clone(&view), false));
+        let system = Arc::new(PgCatalogSchema::new(Arc::clone(&view)));
+        catalog.register_schema(pg_catalog::SCHEMA, Arc::clone(&system) as _).expect("memory catalog accepts schemas");
+        let public = Arc::new(TablesSchema::new(Arc::clone(&view), false).with_system(system));
         let rows = Arc::new(TablesSchema::new(Arc::clone(&view), true));
         catalog
             .register_schema(&state.config().options().catalog.default_schema, public)
@@ -875,7 +902,8 @@ impl Planner {
         for reference in self.state.resolve_table_references(&statement)? {
             let in_public = reference.schema().is_none_or(|schema| schema == "public" || schema == ROWS_SCHEMA);
             let is_function = self.state.table_functions().contains_key(reference.table());
-            if in_public && !is_function && self.catalog.get(reference.table()).is_none() {
+            let is_system = reference.schema().is_none() && pg_catalog::is_system_table(reference.table());
+            if in_public && !is_function && !is_system && self.catalog.get(reference.table()).is_none() {
                 return Err(SqlError::undefined_table(reference.table()));
             }
         }
@@ -937,6 +965,12 @@ impl Planner {
         let batches = Box::pin(datafusion::physical_plan::collect(physical, self.state.task_ctx())).await?;
         Ok((schema, batches))
     }
+}
+
+/// A schema of text columns named `columns`.
+fn text_schema(columns: &[String]) -> SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    Arc::new(Schema::new(columns.iter().map(|name| Field::new(name, DataType::Utf8, true)).collect::<Vec<_>>()))
 }
 
 /// SHOW's result: one text column named after the parameter (`name`,

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub const POSTGRES_VERSION: &str = "16.6";
 /// The one database name.
 pub const DATABASE_NAME: &str = "postgres";
+/// The one role, a superuser.
+pub const SUPERUSER_NAME: &str = "postgres";
 
 /// Registers the functions on a session's DataFusion state.
 pub fn register(state: &mut SessionState) -> DfResult<()> {

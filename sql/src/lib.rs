@@ -19,7 +19,9 @@
 //! dispatch), `ddl`, `dml`, `copy` (COPY FROM STDIN), `catalog`, `heap`, `btree` (B+tree indexes in
 //! pages), `access` (choosing an index for a scan), `keys` (order-preserving key encoding), `index` (keeping indexes
 //! in step with rows), `row`, `types`, `provider`, `error`, `testing`
-//! (in-memory volume).
+//! (in-memory volume); `pg_catalog` (PostgreSQL's system catalogs computed
+//! from the catalog), `pg_functions` (catalog functions such as
+//! `pg_get_indexdef`), `pg_rewrite` (catalog-query syntax DataFusion lacks).
 
 pub mod access;
 pub mod btree;
@@ -34,6 +36,9 @@ pub mod heap;
 pub mod index;
 pub mod keys;
 pub mod names;
+pub mod pg_catalog;
+pub mod pg_functions;
+pub mod pg_rewrite;
 pub mod provider;
 pub mod row;
 pub mod settings;

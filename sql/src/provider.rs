@@ -28,6 +28,7 @@ use crate::btree::{self, KeyRange};
 use crate::catalog::{Catalog, TableDef};
 use crate::error::SqlError;
 use crate::heap::{RowAddress, Snapshot};
+use crate::pg_catalog::PgCatalogSchema;
 use crate::row::{OutputColumn, RowDecoder};
 use async_trait::async_trait;
 use borealis_storage::ids::PageId;
@@ -78,12 +79,21 @@ impl CatalogView {
 pub struct TablesSchema {
     view: Arc<CatalogView>,
     with_row_address: bool,
+    /// Searched before the user's tables for unqualified names, as
+    /// PostgreSQL searches `pg_catalog` first (`SELECT * FROM pg_class`).
+    system: Option<Arc<PgCatalogSchema>>,
 }
 
 impl TablesSchema {
     /// The user-visible schema (`with_row_address` false) or the row-address one.
     pub fn new(view: Arc<CatalogView>, with_row_address: bool) -> TablesSchema {
-        TablesSchema { view, with_row_address }
+        TablesSchema { view, with_row_address, system: None }
+    }
+
+    /// The schema, resolving system table names to `system` first.
+    pub fn with_system(mut self, system: Arc<PgCatalogSchema>) -> TablesSchema {
+        self.system = Some(system);
+        self
     }
 }
 
@@ -97,12 +107,17 @@ impl SchemaProvider for TablesSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(system) = &self.system
+            && let Some(table) = system.system_table(name)?
+        {
+            return Ok(Some(table));
+        }
         let catalog = self.view.get();
         Ok(catalog.get(name).map(|entry| Arc::new(PageTable::new(Arc::clone(&entry.def), self.with_row_address)) as _))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.view.get().get(name).is_some()
+        (self.system.is_some() && crate::pg_catalog::is_system_table(name)) || self.view.get().get(name).is_some()
     }
 }
 

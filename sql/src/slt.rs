@@ -25,7 +25,8 @@ fn render(output: &QueryOutput) -> Vec<String> {
                 .columns()
                 .iter()
                 .map(|column| {
-                    if column.is_null(row) {
+                    // Logical nulls: a NullArray (an untyped NULL column) has no null buffer.
+                    if column.logical_nulls().is_some_and(|nulls| nulls.is_null(row)) {
                         return "NULL".to_string();
                     }
                     match array_value_to_string(column, row).expect("displayable") {
@@ -109,4 +110,4 @@ macro_rules! slt_tests {
     )*};
 }
 
-slt_tests!(basic, transactions, errors, indexes, maintenance);
+slt_tests!(basic, transactions, errors, indexes, maintenance, pg_catalog);

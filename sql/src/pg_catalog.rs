@@ -1,0 +1,1486 @@
+//! The `pg_catalog` schema: PostgreSQL's system catalogs, computed from the
+//! Borealis [`Catalog`] so that clients (psql's `\d` family, drivers, ORMs)
+//! can introspect the database with the queries they send to PostgreSQL.
+//!
+//! How a read passes through: a statement naming `pg_catalog.pg_class` (or
+//! plain `pg_class`, see [`crate::provider::TablesSchema`]) asks
+//! [`PgCatalogSchema`] for the table; it takes the catalog the statement sees
+//! from the session's [`CatalogView`], builds every system table as Arrow
+//! batches once for that catalog, and hands out in-memory tables. The next
+//! statement that sees the same catalog (same version, same loaded `Arc`)
+//! reuses them; DDL changes the version and so causes one rebuild. Nothing
+//! here is stored: the catalogs are a view of the stored [`TableDef`]s.
+//!
+//! OIDs are a pure function of the stored catalog, so a writer and its
+//! readers, and a restarted instance, agree on them:
+//! - tables: `FIRST_NORMAL_OID + table_id * OIDS_PER_TABLE`;
+//! - the n-th index of a table (n from 0, in `TableDef::indexes` order):
+//!   table oid + 1 + n;
+//! - the constraint of the n-th index (primary key or unique constraint):
+//!   table oid + `OIDS_PER_TABLE / 2` + n;
+//! - namespaces, roles, the database, access methods, types and the system
+//!   tables themselves use PostgreSQL's fixed OIDs (`pg_class` is 1259,
+//!   `int4` is 23, `public` is 2200, `postgres` role 10, ...).
+//!
+//! An index's oid moves down when an earlier index of its table is dropped;
+//! PostgreSQL never renumbers. No client keeps oids across DDL, so this is
+//! allowed for now; a stored index id would remove it.
+//!
+//! Rows Borealis has no objects for (policies, publications, inheritance,
+//! triggers, extended statistics, comments, defaults) are empty tables with
+//! PostgreSQL's columns, so queries that join them plan and return nothing.
+
+use crate::catalog::{Catalog, ColumnDef, IndexDef, TableDef};
+use crate::error::SqlError;
+use crate::functions::DATABASE_NAME;
+use crate::provider::CatalogView;
+use crate::types::SqlType;
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float32Builder, Int16Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::error::Result as DfResult;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The schema's name.
+pub const SCHEMA: &str = "pg_catalog";
+/// PostgreSQL's first OID for user objects; ours start above it too.
+pub const FIRST_NORMAL_OID: i64 = 16384;
+/// OIDs reserved per table: the table, its indexes (first half), their
+/// constraints (second half). 1024 leaves room for ~2 million tables below
+/// 2^31, where PostgreSQL's unsigned OIDs stay readable as signed int4.
+pub const OIDS_PER_TABLE: i64 = 1024;
+/// Most indexes per table that get distinct oids (the rest of each half).
+pub const INDEXES_PER_TABLE_MAX: usize = (OIDS_PER_TABLE / 2 - 1) as usize;
+
+/// Namespace oids (PostgreSQL's, except information_schema whose oid PostgreSQL assigns at initdb).
+pub const PG_CATALOG_NAMESPACE: i32 = 11;
+pub const PG_TOAST_NAMESPACE: i32 = 99;
+pub const PUBLIC_NAMESPACE: i32 = 2200;
+pub const INFORMATION_SCHEMA_NAMESPACE: i32 = 13000;
+/// The superuser role (`postgres`, PostgreSQL's BOOTSTRAP_SUPERUSERID).
+pub const SUPERUSER_OID: i32 = 10;
+/// The `pg_database_owner` role, owner of `public` since PostgreSQL 15.
+pub const DATABASE_OWNER_OID: i32 = 6171;
+/// The one database (PostgreSQL's `postgres` database is 5 after initdb).
+pub const DATABASE_OID: i32 = 5;
+/// Access methods.
+pub const HEAP_AM: i32 = 2;
+pub const BTREE_AM: i32 = 403;
+/// The default collation, which text columns carry.
+pub const DEFAULT_COLLATION: i32 = 100;
+/// PostgreSQL's encoding number for UTF8.
+pub const UTF8_ENCODING: i32 = 6;
+
+/// The oid of the table with `id`.
+pub fn table_oid(def: &TableDef) -> i32 {
+    clamp_oid(FIRST_NORMAL_OID + def.id.0 as i64 * OIDS_PER_TABLE)
+}
+
+/// The oid of the `position`-th index of `def`.
+pub fn index_oid(def: &TableDef, position: usize) -> i32 {
+    clamp_oid(table_oid(def) as i64 + 1 + position.min(INDEXES_PER_TABLE_MAX - 1) as i64)
+}
+
+/// The oid of the constraint backed by the `position`-th index of `def`.
+pub fn constraint_oid(def: &TableDef, position: usize) -> i32 {
+    clamp_oid(table_oid(def) as i64 + OIDS_PER_TABLE / 2 + position.min(INDEXES_PER_TABLE_MAX - 1) as i64)
+}
+
+/// Table ids beyond the oid range get oid 0 (InvalidOid) rather than wrapping into another table's.
+fn clamp_oid(oid: i64) -> i32 {
+    i32::try_from(oid).unwrap_or(0)
+}
+
+/// What a user relation oid names.
+#[derive(Debug)]
+pub enum Relation<'a> {
+    Table(&'a TableDef),
+    Index(&'a TableDef, usize),
+    /// A system table or view of this schema.
+    System(&'static SystemTable),
+}
+
+/// The relation with `oid`, if any.
+pub fn relation_by_oid(catalog: &Catalog, oid: i64) -> Option<Relation<'_>> {
+    if let Some(system) = SYSTEM_TABLES.iter().find(|t| i64::from(t.oid) == oid) {
+        return Some(Relation::System(system));
+    }
+    if oid < FIRST_NORMAL_OID {
+        return None;
+    }
+    let table_id = (oid - FIRST_NORMAL_OID) / OIDS_PER_TABLE;
+    let offset = (oid - FIRST_NORMAL_OID) % OIDS_PER_TABLE;
+    let def = tables(catalog).find(|def| def.id.0 as i64 == table_id)?;
+    match offset {
+        0 => Some(Relation::Table(def)),
+        n if n <= INDEXES_PER_TABLE_MAX as i64 && (n as usize) <= def.indexes.len() => {
+            Some(Relation::Index(def, n as usize - 1))
+        }
+        _ => None,
+    }
+}
+
+/// The oid of the relation called `name` (tables, indexes, then system tables).
+pub fn relation_oid_by_name(catalog: &Catalog, name: &str) -> Option<i32> {
+    if let Some(entry) = catalog.get(name) {
+        return Some(table_oid(&entry.def));
+    }
+    if let Some((entry, index)) = catalog.index(name) {
+        let position = entry.def.indexes.iter().position(|i| i.name == index.name)?;
+        return Some(index_oid(&entry.def, position));
+    }
+    SYSTEM_TABLES.iter().find(|t| t.name == name).map(|t| t.oid)
+}
+
+fn tables(catalog: &Catalog) -> impl Iterator<Item = &TableDef> {
+    catalog.names().filter_map(|name| catalog.get(name)).map(|entry| entry.def.as_ref())
+}
+
+/// Whether a unique index stands for a UNIQUE constraint rather than a
+/// CREATE UNIQUE INDEX. The catalog does not record which; an index named
+/// as PostgreSQL names a unique constraint (`t_a_b_key`, `t_a_key1`) is
+/// taken for one. A constraint given its own name shows as a unique index.
+pub fn is_unique_constraint(def: &TableDef, index: &IndexDef) -> bool {
+    if index.primary || !index.unique {
+        return index.primary;
+    }
+    let names: Vec<&str> = index.columns.iter().map(|&i| def.columns[i].name.as_str()).collect();
+    let base = crate::index::default_name(&def.name, &names, "key");
+    index.name.strip_prefix(&base).is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// `CREATE [UNIQUE] INDEX name ON public.table USING btree (cols)`, as pg_get_indexdef prints it.
+pub fn index_definition(def: &TableDef, index: &IndexDef) -> String {
+    format!(
+        "CREATE {}INDEX {} ON public.{} USING btree ({})",
+        if index.unique { "UNIQUE " } else { "" },
+        quote_ident(&index.name),
+        quote_ident(&def.name),
+        column_list(def, index)
+    )
+}
+
+/// `PRIMARY KEY (cols)` or `UNIQUE (cols)`, as pg_get_constraintdef prints it.
+pub fn constraint_definition(def: &TableDef, index: &IndexDef) -> String {
+    let kind = if index.primary { "PRIMARY KEY" } else { "UNIQUE" };
+    format!("{kind} ({})", column_list(def, index))
+}
+
+fn column_list(def: &TableDef, index: &IndexDef) -> String {
+    index.columns.iter().map(|&i| quote_ident(&def.columns[i].name)).collect::<Vec<_>>().join(", ")
+}
+
+/// PostgreSQL's quote_ident: quotes unless the name is a lower-case identifier.
+pub fn quote_ident(name: &str) -> String {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !is_reserved(name);
+    if plain { name.to_string() } else { format!("\"{}\"", name.replace('"', "\"\"")) }
+}
+
+/// Reserved keywords that quote_ident must quote (PostgreSQL's reserved list, the common part).
+fn is_reserved(name: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "all",
+        "analyse",
+        "analyze",
+        "and",
+        "any",
+        "array",
+        "as",
+        "asc",
+        "both",
+        "case",
+        "cast",
+        "check",
+        "collate",
+        "column",
+        "constraint",
+        "create",
+        "default",
+        "desc",
+        "distinct",
+        "do",
+        "else",
+        "end",
+        "except",
+        "false",
+        "fetch",
+        "for",
+        "foreign",
+        "from",
+        "grant",
+        "group",
+        "having",
+        "in",
+        "into",
+        "leading",
+        "limit",
+        "not",
+        "null",
+        "offset",
+        "on",
+        "only",
+        "or",
+        "order",
+        "primary",
+        "references",
+        "select",
+        "some",
+        "table",
+        "then",
+        "to",
+        "true",
+        "union",
+        "unique",
+        "user",
+        "using",
+        "when",
+        "where",
+        "with",
+    ];
+    RESERVED.contains(&name)
+}
+
+/// A column type's PostgreSQL type oid and typmod.
+pub fn type_of(ty: SqlType) -> (i32, i32) {
+    match ty {
+        SqlType::Int2 => (21, -1),
+        SqlType::Int4 => (23, -1),
+        SqlType::Int8 => (20, -1),
+        SqlType::Float4 => (700, -1),
+        SqlType::Float8 => (701, -1),
+        SqlType::Bool => (16, -1),
+        SqlType::Text => (25, -1),
+        SqlType::Varchar(n) => (1043, typmod_with_header(n)),
+        SqlType::Char(n) => (1042, typmod_with_header(n)),
+        SqlType::Numeric { precision, scale } => {
+            (1700, ((i32::from(precision) << 16) | i32::from(scale as u8)).saturating_add(4))
+        }
+        SqlType::Date => (1082, -1),
+        SqlType::Timestamp => (1114, -1),
+    }
+}
+
+/// Character types store their length plus PostgreSQL's 4-byte varlena header as typmod.
+fn typmod_with_header(length: u32) -> i32 {
+    i32::try_from(length).unwrap_or(i32::MAX - 4).saturating_add(4)
+}
+
+/// A row of pg_type: (oid, name, length, by value, category, collation, array type, element type).
+type TypeRow = (i32, &'static str, i16, bool, &'static str, i32, i32, i32);
+
+/// The types Borealis columns and catalogs use, with PostgreSQL's oids.
+pub const TYPES: &[TypeRow] = &[
+    (16, "bool", 1, true, "B", 0, 1000, 0),
+    (17, "bytea", -1, false, "U", 0, 1001, 0),
+    (18, "char", 1, true, "Z", 0, 1002, 0),
+    (19, "name", 64, false, "S", 950, 1003, 0),
+    (20, "int8", 8, true, "N", 0, 1016, 0),
+    (21, "int2", 2, true, "N", 0, 1005, 0),
+    (23, "int4", 4, true, "N", 0, 1007, 0),
+    (25, "text", -1, false, "S", DEFAULT_COLLATION, 1009, 0),
+    (26, "oid", 4, true, "N", 0, 1028, 0),
+    (700, "float4", 4, true, "N", 0, 1021, 0),
+    (701, "float8", 8, true, "N", 0, 1022, 0),
+    (1042, "bpchar", -1, false, "S", DEFAULT_COLLATION, 1014, 0),
+    (1043, "varchar", -1, false, "S", DEFAULT_COLLATION, 1015, 0),
+    (1082, "date", 4, true, "D", 0, 1182, 0),
+    (1114, "timestamp", 8, true, "D", 0, 1115, 0),
+    (1184, "timestamptz", 8, true, "D", 0, 1185, 0),
+    (1700, "numeric", -1, false, "N", 0, 1231, 0),
+    (2205, "regclass", 4, true, "N", 0, 2210, 0),
+    (1000, "_bool", -1, false, "A", 0, 0, 16),
+    (1001, "_bytea", -1, false, "A", 0, 0, 17),
+    (1002, "_char", -1, false, "A", 0, 0, 18),
+    (1003, "_name", -1, false, "A", 950, 0, 19),
+    (1005, "_int2", -1, false, "A", 0, 0, 21),
+    (1007, "_int4", -1, false, "A", 0, 0, 23),
+    (1009, "_text", -1, false, "A", DEFAULT_COLLATION, 0, 25),
+    (1014, "_bpchar", -1, false, "A", DEFAULT_COLLATION, 0, 1042),
+    (1015, "_varchar", -1, false, "A", DEFAULT_COLLATION, 0, 1043),
+    (1016, "_int8", -1, false, "A", 0, 0, 20),
+    (1021, "_float4", -1, false, "A", 0, 0, 700),
+    (1022, "_float8", -1, false, "A", 0, 0, 701),
+    (1028, "_oid", -1, false, "A", 0, 0, 26),
+    (1115, "_timestamp", -1, false, "A", 0, 0, 1114),
+    (1182, "_date", -1, false, "A", 0, 0, 1082),
+    (1185, "_timestamptz", -1, false, "A", 0, 0, 1184),
+    (1231, "_numeric", -1, false, "A", 0, 0, 1700),
+    (2210, "_regclass", -1, false, "A", 0, 0, 2205),
+];
+
+/// PostgreSQL's format_type(type oid, typmod).
+pub fn format_type(oid: i64, typmod: Option<i64>) -> String {
+    let typmod = typmod.filter(|&m| m >= 0);
+    let sized = |name: &str| match typmod {
+        Some(m) if m >= 4 => format!("{name}({})", m - 4),
+        _ => name.to_string(),
+    };
+    match oid {
+        16 => "boolean".into(),
+        18 => "\"char\"".into(),
+        20 => "bigint".into(),
+        21 => "smallint".into(),
+        23 => "integer".into(),
+        700 => "real".into(),
+        701 => "double precision".into(),
+        1042 if typmod.is_none() => "bpchar".into(),
+        1042 => sized("character"),
+        1043 => sized("character varying"),
+        1114 => "timestamp without time zone".into(),
+        1184 => "timestamp with time zone".into(),
+        1700 => match typmod {
+            Some(m) if m >= 4 => format!("numeric({},{})", ((m - 4) >> 16) & 0xffff, (m - 4) & 0xffff),
+            _ => "numeric".into(),
+        },
+        _ => match TYPES.iter().find(|t| i64::from(t.0) == oid) {
+            Some(&(_, _, _, _, "A", _, _, element)) => format!("{}[]", format_type(i64::from(element), typmod)),
+            Some(&(_, name, ..)) => name.to_string(),
+            None => "???".into(),
+        },
+    }
+}
+
+/// The name of the type with `oid` (regtype output).
+pub fn type_name(oid: i64) -> Option<String> {
+    TYPES.iter().any(|t| i64::from(t.0) == oid).then(|| format_type(oid, None))
+}
+
+/// The name of the namespace with `oid` (regnamespace output).
+pub fn namespace_name(oid: i64) -> Option<&'static str> {
+    NAMESPACES.iter().find(|n| i64::from(n.0) == oid).map(|n| n.1)
+}
+
+/// The name of the role with `oid`, as pg_get_userbyid answers.
+pub fn role_name(oid: i64) -> String {
+    match oid {
+        10 => crate::functions::SUPERUSER_NAME.to_string(),
+        6171 => "pg_database_owner".to_string(),
+        other => format!("unknown (OID={other})"),
+    }
+}
+
+const NAMESPACES: &[(i32, &str, i32)] = &[
+    (PG_CATALOG_NAMESPACE, "pg_catalog", SUPERUSER_OID),
+    (PG_TOAST_NAMESPACE, "pg_toast", SUPERUSER_OID),
+    (PUBLIC_NAMESPACE, "public", DATABASE_OWNER_OID),
+    (INFORMATION_SCHEMA_NAMESPACE, "information_schema", SUPERUSER_OID),
+];
+
+/// A column type of a system table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An oid: int4 on the wire (PostgreSQL's oids are unsigned; ours stay below 2^31).
+    Oid,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Bool,
+    Text,
+    TimestampTz,
+    TextArray,
+    OidArray,
+    Int2Array,
+}
+
+impl Kind {
+    fn arrow_type(self) -> DataType {
+        let list = |item: DataType| DataType::List(Arc::new(Field::new_list_field(item, true)));
+        match self {
+            Kind::Oid | Kind::Int4 => DataType::Int32,
+            Kind::Int2 => DataType::Int16,
+            Kind::Int8 => DataType::Int64,
+            Kind::Float4 => DataType::Float32,
+            Kind::Bool => DataType::Boolean,
+            Kind::Text => DataType::Utf8,
+            Kind::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            Kind::TextArray => list(DataType::Utf8),
+            Kind::OidArray => list(DataType::Int32),
+            Kind::Int2Array => list(DataType::Int16),
+        }
+    }
+
+    /// PostgreSQL's type oid and length for pg_attribute rows of system tables.
+    fn type_oid(self) -> (i32, i16) {
+        match self {
+            Kind::Oid => (26, 4),
+            Kind::Int2 => (21, 2),
+            Kind::Int4 => (23, 4),
+            Kind::Int8 => (20, 8),
+            Kind::Float4 => (700, 4),
+            Kind::Bool => (16, 1),
+            Kind::Text => (25, -1),
+            Kind::TimestampTz => (1184, 8),
+            Kind::TextArray => (1009, -1),
+            Kind::OidArray => (1028, -1),
+            Kind::Int2Array => (1005, -1),
+        }
+    }
+}
+
+/// A value of a system table row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Float(f32),
+    Bool(bool),
+    Text(String),
+    IntList(Vec<i64>),
+}
+
+impl From<i32> for Value {
+    fn from(v: i32) -> Value {
+        Value::Int(v.into())
+    }
+}
+impl From<i16> for Value {
+    fn from(v: i16) -> Value {
+        Value::Int(v.into())
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Bool(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Text(v.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::Text(v)
+    }
+}
+impl From<f32> for Value {
+    fn from(v: f32) -> Value {
+        Value::Float(v)
+    }
+}
+
+/// A system table or view: its name, PostgreSQL's oid for it, and columns.
+#[derive(Debug)]
+pub struct SystemTable {
+    pub name: &'static str,
+    pub oid: i32,
+    /// 'r' for a table, 'v' for a view, as pg_class.relkind.
+    pub relkind: &'static str,
+    pub columns: &'static [(&'static str, Kind)],
+}
+
+impl SystemTable {
+    fn schema(&self) -> SchemaRef {
+        let fields: Vec<Field> =
+            self.columns.iter().map(|(name, kind)| Field::new(*name, kind.arrow_type(), true)).collect();
+        Arc::new(Schema::new(fields))
+    }
+}
+
+use Kind::{Bool as B, Float4 as F4, Int2 as I2, Int4 as I4, Oid as O, Text as T};
+
+/// Every system table and view, with the columns clients read.
+pub static SYSTEM_TABLES: &[SystemTable] = &[
+    SystemTable {
+        name: "pg_namespace",
+        oid: 2615,
+        relkind: "r",
+        columns: &[("oid", O), ("nspname", T), ("nspowner", O), ("nspacl", Kind::TextArray)],
+    },
+    SystemTable {
+        name: "pg_class",
+        oid: 1259,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("relname", T),
+            ("relnamespace", O),
+            ("reltype", O),
+            ("reloftype", O),
+            ("relowner", O),
+            ("relam", O),
+            ("relfilenode", O),
+            ("reltablespace", O),
+            ("relpages", I4),
+            ("reltuples", F4),
+            ("relallvisible", I4),
+            ("reltoastrelid", O),
+            ("relhasindex", B),
+            ("relisshared", B),
+            ("relpersistence", T),
+            ("relkind", T),
+            ("relnatts", I2),
+            ("relchecks", I2),
+            ("relhasrules", B),
+            ("relhastriggers", B),
+            ("relhassubclass", B),
+            ("relrowsecurity", B),
+            ("relforcerowsecurity", B),
+            ("relispopulated", B),
+            ("relreplident", T),
+            ("relispartition", B),
+            ("relrewrite", O),
+            ("relacl", Kind::TextArray),
+            ("reloptions", Kind::TextArray),
+            ("relpartbound", T),
+        ],
+    },
+    SystemTable {
+        name: "pg_attribute",
+        oid: 1249,
+        relkind: "r",
+        columns: &[
+            ("attrelid", O),
+            ("attname", T),
+            ("atttypid", O),
+            ("attstattarget", I4),
+            ("attlen", I2),
+            ("attnum", I2),
+            ("attndims", I4),
+            ("atttypmod", I4),
+            ("attbyval", B),
+            ("attalign", T),
+            ("attstorage", T),
+            ("attnotnull", B),
+            ("atthasdef", B),
+            ("atthasmissing", B),
+            ("attidentity", T),
+            ("attgenerated", T),
+            ("attisdropped", B),
+            ("attislocal", B),
+            ("attinhcount", I4),
+            ("attcollation", O),
+            ("attacl", Kind::TextArray),
+            ("attoptions", Kind::TextArray),
+        ],
+    },
+    SystemTable {
+        name: "pg_type",
+        oid: 1247,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("typname", T),
+            ("typnamespace", O),
+            ("typowner", O),
+            ("typlen", I2),
+            ("typbyval", B),
+            ("typtype", T),
+            ("typcategory", T),
+            ("typispreferred", B),
+            ("typisdefined", B),
+            ("typdelim", T),
+            ("typrelid", O),
+            ("typelem", O),
+            ("typarray", O),
+            ("typinput", T),
+            ("typoutput", T),
+            ("typnotnull", B),
+            ("typbasetype", O),
+            ("typtypmod", I4),
+            ("typndims", I4),
+            ("typcollation", O),
+            ("typdefault", T),
+        ],
+    },
+    SystemTable {
+        name: "pg_index",
+        oid: 2610,
+        relkind: "r",
+        columns: &[
+            ("indexrelid", O),
+            ("indrelid", O),
+            ("indnatts", I2),
+            ("indnkeyatts", I2),
+            ("indisunique", B),
+            ("indnullsnotdistinct", B),
+            ("indisprimary", B),
+            ("indisexclusion", B),
+            ("indimmediate", B),
+            ("indisclustered", B),
+            ("indisvalid", B),
+            ("indcheckxmin", B),
+            ("indisready", B),
+            ("indislive", B),
+            ("indisreplident", B),
+            ("indkey", Kind::Int2Array),
+            ("indcollation", Kind::OidArray),
+            ("indclass", Kind::OidArray),
+            ("indoption", Kind::Int2Array),
+            ("indexprs", T),
+            ("indpred", T),
+        ],
+    },
+    SystemTable {
+        name: "pg_constraint",
+        oid: 2606,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("conname", T),
+            ("connamespace", O),
+            ("contype", T),
+            ("condeferrable", B),
+            ("condeferred", B),
+            ("convalidated", B),
+            ("conrelid", O),
+            ("contypid", O),
+            ("conindid", O),
+            ("conparentid", O),
+            ("confrelid", O),
+            ("confupdtype", T),
+            ("confdeltype", T),
+            ("confmatchtype", T),
+            ("conislocal", B),
+            ("coninhcount", I4),
+            ("connoinherit", B),
+            ("conkey", Kind::Int2Array),
+            ("confkey", Kind::Int2Array),
+            ("conbin", T),
+        ],
+    },
+    SystemTable {
+        name: "pg_attrdef",
+        oid: 2604,
+        relkind: "r",
+        columns: &[("oid", O), ("adrelid", O), ("adnum", I2), ("adbin", T)],
+    },
+    SystemTable {
+        name: "pg_description",
+        oid: 2609,
+        relkind: "r",
+        columns: &[("objoid", O), ("classoid", O), ("objsubid", I4), ("description", T)],
+    },
+    SystemTable {
+        name: "pg_database",
+        oid: 1262,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("datname", T),
+            ("datdba", O),
+            ("encoding", I4),
+            ("datlocprovider", T),
+            ("datistemplate", B),
+            ("datallowconn", B),
+            ("datconnlimit", I4),
+            ("dattablespace", O),
+            ("datcollate", T),
+            ("datctype", T),
+            ("daticulocale", T),
+            ("datcollversion", T),
+            ("datacl", Kind::TextArray),
+        ],
+    },
+    SystemTable {
+        name: "pg_roles",
+        oid: 12001,
+        relkind: "v",
+        columns: &[
+            ("rolname", T),
+            ("rolsuper", B),
+            ("rolinherit", B),
+            ("rolcreaterole", B),
+            ("rolcreatedb", B),
+            ("rolcanlogin", B),
+            ("rolreplication", B),
+            ("rolconnlimit", I4),
+            ("rolpassword", T),
+            ("rolvaliduntil", Kind::TimestampTz),
+            ("rolbypassrls", B),
+            ("rolconfig", Kind::TextArray),
+            ("oid", O),
+        ],
+    },
+    SystemTable {
+        name: "pg_user",
+        oid: 12002,
+        relkind: "v",
+        columns: &[
+            ("usename", T),
+            ("usesysid", O),
+            ("usecreatedb", B),
+            ("usesuper", B),
+            ("userepl", B),
+            ("usebypassrls", B),
+            ("passwd", T),
+            ("valuntil", Kind::TimestampTz),
+            ("useconfig", Kind::TextArray),
+        ],
+    },
+    SystemTable {
+        name: "pg_auth_members",
+        oid: 1261,
+        relkind: "r",
+        columns: &[("oid", O), ("roleid", O), ("member", O), ("grantor", O), ("admin_option", B)],
+    },
+    SystemTable {
+        name: "pg_am",
+        oid: 2601,
+        relkind: "r",
+        columns: &[("oid", O), ("amname", T), ("amhandler", T), ("amtype", T)],
+    },
+    SystemTable {
+        name: "pg_inherits",
+        oid: 2611,
+        relkind: "r",
+        columns: &[("inhrelid", O), ("inhparent", O), ("inhseqno", I4), ("inhdetachpending", B)],
+    },
+    SystemTable {
+        name: "pg_tablespace",
+        oid: 1213,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("spcname", T),
+            ("spcowner", O),
+            ("spcacl", Kind::TextArray),
+            ("spcoptions", Kind::TextArray),
+        ],
+    },
+    SystemTable {
+        name: "pg_collation",
+        oid: 3456,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("collname", T),
+            ("collnamespace", O),
+            ("collowner", O),
+            ("collprovider", T),
+            ("collisdeterministic", B),
+            ("collencoding", I4),
+            ("collcollate", T),
+            ("collctype", T),
+        ],
+    },
+    SystemTable {
+        name: "pg_policy",
+        oid: 3256,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("polname", T),
+            ("polrelid", O),
+            ("polcmd", T),
+            ("polpermissive", B),
+            ("polroles", Kind::OidArray),
+            ("polqual", T),
+            ("polwithcheck", T),
+        ],
+    },
+    SystemTable {
+        name: "pg_statistic_ext",
+        oid: 3381,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("stxrelid", O),
+            ("stxname", T),
+            ("stxnamespace", O),
+            ("stxowner", O),
+            ("stxstattarget", I4),
+            ("stxkeys", Kind::Int2Array),
+            ("stxkind", Kind::TextArray),
+        ],
+    },
+    SystemTable {
+        name: "pg_publication",
+        oid: 6104,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("pubname", T),
+            ("pubowner", O),
+            ("puballtables", B),
+            ("pubinsert", B),
+            ("pubupdate", B),
+            ("pubdelete", B),
+            ("pubtruncate", B),
+            ("pubviaroot", B),
+        ],
+    },
+    SystemTable {
+        name: "pg_publication_rel",
+        oid: 6106,
+        relkind: "r",
+        columns: &[("oid", O), ("prpubid", O), ("prrelid", O), ("prqual", T), ("prattrs", Kind::Int2Array)],
+    },
+    SystemTable {
+        name: "pg_publication_namespace",
+        oid: 6237,
+        relkind: "r",
+        columns: &[("oid", O), ("pnpubid", O), ("pnnspid", O)],
+    },
+    SystemTable {
+        name: "pg_trigger",
+        oid: 2620,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("tgrelid", O),
+            ("tgparentid", O),
+            ("tgname", T),
+            ("tgfoid", O),
+            ("tgtype", I2),
+            ("tgenabled", T),
+            ("tgisinternal", B),
+            ("tgconstraint", O),
+        ],
+    },
+    SystemTable {
+        name: "pg_extension",
+        oid: 3079,
+        relkind: "r",
+        columns: &[("oid", O), ("extname", T), ("extowner", O), ("extnamespace", O), ("extversion", T)],
+    },
+    SystemTable {
+        name: "pg_tables",
+        oid: 12003,
+        relkind: "v",
+        columns: &[
+            ("schemaname", T),
+            ("tablename", T),
+            ("tableowner", T),
+            ("tablespace", T),
+            ("hasindexes", B),
+            ("hasrules", B),
+            ("hastriggers", B),
+            ("rowsecurity", B),
+        ],
+    },
+    SystemTable {
+        name: "pg_indexes",
+        oid: 12004,
+        relkind: "v",
+        columns: &[("schemaname", T), ("tablename", T), ("indexname", T), ("tablespace", T), ("indexdef", T)],
+    },
+    SystemTable {
+        name: "pg_views",
+        oid: 12005,
+        relkind: "v",
+        columns: &[("schemaname", T), ("viewname", T), ("viewowner", T), ("definition", T)],
+    },
+];
+
+/// Whether `name` is a table of this schema.
+pub fn is_system_table(name: &str) -> bool {
+    SYSTEM_TABLES.iter().any(|t| t.name == name)
+}
+
+/// Rows of every system table for one catalog.
+struct Rows(HashMap<&'static str, Vec<Vec<Value>>>);
+
+impl Rows {
+    fn push(&mut self, table: &'static str, row: Vec<Value>) {
+        debug_assert!(is_system_table(table), "{table} is not a system table");
+        self.0.entry(table).or_default().push(row);
+    }
+}
+
+/// The system tables computed from `catalog`, as in-memory tables.
+pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TableProvider>>, SqlError> {
+    let mut rows = Rows(HashMap::new());
+    fixed_rows(&mut rows);
+    for system in SYSTEM_TABLES {
+        relation_rows(&mut rows, system.oid, system.name, PG_CATALOG_NAMESPACE, system.relkind, HEAP_AM, false);
+        let columns = system.columns.iter().map(|(name, kind)| {
+            let (type_oid, length) = kind.type_oid();
+            (name.to_string(), type_oid, -1, length, false, 0)
+        });
+        attribute_rows(&mut rows, system.oid, columns);
+    }
+    for def in tables(catalog) {
+        table_rows(&mut rows, def);
+    }
+    let mut built = HashMap::new();
+    for system in SYSTEM_TABLES {
+        let table_rows = rows.0.remove(system.name).unwrap_or_default();
+        let batch = batch(system, &table_rows)?;
+        let table = MemTable::try_new(system.schema(), vec![vec![batch]])?;
+        built.insert(system.name, Arc::new(table) as Arc<dyn TableProvider>);
+    }
+    Ok(built)
+}
+
+/// Rows that do not depend on the user's tables: namespaces, roles, the database, types.
+fn fixed_rows(rows: &mut Rows) {
+    for &(oid, name, owner) in NAMESPACES {
+        rows.push("pg_namespace", vec![oid.into(), name.into(), owner.into(), Value::Null]);
+    }
+    let superuser = crate::functions::SUPERUSER_NAME;
+    rows.push(
+        "pg_roles",
+        vec![
+            superuser.into(),
+            true.into(),
+            true.into(),
+            true.into(),
+            true.into(),
+            true.into(),
+            true.into(),
+            (-1).into(),
+            "********".into(),
+            Value::Null,
+            true.into(),
+            Value::Null,
+            SUPERUSER_OID.into(),
+        ],
+    );
+    rows.push(
+        "pg_roles",
+        vec![
+            "pg_database_owner".into(),
+            false.into(),
+            true.into(),
+            false.into(),
+            false.into(),
+            false.into(),
+            false.into(),
+            (-1).into(),
+            "********".into(),
+            Value::Null,
+            false.into(),
+            Value::Null,
+            DATABASE_OWNER_OID.into(),
+        ],
+    );
+    rows.push(
+        "pg_user",
+        vec![
+            superuser.into(),
+            SUPERUSER_OID.into(),
+            true.into(),
+            true.into(),
+            true.into(),
+            true.into(),
+            "********".into(),
+            Value::Null,
+            Value::Null,
+        ],
+    );
+    rows.push(
+        "pg_database",
+        vec![
+            DATABASE_OID.into(),
+            DATABASE_NAME.into(),
+            SUPERUSER_OID.into(),
+            UTF8_ENCODING.into(),
+            "c".into(),
+            false.into(),
+            true.into(),
+            (-1).into(),
+            1663.into(),
+            "C.UTF-8".into(),
+            "C.UTF-8".into(),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+        ],
+    );
+    for (oid, name, handler, kind) in
+        [(HEAP_AM, "heap", "heap_tableam_handler", "t"), (BTREE_AM, "btree", "bthandler", "i")]
+    {
+        rows.push("pg_am", vec![oid.into(), name.into(), handler.into(), kind.into()]);
+    }
+    for (oid, name) in [(1663, "pg_default"), (1664, "pg_global")] {
+        rows.push("pg_tablespace", vec![oid.into(), name.into(), SUPERUSER_OID.into(), Value::Null, Value::Null]);
+    }
+    for (oid, name, provider, collate) in
+        [(DEFAULT_COLLATION, "default", "d", ""), (950, "C", "c", "C"), (951, "POSIX", "c", "POSIX")]
+    {
+        let collate = if collate.is_empty() { Value::Null } else { collate.into() };
+        rows.push(
+            "pg_collation",
+            vec![
+                oid.into(),
+                name.into(),
+                PG_CATALOG_NAMESPACE.into(),
+                SUPERUSER_OID.into(),
+                provider.into(),
+                true.into(),
+                (-1).into(),
+                collate.clone(),
+                collate,
+            ],
+        );
+    }
+    for &(oid, name, length, by_value, category, collation, array, element) in TYPES {
+        let (input, output) = if category == "A" { ("array_in", "array_out") } else { ("", "") };
+        let io =
+            |fixed: &str, suffix: &str| if fixed.is_empty() { format!("{name}{suffix}") } else { fixed.to_string() };
+        rows.push(
+            "pg_type",
+            vec![
+                oid.into(),
+                name.into(),
+                PG_CATALOG_NAMESPACE.into(),
+                SUPERUSER_OID.into(),
+                length.into(),
+                by_value.into(),
+                "b".into(),
+                category.into(),
+                false.into(),
+                true.into(),
+                ",".into(),
+                0.into(),
+                element.into(),
+                array.into(),
+                io(input, "in").into(),
+                io(output, "out").into(),
+                false.into(),
+                0.into(),
+                (-1).into(),
+                0.into(),
+                collation.into(),
+                Value::Null,
+            ],
+        );
+    }
+}
+
+/// pg_class, pg_attribute, pg_index, pg_constraint, pg_tables and pg_indexes rows of one user table.
+fn table_rows(rows: &mut Rows, def: &TableDef) {
+    let oid = table_oid(def);
+    relation_rows(rows, oid, &def.name, PUBLIC_NAMESPACE, "r", HEAP_AM, !def.indexes.is_empty());
+    attribute_rows(rows, oid, def.columns.iter().map(column_attribute));
+    rows.push(
+        "pg_tables",
+        vec![
+            "public".into(),
+            def.name.as_str().into(),
+            crate::functions::SUPERUSER_NAME.into(),
+            Value::Null,
+            (!def.indexes.is_empty()).into(),
+            false.into(),
+            false.into(),
+            false.into(),
+        ],
+    );
+    for (position, index) in def.indexes.iter().enumerate() {
+        let index_oid = index_oid(def, position);
+        relation_rows(rows, index_oid, &index.name, PUBLIC_NAMESPACE, "i", BTREE_AM, false);
+        let columns = index.columns.iter().map(|&i| {
+            let mut attribute = column_attribute(&def.columns[i]);
+            attribute.4 = false;
+            attribute
+        });
+        attribute_rows(rows, index_oid, columns);
+        let key: Vec<i64> = index.columns.iter().map(|&i| i as i64 + 1).collect();
+        let count = key.len() as i16;
+        rows.push(
+            "pg_index",
+            vec![
+                index_oid.into(),
+                oid.into(),
+                count.into(),
+                count.into(),
+                index.unique.into(),
+                false.into(),
+                index.primary.into(),
+                false.into(),
+                true.into(),
+                false.into(),
+                true.into(),
+                false.into(),
+                true.into(),
+                true.into(),
+                false.into(),
+                Value::IntList(key.clone()),
+                Value::Null,
+                Value::Null,
+                Value::IntList(vec![0; key.len()]),
+                Value::Null,
+                Value::Null,
+            ],
+        );
+        rows.push(
+            "pg_indexes",
+            vec![
+                "public".into(),
+                def.name.as_str().into(),
+                index.name.as_str().into(),
+                Value::Null,
+                index_definition(def, index).into(),
+            ],
+        );
+        if is_unique_constraint(def, index) {
+            rows.push(
+                "pg_constraint",
+                vec![
+                    constraint_oid(def, position).into(),
+                    index.name.as_str().into(),
+                    PUBLIC_NAMESPACE.into(),
+                    if index.primary { "p" } else { "u" }.into(),
+                    false.into(),
+                    false.into(),
+                    true.into(),
+                    oid.into(),
+                    0.into(),
+                    index_oid.into(),
+                    0.into(),
+                    0.into(),
+                    " ".into(),
+                    " ".into(),
+                    " ".into(),
+                    true.into(),
+                    0.into(),
+                    true.into(),
+                    Value::IntList(key),
+                    Value::Null,
+                    Value::Null,
+                ],
+            );
+        }
+    }
+}
+
+/// (name, type oid, typmod, length, not null, collation) of a column.
+type Attribute = (String, i32, i32, i16, bool, i32);
+
+fn column_attribute(column: &ColumnDef) -> Attribute {
+    let (type_oid, typmod) = type_of(column.ty);
+    let length = column.ty.fixed_width_bytes().map_or(-1, |bytes| bytes as i16);
+    let length = if matches!(column.ty, SqlType::Numeric { .. }) { -1 } else { length };
+    let collation =
+        if matches!(column.ty, SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_)) { DEFAULT_COLLATION } else { 0 };
+    (column.name.clone(), type_oid, typmod, length, !column.nullable, collation)
+}
+
+fn relation_rows(
+    rows: &mut Rows,
+    oid: i32,
+    name: &str,
+    namespace: i32,
+    relkind: &str,
+    access_method: i32,
+    has_index: bool,
+) {
+    let access_method = if relkind == "v" { 0 } else { access_method };
+    rows.push(
+        "pg_class",
+        vec![
+            oid.into(),
+            name.into(),
+            namespace.into(),
+            0.into(),
+            0.into(),
+            SUPERUSER_OID.into(),
+            access_method.into(),
+            oid.into(),
+            0.into(),
+            0.into(),
+            (-1.0f32).into(),
+            0.into(),
+            0.into(),
+            has_index.into(),
+            false.into(),
+            "p".into(),
+            relkind.into(),
+            0i16.into(),
+            0i16.into(),
+            false.into(),
+            false.into(),
+            false.into(),
+            false.into(),
+            false.into(),
+            true.into(),
+            if relkind == "i" { "n" } else { "d" }.into(),
+            false.into(),
+            0.into(),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+        ],
+    );
+}
+
+/// pg_attribute rows of relation `oid`, numbered from 1; also sets the relation's relnatts.
+fn attribute_rows(rows: &mut Rows, oid: i32, attributes: impl Iterator<Item = Attribute>) {
+    let mut count: i16 = 0;
+    for (name, type_oid, typmod, length, not_null, collation) in attributes {
+        count += 1;
+        let by_value = length > 0 && length <= 8;
+        let (align, storage) = match length {
+            1 => ("c", "p"),
+            2 => ("s", "p"),
+            4 => ("i", "p"),
+            8 => ("d", "p"),
+            _ => ("i", "x"),
+        };
+        rows.push(
+            "pg_attribute",
+            vec![
+                oid.into(),
+                name.into(),
+                type_oid.into(),
+                (-1).into(),
+                length.into(),
+                count.into(),
+                0.into(),
+                typmod.into(),
+                by_value.into(),
+                align.into(),
+                storage.into(),
+                not_null.into(),
+                false.into(),
+                false.into(),
+                "".into(),
+                "".into(),
+                false.into(),
+                true.into(),
+                0.into(),
+                collation.into(),
+                Value::Null,
+                Value::Null,
+            ],
+        );
+    }
+    let relnatts =
+        SYSTEM_TABLES[1].columns.iter().position(|(name, _)| *name == "relnatts").expect("pg_class has relnatts");
+    if let Some(row) =
+        rows.0.get_mut("pg_class").and_then(|r| r.iter_mut().rev().find(|row| row[0] == Value::from(oid)))
+    {
+        row[relnatts] = count.into();
+    }
+}
+
+/// Arrow batch of `rows` for `table`.
+fn batch(table: &SystemTable, rows: &[Vec<Value>]) -> Result<RecordBatch, SqlError> {
+    let columns: Vec<ArrayRef> = table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(index, &(name, kind))| {
+            assert!(rows.iter().all(|row| row.len() == table.columns.len()), "{}: row width", table.name);
+            column(kind, rows.iter().map(|row| &row[index]), name)
+        })
+        .collect();
+    RecordBatch::try_new(table.schema(), columns).map_err(|e| SqlError::from_arrow(&e))
+}
+
+fn column<'a>(kind: Kind, values: impl Iterator<Item = &'a Value>, name: &str) -> ArrayRef {
+    let int = |value: &Value| match value {
+        Value::Int(v) => Some(*v),
+        Value::Null => None,
+        other => panic!("{name}: {other:?} is not an integer"),
+    };
+    match kind {
+        Kind::Oid | Kind::Int4 => {
+            let mut b = Int32Builder::new();
+            values.for_each(|v| b.append_option(int(v).map(|v| v as i32)));
+            Arc::new(b.finish())
+        }
+        Kind::Int2 => {
+            let mut b = Int16Builder::new();
+            values.for_each(|v| b.append_option(int(v).map(|v| v as i16)));
+            Arc::new(b.finish())
+        }
+        Kind::Int8 => {
+            let mut b = Int64Builder::new();
+            values.for_each(|v| b.append_option(int(v)));
+            Arc::new(b.finish())
+        }
+        Kind::Float4 => {
+            let mut b = Float32Builder::new();
+            values.for_each(|v| b.append_option(if let Value::Float(f) = v { Some(*f) } else { None }));
+            Arc::new(b.finish())
+        }
+        Kind::Bool => {
+            let mut b = BooleanBuilder::new();
+            values.for_each(|v| b.append_option(if let Value::Bool(f) = v { Some(*f) } else { None }));
+            Arc::new(b.finish())
+        }
+        Kind::Text => {
+            let mut b = StringBuilder::new();
+            values.for_each(|v| b.append_option(if let Value::Text(s) = v { Some(s) } else { None }));
+            Arc::new(b.finish())
+        }
+        Kind::TimestampTz => {
+            let mut b = TimestampMicrosecondBuilder::new().with_timezone("+00:00");
+            values.for_each(|v| b.append_option(int(v)));
+            Arc::new(b.finish())
+        }
+        Kind::TextArray => {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            values.for_each(|_| b.append_null());
+            Arc::new(b.finish())
+        }
+        Kind::OidArray => {
+            let mut b = ListBuilder::new(Int32Builder::new());
+            for value in values {
+                match value {
+                    Value::IntList(items) => b.append_value(items.iter().map(|&i| Some(i as i32))),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        Kind::Int2Array => {
+            let mut b = ListBuilder::new(Int16Builder::new());
+            for value in values {
+                match value {
+                    Value::IntList(items) => b.append_value(items.iter().map(|&i| Some(i as i16))),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// The system tables of one catalog, by name.
+type SystemTables = Arc<HashMap<&'static str, Arc<dyn TableProvider>>>;
+/// The built tables and the catalog they were built from.
+type Built = (Arc<Catalog>, SystemTables);
+
+/// The `pg_catalog` schema of one session: system tables for the catalog
+/// the session's statement sees, rebuilt when that catalog changes.
+#[derive(Debug)]
+pub struct PgCatalogSchema {
+    view: Arc<CatalogView>,
+    /// The last build. Keyed by the catalog `Arc` (and its version): the
+    /// engine shares one `Arc` per committed catalog version, and a catalog
+    /// with uncommitted DDL is a fresh `Arc` every statement, never reused.
+    built: Mutex<Option<Built>>,
+}
+
+impl PgCatalogSchema {
+    /// The schema over `view`.
+    pub fn new(view: Arc<CatalogView>) -> PgCatalogSchema {
+        PgCatalogSchema { view, built: Mutex::new(None) }
+    }
+
+    fn tables(&self) -> Result<SystemTables, SqlError> {
+        let catalog = self.view.get();
+        let mut built = self.built.lock().expect("pg_catalog cache lock poisoned");
+        if let Some((from, tables)) = built.as_ref()
+            && Arc::ptr_eq(from, &catalog)
+            && from.version == catalog.version
+        {
+            return Ok(Arc::clone(tables));
+        }
+        let tables = Arc::new(build(&catalog)?);
+        tracing::debug!(catalog_version = catalog.version, "pg_catalog built");
+        *built = Some((catalog, Arc::clone(&tables)));
+        Ok(tables)
+    }
+
+    /// The system table called `name`, built for the current catalog.
+    pub fn system_table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if !is_system_table(name) {
+            return Ok(None);
+        }
+        Ok(self.tables()?.get(name).cloned())
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalogSchema {
+    fn table_names(&self) -> Vec<String> {
+        SYSTEM_TABLES.iter().map(|t| t.name.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        self.system_table(name)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        is_system_table(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::TableId;
+    use borealis_storage::ids::PageId;
+
+    fn accounts() -> TableDef {
+        let column = |name: &str, ty, nullable| ColumnDef { name: name.into(), ty, nullable };
+        let index = |name: &str, columns: Vec<usize>, unique, primary| IndexDef {
+            name: name.into(),
+            columns,
+            unique,
+            primary,
+            root: PageId(9),
+        };
+        TableDef {
+            id: TableId(3),
+            name: "accounts".into(),
+            columns: vec![
+                column("id", SqlType::Int4, false),
+                column("email", SqlType::Varchar(100), false),
+                column("Name", SqlType::Text, true),
+            ],
+            primary_key: vec![0],
+            indexes: vec![
+                index("accounts_pkey", vec![0], true, true),
+                index("accounts_email_key", vec![1], true, false),
+                index("by_name", vec![2, 0], false, false),
+                index("accounts_email_key1", vec![1], true, false),
+                index("unique_email", vec![1], true, false),
+            ],
+            first_page: PageId(2),
+        }
+    }
+
+    #[test]
+    fn oids_follow_table_ids() {
+        let def = accounts();
+        assert_eq!(table_oid(&def), 16384 + 3 * 1024);
+        assert_eq!(index_oid(&def, 0), table_oid(&def) + 1);
+        assert_eq!(constraint_oid(&def, 1), table_oid(&def) + 513);
+    }
+
+    #[test]
+    fn definitions_match_postgres() {
+        let def = accounts();
+        assert_eq!(
+            index_definition(&def, &def.indexes[0]),
+            "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)"
+        );
+        assert_eq!(
+            index_definition(&def, &def.indexes[2]),
+            "CREATE INDEX by_name ON public.accounts USING btree (\"Name\", id)"
+        );
+        assert_eq!(constraint_definition(&def, &def.indexes[0]), "PRIMARY KEY (id)");
+        let constraints: Vec<bool> = def.indexes.iter().map(|i| is_unique_constraint(&def, i)).collect();
+        assert_eq!(constraints, [true, true, false, true, false]);
+    }
+
+    #[test]
+    fn types_format_as_postgres() {
+        for (ty, want) in [
+            (SqlType::Int4, "integer"),
+            (SqlType::Varchar(100), "character varying(100)"),
+            (SqlType::Char(4), "character(4)"),
+            (SqlType::Numeric { precision: 12, scale: 2 }, "numeric(12,2)"),
+            (SqlType::Timestamp, "timestamp without time zone"),
+            (SqlType::Float8, "double precision"),
+        ] {
+            let (oid, typmod) = type_of(ty);
+            assert_eq!(format_type(oid.into(), Some(typmod.into())), want);
+        }
+        assert_eq!(format_type(1007, None), "integer[]");
+        assert_eq!(format_type(1043, None), "character varying");
+        assert_eq!(format_type(4242, None), "???");
+    }
+
+    #[test]
+    fn quote_ident_quotes_only_when_needed() {
+        assert_eq!(quote_ident("accounts"), "accounts");
+        assert_eq!(quote_ident("Name"), "\"Name\"");
+        assert_eq!(quote_ident("user"), "\"user\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

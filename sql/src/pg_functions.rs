@@ -1,0 +1,354 @@
+//! PostgreSQL's catalog functions, as DataFusion scalar functions: what
+//! psql's meta-commands and drivers call next to the `pg_catalog` tables
+//! (`pg_get_indexdef`, `format_type`, `pg_table_is_visible`, privileges, ...).
+//!
+//! Functions that look at relations read the catalog the session's current
+//! statement sees through the [`CatalogView`], so they agree with the
+//! `pg_catalog` tables of the same statement (see `crate::pg_catalog` for the
+//! oid scheme). `regclassin`, `regclassout`, `regtypeout` and
+//! `regnamespaceout` serve the casts `crate::pg_rewrite` turns
+//! `::regclass`, `::regtype` and `::regnamespace` into.
+//!
+//! There is one database, one role and one user schema, every relation is
+//! visible and the only role holds every privilege, so the visibility and
+//! privilege functions answer true for any non-null argument.
+
+use crate::catalog::Catalog;
+use crate::error::SqlError;
+use crate::pg_catalog::{self, Relation};
+use crate::provider::CatalogView;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Int32Builder, Int64Array, ListBuilder, StringArray, StringBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::ScalarValue;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// The arguments of one call, each cast to the forms the bodies read.
+struct Args {
+    ints: Vec<Option<Int64Array>>,
+    texts: Vec<Option<StringArray>>,
+    arrays: Vec<ArrayRef>,
+}
+
+impl Args {
+    fn new(arrays: Vec<ArrayRef>) -> Args {
+        let ints = arrays.iter().map(|a| cast(a, &DataType::Int64).ok().map(|a| a.as_primitive().clone())).collect();
+        let texts =
+            arrays.iter().map(|a| cast(a, &DataType::Utf8).ok().map(|a| a.as_string::<i32>().clone())).collect();
+        Args { ints, texts, arrays }
+    }
+
+    /// Argument `arg` of row `row` as an integer (None if null, absent or not a number).
+    fn int(&self, arg: usize, row: usize) -> Option<i64> {
+        let array = self.ints.get(arg)?.as_ref()?;
+        array.is_valid(row).then(|| array.value(row))
+    }
+
+    /// Argument `arg` of row `row` as text.
+    fn text(&self, arg: usize, row: usize) -> Option<&str> {
+        let array = self.texts.get(arg)?.as_ref()?;
+        array.is_valid(row).then(|| array.value(row))
+    }
+
+    fn is_null(&self, arg: usize, row: usize) -> bool {
+        self.arrays.get(arg).is_none_or(|a| a.is_null(row))
+    }
+}
+
+/// What a function returns per row.
+enum Body {
+    Text(fn(&Catalog, &Args, usize) -> Result<Option<String>, SqlError>),
+    Bool(fn(&Catalog, &Args, usize) -> Option<bool>),
+    Oid(fn(&Catalog, &Args, usize) -> Result<Option<i32>, SqlError>),
+    TextList(fn(&Catalog, &Args, usize) -> Option<Vec<&'static str>>),
+}
+
+/// A PostgreSQL function evaluated row by row.
+struct PgFunction {
+    name: &'static str,
+    signature: Signature,
+    view: Arc<CatalogView>,
+    body: Body,
+}
+
+impl std::fmt::Debug for PgFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgFunction").field("name", &self.name).finish()
+    }
+}
+
+/// Functions are identified by name: one instance per name and session.
+impl PartialEq for PgFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for PgFunction {}
+impl Hash for PgFunction {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PgFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(match self.body {
+            Body::Text(_) => DataType::Utf8,
+            Body::Bool(_) => DataType::Boolean,
+            Body::Oid(_) => DataType::Int32,
+            Body::TextList(_) => DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let arrays = args.args.iter().map(|a| a.to_array(rows)).collect::<DfResult<Vec<_>>>()?;
+        let args = Args::new(arrays);
+        let catalog = self.view.get();
+        let result: ArrayRef = match self.body {
+            Body::Text(f) => {
+                let mut b = StringBuilder::new();
+                for row in 0..rows {
+                    b.append_option(f(&catalog, &args, row)?);
+                }
+                Arc::new(b.finish())
+            }
+            Body::Bool(f) => {
+                let mut b = BooleanBuilder::new();
+                (0..rows).for_each(|row| b.append_option(f(&catalog, &args, row)));
+                Arc::new(b.finish())
+            }
+            Body::Oid(f) => {
+                let mut b = Int32Builder::new();
+                for row in 0..rows {
+                    b.append_option(f(&catalog, &args, row)?);
+                }
+                Arc::new(b.finish())
+            }
+            Body::TextList(f) => {
+                let mut b = ListBuilder::new(StringBuilder::new());
+                for row in 0..rows {
+                    match f(&catalog, &args, row) {
+                        Some(items) => b.append_value(items.into_iter().map(Some)),
+                        None => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+        };
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?));
+        }
+        Ok(ColumnarValue::Array(result))
+    }
+}
+
+/// True for a non-null first argument.
+fn true_if_given(_: &Catalog, args: &Args, row: usize) -> Option<bool> {
+    (!args.is_null(0, row)).then_some(true)
+}
+
+/// True once every argument is given (privilege checks: the one role holds every privilege).
+fn true_if_all_given(_: &Catalog, args: &Args, row: usize) -> Option<bool> {
+    (0..args.arrays.len()).all(|arg| !args.is_null(arg, row)).then_some(true)
+}
+
+fn null_text(_: &Catalog, _: &Args, _: usize) -> Result<Option<String>, SqlError> {
+    Ok(None)
+}
+
+fn userbyid(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    Ok(args.int(0, row).map(pg_catalog::role_name))
+}
+
+fn format_type(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    Ok(args.int(0, row).map(|oid| pg_catalog::format_type(oid, args.int(1, row))))
+}
+
+/// pg_get_indexdef(index oid [, column, pretty]): the CREATE INDEX, or with
+/// a column number above 0 that key column's name.
+fn indexdef(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    let Some(Relation::Index(def, position)) =
+        args.int(0, row).and_then(|oid| pg_catalog::relation_by_oid(catalog, oid))
+    else {
+        return Ok(None);
+    };
+    let index = &def.indexes[position];
+    match args.int(1, row).unwrap_or(0) {
+        0 => Ok(Some(pg_catalog::index_definition(def, index))),
+        column => Ok(usize::try_from(column - 1)
+            .ok()
+            .and_then(|at| index.columns.get(at))
+            .map(|&i| pg_catalog::quote_ident(&def.columns[i].name))),
+    }
+}
+
+fn constraintdef(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    let Some(oid) = args.int(0, row) else { return Ok(None) };
+    let half = pg_catalog::OIDS_PER_TABLE / 2;
+    // A constraint's oid is its index's oid moved up by half the table's range.
+    let index_oid = oid - half + 1;
+    Ok(match pg_catalog::relation_by_oid(catalog, index_oid) {
+        Some(Relation::Index(def, position)) if pg_catalog::constraint_oid(def, position) as i64 == oid => {
+            Some(pg_catalog::constraint_definition(def, &def.indexes[position]))
+        }
+        _ => None,
+    })
+}
+
+/// pg_get_expr(expression text, relation oid [, pretty]): expressions are stored as their text.
+fn get_expr(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    Ok(args.text(0, row).map(str::to_string))
+}
+
+fn encoding_to_char(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    Ok(args.int(0, row).map(|e| if e == i64::from(pg_catalog::UTF8_ENCODING) { "UTF8" } else { "" }.to_string()))
+}
+
+fn quote_ident(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    Ok(args.text(0, row).map(pg_catalog::quote_ident))
+}
+
+fn superuser(_: &Catalog, _: &Args, _: usize) -> Result<Option<String>, SqlError> {
+    Ok(Some(crate::functions::SUPERUSER_NAME.to_string()))
+}
+
+/// A relation name as a regclass literal names it: optionally `public.` or
+/// `pg_catalog.` qualified, quoted or folded to lower case.
+fn relation_name(text: &str) -> String {
+    let text = text.trim();
+    let text = ["public.", "pg_catalog."].iter().find_map(|p| text.strip_prefix(p)).unwrap_or(text);
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => text.to_lowercase(),
+    }
+}
+
+fn to_regclass(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<i32>, SqlError> {
+    Ok(args.text(0, row).and_then(|text| pg_catalog::relation_oid_by_name(catalog, &relation_name(text))))
+}
+
+/// `'name'::regclass`: the relation's oid, 42P01 if there is none; a number is taken as an oid.
+fn regclassin(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<i32>, SqlError> {
+    let Some(text) = args.text(0, row) else { return Ok(None) };
+    if let Ok(oid) = text.trim().parse::<i32>() {
+        return Ok(Some(oid));
+    }
+    let name = relation_name(text);
+    pg_catalog::relation_oid_by_name(catalog, &name).map(Some).ok_or_else(|| SqlError::undefined_table(&name))
+}
+
+/// `oid::regclass` shown as text: the relation's name, or the number if there is none.
+fn regclassout(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    let Some(oid) = args.int(0, row) else { return Ok(None) };
+    Ok(Some(match pg_catalog::relation_by_oid(catalog, oid) {
+        Some(Relation::Table(def)) => pg_catalog::quote_ident(&def.name),
+        Some(Relation::Index(def, position)) => pg_catalog::quote_ident(&def.indexes[position].name),
+        Some(Relation::System(table)) => table.name.to_string(),
+        None => oid.to_string(),
+    }))
+}
+
+fn regtypeout(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    let Some(oid) = args.int(0, row) else { return Ok(None) };
+    Ok(Some(pg_catalog::type_name(oid).unwrap_or_else(|| oid.to_string())))
+}
+
+fn regnamespaceout(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    let Some(oid) = args.int(0, row) else { return Ok(None) };
+    Ok(Some(pg_catalog::namespace_name(oid).map_or_else(|| oid.to_string(), str::to_string)))
+}
+
+/// current_schemas(include implicit): the search path, pg_catalog first when asked.
+fn current_schemas(_: &Catalog, args: &Args, row: usize) -> Option<Vec<&'static str>> {
+    let implicit = args.text(0, row)?;
+    Some(if implicit == "true" { vec!["pg_catalog", "public"] } else { vec!["public"] })
+}
+
+fn backend_pid(_: &Catalog, _: &Args, _: usize) -> Result<Option<i32>, SqlError> {
+    Ok(i32::try_from(std::process::id()).ok())
+}
+
+/// array_upper(array, dimension): the upper bound of a one-dimensional array, NULL when empty.
+fn array_upper(_: &Catalog, args: &Args, row: usize) -> Result<Option<i32>, SqlError> {
+    let Some(list) = args.arrays.first().and_then(|a| a.as_list_opt::<i32>()) else { return Ok(None) };
+    if list.is_null(row) || args.int(1, row) != Some(1) {
+        return Ok(None);
+    }
+    Ok(Some(list.value_length(row)).filter(|&n| n > 0))
+}
+
+/// Registers the functions on `state`; those reading relations read `view`.
+pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<()> {
+    let any = || Signature::variadic_any(Volatility::Stable);
+    let none = || Signature::nullary(Volatility::Stable);
+    let functions: Vec<(&'static str, Signature, Body)> = vec![
+        ("pg_get_userbyid", any(), Body::Text(userbyid)),
+        ("format_type", any(), Body::Text(format_type)),
+        ("pg_get_indexdef", any(), Body::Text(indexdef)),
+        ("pg_get_constraintdef", any(), Body::Text(constraintdef)),
+        ("pg_get_expr", any(), Body::Text(get_expr)),
+        ("pg_get_viewdef", any(), Body::Text(null_text)),
+        ("pg_get_statisticsobjdef_columns", any(), Body::Text(null_text)),
+        ("obj_description", any(), Body::Text(null_text)),
+        ("col_description", any(), Body::Text(null_text)),
+        ("shobj_description", any(), Body::Text(null_text)),
+        ("pg_encoding_to_char", any(), Body::Text(encoding_to_char)),
+        ("quote_ident", any(), Body::Text(quote_ident)),
+        ("regclassout", any(), Body::Text(regclassout)),
+        ("regtypeout", any(), Body::Text(regtypeout)),
+        ("regnamespaceout", any(), Body::Text(regnamespaceout)),
+        ("current_user", none(), Body::Text(superuser)),
+        ("session_user", none(), Body::Text(superuser)),
+        ("user", none(), Body::Text(superuser)),
+        ("pg_table_is_visible", any(), Body::Bool(true_if_given)),
+        ("pg_type_is_visible", any(), Body::Bool(true_if_given)),
+        ("pg_function_is_visible", any(), Body::Bool(true_if_given)),
+        ("pg_relation_is_publishable", any(), Body::Bool(|_, _, _| Some(false))),
+        ("has_table_privilege", any(), Body::Bool(true_if_all_given)),
+        ("has_schema_privilege", any(), Body::Bool(true_if_all_given)),
+        ("has_database_privilege", any(), Body::Bool(true_if_all_given)),
+        ("has_column_privilege", any(), Body::Bool(true_if_all_given)),
+        ("has_any_column_privilege", any(), Body::Bool(true_if_all_given)),
+        ("has_function_privilege", any(), Body::Bool(true_if_all_given)),
+        ("has_sequence_privilege", any(), Body::Bool(true_if_all_given)),
+        ("to_regclass", any(), Body::Oid(to_regclass)),
+        ("regclassin", any(), Body::Oid(regclassin)),
+        ("pg_backend_pid", none(), Body::Oid(backend_pid)),
+        ("array_upper", any(), Body::Oid(array_upper)),
+        ("current_schemas", any(), Body::TextList(current_schemas)),
+    ];
+    for (name, signature, body) in functions {
+        let function = PgFunction { name, signature, view: Arc::clone(view), body };
+        state.register_udf(Arc::new(ScalarUDF::new_from_impl(function)))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regclass_literals_fold_like_identifiers() {
+        assert_eq!(relation_name("Accounts"), "accounts");
+        assert_eq!(relation_name("public.\"Mixed\""), "Mixed");
+        assert_eq!(relation_name("pg_catalog.pg_class"), "pg_class");
+    }
+}

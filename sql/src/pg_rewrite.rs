@@ -1,0 +1,531 @@
+//! Rewrites of PostgreSQL catalog-query syntax that DataFusion does not
+//! plan, applied to a read statement's AST before planning.
+//!
+//! Clients such as psql (`\d`, `\dt`, `\du`, ...) and drivers introspect
+//! the database with queries written for PostgreSQL's catalogs. Each rewrite
+//! keeps the query's meaning for the catalogs Borealis has:
+//!
+//! | PostgreSQL | becomes | why |
+//! |---|---|---|
+//! | `x COLLATE c` | `x` | strings compare bytewise (the C collation) everywhere |
+//! | `a OPERATOR(pg_catalog.~) b` | `a ~ b` (any built-in operator) | the schema-qualified operator form |
+//! | `pg_catalog.f(...)` | `f(...)` | DataFusion does not resolve qualified function names |
+//! | `x::regclass` | `regclassout(x)` (the relation's name) | regclass prints as a name |
+//! | `'name'::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
+//! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
+//! | `::oid`, `::name`, `::"char"`, `::pg_catalog.int2[]`, ... | int, text, smallint[] ... | system types Borealis represents with its own |
+//! | `ARRAY(SELECT e ...)` | `(SELECT '{' \|\| coalesce(string_agg(e::text, ','), '') \|\| '}' ...)` | PostgreSQL's text form of the array |
+//!
+//! The last one changes the result type from an array to text; clients that
+//! read the value as text (psql) see PostgreSQL's output for simple
+//! elements (names without commas, quotes or braces).
+//!
+//! [`provably_empty`] answers for queries DataFusion still cannot plan: if
+//! every branch of the query reads, through inner joins, a system table that
+//! Borealis always keeps empty (policies, publications, inheritance,
+//! extended statistics, ...), the result has no rows whatever the rest of
+//! the query says, so the engine may answer with zero rows. psql's `\d`
+//! footer queries are of this kind.
+
+use datafusion::sql::sqlparser::ast::BinaryOperator;
+use datafusion::sql::sqlparser::ast::{
+    ArrayElemTypeDef, CastKind, DataType, Expr, FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName,
+    ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, SetOperator, Statement, TableFactor,
+    TableWithJoins, Value, ValueWithSpan, Visit, Visitor, visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+
+/// System tables that are always empty in Borealis (see `crate::pg_catalog`).
+const EMPTY_SYSTEM_TABLES: &[&str] = &[
+    "pg_attrdef",
+    "pg_description",
+    "pg_auth_members",
+    "pg_inherits",
+    "pg_policy",
+    "pg_statistic_ext",
+    "pg_publication",
+    "pg_publication_rel",
+    "pg_publication_namespace",
+    "pg_trigger",
+    "pg_extension",
+    "pg_views",
+];
+
+/// Applies every rewrite to `statement` in place.
+pub fn rewrite(statement: &mut Statement) {
+    let _ = visit_expressions_mut(statement, |expr| {
+        rewrite_expr(expr);
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn rewrite_expr(expr: &mut Expr) {
+    match expr {
+        Expr::Collate { expr: inner, .. } => *expr = std::mem::replace(inner.as_mut(), null()),
+        Expr::BinaryOp { op, .. } => {
+            if let BinaryOperator::PGCustomBinaryOperator(parts) = op
+                && let Some(builtin) = parts.last().and_then(|name| builtin_operator(name))
+            {
+                *op = builtin;
+            }
+        }
+        Expr::Function(function) => {
+            if function.name.0.len() == 2 && is_pg_catalog(&function.name.0[0]) {
+                function.name.0.remove(0);
+            }
+            let is_array = function.name.to_string().eq_ignore_ascii_case("array");
+            if is_array && let FunctionArguments::Subquery(query) = &function.args {
+                let query = query.as_ref().clone();
+                if let Some(rewritten) = array_subquery(query) {
+                    *expr = rewritten;
+                }
+            }
+        }
+        Expr::Subquery(query) if query_is_empty(query) => *expr = null(),
+        Expr::Subquery(query) => single_row_subquery(query),
+        Expr::Cast { kind: CastKind::DoubleColon | CastKind::Cast, expr: inner, data_type, .. } => {
+            if let Some(rewritten) = cast(inner, data_type) {
+                *expr = rewritten;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn null() -> Expr {
+    Expr::Value(ValueWithSpan::from(Value::Null))
+}
+
+fn is_pg_catalog(part: &ObjectNamePart) -> bool {
+    part.as_ident().is_some_and(|ident| ident.value.eq_ignore_ascii_case("pg_catalog"))
+}
+
+fn builtin_operator(name: &str) -> Option<BinaryOperator> {
+    Some(match name {
+        "~" => BinaryOperator::PGRegexMatch,
+        "~*" => BinaryOperator::PGRegexIMatch,
+        "!~" => BinaryOperator::PGRegexNotMatch,
+        "!~*" => BinaryOperator::PGRegexNotIMatch,
+        "~~" => BinaryOperator::PGLikeMatch,
+        "=" => BinaryOperator::Eq,
+        "<>" | "!=" => BinaryOperator::NotEq,
+        "<" => BinaryOperator::Lt,
+        "<=" => BinaryOperator::LtEq,
+        ">" => BinaryOperator::Gt,
+        ">=" => BinaryOperator::GtEq,
+        "||" => BinaryOperator::StringConcat,
+        "+" => BinaryOperator::Plus,
+        "-" => BinaryOperator::Minus,
+        _ => return None,
+    })
+}
+
+/// The rewritten cast of `inner` to `data_type`, None to keep it.
+fn cast(inner: &mut Box<Expr>, data_type: &mut DataType) -> Option<Expr> {
+    let name = type_name(data_type)?;
+    let literal = matches!(inner.as_ref(), Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(_), .. }));
+    let function = match name.as_str() {
+        "regclass" if literal => "regclassin",
+        "regclass" => "regclassout",
+        "regtype" if !literal => "regtypeout",
+        "regnamespace" if !literal => "regnamespaceout",
+        _ => {
+            *data_type = replacement_type(data_type)?;
+            return None;
+        }
+    };
+    parse_expr(&format!("{function}({inner})"))
+}
+
+/// The lower-case name of a custom (or regclass) type, without `pg_catalog.`.
+fn type_name(data_type: &DataType) -> Option<String> {
+    match data_type {
+        DataType::Regclass => Some("regclass".into()),
+        DataType::Custom(name, modifiers) if modifiers.is_empty() => match name.0.as_slice() {
+            [part] => part.as_ident().map(|i| i.value.to_lowercase()),
+            [schema, part] if is_pg_catalog(schema) => part.as_ident().map(|i| i.value.to_lowercase()),
+            _ => None,
+        },
+        DataType::Array(ArrayElemTypeDef::SquareBracket(inner, _)) => type_name(inner).map(|name| format!("{name}[]")),
+        _ => None,
+    }
+}
+
+/// A DataFusion type for a PostgreSQL system type, None if it is not one.
+fn replacement_type(data_type: &DataType) -> Option<DataType> {
+    let name = type_name(data_type)?;
+    let (base, array) = match name.strip_suffix("[]") {
+        Some(base) => (base.to_string(), "[]"),
+        None => (name, ""),
+    };
+    let ours = match base.as_str() {
+        "text" | "name" | "char" | "bpchar" | "regproc" | "regprocedure" | "regoper" | "regrole" => "text",
+        "varchar" => "varchar",
+        "oid" | "int4" | "xid" | "cid" => "int",
+        "int2" => "smallint",
+        "int8" => "bigint",
+        "bool" => "boolean",
+        "float4" => "real",
+        "float8" => "double precision",
+        "numeric" => "numeric",
+        "date" => "date",
+        "timestamp" => "timestamp",
+        _ => return None,
+    };
+    Parser::new(&PostgreSqlDialect {}).try_with_sql(&format!("{ours}{array}")).ok()?.parse_data_type().ok()
+}
+
+fn parse_expr(text: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {}).try_with_sql(text).ok()?.parse_expr().ok()
+}
+
+/// A scalar subquery over system tables only, `(SELECT e FROM pg_x ...)`,
+/// becomes `(SELECT max(e) FROM pg_x ...)`: DataFusion plans a correlated
+/// scalar subquery only when it is aggregated. PostgreSQL fails such a
+/// subquery that returns more than one row; the catalog subqueries clients
+/// send (a column's default, its collation) return at most one.
+fn single_row_subquery(query: &mut Query) {
+    let SetExpr::Select(select) = query.body.as_mut() else { return };
+    let grouped = match &select.group_by {
+        GroupByExpr::All(_) => true,
+        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+    };
+    let only_system_tables = !select.from.is_empty()
+        && select.from.iter().all(|from| {
+            std::iter::once(&from.relation).chain(from.joins.iter().map(|join| &join.relation)).all(
+                |factor| matches!(factor, TableFactor::Table { name, args: None, .. } if is_system_table_name(name)),
+            )
+        });
+    if grouped || !only_system_tables || select.distinct.is_some() {
+        return;
+    }
+    let [item] = select.projection.as_mut_slice() else { return };
+    let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item else { return };
+    if has_aggregate(&SelectItem::UnnamedExpr(expr.clone())) {
+        return;
+    }
+    if let Some(aggregated) = parse_expr(&format!("max({expr})")) {
+        *expr = aggregated;
+    }
+    if let Some(selection) = select.selection.take() {
+        select.selection = Some(uncorrelate_filters(selection, &inner_names(&select.from)));
+    }
+}
+
+/// The names a FROM list binds (aliases, else table names).
+fn inner_names(from: &[TableWithJoins]) -> Vec<String> {
+    from.iter()
+        .flat_map(|from| std::iter::once(&from.relation).chain(from.joins.iter().map(|join| &join.relation)))
+        .filter_map(|factor| match factor {
+            TableFactor::Table { alias: Some(alias), .. } => Some(alias.name.value.clone()),
+            TableFactor::Table { name, .. } => table_name(name),
+            _ => None,
+        })
+        .collect()
+}
+
+/// In a WHERE of conjuncts, an outer column that a conjunct equates to an
+/// inner column (`c.oid = a.attcollation`) is replaced by that inner column
+/// in the other conjuncts (`a.attcollation <> t.typcollation` becomes
+/// `c.oid <> t.typcollation`). The rows are the same; DataFusion can then
+/// decorrelate the subquery, as it handles correlated equalities only.
+fn uncorrelate_filters(selection: Expr, inner: &[String]) -> Expr {
+    let mut conjuncts = Vec::new();
+    split_conjunction(selection, &mut conjuncts);
+    let qualifier = |expr: &Expr| match expr {
+        Expr::CompoundIdentifier(parts) if parts.len() == 2 => Some(parts[0].value.clone()),
+        _ => None,
+    };
+    let is_inner = |expr: &Expr| qualifier(expr).is_some_and(|q| inner.contains(&q));
+    let is_outer = |expr: &Expr| qualifier(expr).is_some_and(|q| !inner.contains(&q));
+    let mut equal: Vec<(String, Expr)> = Vec::new();
+    for conjunct in &conjuncts {
+        if let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = conjunct {
+            if is_inner(left) && is_outer(right) {
+                equal.push((right.to_string(), left.as_ref().clone()));
+            } else if is_outer(left) && is_inner(right) {
+                equal.push((left.to_string(), right.as_ref().clone()));
+            }
+        }
+    }
+    let defining = |conjunct: &Expr| {
+        matches!(conjunct, Expr::BinaryOp { left, op: BinaryOperator::Eq, right }
+            if (is_inner(left) && is_outer(right)) || (is_outer(left) && is_inner(right)))
+    };
+    let rewritten = conjuncts.into_iter().map(|mut conjunct| {
+        if !defining(&conjunct) {
+            let _ = visit_expressions_mut(&mut conjunct, |expr| {
+                if let Some((_, replacement)) = equal.iter().find(|(outer, _)| *outer == expr.to_string()) {
+                    *expr = replacement.clone();
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        conjunct
+    });
+    rewritten
+        .reduce(|left, right| Expr::BinaryOp { left: Box::new(left), op: BinaryOperator::And, right: Box::new(right) })
+        .unwrap_or_else(null)
+}
+
+fn split_conjunction(expr: Expr, into: &mut Vec<Expr>) {
+    match expr {
+        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+            split_conjunction(*left, into);
+            split_conjunction(*right, into);
+        }
+        Expr::Nested(inner) if matches!(inner.as_ref(), Expr::BinaryOp { op: BinaryOperator::And, .. }) => {
+            split_conjunction(*inner, into)
+        }
+        other => into.push(other),
+    }
+}
+
+fn is_system_table_name(name: &ObjectName) -> bool {
+    table_name(name).is_some_and(|table| crate::pg_catalog::is_system_table(&table))
+}
+
+/// `ARRAY(SELECT e FROM ... [ORDER BY ...])` as a scalar subquery giving the array's text form.
+fn array_subquery(mut query: Query) -> Option<Expr> {
+    let SetExpr::Select(select) = query.body.as_mut() else { return None };
+    let [item] = select.projection.as_slice() else { return None };
+    let element = match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+        _ => return None,
+    };
+    let mut order = String::new();
+    if let Some(order_by) = query.order_by.take() {
+        let OrderByKind::Expressions(items) = order_by.kind else { return None };
+        let items: Vec<String> = items
+            .into_iter()
+            .map(|mut item| {
+                if matches!(&item.expr, Expr::Value(ValueWithSpan { value: Value::Number(n, _), .. }) if n == "1") {
+                    item.expr = element.clone();
+                }
+                item.to_string()
+            })
+            .collect();
+        order = format!(" ORDER BY {}", items.join(", "));
+    }
+    let aggregate = format!("'{{' || coalesce(string_agg(CAST({element} AS TEXT), ','{order}), '') || '}}'");
+    select.projection = vec![SelectItem::ExprWithAlias { expr: parse_expr(&aggregate)?, alias: Ident::new("array") }];
+    Some(Expr::Subquery(Box::new(query)))
+}
+
+/// For a query that returns no rows whatever its other clauses say (see the
+/// module doc), the names of its output columns; None otherwise, or when the
+/// columns cannot be named without planning (`*`).
+pub fn provably_empty(statement: &Statement) -> Option<Vec<String>> {
+    let Statement::Query(query) = statement else { return None };
+    if !query_is_empty(query) {
+        return None;
+    }
+    let select = first_select(&query.body)?;
+    let names = crate::names::postgres_column_names(statement);
+    select
+        .projection
+        .iter()
+        .enumerate()
+        .map(|(at, item)| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+            SelectItem::UnnamedExpr(_) => {
+                Some(names.as_ref().and_then(|n| n.get(at).cloned().flatten()).unwrap_or_else(|| "?column?".into()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn first_select(body: &SetExpr) -> Option<&Select> {
+    match body {
+        SetExpr::Select(select) => Some(select),
+        SetExpr::Query(query) => first_select(&query.body),
+        SetExpr::SetOperation { left, .. } => first_select(left),
+        _ => None,
+    }
+}
+
+fn query_is_empty(query: &Query) -> bool {
+    set_is_empty(&query.body)
+}
+
+fn set_is_empty(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(select) => select_is_empty(select),
+        SetExpr::Query(query) => query_is_empty(query),
+        SetExpr::SetOperation { left, op, right, .. } => match op {
+            SetOperator::Union => set_is_empty(left) && set_is_empty(right),
+            SetOperator::Intersect => set_is_empty(left) || set_is_empty(right),
+            SetOperator::Except | SetOperator::Minus => set_is_empty(left),
+        },
+        _ => false,
+    }
+}
+
+/// A SELECT without aggregates or grouping over a FROM that yields no rows.
+fn select_is_empty(select: &Select) -> bool {
+    let grouped = match &select.group_by {
+        GroupByExpr::All(_) => true,
+        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+    };
+    if grouped || select.having.is_some() || select.projection.iter().any(has_aggregate) {
+        return false;
+    }
+    select.from.iter().any(from_is_empty)
+}
+
+/// Whether `item` calls an aggregate outside any subquery (which would make
+/// one row of no rows). Unknown aggregates (user-defined ones do not exist)
+/// are the built-in list below.
+fn has_aggregate(item: &SelectItem) -> bool {
+    struct Aggregates {
+        subquery_depth: usize,
+        found: bool,
+    }
+    impl Visitor for Aggregates {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.subquery_depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.subquery_depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            const AGGREGATES: &[&str] =
+                &["count", "sum", "min", "max", "avg", "string_agg", "array_agg", "bool_and", "bool_or", "every"];
+            if self.subquery_depth == 0
+                && let Expr::Function(function) = expr
+                && let Some(name) = function.name.0.last().and_then(|part| part.as_ident())
+                && AGGREGATES.contains(&name.value.to_lowercase().as_str())
+            {
+                self.found = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut visitor = Aggregates { subquery_depth: 0, found: false };
+    let _ = item.visit(&mut visitor);
+    visitor.found
+}
+
+/// Whether a FROM item (a relation and its joins) yields no rows: an empty
+/// system table on the left or inner side, and no RIGHT or FULL join that
+/// could bring rows back.
+fn from_is_empty(from: &TableWithJoins) -> bool {
+    let outer_right = from.joins.iter().any(|join| {
+        matches!(join.join_operator, JoinOperator::Right(_) | JoinOperator::RightOuter(_) | JoinOperator::FullOuter(_))
+    });
+    if outer_right {
+        return false;
+    }
+    is_empty_table(&from.relation)
+        || from.joins.iter().any(|join| {
+            matches!(join.join_operator, JoinOperator::Join(_) | JoinOperator::Inner(_) | JoinOperator::CrossJoin(_))
+                && is_empty_table(&join.relation)
+        })
+}
+
+fn is_empty_table(factor: &TableFactor) -> bool {
+    let TableFactor::Table { name, args: None, .. } = factor else { return false };
+    table_name(name).is_some_and(|table| EMPTY_SYSTEM_TABLES.contains(&table.as_str()))
+}
+
+/// The table name of `pg_catalog.t` or `t`.
+fn table_name(name: &ObjectName) -> Option<String> {
+    match name.0.as_slice() {
+        [table] => table.as_ident().map(|i| i.value.clone()),
+        [schema, table] if is_pg_catalog(schema) => table.as_ident().map(|i| i.value.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut statement = crate::engine::parse(sql).unwrap().remove(0);
+        rewrite(&mut statement);
+        statement.to_string()
+    }
+
+    #[test]
+    fn collate_and_qualified_operators_become_plain() {
+        assert_eq!(
+            rewritten("SELECT 1 FROM t WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default"),
+            "SELECT 1 FROM t WHERE c.relname ~ '^(t)$'"
+        );
+    }
+
+    #[test]
+    fn qualified_functions_lose_their_schema() {
+        assert_eq!(
+            rewritten("SELECT pg_catalog.pg_get_userbyid(c.relowner), pg_catalog.format_type(a, b) FROM t"),
+            "SELECT pg_get_userbyid(c.relowner), format_type(a, b) FROM t"
+        );
+    }
+
+    #[test]
+    fn reg_casts_become_functions() {
+        assert_eq!(
+            rewritten(
+                "SELECT c.oid::pg_catalog.regclass, t::regtype::pg_catalog.text FROM t WHERE x = 'accounts'::regclass"
+            ),
+            "SELECT regclassout(c.oid), regtypeout(t)::TEXT FROM t WHERE x = regclassin('accounts')"
+        );
+        assert_eq!(
+            rewritten("SELECT n::regnamespace, '5'::oid, a::pg_catalog.int2[]"),
+            "SELECT regnamespaceout(n), '5'::INT, a::SMALLINT[]"
+        );
+    }
+
+    #[test]
+    fn array_subquery_becomes_its_text_form() {
+        assert_eq!(
+            rewritten("SELECT ARRAY(SELECT b.rolname FROM r b WHERE b.oid = x ORDER BY 1) AS m FROM t"),
+            "SELECT (SELECT '{' || coalesce(string_agg(CAST(b.rolname AS TEXT), ',' ORDER BY b.rolname), '') || '}' AS array \
+             FROM r b WHERE b.oid = x) AS m FROM t"
+        );
+    }
+
+    #[test]
+    fn catalog_subqueries_become_single_row_and_uncorrelated() {
+        assert_eq!(
+            rewritten(
+                "SELECT (SELECT c.collname FROM pg_collation c, pg_type t \
+                 WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND a.attcollation <> t.typcollation) FROM pg_attribute a"
+            ),
+            "SELECT (SELECT max(c.collname) FROM pg_collation c, pg_type t \
+             WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND c.oid <> t.typcollation) FROM pg_attribute a"
+        );
+        assert_eq!(
+            rewritten(
+                "SELECT (SELECT d.adbin FROM pg_attrdef d WHERE d.adrelid = a.attrelid AND a.atthasdef) FROM pg_attribute a"
+            ),
+            "SELECT NULL FROM pg_attribute a"
+        );
+        assert_eq!(rewritten("SELECT (SELECT x FROM t) FROM u"), "SELECT (SELECT x FROM t) FROM u");
+    }
+
+    #[test]
+    fn empty_only_when_every_branch_reads_an_empty_catalog() {
+        let empty = |sql: &str| provably_empty(&crate::engine::parse(sql).unwrap().remove(0));
+        assert_eq!(
+            empty("SELECT pol.polname, x AS y FROM pg_catalog.pg_policy pol WHERE pol.polrelid = '1'"),
+            Some(vec!["polname".into(), "y".into()])
+        );
+        assert!(
+            empty("SELECT a FROM pg_publication p JOIN pg_class c ON true UNION SELECT b FROM pg_inherits").is_some()
+        );
+        assert_eq!(empty("SELECT a FROM pg_class c LEFT JOIN pg_inherits i ON true"), None);
+        assert_eq!(empty("SELECT count(*) FROM pg_policy"), None);
+        assert_eq!(empty("SELECT * FROM pg_policy"), None);
+        assert_eq!(empty("SELECT a FROM pg_class, pg_inherits"), Some(vec!["a".into()]));
+        assert_eq!(empty("SELECT a FROM pg_policy p RIGHT JOIN pg_class c ON true"), None);
+    }
+}
