@@ -1,18 +1,28 @@
-//! Loading rows with multi-row INSERT, the one bulk path both systems share
-//! (Borealis has no COPY yet).
+//! Loading rows with `COPY t FROM STDIN` in text format, as a PostgreSQL
+//! user bulk-loads, on both systems alike.
 //!
-//! The rows come split into parts; each part gets its own connection and
-//! task and sends `INSERT INTO t VALUES (..), (..), ...` statements of
-//! `batch_rows` rows each, autocommitted. A load is bounded by a deadline:
-//! past it the load fails rather than running on.
+//! The rows come split into parts, each row already a COPY text line
+//! (`line` builds one from fields). Each part gets its own connection and
+//! task, which sends its rows as a sequence of COPYs of at most `batch_rows`
+//! rows each, in chunks of about `COPY_CHUNK_BYTES`. A COPY is one
+//! transaction, and Borealis holds a transaction's pages in memory until it
+//! commits, so the batch bounds what one commit carries. A load is bounded
+//! by a deadline: past it the load fails rather than running on.
 
 use super::systems::Endpoints;
 use anyhow::{Context, bail};
+use futures::SinkExt as _;
 use indicatif::ProgressBar;
+use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-/// One part of a table's rows, each row already a SQL tuple "(1, 'a', 2.5)".
+/// One part of a table's rows, each row one COPY text line without its
+/// trailing newline (see `line`).
 pub type Part = Box<dyn Iterator<Item = String> + Send>;
+
+/// Bytes of COPY data sent in one CopyData message: large enough that the
+/// per-message cost vanishes, small enough that a part's buffer stays small.
+pub const COPY_CHUNK_BYTES: usize = 64 * 1024;
 
 /// How a load went.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +38,7 @@ impl Loaded {
     }
 }
 
-/// Inserts every part into `table` concurrently, one connection per part.
+/// Copies every part into `table` concurrently, one connection per part.
 pub async fn load(
     endpoints: &Endpoints,
     table: &str,
@@ -43,9 +53,9 @@ pub async fn load(
     let mut tasks = Vec::with_capacity(parts.len());
     for part in parts {
         let client = endpoints.connect_write().await?;
-        let prefix = format!("insert into {table} values ");
+        let statement = format!("copy {table} from stdin");
         let bar = bar.clone();
-        tasks.push(tokio::spawn(async move { load_part(client, prefix, part, batch_rows, deadline, bar).await }));
+        tasks.push(tokio::spawn(async move { load_part(client, statement, part, batch_rows, deadline, bar).await }));
     }
     let rows = super::join_tasks(tasks).await?.into_iter().sum();
     Ok(Loaded { rows, elapsed: started.elapsed() })
@@ -53,7 +63,7 @@ pub async fn load(
 
 async fn load_part(
     client: tokio_postgres::Client,
-    prefix: String,
+    statement: String,
     mut part: Part,
     batch_rows: usize,
     deadline: Instant,
@@ -61,34 +71,93 @@ async fn load_part(
 ) -> anyhow::Result<u64> {
     let mut loaded = 0u64;
     loop {
-        let mut statement = prefix.clone();
-        let mut count = 0;
-        for row in part.by_ref().take(batch_rows) {
-            if count > 0 {
-                statement.push_str(", ");
-            }
-            statement.push_str(&row);
-            count += 1;
-        }
-        if count == 0 {
+        let mut rows = part.by_ref().take(batch_rows).peekable();
+        if rows.peek().is_none() {
             return Ok(loaded);
         }
-        if Instant::now() > deadline {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
             bail!("load exceeded its time limit after {loaded} rows of this part");
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(remaining, client.batch_execute(&statement))
+        // Dropping the sink on timeout aborts the COPY, so nothing half-sent commits.
+        let copied = tokio::time::timeout(remaining, copy_batch(&client, &statement, &mut rows, &bar))
             .await
             .map_err(|_| anyhow::anyhow!("load exceeded its time limit after {loaded} rows of this part"))?
-            .with_context(|| format!("failed to insert a batch of {count} rows after {loaded}"))?;
-        loaded += count as u64;
-        bar.inc(count as u64);
+            .with_context(|| format!("failed to copy a batch of rows after {loaded}"))?;
+        loaded += copied;
     }
 }
 
-/// A SQL string literal, with quotes doubled.
-pub fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+/// Sends `rows` as one COPY and returns the rows the server reports copied,
+/// which must be the rows sent.
+async fn copy_batch(
+    client: &tokio_postgres::Client,
+    statement: &str,
+    rows: &mut impl Iterator<Item = String>,
+    bar: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let sink = client.copy_in::<_, Cursor<Vec<u8>>>(statement).await.context("failed to start COPY")?;
+    let mut sink = std::pin::pin!(sink);
+    let mut sent = 0u64;
+    let mut chunk = String::with_capacity(COPY_CHUNK_BYTES + 1024);
+    let mut chunk_rows = 0u64;
+    for row in rows {
+        chunk.push_str(&row);
+        chunk.push('\n');
+        chunk_rows += 1;
+        if chunk.len() >= COPY_CHUNK_BYTES {
+            let full = std::mem::replace(&mut chunk, String::with_capacity(COPY_CHUNK_BYTES + 1024));
+            sink.send(Cursor::new(full.into_bytes())).await.context("failed to send COPY data")?;
+            sent += chunk_rows;
+            bar.inc(chunk_rows);
+            chunk_rows = 0;
+        }
+    }
+    if chunk_rows > 0 {
+        sink.send(Cursor::new(chunk.into_bytes())).await.context("failed to send COPY data")?;
+        sent += chunk_rows;
+        bar.inc(chunk_rows);
+    }
+    let copied = sink.as_mut().finish().await.context("failed to finish COPY")?;
+    if copied != sent {
+        bail!("COPY reported {copied} rows copied, {sent} were sent");
+    }
+    Ok(copied)
+}
+
+/// One COPY text line of `fields` (`None` is NULL): tab-separated, NULL as
+/// `\N`, each value escaped by `escape_into`.
+pub fn line<'a>(fields: impl IntoIterator<Item = Option<&'a str>>) -> String {
+    let mut text = String::new();
+    for (index, field) in fields.into_iter().enumerate() {
+        if index > 0 {
+            text.push('\t');
+        }
+        match field {
+            Some(value) => escape_into(&mut text, value),
+            None => text.push_str("\\N"),
+        }
+    }
+    text
+}
+
+/// Appends `value` as a COPY text field: backslash, tab, newline and carriage
+/// return become `\\`, `\t`, `\n` and `\r`, so that no value can end a field
+/// or a row, or read as `\N`.
+pub fn escape_into(text: &mut String, value: &str) {
+    if !value.contains(['\\', '\t', '\n', '\r']) {
+        text.push_str(value);
+        return;
+    }
+    for character in value.chars() {
+        match character {
+            '\\' => text.push_str("\\\\"),
+            '\t' => text.push_str("\\t"),
+            '\n' => text.push_str("\\n"),
+            '\r' => text.push_str("\\r"),
+            other => text.push(other),
+        }
+    }
 }
 
 /// Splits `0..total` into `parts` ranges of nearly equal size.
@@ -102,9 +171,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quotes_are_doubled() {
-        assert_eq!(quote("it's"), "'it''s'");
-        assert_eq!(quote(""), "''");
+    fn special_characters_are_escaped() {
+        let cases = [
+            ("plain", "plain"),
+            ("", ""),
+            ("a\\b", "a\\\\b"),
+            ("a\tb", "a\\tb"),
+            ("line\nnext", "line\\nnext"),
+            ("cr\r", "cr\\r"),
+            ("\\N", "\\\\N"),
+            ("it's \"quoted\", é", "it's \"quoted\", é"),
+            ("\\\t\n\r", "\\\\\\t\\n\\r"),
+        ];
+        for (value, want) in cases {
+            let mut text = String::new();
+            escape_into(&mut text, value);
+            assert_eq!(text, want, "escaping {value:?}");
+        }
+    }
+
+    #[test]
+    fn lines_separate_fields_with_tabs_and_write_null_as_backslash_n() {
+        assert_eq!(line([Some("1"), None, Some("a\tb"), Some("")]), "1\t\\N\ta\\tb\t");
+        assert_eq!(line([None]), "\\N");
+        assert_eq!(line(std::iter::empty()), "");
     }
 
     #[test]

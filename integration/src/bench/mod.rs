@@ -128,8 +128,10 @@ pub struct Settings {
     pub tpch_budget: Duration,
     /// Longest one table's load may take.
     pub load_timeout: Duration,
-    /// Rows per INSERT statement when loading.
-    pub insert_batch_rows: usize,
+    /// Rows per COPY when loading. A COPY is one transaction, and Borealis
+    /// holds a transaction's pages in memory until it commits, so this bounds
+    /// the memory one load connection pins on the writer.
+    pub copy_batch_rows: usize,
     /// Connections that load a table at once.
     pub load_connections: u64,
 }
@@ -153,7 +155,7 @@ impl Settings {
                 query_timeout: Duration::from_secs(15),
                 tpch_budget: Duration::from_secs(90),
                 load_timeout: Duration::from_secs(45),
-                insert_batch_rows: 500,
+                copy_batch_rows: 10_000,
                 load_connections: 2,
             }
         } else {
@@ -172,7 +174,7 @@ impl Settings {
                 query_timeout: Duration::from_secs(600),
                 tpch_budget: Duration::from_secs(3600),
                 load_timeout: Duration::from_secs(3600),
-                insert_batch_rows: 1000,
+                copy_batch_rows: 50_000,
                 load_connections: 4,
             }
         }
@@ -191,7 +193,7 @@ impl Settings {
             ("pgbench_scale", self.pgbench_scale.to_string()),
             ("lag_commits_per_s", self.lag_commits_per_s.to_string()),
             ("tpch_scale_factor", self.tpch_scale_factor.to_string()),
-            ("insert_batch_rows", self.insert_batch_rows.to_string()),
+            ("copy_batch_rows", self.copy_batch_rows.to_string()),
         ];
         pairs.into_iter().map(|(name, value)| (name.to_string(), value)).collect()
     }

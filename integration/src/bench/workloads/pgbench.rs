@@ -1,7 +1,6 @@
 //! pgbench's builtin TPC-B and select-only scripts, prepared, through the
-//! cluster endpoint. `pgbench -i` needs COPY and VACUUM, which Borealis lacks,
-//! so the four tables are created and loaded here with multi-row INSERT on
-//! both systems alike, and pgbench runs with `-n` (no vacuum). After TPC-B,
+//! cluster endpoint. The four tables are created and loaded here with COPY
+//! on both systems alike, and pgbench runs with `-n` (no vacuum). After TPC-B,
 //! the balance invariant (accounts, tellers, branches and history all sum to
 //! the same total) is checked: a break is a wrong answer.
 
@@ -41,7 +40,7 @@ pub async fn run(context: &Context, run: &mut Run) -> anyhow::Result<()> {
     run.rows(
         "pgbench",
         &loaded,
-        &[Metric::new(format!("load scale {scale} (multi-row INSERT)"), "rows/s", Better::Higher, Loaded::rows_per_s)],
+        &[Metric::new(format!("load scale {scale} (COPY)"), "rows/s", Better::Higher, Loaded::rows_per_s)],
     );
     for (name, select_only) in [("TPC-B", false), ("select-only", true)] {
         let pair = run
@@ -77,15 +76,15 @@ async fn load_tables(context: &Context, endpoints: &Endpoints, scale: u64) -> an
     let bar = context
         .progress
         .counter(&format!("load pgbench tables into {}", endpoints.system.name()), accounts + scale * 11);
-    let batch = settings.insert_batch_rows;
-    let branches: Vec<Part> = vec![Box::new((1..=scale).map(|bid| format!("({bid}, 0, null)")))];
+    let batch = settings.copy_batch_rows;
+    let branches: Vec<Part> = vec![Box::new((1..=scale).map(|bid| format!("{bid}\t0\t\\N")))];
     let tellers: Vec<Part> = vec![Box::new(
-        (1..=scale * TELLERS_PER_SCALE).map(|tid| format!("({tid}, {}, 0, null)", (tid - 1) / TELLERS_PER_SCALE + 1)),
+        (1..=scale * TELLERS_PER_SCALE).map(|tid| format!("{tid}\t{}\t0\t\\N", (tid - 1) / TELLERS_PER_SCALE + 1)),
     )];
     let account_parts: Vec<Part> = load::split_range(accounts, settings.load_connections)
         .into_iter()
         .map(|range| {
-            Box::new(range.map(|index| format!("({}, {}, 0, '')", index + 1, index / ACCOUNTS_PER_SCALE + 1))) as Part
+            Box::new(range.map(|index| format!("{}\t{}\t0\t", index + 1, index / ACCOUNTS_PER_SCALE + 1))) as Part
         })
         .collect();
     let mut total = load::load(endpoints, "pgbench_branches", branches, batch, settings.load_timeout, &bar).await?;
