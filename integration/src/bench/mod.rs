@@ -126,7 +126,7 @@ pub struct Settings {
     /// Longest the 22 TPC-H queries may take in all on one system; past it
     /// the remaining queries are reported as skipped.
     pub tpch_budget: Duration,
-    /// Longest one table's load may take.
+    /// Longest one table's load may take; also bounds `pgbench -i`.
     pub load_timeout: Duration,
     /// Rows per COPY when loading. A COPY is one transaction, and Borealis
     /// holds a transaction's pages in memory until it commits, so this bounds
