@@ -305,16 +305,21 @@ impl ScanCursor {
             }
             self.next_page = page.next_page();
         }
-        let rows = self.decoder.rows();
-        if rows == 0 {
-            return Ok(None);
-        }
-        let columns = self.decoder.finish()?;
-        let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)
-            .map(Some)
-            .map_err(|e| SqlError::internal(format_args!("scan batch: {e}")))
+        take_batch(&mut self.decoder, &self.schema)
     }
+}
+
+/// The rows decoded so far as one batch, None if there are none.
+fn take_batch(decoder: &mut RowDecoder, schema: &SchemaRef) -> Result<Option<RecordBatch>, SqlError> {
+    let rows = decoder.rows();
+    if rows == 0 {
+        return Ok(None);
+    }
+    let columns = decoder.finish()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
+        .map(Some)
+        .map_err(|e| SqlError::internal(format_args!("scan batch: {e}")))
 }
 
 /// Reads the rows an index finds for some key ranges, at the statement's snapshot.
@@ -455,14 +460,6 @@ impl IndexCursor {
                 current.tuple(address.slot).ok_or_else(|| SqlError::corrupt("index entry points to a free slot"))?;
             self.decoder.append(tuple, address.to_u64())?;
         }
-        let rows = self.decoder.rows();
-        if rows == 0 {
-            return Ok(None);
-        }
-        let columns = self.decoder.finish()?;
-        let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)
-            .map(Some)
-            .map_err(|e| SqlError::internal(format_args!("index scan batch: {e}")))
+        take_batch(&mut self.decoder, &self.schema)
     }
 }
