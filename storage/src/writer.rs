@@ -251,7 +251,7 @@ impl VolumeWriter {
 
     /// Waits until every LSN assigned so far is durable and returns the
     /// durable LSN (a commit point at or above all of them), failing with
-    /// `QuorumTimeout` after the commit timeout.
+    /// `QuorumTimeout` when no daemon acknowledges records for the commit timeout.
     ///
     /// After a commit fails with `QuorumTimeout` its records stay in flight
     /// and become durable once a write quorum returns (before any later
@@ -262,20 +262,8 @@ impl VolumeWriter {
     /// segment's applicator.
     pub async fn settle(&self) -> Result<Lsn, StorageError> {
         let target = self.shared.lock().allocated_lsn();
-        let timeout = self.shared.config.commit_timeout;
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let mut progress = self.shared.progress.subscribe();
-        let reached = progress.wait_for(|p| p.fenced || p.closed || p.durable_lsn >= target);
-        let outcome = match tokio::time::timeout(timeout, reached).await {
-            Ok(Ok(p)) => *p,
-            Ok(Err(_)) => return Err(StorageError::Cancelled),
-            Err(_) => return Err(StorageError::QuorumTimeout { timeout_ms }),
-        };
-        match (outcome.durable_lsn >= target, outcome.fenced) {
-            (true, _) => Ok(outcome.durable_lsn),
-            (false, true) => Err(StorageError::Fenced),
-            (false, false) => Err(StorageError::Cancelled),
-        }
+        self.wait_durable(target).await?;
+        Ok(self.durable_lsn())
     }
 
     /// Assigns LSNs if LAL allows; None means wait.
