@@ -13,10 +13,10 @@
 //! later be cached and re-executed at a new one.
 //!
 //! Filters that an index can serve are pushed into the scan (`Inexact`:
-//! DataFusion still applies them) and [`PageTable::scan`] then plans an
-//! [`IndexScanExec`], which reads the matching entries of the index chosen by
-//! `crate::access` and fetches their rows; otherwise a [`ScanExec`] walks
-//! the whole chain. EXPLAIN shows which.
+//! DataFusion still applies them) and [`PageTable::scan`] then plans a
+//! [`ScanExec`] that reads the matching entries of the index chosen by
+//! `crate::access` and fetches their rows; otherwise it walks the whole
+//! chain. EXPLAIN shows which (`IndexScan` or `PageScan`).
 //!
 //! Two schemas are registered: `public` (the user's tables) and
 //! [`ROWS_SCHEMA`], where each table has an extra last column
@@ -180,10 +180,8 @@ impl TableProvider for PageTable {
             .map(|&i| if i < stored { OutputColumn::Stored(i) } else { OutputColumn::RowAddress })
             .collect();
         let schema = Arc::new(self.schema.project(projection)?);
-        if let Some(choice) = access::choose(&self.def, filters) {
-            return Ok(Arc::new(IndexScanExec::new(Arc::clone(&self.def), choice, outputs, schema, limit)));
-        }
-        Ok(Arc::new(ScanExec::new(Arc::clone(&self.def), outputs, schema, limit)))
+        let index = access::choose(&self.def, filters);
+        Ok(Arc::new(ScanExec::new(Arc::clone(&self.def), index, outputs, schema, limit)))
     }
 }
 
@@ -205,10 +203,13 @@ fn statement_snapshot(context: &TaskContext) -> DfResult<Snapshot> {
         .ok_or_else(|| DataFusionError::Internal("page scan executed without a statement snapshot".into()))
 }
 
-/// Streams a table's rows from its page chain at the statement's snapshot.
+/// Streams a table's rows at the statement's snapshot: the whole page chain
+/// (`PageScan`), or the rows an index finds for some key ranges (`IndexScan`).
 #[derive(Debug)]
 pub struct ScanExec {
     def: Arc<TableDef>,
+    /// None: the whole chain.
+    index: Option<IndexChoice>,
     outputs: Vec<OutputColumn>,
     schema: SchemaRef,
     limit: Option<usize>,
@@ -216,15 +217,31 @@ pub struct ScanExec {
 }
 
 impl ScanExec {
-    fn new(def: Arc<TableDef>, outputs: Vec<OutputColumn>, schema: SchemaRef, limit: Option<usize>) -> ScanExec {
+    fn new(
+        def: Arc<TableDef>,
+        index: Option<IndexChoice>,
+        outputs: Vec<OutputColumn>,
+        schema: SchemaRef,
+        limit: Option<usize>,
+    ) -> ScanExec {
         let properties = plan_properties(&schema);
-        ScanExec { def, outputs, schema, limit, properties }
+        ScanExec { def, index, outputs, schema, limit, properties }
     }
 }
 
 impl DisplayAs for ScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "PageScan: table={}, columns={:?}", self.def.name, self.outputs)?;
+        match &self.index {
+            None => write!(f, "PageScan: table={}, columns={:?}", self.def.name, self.outputs)?,
+            Some(choice) => write!(
+                f,
+                "IndexScan: table={}, index={}, ranges={}, columns={:?}",
+                self.def.name,
+                self.def.indexes[choice.index].name,
+                choice.ranges.len(),
+                self.outputs
+            )?,
+        }
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
         }
@@ -234,7 +251,7 @@ impl DisplayAs for ScanExec {
 
 impl ExecutionPlan for ScanExec {
     fn name(&self) -> &str {
-        "PageScan"
+        if self.index.is_some() { "IndexScan" } else { "PageScan" }
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -265,17 +282,29 @@ impl ExecutionPlan for ScanExec {
     }
 
     fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
-        let cursor = ScanCursor {
-            snapshot: statement_snapshot(&context)?,
-            next_page: Some(self.def.first_page),
-            decoder: RowDecoder::new(self.def.types(), self.outputs.clone()),
-            schema: Arc::clone(&self.schema),
-            rows_left: self.limit.unwrap_or(usize::MAX),
+        let snapshot = statement_snapshot(&context)?;
+        let decoder = RowDecoder::new(self.def.types(), self.outputs.clone());
+        let schema = Arc::clone(&self.schema);
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let stream: futures::stream::BoxStream<'static, DfResult<RecordBatch>> = match &self.index {
+            None => {
+                let cursor =
+                    ScanCursor { snapshot, next_page: Some(self.def.first_page), decoder, schema, rows_left: limit };
+                Box::pin(futures::stream::try_unfold(cursor, |mut cursor| async move {
+                    let batch = cursor.next_batch().await.map_err(DataFusionError::from)?;
+                    Ok(batch.map(|batch| (batch, cursor)))
+                }))
+            }
+            Some(choice) => {
+                let root = self.def.indexes[choice.index].root;
+                let ranges = choice.ranges.clone();
+                let cursor = IndexCursor { snapshot, root, ranges, addresses: None, decoder, schema, limit };
+                Box::pin(futures::stream::try_unfold(cursor, |mut cursor| async move {
+                    let batch = cursor.next_batch().await.map_err(DataFusionError::from)?;
+                    Ok(batch.map(|batch| (batch, cursor)))
+                }))
+            }
         };
-        let stream = futures::stream::try_unfold(cursor, |mut cursor| async move {
-            let batch = cursor.next_batch().await.map_err(DataFusionError::from)?;
-            Ok(batch.map(|batch| (batch, cursor)))
-        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
     }
 }
@@ -320,98 +349,6 @@ fn take_batch(decoder: &mut RowDecoder, schema: &SchemaRef) -> Result<Option<Rec
     RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
         .map(Some)
         .map_err(|e| SqlError::internal(format_args!("scan batch: {e}")))
-}
-
-/// Reads the rows an index finds for some key ranges, at the statement's snapshot.
-#[derive(Debug)]
-pub struct IndexScanExec {
-    def: Arc<TableDef>,
-    choice: IndexChoice,
-    outputs: Vec<OutputColumn>,
-    schema: SchemaRef,
-    limit: Option<usize>,
-    properties: Arc<PlanProperties>,
-}
-
-impl IndexScanExec {
-    fn new(
-        def: Arc<TableDef>,
-        choice: IndexChoice,
-        outputs: Vec<OutputColumn>,
-        schema: SchemaRef,
-        limit: Option<usize>,
-    ) -> IndexScanExec {
-        let properties = plan_properties(&schema);
-        IndexScanExec { def, choice, outputs, schema, limit, properties }
-    }
-}
-
-impl DisplayAs for IndexScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let index = &self.def.indexes[self.choice.index];
-        write!(
-            f,
-            "IndexScan: table={}, index={}, ranges={}, columns={:?}",
-            self.def.name,
-            index.name,
-            self.choice.ranges.len(),
-            self.outputs
-        )?;
-        if let Some(limit) = self.limit {
-            write!(f, ", limit={limit}")?;
-        }
-        Ok(())
-    }
-}
-
-impl ExecutionPlan for IndexScanExec {
-    fn name(&self) -> &str {
-        "IndexScan"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
-    }
-
-    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
-        let cursor = IndexCursor {
-            snapshot: statement_snapshot(&context)?,
-            root: self.def.indexes[self.choice.index].root,
-            ranges: self.choice.ranges.clone(),
-            addresses: None,
-            decoder: RowDecoder::new(self.def.types(), self.outputs.clone()),
-            schema: Arc::clone(&self.schema),
-            limit: self.limit.unwrap_or(usize::MAX),
-        };
-        let stream = futures::stream::try_unfold(cursor, |mut cursor| async move {
-            let batch = cursor.next_batch().await.map_err(DataFusionError::from)?;
-            Ok(batch.map(|batch| (batch, cursor)))
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
-    }
 }
 
 /// Where an index scan is: the addresses found (once looked up) and those left.
