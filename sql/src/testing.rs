@@ -71,7 +71,7 @@ impl Pages {
         let mut staged: HashMap<PageId, Page> = HashMap::new();
         let mut lsn = self.commit_lsn;
         let mut made = Vec::with_capacity(count);
-        for (index, body) in bodies.into_iter().enumerate() {
+        for body in bodies {
             lsn = lsn.next();
             let page_id = body.page();
             let mut image = match staged.remove(&page_id) {
@@ -83,7 +83,7 @@ impl Pages {
                 prev_lsn: Lsn::ZERO,
                 protection_group: ProtectionGroupId(0),
                 epoch: Epoch(1),
-                is_commit: index + 1 == count,
+                commit_lsn: Lsn(self.commit_lsn.0 + count as u64),
                 body,
             };
             record.apply(&mut image).map_err(|e| VolumeError::Internal(e.to_string()))?;

@@ -206,7 +206,7 @@ mod tests {
             prev_lsn: Lsn(lsn - 1),
             protection_group: ProtectionGroupId(0),
             epoch: Epoch(1),
-            is_commit: true,
+            commit_lsn: Lsn(lsn),
             body: RedoBody::InsertTuple { page: PageId(1), slot: 0, data: vec![7; 100] },
         }
     }

@@ -73,8 +73,11 @@ pub struct RedoRecord {
     pub protection_group: ProtectionGroupId,
     /// Epoch of the writer that produced it.
     pub epoch: Epoch,
-    /// True on the last record of a transaction: the volume is consistent at this LSN.
-    pub is_commit: bool,
+    /// LSN of its transaction's commit record, the transaction's last
+    /// (its own LSN on the commit record). A transaction's records have
+    /// consecutive LSNs and read points are commit LSNs, so two records with
+    /// the same commit LSN can share a page version.
+    pub commit_lsn: Lsn,
     /// The change.
     pub body: RedoBody,
 }
@@ -101,6 +104,11 @@ pub enum RedoError {
 }
 
 impl RedoRecord {
+    /// True on the last record of a transaction: the volume is consistent at this LSN.
+    pub fn is_commit(&self) -> bool {
+        self.lsn == self.commit_lsn
+    }
+
     /// Serialises the record followed by its crc32c.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = bincode::serialize(self).expect("redo records always serialise");
@@ -148,7 +156,7 @@ mod tests {
             prev_lsn: Lsn(lsn - 1),
             protection_group: ProtectionGroupId(0),
             epoch: Epoch(1),
-            is_commit: false,
+            commit_lsn: Lsn(lsn + 1),
             body,
         }
     }
@@ -186,9 +194,9 @@ mod tests {
     proptest! {
         #[test]
         fn encode_decode_round_trip(lsn in 1u64..u64::MAX, page in any::<u64>(), slot in any::<u16>(),
-                                    data in proptest::collection::vec(any::<u8>(), 1..300), commit in any::<bool>()) {
+                                    data in proptest::collection::vec(any::<u8>(), 1..300), ahead in 0u64..3) {
             let mut r = record(lsn, RedoBody::InsertTuple { page: PageId(page), slot, data });
-            r.is_commit = commit;
+            r.commit_lsn = Lsn(lsn.saturating_add(ahead));
             prop_assert_eq!(RedoRecord::decode(&r.encode()).unwrap(), r);
         }
     }

@@ -114,7 +114,7 @@ impl Segment {
         if let Some(complete_to) = self.promises.remove(&record.lsn) {
             self.segment_complete_lsn = self.segment_complete_lsn.max(complete_to);
         }
-        if record.is_commit {
+        if record.is_commit() {
             self.commits.insert(record.lsn);
         }
         self.records.insert(record.lsn, record);
@@ -202,7 +202,7 @@ mod tests {
             prev_lsn: Lsn(prev),
             protection_group: ProtectionGroupId(0),
             epoch: Epoch(epoch),
-            is_commit,
+            commit_lsn: if is_commit { Lsn(lsn) } else { Lsn(lsn + 1) },
             body: RedoBody::DeleteTuple { page: PageId(1), slot: 0 },
         }
     }

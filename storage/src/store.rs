@@ -382,7 +382,15 @@ mod tests {
     const GROUP: ProtectionGroupId = ProtectionGroupId(0);
 
     fn record(lsn: u64, prev: u64, epoch: u64, is_commit: bool, body: RedoBody) -> RedoRecord {
-        RedoRecord { lsn: Lsn(lsn), prev_lsn: Lsn(prev), protection_group: GROUP, epoch: Epoch(epoch), is_commit, body }
+        let commit_lsn = if is_commit { Lsn(lsn) } else { Lsn(lsn + 1) };
+        RedoRecord {
+            lsn: Lsn(lsn),
+            prev_lsn: Lsn(prev),
+            protection_group: GROUP,
+            epoch: Epoch(epoch),
+            commit_lsn,
+            body,
+        }
     }
 
     fn store() -> SegmentStore {

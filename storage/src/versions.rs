@@ -1,9 +1,10 @@
 //! Page versions built by the log applicator (sans-IO).
 //!
 //! Each page keeps a short list of images, oldest first. Readers only read at
-//! commit points, so a record that directly follows a non-commit record on the
-//! same page (the same transaction) changes the newest image in place; any
-//! other record starts a new version. Versions that no read point can reach
+//! commit points and a transaction's records have consecutive LSNs, so a
+//! record of the transaction that made the newest image (same commit LSN)
+//! changes that image in place, however many records of other pages came
+//! between; a record of a later transaction starts a new version. Versions that no read point can reach
 //! any more (older than the newest one at or below the horizon) are dropped
 //! by `collect_garbage`, and read points below the horizon get `TooOld`.
 
@@ -17,9 +18,9 @@ use std::sync::Arc;
 struct Version {
     /// LSN of the last record applied to this image.
     lsn: Lsn,
-    /// True while the last record applied was not a commit: the next record
-    /// of the same transaction may change the image in place.
-    open: bool,
+    /// Commit LSN of the transaction of that record: later records of the
+    /// same transaction change the image in place.
+    commit_lsn: Lsn,
     page: Arc<Page>,
 }
 
@@ -47,15 +48,14 @@ impl PageVersions {
     pub fn apply(&mut self, record: &RedoRecord) -> Result<(), RedoError> {
         let versions = self.pages.entry(record.body.page()).or_default();
         match versions.last_mut() {
-            Some(newest) if newest.open && record.lsn == newest.lsn.next() => {
+            Some(newest) if newest.commit_lsn == record.commit_lsn => {
                 record.apply(Arc::make_mut(&mut newest.page))?;
                 newest.lsn = record.lsn;
-                newest.open = !record.is_commit;
             }
             newest => {
                 let mut image = newest.map(|v| Page::clone(&v.page)).unwrap_or_default();
                 record.apply(&mut image)?;
-                versions.push(Version { lsn: record.lsn, open: !record.is_commit, page: Arc::new(image) });
+                versions.push(Version { lsn: record.lsn, commit_lsn: record.commit_lsn, page: Arc::new(image) });
             }
         }
         Ok(())
@@ -121,7 +121,7 @@ mod tests {
             prev_lsn: Lsn(lsn - 1),
             protection_group: ProtectionGroupId(0),
             epoch: Epoch(1),
-            is_commit,
+            commit_lsn: if is_commit { Lsn(lsn) } else { Lsn(lsn + 1) },
             body,
         }
     }
@@ -153,6 +153,35 @@ mod tests {
         let at_9 = versions.page_at(PAGE, Lsn(9)).unwrap();
         assert_eq!(at_9.tuple(2), Some(&b"c"[..]));
         assert_eq!(versions.page_at(PageId(99), Lsn(9)).unwrap().lsn(), Lsn::ZERO);
+    }
+
+    #[test]
+    fn a_transaction_writing_many_pages_makes_one_version_of_each() {
+        // Records 1..=6 are one transaction alternating between a heap page
+        // and an index page (commit at 6); 7..=8 a second transaction.
+        let other = PageId(8);
+        let in_txn = |lsn: u64, commit: u64, page: PageId, slot: u16| RedoRecord {
+            commit_lsn: Lsn(commit),
+            ..record(lsn, false, RedoBody::InsertTuple { page, slot, data: vec![lsn as u8] })
+        };
+        let mut records = vec![
+            RedoRecord {
+                commit_lsn: Lsn(6),
+                ..record(1, false, RedoBody::InitPage { page: PAGE, kind: PageKind::Heap })
+            },
+            RedoRecord {
+                commit_lsn: Lsn(6),
+                ..record(2, false, RedoBody::InitPage { page: other, kind: PageKind::Heap })
+            },
+        ];
+        records.extend([in_txn(3, 6, PAGE, 0), in_txn(4, 6, other, 0), in_txn(5, 6, PAGE, 1), in_txn(6, 6, other, 1)]);
+        records.extend([in_txn(7, 8, PAGE, 2), in_txn(8, 8, other, 2)]);
+        let versions = versions_after(&records);
+        assert_eq!((versions.version_count(PAGE), versions.version_count(other)), (2, 2));
+        let at_6 = versions.page_at(PAGE, Lsn(6)).unwrap();
+        assert_eq!((at_6.tuple(1), at_6.tuple(2)), (Some(&[5u8][..]), None));
+        assert_eq!(versions.page_at(PAGE, Lsn(8)).unwrap().tuple(2), Some(&[7u8][..]));
+        assert_eq!(versions.page_at(other, Lsn(0)).unwrap().kind(), PageKind::Empty);
     }
 
     #[test]

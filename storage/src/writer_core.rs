@@ -142,8 +142,8 @@ impl WriterCore {
             return None;
         }
         let first = self.tracker.allocated_lsn().next();
-        let last_index = bodies.len() - 1;
-        for (index, body) in bodies.iter().enumerate() {
+        let commit_lsn = Lsn(first.0 + count - 1);
+        for body in bodies {
             let lsn = self.tracker.allocated_lsn().next();
             let group = self.settings.layout.group_of(body.page());
             if !self.tracker.has_group(group) {
@@ -156,10 +156,10 @@ impl WriterCore {
                 prev_lsn,
                 protection_group: group,
                 epoch: self.epoch,
-                is_commit: index == last_index,
+                commit_lsn,
                 body: body.clone(),
             };
-            self.tracker.assign(lsn, record.is_commit);
+            self.tracker.assign(lsn, record.is_commit());
             self.group_tails.insert(group, lsn);
             self.retained.entry(group).or_default().insert(lsn, record);
         }
@@ -363,7 +363,7 @@ mod tests {
                 prev_lsn: Lsn(lsn - 1),
                 protection_group: GROUP,
                 epoch: Epoch(1),
-                is_commit: true,
+                commit_lsn: Lsn(lsn),
                 body,
             };
             core.tracker.assign(Lsn(lsn), true);

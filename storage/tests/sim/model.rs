@@ -60,7 +60,7 @@ impl History {
     /// A writer of `epoch` acknowledged the commit at `commit`.
     pub fn acknowledged(&mut self, commit: Lsn, epoch: Epoch) -> Result<(), String> {
         match self.records.get(&commit) {
-            Some(r) if r.is_commit && r.epoch == epoch => {}
+            Some(r) if r.is_commit() && r.epoch == epoch => {}
             other => return Err(format!("acknowledged {commit} at epoch {epoch} is not a commit of it: {other:?}")),
         }
         for (newer, durable) in self.recoveries.range(Epoch(epoch.0 + 1)..) {

@@ -970,7 +970,7 @@ impl World {
                 prev_lsn: Lsn::ZERO,
                 protection_group: LAYOUT.group_of(body.page()),
                 epoch,
-                is_commit: lsn == lsns.commit,
+                commit_lsn: lsns.commit,
                 body,
             };
             if let Err(e) = self.history.assigned(record) {
