@@ -25,7 +25,9 @@ pub async fn run(config: &ClusterConfig, name: &str) -> anyhow::Result<()> {
             let storage =
                 VolumeWriter::open(VolumeConfig::from_cluster(config)).await.context("failed to recover the volume")?;
             info!(durable_lsn = %storage.durable_lsn(), epoch = %storage.epoch(), "volume recovered");
-            (Arc::new(WriterVolume::new(storage)), false)
+            let volume = Arc::new(WriterVolume::new(storage));
+            WriterVolume::keep_history_moving(&volume);
+            (volume, false)
         }
         Role::Reader => {
             let layout = VolumeLayout::from_group_size_bytes(config.protection_group_size_bytes);

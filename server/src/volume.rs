@@ -95,6 +95,24 @@ impl WriterVolume {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Moves the min read point on while no commits arrive (it is
+    /// otherwise recomputed at each commit), so that storage can collect
+    /// history and checkpoint after a burst of writes. Runs until the
+    /// volume is dropped.
+    pub fn keep_history_moving(volume: &Arc<WriterVolume>) {
+        let volume = Arc::downgrade(volume);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                interval.tick().await;
+                let Some(volume) = volume.upgrade() else { return };
+                let state = volume.lock();
+                let visible_lsn = state.visible_lsn;
+                volume.advance_history(state, visible_lsn);
+            }
+        });
+    }
+
     /// Applies a durable commit to the cached pages and makes it visible
     /// (the unpipelined `commit`, with nothing staged).
     fn install(&self, bodies: &[RedoBody], first_lsn: Lsn, commit_lsn: Lsn) -> Result<(), VolumeError> {

@@ -11,11 +11,16 @@
 //! the log replayed; a torn tail is cut.
 //!
 //! A background tick applies records up to the durable LSN, collects page
-//! versions no read point can reach, and saves the durable LSN hint.
+//! versions no read point can reach, saves the durable LSN hint, and takes
+//! a checkpoint: the pages changed since the last one go to the page file
+//! (synced), then the state file records it, then memory and log files it
+//! covers are released.
 
 use crate::daemon_core::{Pending, Step};
 use crate::ids::{NodeId, VolumeLayout};
-use crate::log::{self, RedoLog};
+use crate::log::{self, LogFiles, RedoLog};
+use crate::pagefile::PageFile;
+use crate::placement::Placement;
 use crate::proto::{self, GroupAppend, MESSAGE_BYTES_MAX, Request, Response};
 use crate::store::{SegmentStore, StoreError};
 use crate::tls::{self, TlsError};
@@ -112,38 +117,49 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
                 .map_err(|e| DaemonError::Task(format!("cannot start gossip: {e}")))?,
         ),
     };
-    let (store, log) = tokio::task::spawn_blocking(move || open_files(&options))
+    let placement = Placement::new(options.peers.iter().map(|n| (NodeId(n.index), n.az.clone())));
+    let (store, log, pages) = tokio::task::spawn_blocking(move || open_files(&options))
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))??;
+    let log_files = log.files();
     let endpoint = quinn::Endpoint::server(server_config, listen).map_err(io_error("bind the storage port"))?;
     let local_addr = endpoint.local_addr().map_err(io_error("read the bound address"))?;
     let (log_sender, log_thread) = spawn_log_writer(log)?;
     let daemon = Arc::new(Daemon {
         store: Mutex::new(store),
         log: log_sender,
+        log_files,
+        pages,
         data_dir,
         persist_lock: tokio::sync::Mutex::new(()),
     });
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(serve(daemon, endpoint, stopped, log_thread, gossip.map(|client| (client, node))));
+    let gossip = gossip.map(|client| (client, node, placement));
+    let task = tokio::spawn(serve(daemon, endpoint, stopped, log_thread, gossip));
     tracing::info!(%local_addr, "storage daemon listening");
     Ok(DaemonHandle { local_addr, stop: Some(stop), task })
 }
 
-fn open_files(options: &DaemonOptions) -> Result<(SegmentStore, RedoLog), DaemonError> {
+fn open_files(options: &DaemonOptions) -> Result<(SegmentStore, RedoLog, Arc<PageFile>), DaemonError> {
     std::fs::create_dir_all(&options.data_dir).map_err(io_error("create the data directory"))?;
     let state = log::load_state(&options.data_dir).map_err(io_error("read the state file"))?;
+    let pages = Arc::new(PageFile::open(&options.data_dir).map_err(io_error("open the page file"))?);
     let (log, replay) = RedoLog::open(&options.data_dir).map_err(io_error("open the redo log"))?;
     if replay.torn_bytes > 0 {
         tracing::warn!(torn_bytes = replay.torn_bytes, "cut a torn tail off the redo log");
     }
-    let mut store = SegmentStore::new(options.node, options.layout, state);
+    let checkpoint = state.checkpoint.lsn;
+    let mut store = SegmentStore::with_base(options.node, options.layout, state, Arc::clone(&pages) as _);
+    if !options.peers.is_empty() {
+        store.watch_peers();
+    }
     let replayed = replay.entries.len();
     for entry in replay.entries {
         store.replay(entry);
     }
-    tracing::info!(node = %options.node, replayed, epoch = %store.epoch(), "redo log replayed");
-    Ok((store, log))
+    tracing::info!(node = %options.node, replayed, %checkpoint, pages = pages.len(), epoch = %store.epoch(),
+        "redo log replayed");
+    Ok((store, log, pages))
 }
 
 /// An append waiting for the log writer; the groups come back once synced.
@@ -191,6 +207,8 @@ fn spawn_log_writer(mut log: RedoLog) -> Result<(mpsc::Sender<LogAppend>, std::t
 pub(crate) struct Daemon {
     store: Mutex<SegmentStore>,
     log: mpsc::Sender<LogAppend>,
+    log_files: LogFiles,
+    pages: Arc<PageFile>,
     data_dir: PathBuf,
     /// Serialises state file writes; each writes the latest state.
     persist_lock: tokio::sync::Mutex<()>,
@@ -201,12 +219,12 @@ async fn serve(
     endpoint: quinn::Endpoint,
     mut stopped: oneshot::Receiver<()>,
     log_thread: std::thread::JoinHandle<()>,
-    gossip: Option<(crate::client::StorageClient, NodeId)>,
+    gossip: Option<(crate::client::StorageClient, NodeId, Placement)>,
 ) -> Result<(), DaemonError> {
     let mut connections = JoinSet::new();
     connections.spawn(tick_loop(Arc::clone(&daemon)));
-    if let Some((client, node)) = gossip {
-        connections.spawn(crate::gossip::gossip_loop(Arc::clone(&daemon), client, node));
+    if let Some((client, node, placement)) = gossip {
+        connections.spawn(crate::gossip::gossip_loop(Arc::clone(&daemon), client, node, placement));
     }
     loop {
         tokio::select! {
@@ -240,7 +258,9 @@ async fn tick_loop(daemon: Arc<Daemon>) {
         if let Err(StoreError::Apply(e)) = result {
             tracing::error!("applicator stopped: failed to apply a record: {e:#}");
         }
-        if durable > saved_durable {
+        if let Err(e) = daemon.checkpoint().await {
+            tracing::warn!("checkpoint failed: {e:#}");
+        } else if durable > saved_durable {
             match daemon.persist().await {
                 Ok(()) => saved_durable = durable,
                 Err(e) => tracing::warn!("failed to save the durable LSN hint: {e:#}"),
@@ -303,6 +323,37 @@ impl Daemon {
         let state = self.lock().persisted().clone();
         let dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || log::store_state(&dir, &state)).await.map_err(std::io::Error::other)?
+    }
+
+    /// Writes the pages changed since the last checkpoint, records the
+    /// checkpoint, and releases the memory and log files it covers.
+    async fn checkpoint(&self) -> Result<(), std::io::Error> {
+        let Some(plan) = self.lock().checkpoint_plan() else {
+            return Ok(());
+        };
+        self.lock().begin_checkpoint(plan.lsn);
+        self.persist().await?;
+        let pages = Arc::clone(&self.pages);
+        let written = plan.pages.len();
+        tokio::task::spawn_blocking(move || {
+            let images: Vec<_> = plan.pages.iter().map(|(id, page)| (*id, page.as_ref())).collect();
+            pages.write_synced(&images)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let (resident_pages, resident_records) = {
+            let mut store = self.lock();
+            store.finish_checkpoint(plan.lsn);
+            store.resident()
+        };
+        self.persist().await?;
+        let files = self.log_files.clone();
+        let deleted = tokio::task::spawn_blocking(move || files.delete_through(plan.lsn))
+            .await
+            .map_err(std::io::Error::other)??;
+        tracing::debug!(lsn = %plan.lsn, written, resident_pages, resident_records, deleted_log_files = deleted,
+            "checkpoint");
+        Ok(())
     }
 
     async fn handle(&self, request: Request) -> Response {

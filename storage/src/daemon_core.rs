@@ -150,8 +150,14 @@ impl SegmentStore {
             }
             Request::GetRecords { protection_group, after, up_to, bytes_max } => {
                 let bytes_max = (bytes_max as usize).min(RECORDS_BYTES_MAX);
-                let (records, more) = self.records(protection_group, after, up_to, bytes_max);
-                Step::Reply(Response::Records { records, more })
+                Step::Reply(match self.records(protection_group, after, up_to, bytes_max) {
+                    Some((records, more)) => Response::Records { records, more },
+                    None => Response::Failed {
+                        message: format!(
+                            "records of group {protection_group} after {after} were released by a checkpoint"
+                        ),
+                    },
+                })
             }
             Request::ChainPoint { protection_group, at_or_below } => {
                 let (commit_lsn, record_lsn) = self.chain_point(protection_group, at_or_below);
@@ -312,6 +318,29 @@ pub fn gossip_fetches(mine: &NodeStatus, peers: &[NodeStatus]) -> Vec<GossipFetc
         .collect()
 }
 
+/// Per protection group of ours, the lowest SCL among the other daemons
+/// holding it (`holders`), when every one of them answered: records at or
+/// below it are held by every segment and a checkpoint may release them.
+pub fn peer_floors(
+    mine: &NodeStatus,
+    peers: &[NodeStatus],
+    holders: impl Fn(ProtectionGroupId) -> Vec<NodeId>,
+) -> Vec<(ProtectionGroupId, Lsn)> {
+    mine.segments
+        .iter()
+        .filter_map(|ours| {
+            let group = ours.protection_group;
+            let mut floor = ours.segment_complete_lsn;
+            for holder in holders(group).into_iter().filter(|node| *node != mine.node) {
+                let status = peers.iter().find(|s| s.node == holder)?;
+                let theirs = status.segments.iter().find(|p| p.protection_group == group);
+                floor = floor.min(theirs.map_or(Lsn::ZERO, |p| p.segment_complete_lsn));
+            }
+            Some((group, floor))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +356,33 @@ mod tests {
             Step::Reply(response) => response,
             Step::Sync(work) => store.finish(work.then, work.groups),
         }
+    }
+
+    #[test]
+    fn records_are_released_only_when_every_holder_answered_and_has_them() {
+        let progress = |group: u32, scl: u64| SegmentProgress {
+            protection_group: ProtectionGroupId(group),
+            segment_complete_lsn: Lsn(scl),
+            tail_lsn: Lsn(scl),
+            commit_lsn: Lsn(scl),
+        };
+        let status = |node: u32, segments: Vec<SegmentProgress>| NodeStatus {
+            node: NodeId(node),
+            epoch: Epoch(1),
+            durable_lsn: Lsn(0),
+            segments,
+            truncations: Vec::new(),
+        };
+        let mine = status(0, vec![progress(0, 50), progress(1, 70), progress(2, 10)]);
+        // Group 0 on nodes 0-2, group 1 on 0 and 3 (3 is down), group 2 on 0 and 1.
+        let holders = |group: ProtectionGroupId| match group.0 {
+            0 => vec![NodeId(0), NodeId(1), NodeId(2)],
+            1 => vec![NodeId(0), NodeId(3)],
+            _ => vec![NodeId(0), NodeId(1)],
+        };
+        let peers = [status(1, vec![progress(0, 60)]), status(2, vec![progress(0, 40), progress(1, 90)])];
+        let floors = peer_floors(&mine, &peers, holders);
+        assert_eq!(floors, vec![(ProtectionGroupId(0), Lsn(40)), (ProtectionGroupId(2), Lsn(0))]);
     }
 
     #[test]

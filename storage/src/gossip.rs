@@ -12,8 +12,9 @@
 
 use crate::client::StorageClient;
 use crate::daemon::Daemon;
-use crate::daemon_core::{GossipFetch, gossip_fetches, truncations_to_adopt};
+use crate::daemon_core::{GossipFetch, gossip_fetches, peer_floors, truncations_to_adopt};
 use crate::ids::{Lsn, NodeId};
+use crate::placement::Placement;
 use crate::proto::{GroupAppend, NodeStatus, Response};
 use crate::writer::fetch_records;
 use std::sync::Arc;
@@ -24,20 +25,31 @@ use std::time::Duration;
 pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Runs gossip rounds until the task is aborted.
-pub(crate) async fn gossip_loop(daemon: Arc<Daemon>, client: StorageClient, me: NodeId) {
+pub(crate) async fn gossip_loop(daemon: Arc<Daemon>, client: StorageClient, me: NodeId, placement: Placement) {
     let mut interval = tokio::time::interval(GOSSIP_INTERVAL);
     loop {
         interval.tick().await;
-        if let Err(e) = gossip_round(&daemon, &client, me).await {
+        if let Err(e) = gossip_round(&daemon, &client, me, &placement).await {
             tracing::debug!("gossip round failed: {e}");
         }
     }
 }
 
-async fn gossip_round(daemon: &Daemon, client: &StorageClient, me: NodeId) -> Result<(), String> {
+async fn gossip_round(
+    daemon: &Daemon,
+    client: &StorageClient,
+    me: NodeId,
+    placement: &Placement,
+) -> Result<(), String> {
     let peers: Vec<NodeStatus> =
         client.status_all().await.into_iter().filter(|(node, _)| *node != me).filter_map(|(_, s)| s.ok()).collect();
     let mine = daemon.lock().status();
+    {
+        let mut store = daemon.lock();
+        for (group, floor) in peer_floors(&mine, &peers, |group| placement.segments(group)) {
+            store.peers_complete_to(group, floor);
+        }
+    }
     for truncation in truncations_to_adopt(&mine, &peers) {
         tracing::info!(?truncation, "adopting a truncation range from a peer");
         let step = daemon.lock().adopt_truncation(truncation);

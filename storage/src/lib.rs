@@ -36,6 +36,7 @@ pub mod versions;
 pub mod writer_core;
 
 pub mod log;
+pub mod pagefile;
 
 #[cfg(feature = "net")]
 pub mod tls;

@@ -6,10 +6,16 @@
 //! the gap fills (at most `HELD_RECORDS_MAX`). The segment complete LSN (SCL)
 //! is the chain's tail, or further when the writer promised (`complete_to`)
 //! that the group has no records between that tail and the promise.
+//!
+//! Records at or below a checkpoint are released from memory
+//! (`release_through`): their pages are in the page file and every segment
+//! of the group has them. The segment remembers the last record and commit
+//! it released, which is also what it restarts from (`SegmentBase`).
 
 use crate::ids::{Epoch, Lsn, ProtectionGroupId};
 use crate::proto::SegmentProgress;
 use crate::redo::RedoRecord;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Included};
 
@@ -30,12 +36,26 @@ pub enum Insert {
     Dropped,
 }
 
+/// Where a segment stands after releasing its records through a checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentBase {
+    pub protection_group: ProtectionGroupId,
+    /// The last record released.
+    pub tail_lsn: Lsn,
+    /// The last commit record released.
+    pub commit_lsn: Lsn,
+    /// The SCL when the checkpoint was taken.
+    pub segment_complete_lsn: Lsn,
+}
+
 /// One segment's records.
 #[derive(Debug)]
 pub struct Segment {
     protection_group: ProtectionGroupId,
     segment_complete_lsn: Lsn,
     tail_lsn: Lsn,
+    /// Records at or below `released.tail_lsn` are no longer in memory.
+    released: SegmentBase,
     records: BTreeMap<Lsn, RedoRecord>,
     commits: BTreeSet<Lsn>,
     held: BTreeMap<Lsn, RedoRecord>,
@@ -46,10 +66,17 @@ pub struct Segment {
 impl Segment {
     /// An empty segment of `protection_group`.
     pub fn new(protection_group: ProtectionGroupId) -> Segment {
+        Segment::from_base(SegmentBase { protection_group, ..SegmentBase::default() })
+    }
+
+    /// A segment restarting from a checkpoint: its chain continues after
+    /// the released tail.
+    pub fn from_base(base: SegmentBase) -> Segment {
         Segment {
-            protection_group,
-            segment_complete_lsn: Lsn::ZERO,
-            tail_lsn: Lsn::ZERO,
+            protection_group: base.protection_group,
+            segment_complete_lsn: base.segment_complete_lsn.max(base.tail_lsn),
+            tail_lsn: base.tail_lsn,
+            released: base,
             records: BTreeMap::new(),
             commits: BTreeSet::new(),
             held: BTreeMap::new(),
@@ -134,6 +161,27 @@ impl Segment {
         }
     }
 
+    /// Drops records at or below `lsn` from memory; returns the new base.
+    pub fn release_through(&mut self, lsn: Lsn) -> SegmentBase {
+        let kept = self.records.split_off(&lsn.next());
+        if let Some(last) = self.records.keys().next_back() {
+            self.released.tail_lsn = *last;
+        }
+        let kept_commits = self.commits.split_off(&lsn.next());
+        if let Some(last) = self.commits.iter().next_back() {
+            self.released.commit_lsn = *last;
+        }
+        self.records = kept;
+        self.commits = kept_commits;
+        self.released.segment_complete_lsn = self.segment_complete_lsn;
+        self.released
+    }
+
+    /// Records in memory (not yet released by a checkpoint).
+    pub fn resident_records(&self) -> usize {
+        self.records.len()
+    }
+
     /// Annuls records older than `epoch` in `(above, up_to]`. A segment that
     /// was complete to `above` becomes complete to `up_to` (the range is empty
     /// by decree). Returns how many records were removed.
@@ -145,7 +193,7 @@ impl Segment {
         let removed = before - self.records.len() - self.held.len();
         self.promises.retain(|tail, _| *tail <= above);
         self.commits.retain(|lsn| self.records.contains_key(lsn));
-        self.tail_lsn = self.records.keys().next_back().copied().unwrap_or(Lsn::ZERO);
+        self.tail_lsn = self.records.keys().next_back().copied().unwrap_or(self.released.tail_lsn);
         // Annulled records never existed, so a segment complete to `above`
         // stays complete as far as it was, and at least to `up_to`.
         if self.segment_complete_lsn >= above {
@@ -159,18 +207,22 @@ impl Segment {
 
     /// Chained records in `(after, up_to]`, stopping after `bytes_max`
     /// encoded bytes (but returning at least one); true if more remain.
-    pub fn records_between(&self, after: Lsn, up_to: Lsn, bytes_max: usize) -> (Vec<RedoRecord>, bool) {
+    /// None when some of them were released by a checkpoint.
+    pub fn records_between(&self, after: Lsn, up_to: Lsn, bytes_max: usize) -> Option<(Vec<RedoRecord>, bool)> {
+        if after < self.released.tail_lsn {
+            return None;
+        }
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for record in self.records.range((Excluded(after), Included(up_to))).map(|(_, r)| r) {
             let size = bincode::serialized_size(record).map_or(usize::MAX, |s| s as usize);
             if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
-                return (out, true);
+                return Some((out, true));
             }
             bytes = bytes.saturating_add(size);
             out.push(record.clone());
         }
-        (out, false)
+        Some((out, false))
     }
 
     /// Chained records in `(after, up_to]`, in order.
@@ -181,12 +233,14 @@ impl Segment {
 
     /// The last record of the chain at or below `lsn` (`Lsn::ZERO` if none).
     pub fn last_record_at_or_below(&self, lsn: Lsn) -> Lsn {
-        self.records.range(..=lsn).next_back().map_or(Lsn::ZERO, |(lsn, _)| *lsn)
+        let released = Some(self.released.tail_lsn).filter(|released| *released <= lsn).unwrap_or(Lsn::ZERO);
+        self.records.range(..=lsn).next_back().map_or(released, |(lsn, _)| *lsn)
     }
 
     /// The last commit record of the chain at or below `lsn` (`Lsn::ZERO` if none).
     pub fn last_commit_at_or_below(&self, lsn: Lsn) -> Lsn {
-        self.commits.range(..=lsn).next_back().copied().unwrap_or(Lsn::ZERO)
+        let released = Some(self.released.commit_lsn).filter(|released| *released <= lsn).unwrap_or(Lsn::ZERO);
+        self.commits.range(..=lsn).next_back().copied().unwrap_or(released)
     }
 }
 
@@ -258,9 +312,32 @@ mod tests {
         for lsn in 1..=10 {
             segment.insert(record(lsn, lsn - 1, 1, false));
         }
-        let (first, more) = segment.records_between(Lsn(0), Lsn(10), 1);
+        let (first, more) = segment.records_between(Lsn(0), Lsn(10), 1).unwrap();
         assert_eq!((first.len(), more), (1, true));
-        let (rest, more) = segment.records_between(Lsn(1), Lsn(8), usize::MAX);
+        let (rest, more) = segment.records_between(Lsn(1), Lsn(8), usize::MAX).unwrap();
         assert_eq!((rest.len(), more), (7, false));
+    }
+
+    #[test]
+    fn released_records_leave_memory_and_the_chain_goes_on() {
+        let mut segment = Segment::new(ProtectionGroupId(0));
+        for lsn in 1..=6 {
+            segment.insert(record(lsn, lsn - 1, 1, lsn % 2 == 0));
+        }
+        let base = segment.release_through(Lsn(5));
+        assert_eq!((base.tail_lsn, base.commit_lsn, base.segment_complete_lsn), (Lsn(5), Lsn(4), Lsn(6)));
+        assert_eq!(segment.resident_records(), 1);
+        assert_eq!(segment.records_between(Lsn(3), Lsn(6), usize::MAX), None, "released records cannot be served");
+        assert_eq!(segment.records_between(Lsn(5), Lsn(6), usize::MAX).unwrap().0.len(), 1);
+        assert_eq!(
+            (segment.last_commit_at_or_below(Lsn(5)), segment.last_record_at_or_below(Lsn(5))),
+            (Lsn(4), Lsn(5))
+        );
+
+        let mut restarted = Segment::from_base(base);
+        assert_eq!(restarted.insert(record(3, 2, 1, false)), Insert::Duplicate);
+        assert_eq!(restarted.insert(record(6, 5, 1, true)), Insert::Chained);
+        assert_eq!((restarted.tail_lsn(), restarted.segment_complete_lsn()), (Lsn(6), Lsn(6)));
+        assert_eq!(restarted.last_commit_at_or_below(Lsn(5)), Lsn(4));
     }
 }

@@ -8,13 +8,21 @@
 //! point when a page is read there, and up to the durable LSN in the
 //! background; records above the durable LSN may still be truncated, so they
 //! are never applied before a read point (always durable) covers them.
+//!
+//! A checkpoint (`checkpoint_plan`, then `finish_checkpoint` once the shell
+//! has synced the pages) bounds memory: pages whose every version is at or
+//! below it leave memory for the page file, and records at or below it leave
+//! memory (the shell deletes log files that hold nothing newer). Its LSN is
+//! at most the durable LSN, the oldest read point, every segment's applied
+//! LSN and, while peers are watched, what every peer segment of the group
+//! already holds: a record is released only when no segment can still need it.
 
 use crate::ids::{Epoch, Lsn, NodeId, PageId, ProtectionGroupId, VolumeLayout};
 use crate::page::Page;
 use crate::proto::{GroupAppend, NodeStatus, PageDigest, SegmentProgress, Truncation};
 use crate::redo::{RedoError, RedoRecord};
-use crate::segment::{Insert, Segment};
-use crate::versions::PageVersions;
+use crate::segment::{Insert, Segment, SegmentBase};
+use crate::versions::{BaseImages, InMemoryOnly, PageVersions, VersionError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +38,28 @@ pub struct PersistedState {
     /// A hint: never above the true volume durable LSN.
     pub durable_lsn: Lsn,
     pub truncations: Vec<Truncation>,
+    pub checkpoint: Checkpoint,
+}
+
+/// The last checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Every record at or below it is applied, its pages are in the page
+    /// file and its records may be gone from the log.
+    pub lsn: Lsn,
+    /// Where each segment stands at `lsn`.
+    pub segments: Vec<SegmentBase>,
+    /// A checkpoint being written (equal to `lsn` when none is): the page
+    /// file may hold images as new as this, so history below it is gone.
+    pub writing: Lsn,
+}
+
+/// What a checkpoint writes before `finish_checkpoint`.
+#[derive(Debug)]
+pub struct CheckpointPlan {
+    pub lsn: Lsn,
+    /// The newest image at or below `lsn` of each page changed since the last checkpoint.
+    pub pages: Vec<(PageId, Arc<Page>)>,
 }
 
 /// The outcome of comparing a request's epoch with the daemon's.
@@ -75,21 +105,100 @@ pub struct SegmentStore {
     /// Groups without records here have none at or below this (writer's promise).
     unlisted_complete_lsn: Lsn,
     versions: PageVersions,
+    /// Per group, what every peer segment holds (their lowest SCL); None
+    /// when peers are not watched (no gossip): then nothing waits for them.
+    peer_floors: Option<BTreeMap<ProtectionGroupId, Lsn>>,
 }
 
 impl SegmentStore {
-    /// A store starting from persisted state; replay the log with `insert_synced`.
+    /// A store with every page in memory, starting from persisted state;
+    /// replay the log with `replay`.
     pub fn new(node: NodeId, layout: VolumeLayout, persisted: PersistedState) -> SegmentStore {
+        SegmentStore::with_base(node, layout, persisted, Arc::new(InMemoryOnly))
+    }
+
+    /// A store whose checkpointed pages are in `base`.
+    pub fn with_base(
+        node: NodeId,
+        layout: VolumeLayout,
+        persisted: PersistedState,
+        base: Arc<dyn BaseImages>,
+    ) -> SegmentStore {
+        let checkpoint = &persisted.checkpoint;
+        let floor = checkpoint.lsn.max(checkpoint.writing);
+        let segments = checkpoint
+            .segments
+            .iter()
+            .map(|base| {
+                let state =
+                    SegmentState { segment: Segment::from_base(*base), applied_lsn: checkpoint.lsn, failed: None };
+                (base.protection_group, state)
+            })
+            .collect();
         SegmentStore {
             node,
             layout,
-            persisted,
             writer_min_read_point: Lsn::ZERO,
             reader_read_points: BTreeMap::new(),
-            segments: BTreeMap::new(),
+            segments,
             unlisted_complete_lsn: Lsn::ZERO,
-            versions: PageVersions::new(),
+            versions: PageVersions::with_base(base, floor),
+            peer_floors: None,
+            persisted,
         }
+    }
+
+    /// Makes checkpoints wait until every peer segment holds a record
+    /// before it is released (set when gossip runs).
+    pub fn watch_peers(&mut self) {
+        self.peer_floors.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// Learns that every peer segment of `protection_group` is complete to `lsn`.
+    pub fn peers_complete_to(&mut self, protection_group: ProtectionGroupId, lsn: Lsn) {
+        if let Some(floors) = &mut self.peer_floors {
+            let floor = floors.entry(protection_group).or_insert(lsn);
+            *floor = (*floor).max(lsn);
+        }
+    }
+
+    /// The next checkpoint, if the LSN it may take has moved.
+    pub fn checkpoint_plan(&self) -> Option<CheckpointPlan> {
+        let durable = self.persisted.durable_lsn;
+        let mut lsn = durable.min(self.versions.history_floor());
+        for (group, state) in &self.segments {
+            let segment = &state.segment;
+            let applied = if state.applied_lsn >= durable.min(segment.tail_lsn()) {
+                durable.min(segment.segment_complete_lsn())
+            } else {
+                state.applied_lsn
+            };
+            lsn = lsn.min(applied);
+            if let Some(floors) = &self.peer_floors {
+                lsn = lsn.min(floors.get(group).copied().unwrap_or(Lsn::ZERO));
+            }
+        }
+        let since = self.persisted.checkpoint.lsn;
+        (lsn > since).then(|| CheckpointPlan { lsn, pages: self.versions.changed_between(since, lsn) })
+    }
+
+    /// Notes that a checkpoint at `lsn` is being written (persist before writing pages).
+    pub fn begin_checkpoint(&mut self, lsn: Lsn) {
+        self.persisted.checkpoint.writing = lsn;
+    }
+
+    /// The pages of the checkpoint at `lsn` are synced: releases the records
+    /// and pages it covers from memory (persist afterwards).
+    pub fn finish_checkpoint(&mut self, lsn: Lsn) {
+        let segments = self.segments.values_mut().map(|state| state.segment.release_through(lsn)).collect();
+        self.persisted.checkpoint = Checkpoint { lsn, segments, writing: lsn };
+        self.versions.evict(lsn);
+    }
+
+    /// Pages and records held in memory.
+    pub fn resident(&self) -> (usize, usize) {
+        let records = self.segments.values().map(|s| s.segment.resident_records()).sum();
+        (self.versions.resident_pages(), records)
     }
 
     /// The state to persist.
@@ -243,10 +352,7 @@ impl SegmentStore {
         }
         self.reader_read_points.insert(read_point, now);
         self.apply_up_to(protection_group, read_point).map_err(|e| PageRefusal::Failed(e.to_string()))?;
-        let image = self
-            .versions
-            .page_at(page, read_point)
-            .map_err(|too_old| PageRefusal::TooOld { oldest: too_old.oldest })?;
+        let image = self.versions.page_at(page, read_point).map_err(refusal)?;
         let mut sealed = Arc::unwrap_or_clone(image);
         sealed.seal();
         Ok(sealed)
@@ -266,16 +372,12 @@ impl SegmentStore {
         }
         self.apply_up_to(protection_group, lsn).map_err(|e| PageRefusal::Failed(e.to_string()))?;
         let layout = self.layout;
-        let mut pages: Vec<PageId> = self
-            .versions
-            .page_ids()
-            .filter(|page| layout.group_of(*page) == protection_group && self.versions.has_version_at(*page, lsn))
-            .collect();
-        pages.sort_unstable();
-        let mut digests = Vec::with_capacity(pages.len());
-        for page in pages {
-            let image =
-                self.versions.page_at(page, lsn).map_err(|too_old| PageRefusal::TooOld { oldest: too_old.oldest })?;
+        let mut digests = Vec::new();
+        for page in self.versions.page_ids() {
+            if layout.group_of(page) != protection_group || !self.versions.has_version_at(page, lsn).map_err(refusal)? {
+                continue;
+            }
+            let image = self.versions.page_at(page, lsn).map_err(refusal)?;
             let mut sealed = Arc::unwrap_or_clone(image);
             sealed.seal();
             digests.push(PageDigest { page, crc: crc32c::crc32c(sealed.as_bytes()) });
@@ -338,10 +440,10 @@ impl SegmentStore {
         after: Lsn,
         up_to: Lsn,
         bytes_max: usize,
-    ) -> (Vec<RedoRecord>, bool) {
+    ) -> Option<(Vec<RedoRecord>, bool)> {
         match self.segments.get(&protection_group) {
             Some(state) => state.segment.records_between(after, up_to, bytes_max),
-            None => (Vec::new(), false),
+            None => Some((Vec::new(), false)),
         }
     }
 
@@ -364,6 +466,13 @@ impl SegmentStore {
     }
 }
 
+fn refusal(error: VersionError) -> PageRefusal {
+    match error {
+        VersionError::TooOld(too_old) => PageRefusal::TooOld { oldest: too_old.oldest },
+        other => PageRefusal::Failed(other.to_string()),
+    }
+}
+
 /// A failure of the applicator.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -376,7 +485,9 @@ pub enum StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon_core::Step;
     use crate::page::PageKind;
+    use crate::proto::{Request, Response};
     use crate::redo::RedoBody;
 
     const GROUP: ProtectionGroupId = ProtectionGroupId(0);
@@ -466,6 +577,84 @@ mod tests {
         assert_eq!(at_3, reversed.digest(GROUP, Lsn(3)).unwrap());
         assert_eq!(in_order.digest(GROUP, Lsn(0)).unwrap(), vec![], "nothing existed at 0");
         assert_eq!(in_order.digest(GROUP, Lsn(9)), Err(PageRefusal::NotComplete { segment_complete_lsn: Lsn(3) }));
+    }
+
+    /// Runs a whole checkpoint as the daemon does; `finish` false stops
+    /// after the pages are written (a crash before the state file says so).
+    fn checkpoint(store: &mut SegmentStore, pages: &crate::pagefile::PageFile, finish: bool) -> Lsn {
+        let plan = store.checkpoint_plan().expect("the checkpoint can move");
+        store.begin_checkpoint(plan.lsn);
+        let images: Vec<_> = plan.pages.iter().map(|(id, page)| (*id, page.as_ref())).collect();
+        pages.write_synced(&images).unwrap();
+        if finish {
+            store.finish_checkpoint(plan.lsn);
+        }
+        plan.lsn
+    }
+
+    #[test]
+    fn checkpoints_move_pages_to_the_page_file_and_restarts_continue_from_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let pages = Arc::new(crate::pagefile::PageFile::open(dir.path()).unwrap());
+        let layout = VolumeLayout { pages_per_group: 1000 };
+        let mut store = SegmentStore::with_base(NodeId(1), layout, PersistedState::default(), pages.clone());
+        let (a, b) = (PageId(5), PageId(6));
+        let now = Instant::now();
+        let mut log = vec![
+            record(1, 0, 1, false, RedoBody::InitPage { page: a, kind: PageKind::Heap }),
+            record(2, 1, 1, true, RedoBody::InitPage { page: b, kind: PageKind::Heap }),
+            record(3, 2, 1, true, RedoBody::InsertTuple { page: a, slot: 0, data: b"a3".to_vec() }),
+            record(4, 3, 1, true, RedoBody::InsertTuple { page: b, slot: 0, data: b"b4".to_vec() }),
+        ];
+        for r in &log {
+            store.insert_synced(r.clone());
+        }
+        assert!(store.checkpoint_plan().is_none(), "nothing is durable yet");
+        store.advance_durable(Lsn(3), Lsn(3));
+        store.tick(now).unwrap();
+        assert_eq!(checkpoint(&mut store, &pages, true), Lsn(3));
+        assert_eq!(store.resident(), (0, 1), "both pages are in the page file; record 4 (not durable) stays");
+        assert_eq!(store.get_page(a, Lsn(3), now).unwrap().tuple(0), Some(&b"a3"[..]), "served from the page file");
+        assert_eq!(store.get_page(a, Lsn(2), now), Err(PageRefusal::TooOld { oldest: Lsn(3) }));
+        assert!(matches!(
+            store.step(
+                Request::GetRecords { protection_group: GROUP, after: Lsn(1), up_to: Lsn(4), bytes_max: 1 << 20 },
+                now
+            ),
+            Step::Reply(Response::Failed { .. })
+        ));
+
+        // A record of a page that left memory starts from its checkpointed image.
+        log.push(record(5, 4, 1, true, RedoBody::InsertTuple { page: a, slot: 1, data: b"a5".to_vec() }));
+        store.insert_synced(log[4].clone());
+        store.advance_durable(Lsn(5), Lsn(5));
+        store.tick(now).unwrap();
+        assert!(store.checkpoint_plan().is_none(), "a reader read at 3 a moment ago: its history stays");
+        let now = now + READER_READ_POINT_HOLD + Duration::from_secs(1);
+        store.tick(now).unwrap();
+        let at_5 = store.get_page(a, Lsn(5), now).unwrap();
+        assert_eq!((at_5.tuple(0), at_5.tuple(1)), (Some(&b"a3"[..]), Some(&b"a5"[..])));
+        // Crash after writing the next checkpoint's pages, before the state file.
+        assert_eq!(checkpoint(&mut store, &pages, false), Lsn(5));
+        let persisted = store.persisted().clone();
+        assert_eq!((persisted.checkpoint.lsn, persisted.checkpoint.writing), (Lsn(3), Lsn(5)));
+
+        let pages = Arc::new(crate::pagefile::PageFile::open(dir.path()).unwrap());
+        let mut restarted = SegmentStore::with_base(NodeId(1), layout, persisted, pages);
+        for r in &log {
+            restarted.insert_synced(r.clone());
+        }
+        restarted.advance_durable(Lsn(5), Lsn(5));
+        restarted.tick(now).unwrap();
+        let at_5 = restarted.get_page(a, Lsn(5), now).unwrap();
+        assert_eq!(
+            (at_5.tuple(0), at_5.tuple(1)),
+            (Some(&b"a3"[..]), Some(&b"a5"[..])),
+            "records the image holds are skipped"
+        );
+        assert_eq!(restarted.get_page(b, Lsn(5), now).unwrap().tuple(0), Some(&b"b4"[..]));
+        assert_eq!(restarted.status().segments[0].tail_lsn, Lsn(5));
+        assert_eq!(restarted.chain_point(GROUP, Lsn(5)), (Lsn(5), Lsn(5)));
     }
 
     #[test]

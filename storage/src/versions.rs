@@ -7,6 +7,10 @@
 //! between; a record of a later transaction starts a new version. Versions that no read point can reach
 //! any more (older than the newest one at or below the horizon) are dropped
 //! by `collect_garbage`, and read points below the horizon get `TooOld`.
+//!
+//! A checkpoint writes images out (`BaseImages`, the daemon's page file) and
+//! `evict` drops pages whose every version is checkpointed: a read or a
+//! record that finds no version in memory starts from the checkpointed image.
 
 use crate::ids::{Lsn, PageId};
 use crate::page::Page;
@@ -31,22 +35,92 @@ pub struct TooOld {
     pub oldest: Lsn,
 }
 
-/// Every page's versions.
+/// Page images written out by checkpoints, each as of the checkpoint that
+/// last wrote it.
+pub trait BaseImages: Send + Sync + std::fmt::Debug {
+    /// The image of `page`; None if no checkpoint wrote it.
+    fn read(&self, page: PageId) -> Result<Option<Page>, String>;
+    /// Every page some checkpoint wrote.
+    fn page_ids(&self) -> Vec<PageId>;
+}
+
+/// No checkpointed images: every page lives in memory.
 #[derive(Debug, Default)]
+pub struct InMemoryOnly;
+
+impl BaseImages for InMemoryOnly {
+    fn read(&self, _page: PageId) -> Result<Option<Page>, String> {
+        Ok(None)
+    }
+
+    fn page_ids(&self) -> Vec<PageId> {
+        Vec::new()
+    }
+}
+
+/// Why a page could not be built or read.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error("{0}")]
+    TooOld(TooOld),
+    #[error("cannot read the checkpointed image of page {page}: {reason}")]
+    Base { page: PageId, reason: String },
+}
+
+impl std::fmt::Display for TooOld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "read point below the oldest kept version ({})", self.oldest)
+    }
+}
+
+/// Every page's versions.
+#[derive(Debug)]
 pub struct PageVersions {
     pages: HashMap<PageId, Vec<Version>>,
     history_floor: Lsn,
+    base: Arc<dyn BaseImages>,
+}
+
+impl Default for PageVersions {
+    fn default() -> Self {
+        PageVersions::new()
+    }
 }
 
 impl PageVersions {
-    /// No pages, all history available.
+    /// No pages, all history available, nothing checkpointed.
     pub fn new() -> PageVersions {
-        PageVersions::default()
+        PageVersions::with_base(Arc::new(InMemoryOnly), Lsn::ZERO)
     }
 
-    /// Applies a record on top of its page's newest version.
+    /// Pages checkpointed in `base`; history below `floor` (the newest
+    /// checkpoint, possibly interrupted) is gone.
+    pub fn with_base(base: Arc<dyn BaseImages>, floor: Lsn) -> PageVersions {
+        PageVersions { pages: HashMap::new(), history_floor: floor, base }
+    }
+
+    fn base_image(&self, page: PageId) -> Result<Option<Page>, VersionError> {
+        self.base.read(page).map_err(|reason| VersionError::Base { page, reason })
+    }
+
+    /// Applies a record on top of its page's newest version (read from the
+    /// checkpointed image when none is in memory). A record the checkpointed
+    /// image already holds (a checkpoint interrupted by a crash wrote it) is
+    /// skipped.
     pub fn apply(&mut self, record: &RedoRecord) -> Result<(), RedoError> {
-        let versions = self.pages.entry(record.body.page()).or_default();
+        let page = record.body.page();
+        if !self.pages.contains_key(&page) {
+            let base = self.base_image(page).map_err(|e| RedoError::Decode(e.to_string()))?;
+            match base {
+                Some(image) if image.lsn() >= record.lsn => return Ok(()),
+                Some(image) => {
+                    let lsn = image.lsn();
+                    self.pages.insert(page, vec![Version { lsn, commit_lsn: lsn, page: Arc::new(image) }]);
+                }
+                None => {}
+            }
+        }
+        let versions = self.pages.entry(page).or_default();
         match versions.last_mut() {
             Some(newest) if newest.commit_lsn == record.commit_lsn => {
                 record.apply(Arc::make_mut(&mut newest.page))?;
@@ -61,14 +135,44 @@ impl PageVersions {
         Ok(())
     }
 
-    /// The page as of `read_point`: its newest version at or below it, or an
-    /// all-zero page if it had none.
-    pub fn page_at(&self, page: PageId, read_point: Lsn) -> Result<Arc<Page>, TooOld> {
+    /// The page as of `read_point`: its newest version at or below it, else
+    /// its checkpointed image, else an all-zero page.
+    pub fn page_at(&self, page: PageId, read_point: Lsn) -> Result<Arc<Page>, VersionError> {
         if read_point < self.history_floor {
-            return Err(TooOld { oldest: self.history_floor });
+            return Err(VersionError::TooOld(TooOld { oldest: self.history_floor }));
         }
         let found = self.pages.get(&page).and_then(|versions| versions.iter().rev().find(|v| v.lsn <= read_point));
-        Ok(found.map_or_else(|| Arc::new(Page::empty()), |v| Arc::clone(&v.page)))
+        if let Some(version) = found {
+            return Ok(Arc::clone(&version.page));
+        }
+        match self.base_image(page)? {
+            Some(image) if image.lsn() <= read_point => Ok(Arc::new(image)),
+            _ => Ok(Arc::new(Page::empty())),
+        }
+    }
+
+    /// The newest image at or below `lsn` of every page changed in
+    /// `(since, lsn]`: what a checkpoint at `lsn` writes.
+    pub fn changed_between(&self, since: Lsn, lsn: Lsn) -> Vec<(PageId, Arc<Page>)> {
+        self.pages
+            .iter()
+            .filter_map(|(page, versions)| {
+                let version = versions.iter().rev().find(|v| v.lsn <= lsn)?;
+                (version.lsn > since).then(|| (*page, Arc::clone(&version.page)))
+            })
+            .collect()
+    }
+
+    /// Drops pages whose every version is at or below `checkpoint` (their
+    /// newest is in the checkpointed images); history below it is gone.
+    pub fn evict(&mut self, checkpoint: Lsn) {
+        self.pages.retain(|_, versions| versions.last().is_some_and(|v| v.lsn > checkpoint));
+        self.history_floor = self.history_floor.max(checkpoint);
+    }
+
+    /// Pages held in memory.
+    pub fn resident_pages(&self) -> usize {
+        self.pages.len()
     }
 
     /// Drops versions that no read point at or above `horizon` can reach.
@@ -90,14 +194,20 @@ impl PageVersions {
         self.history_floor
     }
 
-    /// Every page with at least one version, in no particular order.
-    pub fn page_ids(&self) -> impl Iterator<Item = PageId> + '_ {
-        self.pages.keys().copied()
+    /// Every page with a version in memory or a checkpointed image, sorted.
+    pub fn page_ids(&self) -> Vec<PageId> {
+        let mut ids: Vec<PageId> = self.pages.keys().copied().chain(self.base.page_ids()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Whether `page` has a version at or below `lsn` (it existed then).
-    pub fn has_version_at(&self, page: PageId, lsn: Lsn) -> bool {
-        self.pages.get(&page).is_some_and(|versions| versions.first().is_some_and(|v| v.lsn <= lsn))
+    pub fn has_version_at(&self, page: PageId, lsn: Lsn) -> Result<bool, VersionError> {
+        if self.pages.get(&page).is_some_and(|versions| versions.first().is_some_and(|v| v.lsn <= lsn)) {
+            return Ok(true);
+        }
+        Ok(self.base_image(page)?.is_some_and(|image| image.lsn() <= lsn))
     }
 
     /// Versions kept for `page` (for tests and metrics).
@@ -196,7 +306,7 @@ mod tests {
         versions.collect_garbage(Lsn(3));
         assert_eq!(versions.version_count(PAGE), 2);
         assert_eq!(versions.page_at(PAGE, Lsn(3)).unwrap().tuple(1), Some(&b"b"[..]));
-        assert_eq!(versions.page_at(PAGE, Lsn(2)).unwrap_err(), TooOld { oldest: Lsn(3) });
+        assert!(matches!(versions.page_at(PAGE, Lsn(2)), Err(VersionError::TooOld(TooOld { oldest: Lsn(3) }))));
     }
 
     #[test]

@@ -67,6 +67,7 @@ struct NodeCursor {
     sent: BTreeMap<ProtectionGroupId, Lsn>,
     told_complete: Lsn,
     told_durable: Lsn,
+    told_min_read_point: Lsn,
 }
 
 /// The writer's state.
@@ -226,6 +227,7 @@ impl WriterCore {
         if let Some(cursor) = self.cursors.get_mut(&node) {
             cursor.told_complete = Lsn::ZERO;
             cursor.told_durable = Lsn::ZERO;
+            cursor.told_min_read_point = Lsn::ZERO;
         }
     }
 
@@ -311,11 +313,16 @@ impl WriterCore {
             any_records |= !records.is_empty();
             groups.push(GroupAppend { protection_group: *group, records, tail_lsn });
         }
-        if !any_records && cursor.told_complete >= allocated && cursor.told_durable >= durable {
+        if !any_records
+            && cursor.told_complete >= allocated
+            && cursor.told_durable >= durable
+            && cursor.told_min_read_point >= min_read_point
+        {
             return None;
         }
         cursor.told_complete = allocated;
         cursor.told_durable = durable;
+        cursor.told_min_read_point = min_read_point;
         Some(Outgoing::Append(Request::Append {
             epoch: self.epoch,
             groups,
