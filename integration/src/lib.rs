@@ -22,8 +22,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The superuser password every test cluster uses.
 pub const PASSWORD: &str = "test-password";
 
-/// The `borealis` binary built next to the test executable.
+/// The `borealis` binary: `BOREALIS_BIN` when set, else the one built next
+/// to the test executable.
 pub fn borealis_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("BOREALIS_BIN") {
+        return Ok(PathBuf::from(path));
+    }
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> -> target/<profile>/borealis
     let profile_dir = exe.parent().and_then(Path::parent).context("test binary has no profile directory")?;
