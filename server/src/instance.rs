@@ -27,13 +27,25 @@ pub async fn run(config: &ClusterConfig, name: &str) -> anyhow::Result<()> {
             info!(durable_lsn = %storage.durable_lsn(), epoch = %storage.epoch(), "volume recovered");
             let volume = Arc::new(WriterVolume::new(storage));
             WriterVolume::keep_history_moving(&volume);
+            let stream = Arc::clone(&volume);
+            let (addr, tls_dir) = (instance.addr, config.tls_dir());
+            tokio::spawn(async move {
+                if let Err(e) = WriterVolume::serve_commit_stream(stream, addr, &tls_dir).await {
+                    tracing::error!("the commit stream stopped: {e:#}");
+                }
+            });
             (volume, false)
         }
         Role::Reader => {
             let layout = VolumeLayout::from_group_size_bytes(config.protection_group_size_bytes);
             let storage = VolumeReader::open(config.storage.clone(), &config.tls_dir(), layout)
                 .context("failed to open the volume")?;
-            (Arc::new(ReaderVolume::new(storage)), true)
+            let volume = Arc::new(ReaderVolume::new(storage));
+            match config.instances.iter().find(|i| i.role == Role::Writer) {
+                Some(writer) => ReaderVolume::follow(&volume, writer.addr, &config.tls_dir()),
+                None => tracing::warn!("no writer in the cluster file: read points come from storage"),
+            }
+            (volume, true)
         }
     };
     let engine = Engine::open(volume, read_only)

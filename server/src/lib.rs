@@ -16,6 +16,7 @@ pub mod launcher;
 pub mod pgtypes;
 pub mod proxy;
 pub mod status;
+pub mod stream;
 pub mod volume;
 
 use anyhow::Context;

@@ -20,16 +20,21 @@
 //! changed, so its cache is keyed by (page, read point): an entry can never
 //! be stale, and statements at the same read point share it.
 
+use crate::stream::{Publisher, Subscriber};
 use async_trait::async_trait;
 use borealis_sql::heap::Overlay;
 use borealis_sql::{Volume, VolumeError};
 use borealis_storage::client::{StorageError, VolumeReader, VolumeWriter};
+use borealis_storage::ids::Epoch;
 use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::page::{PAGE_SIZE, Page};
 use borealis_storage::redo::RedoBody;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bytes of pages an instance caches.
@@ -67,6 +72,9 @@ struct WriterState {
     in_doubt: bool,
     /// (when, visible LSN) per commit, oldest first, for the min read point.
     history: VecDeque<(Instant, Lsn)>,
+    /// Pages changed by each submitted commit not yet durable, for the
+    /// commit stream.
+    unpublished: BTreeMap<Lsn, Vec<PageId>>,
 }
 
 /// The writer's volume: quorum commits and a cache of newest page versions.
@@ -74,6 +82,8 @@ pub struct WriterVolume {
     storage: VolumeWriter,
     cache: moka::sync::Cache<PageId, Arc<Page>>,
     state: Mutex<WriterState>,
+    /// Tells readers which pages each durable commit changed.
+    publisher: Publisher,
 }
 
 impl WriterVolume {
@@ -87,8 +97,20 @@ impl WriterVolume {
             staged: HashMap::new(),
             in_doubt: false,
             history: VecDeque::new(),
+            unpublished: BTreeMap::new(),
         };
-        WriterVolume { storage, cache, state: Mutex::new(state) }
+        WriterVolume { storage, cache, state: Mutex::new(state), publisher: Publisher::new() }
+    }
+
+    /// Serves the commit stream on `addr` (UDP) until the task is dropped.
+    pub async fn serve_commit_stream(
+        volume: Arc<WriterVolume>,
+        addr: SocketAddr,
+        tls_dir: &Path,
+    ) -> anyhow::Result<()> {
+        let publisher = volume.publisher.clone();
+        let hello = move || (volume.storage.epoch(), volume.lock().visible_lsn);
+        publisher.serve(addr, tls_dir, hello).await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
@@ -137,6 +159,7 @@ impl WriterVolume {
             lsn = lsn.next();
         }
         assert_eq!(lsn, commit_lsn.next(), "commit LSNs must be consecutive");
+        self.publisher.advance(commit_lsn, bodies.iter().map(RedoBody::page).collect());
         state.visible_lsn = commit_lsn;
         state.staged_lsn = commit_lsn;
         state.in_doubt = false;
@@ -167,7 +190,10 @@ impl WriterVolume {
         state.visible_lsn = durable_lsn;
         state.staged_lsn = durable_lsn;
         state.staged.clear();
+        state.unpublished.clear();
         state.in_doubt = false;
+        // Readers cannot know what the settled commit changed: they resynchronise.
+        self.publisher.resync(self.storage.epoch(), durable_lsn);
         tracing::info!(%durable_lsn, "an in-doubt commit was settled; the cache was dropped");
         self.advance_history(state, durable_lsn);
         Ok(())
@@ -190,6 +216,12 @@ impl WriterVolume {
                 self.cache.insert(id, page);
             }
         }
+        let later = state.unpublished.split_off(&visible.next());
+        let published = std::mem::replace(&mut state.unpublished, later);
+        let mut pages: Vec<PageId> = published.into_values().flatten().collect();
+        pages.sort_unstable();
+        pages.dedup();
+        self.publisher.advance(visible, pages);
         state.visible_lsn = visible;
         self.advance_history(state, visible);
     }
@@ -257,6 +289,7 @@ impl Volume for WriterVolume {
             lsn = lsn.next();
         }
         let mut state = self.lock();
+        state.unpublished.insert(lsns.commit, last_lsn.keys().copied().collect());
         for (id, lsn) in last_lsn {
             let image = pages
                 .remove(&id)
@@ -301,48 +334,199 @@ impl Volume for WriterVolume {
     }
 }
 
-/// A reader's volume: pages at read points learned from storage.
+/// A reader's volume: a cache of pages kept current by the writer's commit
+/// stream, misses read from storage at the statement's read point.
+///
+/// A cached image is the page as of its LSN and stays cached until a commit
+/// changes the page: the stream names the pages, which are dropped before
+/// the read point moves past that commit. A miss may be fetched at an older
+/// read point while such a commit arrives, so an image is cached only if no
+/// commit above its read point changed the page (`Following::changed`).
+/// While the stream is down the read point comes from storage, and the cache
+/// is dropped whenever it moves.
 pub struct ReaderVolume {
     storage: VolumeReader,
-    cache: moka::sync::Cache<(PageId, Lsn), Arc<Page>>,
-    /// Read points never go backwards on one reader.
-    newest_read_point: Mutex<Lsn>,
+    cache: moka::sync::Cache<PageId, Arc<Page>>,
+    following: Mutex<Following>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// How long a reader remembers which pages changed at which LSN; a page
+/// fetched at an older read point is not cached.
+const CHANGES_RETENTION: Duration = Duration::from_secs(60);
+/// Replica lag samples kept.
+const LAG_SAMPLES: usize = 1024;
+
+#[derive(Default)]
+struct Following {
+    /// Whether the commit stream is connected (and past its hello).
+    connected: bool,
+    /// The newest read point; never goes backwards.
+    read_point: Lsn,
+    /// Per page, the newest commit LSN that changed it (recent ones).
+    changed: HashMap<PageId, Lsn>,
+    /// (when, read point) of recent advances, oldest first.
+    advances: VecDeque<(Instant, Lsn)>,
+    /// Images fetched below this are not cached (what changed below it is forgotten).
+    cache_floor: Lsn,
+    /// Recent replica lags, newest last.
+    lags: VecDeque<Duration>,
+}
+
+impl Following {
+    fn forget_old_changes(&mut self, now: Instant) {
+        let mut forgotten = None;
+        while self.advances.front().is_some_and(|(at, _)| now.duration_since(*at) > CHANGES_RETENTION) {
+            forgotten = self.advances.pop_front().map(|(_, lsn)| lsn);
+        }
+        if let Some(lsn) = forgotten {
+            self.cache_floor = self.cache_floor.max(lsn);
+            let floor = self.cache_floor;
+            self.changed.retain(|_, changed| *changed > floor);
+        }
+    }
+
+    /// Whether an image fetched at `read_point` may be cached.
+    fn cacheable(&self, page: PageId, read_point: Lsn) -> bool {
+        read_point >= self.cache_floor && self.changed.get(&page).is_none_or(|changed| *changed <= read_point)
+    }
 }
 
 impl ReaderVolume {
-    /// Wraps a storage reader.
+    /// Wraps a storage reader; `follow` connects it to the writer's commit stream.
     pub fn new(storage: VolumeReader) -> ReaderVolume {
         let cache = moka::sync::Cache::builder().max_capacity(CACHE_BYTES).weigher(|_, _| page_weight()).build();
-        ReaderVolume { storage, cache, newest_read_point: Mutex::new(Lsn::ZERO) }
+        ReaderVolume {
+            storage,
+            cache,
+            following: Mutex::new(Following::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Follows the writer's commit stream at `writer` (UDP) for as long as the volume lives.
+    pub fn follow(volume: &Arc<ReaderVolume>, writer: SocketAddr, tls_dir: &Path) {
+        let subscriber: Arc<dyn Subscriber> = Arc::clone(volume) as _;
+        let tls_dir = tls_dir.to_path_buf();
+        tokio::spawn(async move {
+            if let Err(e) = crate::stream::follow(writer, &tls_dir, subscriber).await {
+                tracing::error!("cannot follow the commit stream: {e:#}");
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Following> {
+        self.following.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Cache hits and misses so far.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+}
+
+impl Subscriber for ReaderVolume {
+    fn resync(&self, _epoch: Epoch, durable_lsn: Lsn) {
+        let mut following = self.lock();
+        self.cache.invalidate_all();
+        following.read_point = following.read_point.max(durable_lsn);
+        following.cache_floor = following.read_point;
+        following.changed.clear();
+        following.advances.clear();
+        following.connected = true;
+    }
+
+    fn advance(&self, durable_lsn: Lsn, pages: &[PageId], sent_at_micros: u64) {
+        let now = Instant::now();
+        let mut following = self.lock();
+        for page in pages {
+            self.cache.invalidate(page);
+            following.changed.insert(*page, durable_lsn);
+        }
+        following.read_point = following.read_point.max(durable_lsn);
+        following.advances.push_back((now, durable_lsn));
+        following.forget_old_changes(now);
+        let lag = Duration::from_micros(crate::stream::now_micros().saturating_sub(sent_at_micros));
+        if following.lags.len() == LAG_SAMPLES {
+            following.lags.pop_front();
+        }
+        following.lags.push_back(lag);
+    }
+
+    fn disconnected(&self) {
+        self.lock().connected = false;
     }
 }
 
 #[async_trait]
 impl Volume for ReaderVolume {
     async fn read_page(&self, page: PageId, read_point: Lsn) -> Result<Arc<Page>, VolumeError> {
-        if let Some(cached) = self.cache.get(&(page, read_point)) {
+        if let Some(cached) = self.cache.get(&page)
+            && cached.lsn() <= read_point
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(cached);
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let fetched = Arc::new(self.storage.get_page(page, read_point).await.map_err(volume_error)?);
-        self.cache.insert((page, read_point), fetched.clone());
+        let following = self.lock();
+        if following.cacheable(page, read_point) {
+            self.cache.insert(page, Arc::clone(&fetched));
+        }
         Ok(fetched)
     }
 
     async fn read_point(&self) -> Result<Lsn, VolumeError> {
+        {
+            let following = self.lock();
+            if following.connected {
+                return Ok(following.read_point);
+            }
+        }
+        // No commit stream: ask storage, and forget the cache when the
+        // read point moves (which pages changed is unknown).
         let learned = self.storage.read_point().await.map_err(volume_error)?;
-        let mut newest = self.newest_read_point.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *newest = (*newest).max(learned);
-        Ok(*newest)
+        let mut following = self.lock();
+        if learned > following.read_point && !following.connected {
+            self.cache.invalidate_all();
+            following.read_point = learned;
+            following.cache_floor = learned;
+            following.changed.clear();
+        }
+        Ok(following.read_point)
     }
 
     async fn commit(&self, _bodies: Vec<RedoBody>) -> Result<Lsn, VolumeError> {
         Err(VolumeError::ReadOnly)
+    }
+
+    fn replica_lag(&self) -> Option<Duration> {
+        let following = self.lock();
+        following.lags.back().copied().filter(|_| following.connected)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_fetched_before_a_commit_that_changed_it_is_not_cached() {
+        let start = Instant::now();
+        let mut following = Following::default();
+        following.changed.insert(PageId(1), Lsn(50));
+        following.advances.push_back((start, Lsn(50)));
+        assert!(!following.cacheable(PageId(1), Lsn(40)), "fetched at 40, changed at 50: stale");
+        assert!(following.cacheable(PageId(1), Lsn(50)));
+        assert!(following.cacheable(PageId(2), Lsn(40)), "page 2 did not change");
+        // Once the change is forgotten, older fetches are refused outright.
+        following.forget_old_changes(start + CHANGES_RETENTION + Duration::from_secs(1));
+        assert!(following.changed.is_empty());
+        assert!(!following.cacheable(PageId(2), Lsn(40)));
+        assert!(following.cacheable(PageId(1), Lsn(50)));
+    }
 
     #[test]
     fn retention_keeps_the_read_point_of_the_window_start() {

@@ -376,9 +376,10 @@ impl CopyIn {
 
 impl Session {
     fn new(engine: Arc<Engine>) -> Session {
+        let planner = Planner::new(&engine.volume);
         Session {
             engine,
-            planner: Planner::new(),
+            planner,
             tx: TxState::Idle,
             statement_in_flight: false,
             implicit_block: false,
@@ -855,12 +856,13 @@ pub(crate) struct Planner {
 }
 
 impl Planner {
-    fn new() -> Planner {
+    fn new(volume: &Arc<dyn Volume>) -> Planner {
         let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(1);
         // Keep strings as Utf8 everywhere, the type tables store.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
         let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
         crate::functions::register(&mut state).expect("registering functions on a fresh state succeeds");
+        crate::functions::register_volume(&mut state, volume).expect("registering functions on a fresh state succeeds");
         let view = Arc::new(CatalogView::default());
         crate::pg_functions::register(&mut state, &view).expect("registering functions on a fresh state succeeds");
         let catalog = state

@@ -5,7 +5,11 @@
 //!   DataFusion's own answers "Apache DataFusion ...".
 //! - `current_schema()`, `current_database()`: constants for the spine
 //!   (one database, one schema).
+//! - `borealis_replica_lag()`: on a reader, milliseconds from the writer
+//!   acknowledging the newest commit to this reader's read point passing it
+//!   (NULL on the writer).
 
+use crate::volume::Volume;
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::FunctionRegistry;
@@ -40,5 +44,22 @@ pub fn register(state: &mut SessionState) -> DfResult<()> {
         );
         state.register_udf(Arc::new(udf))?;
     }
+    Ok(())
+}
+
+/// Registers the functions that ask the instance's volume.
+pub fn register_volume(state: &mut SessionState, volume: &Arc<dyn Volume>) -> DfResult<()> {
+    let volume = Arc::clone(volume);
+    let udf = create_udf(
+        "borealis_replica_lag",
+        vec![],
+        datafusion::arrow::datatypes::DataType::Float64,
+        Volatility::Volatile,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            let lag = volume.replica_lag().map(|lag| lag.as_secs_f64() * 1000.0);
+            Ok(ColumnarValue::Scalar(ScalarValue::Float64(lag)))
+        }),
+    );
+    state.register_udf(Arc::new(udf))?;
     Ok(())
 }

@@ -132,4 +132,11 @@ pub trait Volume: Send + Sync + 'static {
     async fn write_read_point(&self) -> Result<Lsn, VolumeError> {
         self.read_point().await
     }
+
+    /// Readers: how long the newest commit they follow took to reach their
+    /// read point after the writer acknowledged it. None on a writer, or on
+    /// a reader that follows no commit stream.
+    fn replica_lag(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

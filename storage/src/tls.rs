@@ -146,20 +146,26 @@ fn transport() -> Arc<quinn::TransportConfig> {
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
         .max_concurrent_bidi_streams(STREAMS_PER_CONNECTION_MAX.into())
-        .max_concurrent_uni_streams(0u32.into());
+        // The commit stream's one stream from the writer to a reader.
+        .max_concurrent_uni_streams(1u32.into());
     Arc::new(transport)
 }
 
 /// The daemon's QUIC configuration: presents the node certificate and
 /// requires a client certificate signed by the cluster CA.
 pub fn quic_server_config(dir: &Path) -> Result<quinn::ServerConfig, TlsError> {
+    quic_server_config_for(dir, ALPN)
+}
+
+/// `quic_server_config` for another protocol of the cluster (`alpn`).
+pub fn quic_server_config_for(dir: &Path, alpn: &[u8]) -> Result<quinn::ServerConfig, TlsError> {
     install_provider();
     let verifier = WebPkiClientVerifier::builder(roots(dir)?).build().map_err(|e| TlsError::Config(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
         .with_client_cert_verifier(verifier)
         .with_single_cert(read_certs(&dir.join(NODE_CERT_FILE))?, read_key(&dir.join(NODE_KEY_FILE))?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport());
@@ -169,12 +175,17 @@ pub fn quic_server_config(dir: &Path) -> Result<quinn::ServerConfig, TlsError> {
 /// The client's QUIC configuration: trusts only the cluster CA and presents
 /// the node certificate.
 pub fn quic_client_config(dir: &Path) -> Result<quinn::ClientConfig, TlsError> {
+    quic_client_config_for(dir, ALPN)
+}
+
+/// `quic_client_config` for another protocol of the cluster (`alpn`).
+pub fn quic_client_config_for(dir: &Path, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
     install_provider();
     let mut tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
         .with_root_certificates(roots(dir)?)
         .with_client_auth_cert(read_certs(&dir.join(NODE_CERT_FILE))?, read_key(&dir.join(NODE_KEY_FILE))?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport());
