@@ -367,7 +367,8 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let described = self.session.lock().await.describe(sql).await.map_err(|e| {
+        let declared: Vec<_> = types.iter().map(|ty| ty.as_ref().and_then(pgtypes::arrow_type)).collect();
+        let described = self.session.lock().await.describe_typed(sql, &declared).await.map_err(|e| {
             log_statement_error(&e);
             PgWireError::UserError(Box::new(error_info(&e)))
         })?;

@@ -562,6 +562,15 @@ impl Session {
 
     /// Parameter types and result schema of one statement (extended protocol Parse/Describe).
     pub async fn describe(&mut self, sql: &str) -> Result<Described, SqlError> {
+        self.describe_typed(sql, &[]).await
+    }
+
+    /// Like [`Session::describe`], with the parameter types the client
+    /// declared in Parse (None where it left one to the server). A declared
+    /// type decides the type of a result column that is the parameter
+    /// itself, as in PostgreSQL (`SELECT $1::int2` and `SELECT $1` with
+    /// `$1` declared int2 both describe an int2 column).
+    pub async fn describe_typed(&mut self, sql: &str, declared: &[Option<DataType>]) -> Result<Described, SqlError> {
         let statement = self.parse_one(sql)?;
         let kind = classify(&statement)?;
         if matches!(self.tx, TxState::Failed) && !matches!(kind, Kind::Commit | Kind::Rollback) {
@@ -584,7 +593,7 @@ impl Session {
             pg_rewrite::rewrite(&mut statement);
         }
         let names = names::postgres_column_names(&statement);
-        let mut described = match (dml::describe(&mut self.planner, statement).await, empty) {
+        let mut described = match (dml::describe(&mut self.planner, statement, declared).await, empty) {
             (Ok(described), _) => described,
             // As in `read`: a query over an empty system table has a known shape.
             (Err(_), Some(columns)) => {

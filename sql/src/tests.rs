@@ -325,6 +325,27 @@ async fn describe_infers_parameter_types_and_execute_binds_them() {
 }
 
 #[tokio::test]
+async fn declared_parameter_types_type_bare_parameters_in_the_result() {
+    let (_volume, engine) = writer().await;
+    let mut s = engine.session();
+    one(&mut s, "CREATE TABLE t (id int PRIMARY KEY, name text)").await;
+    let described = s.describe_typed("SELECT $1, $2", &[Some(DataType::Int16), None]).await.unwrap();
+    assert_eq!(described.param_types, [DataType::Utf8, DataType::Utf8], "inference is unchanged");
+    let schema = described.schema.unwrap();
+    assert_eq!((schema.field(0).data_type(), schema.field(1).data_type()), (&DataType::Int16, &DataType::Utf8));
+    let described =
+        s.describe_typed("SELECT name, $1 AS d FROM t WHERE id = $2", &[Some(DataType::Date32), None]).await.unwrap();
+    assert_eq!(described.param_types[1], DataType::Int32);
+    let schema = described.schema.unwrap();
+    assert_eq!((schema.field(0).name().as_str(), schema.field(1).data_type()), ("name", &DataType::Date32));
+    // Execute gives the value the declared type, matching the description.
+    let out = s.execute_with_params("SELECT $1", vec![ScalarValue::Int16(Some(-7))]).await.unwrap();
+    let QueryOutput::Rows { schema, .. } = &out else { panic!("{out:?}") };
+    assert_eq!(schema.field(0).data_type(), &DataType::Int16);
+    assert_eq!(rows(&out), strings(&[&["-7"]]));
+}
+
+#[tokio::test]
 async fn failed_commit_reports_unknown_outcome_and_keeps_the_session_usable() {
     let (volume, engine) = writer().await;
     let mut s = engine.session();
