@@ -531,6 +531,10 @@ async fn copy_from_stdin_streams_rows_checks_them_and_is_atomic() {
     one(&mut session, "COPY t FROM STDIN").await;
     session.copy_data(b"5\tx\tabc\tnot-a-number\n").await;
     assert_eq!(session.copy_done().await.unwrap_err().sqlstate(), "22P02");
+    one(&mut session, "CREATE TABLE days (day date, at timestamp)").await;
+    one(&mut session, "COPY days FROM STDIN").await;
+    session.copy_data(b"2024-01-01\tnot-a-timestamp\n").await;
+    assert_eq!(session.copy_done().await.unwrap_err().sqlstate(), "22007", "as PostgreSQL's timestamp input");
     one(&mut session, "COPY t FROM STDIN").await;
     session.copy_data(b"5\tx\n").await;
     assert_eq!(session.copy_done().await.unwrap_err().sqlstate(), "22P04");
