@@ -238,7 +238,7 @@ async fn errors_carry_sqlstates_and_leave_the_session_usable() {
         ("DROP TABLE missing", "42P01"),
         ("UPDATE missing SET a = 1", "42P01"),
         ("UPDATE t SET nope = 1", "42703"),
-        ("SAVEPOINT s", "0A000"),
+        ("SAVEPOINT s", "25P01"),
     ];
     for (sql, want) in cases {
         assert_eq!(sqlstate(&mut s, sql).await, want, "{sql}");
