@@ -844,7 +844,8 @@ impl Session {
                 Ok(QueryOutput::command("RESET"))
             }
             Statement::ShowVariable { variable } => {
-                let name = variable.iter().map(|ident| ident.value.as_str()).collect::<Vec<_>>().join(" ");
+                let words = variable.iter().map(|ident| ident.value.as_str()).collect::<Vec<_>>().join(" ");
+                let name = settings::show_name(&words);
                 let rows = if name.eq_ignore_ascii_case("all") {
                     self.settings.all()
                 } else {
