@@ -264,6 +264,10 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Truncate(_) => Kind::Write("TRUNCATE TABLE"),
         Statement::AlterTable(_) => Kind::Write("ALTER TABLE"),
         Statement::Vacuum(_) => Kind::Maintenance("VACUUM"),
+        // SQL-level PREPARE is not supported, so there is nothing to free;
+        // psycopg sends DEALLOCATE ALL to reset its prepared statements, and
+        // re-preparing a name in Parse replaces the old statement.
+        Statement::Deallocate { .. } => Kind::Maintenance("DEALLOCATE"),
         Statement::Analyze(_) => Kind::Maintenance("ANALYZE"),
         Statement::Drop { object_type: ObjectType::Index, .. } => Kind::Write("DROP INDEX"),
         Statement::Drop { .. } => Kind::Write("DROP TABLE"),
@@ -728,7 +732,9 @@ impl Session {
             // Nothing was written when the savepoint was set: the write
             // transaction (and the write lock) is given up.
             (_, None) => None,
-            (None, Some(_)) => return Err(SqlError::internal("savepoint holds writes but the block has no transaction")),
+            (None, Some(_)) => {
+                return Err(SqlError::internal("savepoint holds writes but the block has no transaction"));
+            }
         };
         self.tx = TxState::InBlock(restored);
         Ok(QueryOutput::command("ROLLBACK"))
