@@ -253,7 +253,9 @@ fn decode_parameter<S: Clone + Send + Sync + 'static>(
             ScalarValue::TimestampMicrosecond(timestamp.map(|t| t.and_utc().timestamp_micros()), None)
         }
         // Binary format: the bytes; text format: `\x` and hex digits.
-        Type::BYTEA => ScalarValue::Binary(portal.parameter::<Vec<u8>>(index, pg).map_err(|e| bad_parameter(index, pg, e))?),
+        Type::BYTEA => {
+            ScalarValue::Binary(portal.parameter::<Vec<u8>>(index, pg).map_err(|e| bad_parameter(index, pg, e))?)
+        }
         _ => match portal.parameter::<String>(index, &Type::TEXT) {
             Ok(text) => ScalarValue::Utf8(text),
             Err(e) => return Err(bad_parameter(index, pg, e)),
