@@ -43,7 +43,7 @@ sim:
 	BOREALIS_SIM_SEED=$(SEED) BOREALIS_SIM_RANDOM_SEEDS=$(SIM_RANDOM) \
 		$(CARGO) test -p borealis-storage --test sim -- --nocapture
 
-## The clients the tests drive (psql, pgbench).
+## The clients the tests drive (psql, pgbench, psycopg, SQLAlchemy, node-postgres, pgjdbc).
 deps:
 	bash scripts/install-test-deps.sh
 

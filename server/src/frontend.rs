@@ -26,10 +26,14 @@ use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers, Type};
+use pgwire::api::{ClientPortalStore, DEFAULT_NAME};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use std::fmt::Debug;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -367,7 +371,8 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let described = self.session.lock().await.describe(sql).await.map_err(|e| {
+        let declared: Vec<_> = types.iter().map(|ty| ty.as_ref().and_then(pgtypes::arrow_type)).collect();
+        let described = self.session.lock().await.describe_typed(sql, &declared).await.map_err(|e| {
             log_statement_error(&e);
             PgWireError::UserError(Box::new(error_info(&e)))
         })?;
@@ -404,6 +409,33 @@ impl ExtendedQueryHandler for Handler {
 
     fn query_parser(&self) -> Arc<Parser> {
         self.parser.clone()
+    }
+
+    /// Describe of a statement that returns no rows (INSERT, CREATE TABLE,
+    /// ...) answers ParameterDescription and NoData, as PostgreSQL does.
+    /// pgwire would send an empty RowDescription once the statement has
+    /// parameters, which pgjdbc takes for a result set: `executeUpdate`
+    /// then fails with "A result was returned when none was expected" and
+    /// batches count 0 rows.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+            if let Some(Entry::Value(stored)) = client.portal_store().get_statement(name)
+                && stored.statement.schema.is_none()
+            {
+                let oids = stored.statement.parameter_types.iter().map(Type::oid).collect();
+                client.send(PgWireBackendMessage::ParameterDescription(ParameterDescription::new(oids))).await?;
+                client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
+                return Ok(());
+            }
+        }
+        self._on_describe(client, message).await
     }
 
     async fn do_query<C>(

@@ -40,6 +40,27 @@ pub fn pg_type(data_type: &DataType) -> Type {
     }
 }
 
+/// The Arrow type of values a client declared as `pg` in Parse, None for
+/// types it leaves to the server (unknown) and types Borealis has no
+/// matching Arrow type for. Parameters of these types decode into these
+/// Arrow types (see [`decode_parameters`]).
+pub fn arrow_type(pg: &Type) -> Option<DataType> {
+    Some(match *pg {
+        Type::BOOL => DataType::Boolean,
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::FLOAT4 => DataType::Float32,
+        Type::FLOAT8 => DataType::Float64,
+        Type::NUMERIC => DataType::Decimal128(38, 10),
+        Type::DATE => DataType::Date32,
+        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
+        Type::BYTEA => DataType::Binary,
+        _ => return None,
+    })
+}
+
 /// Row description for a result schema, with per-column formats.
 pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
     schema
@@ -231,6 +252,10 @@ fn decode_parameter<S: Clone + Send + Sync + 'static>(
             let timestamp = portal.parameter::<NaiveDateTime>(index, pg)?;
             ScalarValue::TimestampMicrosecond(timestamp.map(|t| t.and_utc().timestamp_micros()), None)
         }
+        // Binary format: the bytes; text format: `\x` and hex digits.
+        Type::BYTEA => {
+            ScalarValue::Binary(portal.parameter::<Vec<u8>>(index, pg).map_err(|e| bad_parameter(index, pg, e))?)
+        }
         _ => match portal.parameter::<String>(index, &Type::TEXT) {
             Ok(text) => ScalarValue::Utf8(text),
             Err(e) => return Err(bad_parameter(index, pg, e)),
@@ -267,6 +292,29 @@ mod tests {
         assert_eq!(pg_type(&DataType::Utf8View), Type::TEXT);
         assert_eq!(pg_type(&DataType::Decimal128(10, 2)), Type::NUMERIC);
         assert_eq!(pg_type(&DataType::Timestamp(TimeUnit::Microsecond, None)), Type::TIMESTAMP);
+    }
+
+    #[test]
+    fn declared_types_describe_as_themselves() {
+        // A parameter declared as T and selected back is described as T.
+        for pg in [
+            Type::BOOL,
+            Type::INT2,
+            Type::INT4,
+            Type::INT8,
+            Type::FLOAT4,
+            Type::FLOAT8,
+            Type::NUMERIC,
+            Type::DATE,
+            Type::TIMESTAMP,
+            Type::TEXT,
+            Type::BYTEA,
+        ] {
+            let arrow = arrow_type(&pg).unwrap_or_else(|| panic!("{pg} has an Arrow type"));
+            assert_eq!(pg_type(&arrow), pg);
+        }
+        assert_eq!(arrow_type(&Type::VARCHAR), Some(DataType::Utf8));
+        assert_eq!(arrow_type(&Type::UNKNOWN), None, "left to inference");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::catalog::TableDef;
 use crate::ddl::normalize;
 use crate::error::{SqlError, sqlstate};
 use crate::row::encode_row;
+use crate::types::SqlType;
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::sql::sqlparser::ast::{
@@ -442,8 +443,14 @@ impl CopyTarget {
                 array
             } else {
                 cast_with_options(&array, &target, &options).map_err(|e| {
+                    // As PostgreSQL's input functions: 22007 for dates and
+                    // timestamps, 22P02 for the other types.
+                    let state = match column.ty {
+                        SqlType::Date | SqlType::Timestamp => sqlstate::INVALID_DATETIME_FORMAT,
+                        _ => sqlstate::INVALID_TEXT_REPRESENTATION,
+                    };
                     SqlError::new(
-                        sqlstate::INVALID_TEXT_REPRESENTATION,
+                        state,
                         format!("invalid input for column \"{}\" of type {}: {e}", column.name, column.ty),
                     )
                 })?

@@ -121,7 +121,11 @@ async fn returning_schema(
 }
 
 /// Parameter types and result schema of a statement, planned at the planner's snapshot.
-pub(crate) async fn describe(planner: &mut Planner, statement: Statement) -> Result<Described, SqlError> {
+pub(crate) async fn describe(
+    planner: &mut Planner,
+    statement: Statement,
+    declared: &[Option<DataType>],
+) -> Result<Described, SqlError> {
     let (plan, overrides, returned) = match statement {
         Statement::Update(update) => {
             let rewrite = rewrite_update(planner, &update)?;
@@ -158,7 +162,10 @@ pub(crate) async fn describe(planner: &mut Planner, statement: Statement) -> Res
         }
         other => {
             let plan = planner.plan_unbound(other).await?;
-            let returned = (!matches!(plan, LogicalPlan::Dml(_))).then(|| Arc::new(plan.schema().as_arrow().clone()));
+            let returned = match plan {
+                LogicalPlan::Dml(_) => None,
+                _ => Some(query_schema(&plan, declared)?),
+            };
             (plan, HashMap::new(), returned)
         }
     };
@@ -168,6 +175,29 @@ pub(crate) async fn describe(planner: &mut Planner, statement: Statement) -> Res
         inferred.insert(name, Some(ty));
     }
     Ok(Described { param_types: ordered_param_types(&inferred)?, schema })
+}
+
+/// The result schema of a query whose parameters have the `declared` types
+/// (None: inferred). Without declarations a bare `$n` in the select list has
+/// no type of its own; bound to a typed NULL it takes the declared one,
+/// which is the type its value will have at Execute.
+fn query_schema(plan: &LogicalPlan, declared: &[Option<DataType>]) -> Result<SchemaRef, SqlError> {
+    let untyped = || Arc::new(plan.schema().as_arrow().clone());
+    if declared.iter().all(Option::is_none) {
+        return Ok(untyped());
+    }
+    let inferred = ordered_param_types(&plan.get_parameter_types()?)?;
+    if inferred.len() != declared.len() {
+        // Parse declared more or fewer parameters than the statement uses;
+        // Bind will report the mismatch.
+        return Ok(untyped());
+    }
+    let values = inferred
+        .iter()
+        .zip(declared)
+        .map(|(inferred, declared)| ScalarValue::try_from(declared.as_ref().unwrap_or(inferred)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(plan.clone().with_param_values(values)?.schema().as_arrow().clone()))
 }
 
 /// Parameter types `$1..$n` in order (n = highest index used); Utf8 where unknown.

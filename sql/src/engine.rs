@@ -19,6 +19,12 @@
 //! Error policy: a failed statement leaves the engine and the session usable;
 //! inside a block it puts the block in the failed state (25P02 until
 //! ROLLBACK, and COMMIT then rolls back), as PostgreSQL does.
+//!
+//! Savepoints (SAVEPOINT, ROLLBACK TO, RELEASE) copy the open write set:
+//! ROLLBACK TO puts the copy back, and also leaves the failed state. While a
+//! block has savepoints, failing it keeps its write transaction (and the
+//! write lock), so that ROLLBACK TO can resume on the same committed state;
+//! SET LOCAL values are not rolled back to a savepoint.
 
 use crate::catalog::{Catalog, META_PAGE, Meta};
 use crate::copy::{CopyFormat, CopyParser, CopyTarget, Record};
@@ -224,6 +230,10 @@ enum Kind {
     Begin,
     Commit,
     Rollback,
+    /// ROLLBACK TO SAVEPOINT: allowed in a failed block.
+    RollbackTo,
+    /// SAVEPOINT and RELEASE SAVEPOINT.
+    Savepoint,
     /// Accepted and ignored (session settings).
     Set,
     /// Changes data or schema; the name is PostgreSQL's command name.
@@ -239,6 +249,8 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::StartTransaction { .. } => Kind::Begin,
         Statement::Commit { chain: false, .. } => Kind::Commit,
         Statement::Rollback { chain: false, savepoint: None } => Kind::Rollback,
+        Statement::Rollback { chain: false, savepoint: Some(_) } => Kind::RollbackTo,
+        Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. } => Kind::Savepoint,
         Statement::Commit { .. } | Statement::Rollback { .. } => {
             return Err(SqlError::unsupported("AND CHAIN and savepoints"));
         }
@@ -252,6 +264,10 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Truncate(_) => Kind::Write("TRUNCATE TABLE"),
         Statement::AlterTable(_) => Kind::Write("ALTER TABLE"),
         Statement::Vacuum(_) => Kind::Maintenance("VACUUM"),
+        // SQL-level PREPARE is not supported, so there is nothing to free;
+        // psycopg sends DEALLOCATE ALL to reset its prepared statements, and
+        // re-preparing a name in Parse replaces the old statement.
+        Statement::Deallocate { .. } => Kind::Maintenance("DEALLOCATE"),
         Statement::Analyze(_) => Kind::Maintenance("ANALYZE"),
         Statement::Drop { object_type: ObjectType::Index, .. } => Kind::Write("DROP INDEX"),
         Statement::Drop { .. } => Kind::Write("DROP TABLE"),
@@ -330,6 +346,18 @@ pub struct Session {
     settings: Settings,
     /// A COPY FROM STDIN receiving data.
     copy: Option<CopyIn>,
+    /// The open block's savepoints, oldest first.
+    savepoints: Vec<Savepoint>,
+    /// The write transaction of a failed block that has savepoints, kept
+    /// (with the write lock) for ROLLBACK TO.
+    failed_txn: Option<WriteTxn>,
+}
+
+/// A savepoint: the block's write state when it was set.
+struct Savepoint {
+    name: String,
+    /// The write set and whether it held DDL; None if nothing was written yet.
+    writes: Option<(WriteSet, bool)>,
 }
 
 /// Rows parsed before they are written to the transaction's pages.
@@ -385,6 +413,8 @@ impl Session {
             implicit_block: false,
             settings: Settings::default(),
             copy: None,
+            savepoints: Vec::new(),
+            failed_txn: None,
         }
     }
 
@@ -563,9 +593,18 @@ impl Session {
 
     /// Parameter types and result schema of one statement (extended protocol Parse/Describe).
     pub async fn describe(&mut self, sql: &str) -> Result<Described, SqlError> {
+        self.describe_typed(sql, &[]).await
+    }
+
+    /// Like [`Session::describe`], with the parameter types the client
+    /// declared in Parse (None where it left one to the server). A declared
+    /// type decides the type of a result column that is the parameter
+    /// itself, as in PostgreSQL (`SELECT $1::int2` and `SELECT $1` with
+    /// `$1` declared int2 both describe an int2 column).
+    pub async fn describe_typed(&mut self, sql: &str, declared: &[Option<DataType>]) -> Result<Described, SqlError> {
         let statement = self.parse_one(sql)?;
         let kind = classify(&statement)?;
-        if matches!(self.tx, TxState::Failed) && !matches!(kind, Kind::Commit | Kind::Rollback) {
+        if matches!(self.tx, TxState::Failed) && !matches!(kind, Kind::Commit | Kind::Rollback | Kind::RollbackTo) {
             return Err(failed_block());
         }
         if let Statement::ShowVariable { .. } = &statement
@@ -585,7 +624,7 @@ impl Session {
             pg_rewrite::rewrite(&mut statement);
         }
         let names = names::postgres_column_names(&statement);
-        let mut described = match (dml::describe(&mut self.planner, statement).await, empty) {
+        let mut described = match (dml::describe(&mut self.planner, statement, declared).await, empty) {
             (Ok(described), _) => described,
             // As in `read`: a query over an empty system table has a known shape.
             (Err(_), Some(columns)) => {
@@ -622,11 +661,84 @@ impl Session {
         }
     }
 
-    /// A statement failed: a block becomes failed and releases its write lock.
+    /// A statement failed: a block becomes failed and releases its write
+    /// lock, unless it has savepoints to roll back to.
     fn fail_block(&mut self) {
-        if matches!(self.tx, TxState::InBlock(_)) {
-            self.tx = TxState::Failed;
+        match std::mem::replace(&mut self.tx, TxState::Failed) {
+            TxState::InBlock(open) => {
+                if !self.savepoints.is_empty() {
+                    self.failed_txn = open;
+                }
+            }
+            other => self.tx = other,
         }
+    }
+
+    /// The block ended (COMMIT or ROLLBACK): its savepoints go with it.
+    fn end_block(&mut self) {
+        self.settings.end_block();
+        self.savepoints.clear();
+        self.failed_txn = None;
+    }
+
+    /// SAVEPOINT, RELEASE SAVEPOINT and ROLLBACK TO SAVEPOINT.
+    fn savepoint(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
+        let in_block = !self.implicit_block && matches!(self.tx, TxState::InBlock(_) | TxState::Failed);
+        let (command, name) = match &statement {
+            Statement::Savepoint { name } => ("SAVEPOINT", name),
+            Statement::ReleaseSavepoint { name } => ("RELEASE", name),
+            Statement::Rollback { savepoint: Some(name), .. } => ("ROLLBACK", name),
+            other => return Err(SqlError::internal(format_args!("not a savepoint statement: {other}"))),
+        };
+        if !in_block {
+            let what = if command == "ROLLBACK" { "ROLLBACK TO SAVEPOINT" } else { command };
+            return Err(SqlError::new(
+                sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                format!("{what} can only be used in transaction blocks"),
+            ));
+        }
+        let name = name.value.clone();
+        // (A failed block refuses SAVEPOINT and RELEASE before they get here.)
+        if command == "SAVEPOINT" {
+            let writes = match &self.tx {
+                TxState::InBlock(Some(txn)) => Some((txn.writes.clone(), txn.private_ddl)),
+                _ => None,
+            };
+            self.savepoints.push(Savepoint { name, writes });
+            return Ok(QueryOutput::command("SAVEPOINT"));
+        }
+        // The newest savepoint of that name, as in PostgreSQL.
+        let Some(index) = self.savepoints.iter().rposition(|savepoint| savepoint.name == name) else {
+            return Err(SqlError::new(
+                sqlstate::INVALID_SAVEPOINT_SPECIFICATION,
+                format!("savepoint \"{name}\" does not exist"),
+            ));
+        };
+        if command == "RELEASE" {
+            self.savepoints.truncate(index);
+            return Ok(QueryOutput::command("RELEASE"));
+        }
+        // ROLLBACK TO keeps the savepoint itself and drops the later ones.
+        self.savepoints.truncate(index + 1);
+        let current = match std::mem::replace(&mut self.tx, TxState::Idle) {
+            TxState::InBlock(open) => open,
+            _ => self.failed_txn.take(),
+        };
+        let restored = match (current, &self.savepoints[index].writes) {
+            (Some(mut txn), Some((writes, private_ddl))) => {
+                txn.writes = writes.clone();
+                txn.private_ddl = *private_ddl;
+                Some(txn)
+            }
+            // Nothing was written when the savepoint was set: the write
+            // transaction (and the write lock) is given up.
+            (_, None) => None,
+            (None, Some(_)) => {
+                return Err(SqlError::internal("savepoint holds writes but the block has no transaction"));
+            }
+        };
+        self.tx = TxState::InBlock(restored);
+        Ok(QueryOutput::command("ROLLBACK"))
     }
 
     async fn run(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
@@ -650,7 +762,9 @@ impl Session {
             Kind::Begin => return Ok(self.begin()),
             Kind::Commit => return self.commit().await,
             Kind::Rollback => return Ok(self.rollback()),
+            Kind::RollbackTo => return self.savepoint(statement),
             _ if matches!(self.tx, TxState::Failed) => return Err(failed_block()),
+            Kind::Savepoint => return self.savepoint(statement),
             Kind::Set => return self.setting(statement),
             Kind::Write(command) if self.engine.read_only => {
                 return Err(SqlError::new(
@@ -686,7 +800,7 @@ impl Session {
     }
 
     async fn commit(&mut self) -> Result<QueryOutput, SqlError> {
-        self.settings.end_block();
+        self.end_block();
         match std::mem::replace(&mut self.tx, TxState::Idle) {
             TxState::Idle => Ok(QueryOutput::command("COMMIT")),
             TxState::Failed => Ok(QueryOutput::command("ROLLBACK")),
@@ -699,7 +813,7 @@ impl Session {
     }
 
     fn rollback(&mut self) -> QueryOutput {
-        self.settings.end_block();
+        self.end_block();
         self.tx = TxState::Idle;
         QueryOutput::command("ROLLBACK")
     }
@@ -737,7 +851,8 @@ impl Session {
                 Ok(QueryOutput::command("RESET"))
             }
             Statement::ShowVariable { variable } => {
-                let name = variable.iter().map(|ident| ident.value.as_str()).collect::<Vec<_>>().join(" ");
+                let words = variable.iter().map(|ident| ident.value.as_str()).collect::<Vec<_>>().join(" ");
+                let name = settings::show_name(&words);
                 let rows = if name.eq_ignore_ascii_case("all") {
                     self.settings.all()
                 } else {

@@ -31,11 +31,14 @@ pub mod sqlstate {
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
+    pub const INVALID_DATETIME_FORMAT: &str = "22007";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const UNIQUE_VIOLATION: &str = "23505";
     pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+    pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
+    pub const INVALID_SAVEPOINT_SPECIFICATION: &str = "3B001";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
@@ -141,7 +144,7 @@ impl SqlError {
                 SqlError::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, message.clone())
             }
             ArrowError::CastError(message) | ArrowError::ParseError(message) => {
-                SqlError::new(sqlstate::INVALID_TEXT_REPRESENTATION, message.clone())
+                SqlError::new(invalid_input_sqlstate(message), message.clone())
             }
             ArrowError::InvalidArgumentError(message) | ArrowError::ComputeError(message)
                 if is_out_of_range(message) =>
@@ -154,6 +157,19 @@ impl SqlError {
             },
             other => SqlError::internal(other),
         }
+    }
+}
+
+/// The SQLSTATE of text that does not parse as a value: PostgreSQL reports
+/// 22007 for dates and timestamps, 22P02 for every other type. Arrow names
+/// the type it parsed to in the message ("... to value of Date32 type",
+/// "Error parsing timestamp from ...").
+fn invalid_input_sqlstate(message: &str) -> &'static str {
+    let lower = message.to_ascii_lowercase();
+    if ["date32", "date64", "timestamp", "parsing date"].iter().any(|word| lower.contains(word)) {
+        sqlstate::INVALID_DATETIME_FORMAT
+    } else {
+        sqlstate::INVALID_TEXT_REPRESENTATION
     }
 }
 
@@ -208,7 +224,7 @@ fn from_execution_message(message: &str) -> SqlError {
     } else if is_out_of_range(message) {
         sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
     } else if lower.contains("cast") || lower.contains("parse") {
-        sqlstate::INVALID_TEXT_REPRESENTATION
+        invalid_input_sqlstate(message)
     } else {
         sqlstate::INTERNAL_ERROR
     };

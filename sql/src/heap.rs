@@ -114,6 +114,8 @@ impl Snapshot {
 }
 
 /// A write transaction's private page changes and the redo that made them.
+/// A clone is a savepoint: pages are shared until changed (`Arc::make_mut`).
+#[derive(Clone)]
 pub struct WriteSet {
     volume: Arc<dyn Volume>,
     read_point: Lsn,

@@ -353,6 +353,35 @@ pub fn type_name(oid: i64) -> Option<String> {
     TYPES.iter().any(|t| i64::from(t.0) == oid).then(|| format_type(oid, None))
 }
 
+/// The oid of the type `name` names, as `to_regtype` resolves it: its
+/// pg_type name (`int4`, `_text`) or its SQL spelling (`integer`,
+/// `character varying`, `text[]`), optionally `pg_catalog.` qualified;
+/// None for types Borealis does not have.
+pub fn type_oid_by_name(name: &str) -> Option<i32> {
+    let name = name.trim().to_ascii_lowercase();
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+    let name = name.trim_matches('"');
+    if let Some(element) = name.strip_suffix("[]") {
+        let element = type_oid_by_name(element)?;
+        return TYPES.iter().find(|t| t.7 == element).map(|t| t.0);
+    }
+    let alias = match name {
+        "int" | "integer" => "int4",
+        "smallint" => "int2",
+        "bigint" => "int8",
+        "real" => "float4",
+        "double precision" => "float8",
+        "boolean" => "bool",
+        "character varying" => "varchar",
+        "character" => "bpchar",
+        "timestamp without time zone" => "timestamp",
+        "timestamp with time zone" => "timestamptz",
+        "decimal" => "numeric",
+        other => other,
+    };
+    TYPES.iter().find(|t| t.1 == alias).map(|t| t.0)
+}
+
 /// The name of the namespace with `oid` (regnamespace output).
 pub fn namespace_name(oid: i64) -> Option<&'static str> {
     NAMESPACES.iter().find(|n| i64::from(n.0) == oid).map(|n| n.1)

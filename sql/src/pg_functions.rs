@@ -244,6 +244,12 @@ fn to_regclass(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<i32>
     Ok(args.text(0, row).and_then(|text| pg_catalog::relation_oid_by_name(catalog, &relation_name(text))))
 }
 
+/// to_regtype(name): the type's oid, NULL if there is no such type (drivers
+/// ask for extension types such as hstore this way).
+fn to_regtype(_: &Catalog, args: &Args, row: usize) -> Result<Option<i32>, SqlError> {
+    Ok(args.text(0, row).and_then(pg_catalog::type_oid_by_name))
+}
+
 /// `'name'::regclass`: the relation's oid, 42P01 if there is none; a number is taken as an oid.
 fn regclassin(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<i32>, SqlError> {
     let Some(text) = args.text(0, row) else { return Ok(None) };
@@ -329,6 +335,7 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         ("has_function_privilege", any(), Body::Bool(true_if_all_given)),
         ("has_sequence_privilege", any(), Body::Bool(true_if_all_given)),
         ("to_regclass", any(), Body::Oid(to_regclass)),
+        ("to_regtype", any(), Body::Oid(to_regtype)),
         ("regclassin", any(), Body::Oid(regclassin)),
         ("pg_backend_pid", none(), Body::Oid(backend_pid)),
         ("array_upper", any(), Body::Oid(array_upper)),
@@ -350,5 +357,15 @@ mod tests {
         assert_eq!(relation_name("Accounts"), "accounts");
         assert_eq!(relation_name("public.\"Mixed\""), "Mixed");
         assert_eq!(relation_name("pg_catalog.pg_class"), "pg_class");
+    }
+
+    #[test]
+    fn type_names_resolve_like_to_regtype() {
+        assert_eq!(pg_catalog::type_oid_by_name("int4"), Some(23));
+        assert_eq!(pg_catalog::type_oid_by_name("integer"), Some(23));
+        assert_eq!(pg_catalog::type_oid_by_name("pg_catalog.varchar"), Some(1043));
+        assert_eq!(pg_catalog::type_oid_by_name("character varying"), Some(1043));
+        assert_eq!(pg_catalog::type_oid_by_name("text[]"), Some(1009));
+        assert_eq!(pg_catalog::type_oid_by_name("hstore"), None);
     }
 }

@@ -49,6 +49,16 @@ const READ_ONLY: &[&str] = &[
     "server_version_num",
 ];
 
+/// The parameter behind SHOW's multi-word forms (SQL standard spellings);
+/// any other name is returned as given.
+pub fn show_name(words: &str) -> String {
+    match words.to_ascii_lowercase().as_str() {
+        "transaction isolation level" => "transaction_isolation".to_string(),
+        "time zone" => "timezone".to_string(),
+        _ => words.to_string(),
+    }
+}
+
 /// One session's settings.
 #[derive(Debug, Default, Clone)]
 pub struct Settings {

@@ -238,7 +238,7 @@ async fn errors_carry_sqlstates_and_leave_the_session_usable() {
         ("DROP TABLE missing", "42P01"),
         ("UPDATE missing SET a = 1", "42P01"),
         ("UPDATE t SET nope = 1", "42703"),
-        ("SAVEPOINT s", "0A000"),
+        ("SAVEPOINT s", "25P01"),
     ];
     for (sql, want) in cases {
         assert_eq!(sqlstate(&mut s, sql).await, want, "{sql}");
@@ -322,6 +322,27 @@ async fn describe_infers_parameter_types_and_execute_binds_them() {
     let explained = one(&mut s, "EXPLAIN SELECT * FROM t WHERE id = 1").await;
     let text = rows(&explained).concat().join("\n");
     assert!(text.contains("IndexScan: table=t, index=t_pkey"), "{text}");
+}
+
+#[tokio::test]
+async fn declared_parameter_types_type_bare_parameters_in_the_result() {
+    let (_volume, engine) = writer().await;
+    let mut s = engine.session();
+    one(&mut s, "CREATE TABLE t (id int PRIMARY KEY, name text)").await;
+    let described = s.describe_typed("SELECT $1, $2", &[Some(DataType::Int16), None]).await.unwrap();
+    assert_eq!(described.param_types, [DataType::Utf8, DataType::Utf8], "inference is unchanged");
+    let schema = described.schema.unwrap();
+    assert_eq!((schema.field(0).data_type(), schema.field(1).data_type()), (&DataType::Int16, &DataType::Utf8));
+    let described =
+        s.describe_typed("SELECT name, $1 AS d FROM t WHERE id = $2", &[Some(DataType::Date32), None]).await.unwrap();
+    assert_eq!(described.param_types[1], DataType::Int32);
+    let schema = described.schema.unwrap();
+    assert_eq!((schema.field(0).name().as_str(), schema.field(1).data_type()), ("name", &DataType::Date32));
+    // Execute gives the value the declared type, matching the description.
+    let out = s.execute_with_params("SELECT $1", vec![ScalarValue::Int16(Some(-7))]).await.unwrap();
+    let QueryOutput::Rows { schema, .. } = &out else { panic!("{out:?}") };
+    assert_eq!(schema.field(0).data_type(), &DataType::Int16);
+    assert_eq!(rows(&out), strings(&[&["-7"]]));
 }
 
 #[tokio::test]
@@ -510,6 +531,10 @@ async fn copy_from_stdin_streams_rows_checks_them_and_is_atomic() {
     one(&mut session, "COPY t FROM STDIN").await;
     session.copy_data(b"5\tx\tabc\tnot-a-number\n").await;
     assert_eq!(session.copy_done().await.unwrap_err().sqlstate(), "22P02");
+    one(&mut session, "CREATE TABLE days (day date, at timestamp)").await;
+    one(&mut session, "COPY days FROM STDIN").await;
+    session.copy_data(b"2024-01-01\tnot-a-timestamp\n").await;
+    assert_eq!(session.copy_done().await.unwrap_err().sqlstate(), "22007", "as PostgreSQL's timestamp input");
     one(&mut session, "COPY t FROM STDIN").await;
     session.copy_data(b"5\tx\n").await;
     assert_eq!(session.copy_done().await.unwrap_err().sqlstate(), "22P04");
