@@ -945,8 +945,9 @@ impl Session {
                 txn.private_ddl = true;
                 ddl::drop_tables(txn, &catalog, object_type, if_exists, &names).await
             }
-            statement => {
+            mut statement => {
                 self.planner.prepare(catalog, snapshot);
+                pg_rewrite::alias_function_columns(&mut statement);
                 Box::pin(dml::run(&mut self.planner, txn, statement, params)).await
             }
         }

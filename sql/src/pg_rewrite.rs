@@ -14,6 +14,7 @@
 //! | `'name'::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
 //! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
 //! | `::oid`, `::name`, `::"char"`, `::pg_catalog.int2[]`, ... | int, text, smallint[] ... | system types Borealis represents with its own |
+//! | `generate_series(...) g`, `unnest(...) u` | `... g(g)`, `... u(u)` | a one-column function's alias names its column too |
 //! | `ARRAY(SELECT e ...)` | `(SELECT '{' \|\| coalesce(string_agg(e::text, ','), '') \|\| '}' ...)` | PostgreSQL's text form of the array |
 //!
 //! The last one changes the result type from an array to text; clients that
@@ -30,8 +31,8 @@
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 use datafusion::sql::sqlparser::ast::{
     ArrayElemTypeDef, CastKind, DataType, Expr, FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName,
-    ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, SetOperator, Statement, TableFactor,
-    TableWithJoins, Value, ValueWithSpan, Visit, Visitor, visit_expressions_mut,
+    ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, SetOperator, Statement, TableAliasColumnDef,
+    TableFactor, TableWithJoins, Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -59,6 +60,30 @@ pub fn rewrite(statement: &mut Statement) {
         rewrite_expr(expr);
         ControlFlow::<()>::Continue(())
     });
+    alias_function_columns(statement);
+}
+
+/// The one rewrite writes need too (`INSERT … SELECT g FROM generate_series(1, 9) g`).
+pub fn alias_function_columns(statement: &mut Statement) {
+    let _ = statement.visit(&mut FunctionAliases);
+}
+
+/// In PostgreSQL the alias of a function returning one column also names
+/// that column: `SELECT g FROM generate_series(1, 3) g`.
+struct FunctionAliases;
+
+impl VisitorMut for FunctionAliases {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, args: Some(_), alias: Some(alias), .. } = factor
+            && alias.columns.is_empty()
+            && table_name(name).is_some_and(|n| n == "generate_series" || n == "unnest")
+        {
+            alias.columns = vec![TableAliasColumnDef::from_name(alias.name.value.clone())];
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 fn rewrite_expr(expr: &mut Expr) {
@@ -452,6 +477,13 @@ mod tests {
         let mut statement = crate::engine::parse(sql).unwrap().remove(0);
         rewrite(&mut statement);
         statement.to_string()
+    }
+
+    #[test]
+    fn a_one_column_function_alias_names_its_column() {
+        assert_eq!(rewritten("SELECT g FROM generate_series(1, 3) g"), "SELECT g FROM generate_series(1, 3) g (g)");
+        assert_eq!(rewritten("SELECT x FROM generate_series(1, 3) g(x)"), "SELECT x FROM generate_series(1, 3) g (x)");
+        assert_eq!(rewritten("SELECT * FROM t g"), "SELECT * FROM t g");
     }
 
     #[test]
