@@ -162,10 +162,20 @@ impl SegmentStore {
         }
     }
 
-    /// The next checkpoint, if the LSN it may take has moved.
+    /// The next checkpoint, if the LSN it may take has moved: the history
+    /// floor, which `tick` keeps at or below the checkpoint bound so that
+    /// every page's image at the floor is still in memory or on disk.
     pub fn checkpoint_plan(&self) -> Option<CheckpointPlan> {
+        let lsn = self.checkpoint_bound().min(self.versions.history_floor());
+        let since = self.persisted.checkpoint.lsn;
+        (lsn > since).then(|| CheckpointPlan { lsn, pages: self.versions.changed_between(since, lsn) })
+    }
+
+    /// How far a checkpoint may go, read points aside: the durable LSN,
+    /// every segment's applied LSN and what every peer segment holds.
+    fn checkpoint_bound(&self) -> Lsn {
         let durable = self.persisted.durable_lsn;
-        let mut lsn = durable.min(self.versions.history_floor());
+        let mut lsn = durable;
         for (group, state) in &self.segments {
             let segment = &state.segment;
             let applied = if state.applied_lsn >= durable.min(segment.tail_lsn()) {
@@ -178,8 +188,7 @@ impl SegmentStore {
                 lsn = lsn.min(floors.get(group).copied().unwrap_or(Lsn::ZERO));
             }
         }
-        let since = self.persisted.checkpoint.lsn;
-        (lsn > since).then(|| CheckpointPlan { lsn, pages: self.versions.changed_between(since, lsn) })
+        lsn
     }
 
     /// Notes that a checkpoint at `lsn` is being written (persist before writing pages).
@@ -428,7 +437,9 @@ impl SegmentStore {
         }
         self.reader_read_points.retain(|_, seen| now.saturating_duration_since(*seen) < READER_READ_POINT_HOLD);
         let reader_min = self.reader_read_points.keys().next().copied().unwrap_or(Lsn(u64::MAX));
-        let horizon = self.writer_min_read_point.min(reader_min);
+        // History below the next checkpoint must keep each page's image at
+        // it until the checkpoint writes it.
+        let horizon = self.writer_min_read_point.min(reader_min).min(self.checkpoint_bound());
         self.versions.collect_garbage(horizon);
         first_error
     }

@@ -17,7 +17,9 @@
 //!   in "split brain" runs the old one keeps running until it is fenced.
 
 use crate::model::History;
-use borealis_storage::daemon_core::{GossipFetch, Pending, Step, SyncWork, gossip_fetches, truncations_to_adopt};
+use borealis_storage::daemon_core::{
+    GossipFetch, Pending, Step, SyncWork, gossip_fetches, peer_floors, truncations_to_adopt,
+};
 use borealis_storage::error::StorageError;
 use borealis_storage::ids::{Epoch, Lsn, NodeId, PageId, VolumeLayout};
 use borealis_storage::log::LogEntry;
@@ -27,11 +29,13 @@ use borealis_storage::proto::{GroupAppend, NodeStatus, Request, Response};
 use borealis_storage::recovery_core::{REPAIR_BYTES_MAX, RecoveryCore, RecoverySettings};
 use borealis_storage::redo::{RedoBody, RedoRecord};
 use borealis_storage::store::{PersistedState, SegmentStore, StoreError};
+use borealis_storage::versions::BaseImages;
 use borealis_storage::writer_core::{Outgoing, WriterCore, WriterSettings};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Virtual microseconds.
@@ -73,6 +77,9 @@ pub struct Faults {
     pub partition_per_ms: f64,
     pub writer_crash_per_ms: f64,
     pub split_brain: bool,
+    /// Chance that a daemon crashes between writing a checkpoint's pages
+    /// and recording the checkpoint.
+    pub checkpoint_crash: f64,
 }
 
 impl Faults {
@@ -90,6 +97,7 @@ impl Faults {
             partition_per_ms: pick(rng, 0.004),
             writer_crash_per_ms: pick(rng, 0.0015),
             split_brain: rng.random_bool(0.5),
+            checkpoint_crash: pick(rng, 0.02),
         }
     }
 
@@ -104,6 +112,7 @@ impl Faults {
             partition_per_ms: 0.0,
             writer_crash_per_ms: 0.0,
             split_brain: false,
+            checkpoint_crash: 0.0,
         }
     }
 }
@@ -141,6 +150,7 @@ pub struct Stats {
     pub records: usize,
     pub final_durable_lsn: Lsn,
     pub page_reads_checked: u64,
+    pub checkpoints: u64,
 }
 
 struct Network {
@@ -193,6 +203,37 @@ impl Network {
 struct Disk {
     state: PersistedState,
     log: Vec<LogEntry>,
+    pages: Arc<PageFile>,
+}
+
+/// A daemon's page file (its writes are synced as they are made).
+#[derive(Debug, Default)]
+struct PageFile(Mutex<BTreeMap<PageId, Page>>);
+
+impl PageFile {
+    fn write(&self, pages: &[(PageId, Arc<Page>)]) {
+        let mut file = self.0.lock().expect("page file");
+        for (id, page) in pages {
+            file.insert(*id, Page::clone(page));
+        }
+    }
+}
+
+impl BaseImages for PageFile {
+    fn read(&self, page: PageId) -> Result<Option<Page>, String> {
+        Ok(self.0.lock().expect("page file").get(&page).cloned())
+    }
+
+    fn page_ids(&self) -> Vec<PageId> {
+        self.0.lock().expect("page file").keys().copied().collect()
+    }
+}
+
+fn entry_lsn(entry: &LogEntry) -> Lsn {
+    match entry {
+        LogEntry::Record(record) => record.lsn,
+        LogEntry::Promise { tail_lsn, .. } => *tail_lsn,
+    }
 }
 
 /// A sync written but not yet complete.
@@ -520,8 +561,34 @@ impl World {
                 let state = live.store.persisted().clone();
                 self.write_state(index, state);
             }
+            if !self.checkpoint(index) {
+                return;
+            }
         }
         self.gossip(index);
+    }
+
+    /// A checkpoint as the daemon shell takes it; false if the daemon
+    /// crashed half way.
+    fn checkpoint(&mut self, index: usize) -> bool {
+        let live = self.daemons[index].live.as_mut().expect("checked live");
+        let Some(plan) = live.store.checkpoint_plan() else { return true };
+        live.store.begin_checkpoint(plan.lsn);
+        let state = live.store.persisted().clone();
+        self.write_state(index, state);
+        self.daemons[index].disk.pages.write(&plan.pages);
+        if self.rng.random_bool(self.net.faults.checkpoint_crash) {
+            let down_for = self.rng.random_range(20 * MS..400 * MS);
+            self.crash_daemon(index, down_for);
+            return false;
+        }
+        let live = self.daemons[index].live.as_mut().expect("checked live");
+        live.store.finish_checkpoint(plan.lsn);
+        let state = live.store.persisted().clone();
+        self.write_state(index, state);
+        self.daemons[index].disk.log.retain(|entry| entry_lsn(entry) > plan.lsn);
+        self.stats.checkpoints += 1;
+        true
     }
 
     fn note_durable(&mut self, index: usize, entries: &[LogEntry]) {
@@ -604,6 +671,10 @@ impl World {
             }
         }
         let live = self.daemons[index].live.as_mut().expect("checked live");
+        let mine = live.store.status();
+        for (group, floor) in peer_floors(&mine, &peers, |group| self.placement.segments(group)) {
+            live.store.peers_complete_to(group, floor);
+        }
         for fetch in gossip_fetches(&live.store.status(), &peers) {
             let id = self.id();
             let request = Request::GetRecords {
@@ -1136,7 +1207,8 @@ impl World {
 impl LiveDaemon {
     /// A daemon started from what its disk holds.
     fn start(node: NodeId, disk: &Disk, now: Micros, rng: &mut ChaCha8Rng) -> LiveDaemon {
-        let mut store = SegmentStore::new(node, LAYOUT, disk.state.clone());
+        let mut store = SegmentStore::with_base(node, LAYOUT, disk.state.clone(), Arc::clone(&disk.pages) as _);
+        store.watch_peers();
         for entry in disk.log.iter().cloned() {
             store.replay(entry);
         }
