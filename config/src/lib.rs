@@ -63,6 +63,13 @@ pub struct ClusterSection {
     /// Password of the `postgres` superuser; BOREALIS_PASSWORD overrides it.
     #[serde(default)]
     pub password: Option<String>,
+    /// Bytes of pages each instance's buffer cache holds.
+    #[serde(default = "default_buffer_cache_bytes")]
+    pub buffer_cache_bytes: u64,
+}
+
+fn default_buffer_cache_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 fn default_data_dir() -> PathBuf {
@@ -164,6 +171,7 @@ pub struct ClusterConfig {
     pub name: String,
     pub data_dir: PathBuf,
     pub password: String,
+    pub buffer_cache_bytes: u64,
     pub protection_group_size_bytes: u64,
     pub write_quorum: usize,
     pub read_quorum: usize,
@@ -192,7 +200,10 @@ impl ClusterFile {
     /// BOREALIS_PASSWORD environment variable when set.
     pub fn validate(self, password_override: Option<String>) -> Result<ClusterConfig, ConfigError> {
         let ClusterFile { cluster, volume, storage, instance, proxy } = self;
-        let ClusterSection { name, data_dir, password } = cluster;
+        let ClusterSection { name, data_dir, password, buffer_cache_bytes } = cluster;
+        if buffer_cache_bytes < 1024 * 1024 {
+            return Err(invalid("cluster.buffer_cache_bytes", "must be at least 1048576 (1 MiB)"));
+        }
         let VolumeSection {
             protection_group_size_bytes,
             write_quorum,
@@ -261,6 +272,7 @@ impl ClusterFile {
             name,
             data_dir,
             password,
+            buffer_cache_bytes,
             protection_group_size_bytes,
             write_quorum,
             read_quorum,

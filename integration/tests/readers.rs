@@ -120,3 +120,31 @@ async fn readers_see_whole_transactions_quickly_and_never_stale_pages() -> anyho
     sees(&restarted, sum, on_writer).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifteen_readers_follow_one_writer() -> anyhow::Result<()> {
+    let mut cluster = ProcessCluster::new(15, 5000)?;
+    cluster.start_all().await.context("a cluster with 15 readers did not start")?;
+    let writer = cluster.connect(cluster.ports.writer).await?;
+    writer
+        .batch_execute("CREATE TABLE t (id int8 PRIMARY KEY); INSERT INTO t SELECT g FROM generate_series(1, 100) g")
+        .await?;
+    let readers = cluster.ports.readers.clone();
+    assert_eq!(readers.len(), 15);
+    let mut clients = Vec::new();
+    for port in &readers {
+        let client = cluster.connect(*port).await?;
+        sees(&client, "SELECT count(*) FROM t", 100).await.with_context(|| format!("reader on {port}"))?;
+        clients.push(client);
+    }
+    writer.execute("DELETE FROM t WHERE id > 90", &[]).await?;
+    for (client, port) in clients.iter().zip(&readers) {
+        sees(client, "SELECT count(*) FROM t", 90).await.with_context(|| format!("reader on {port}"))?;
+        let cache: Option<String> = client.query_one("SELECT borealis_buffer_cache()", &[]).await?.get(0);
+        assert!(cache.is_some_and(|c| c.contains("\"hits\"")), "reader on {port} reports its cache");
+    }
+    // The reader endpoint spreads over them and sees the same.
+    let endpoint = cluster.connect(cluster.ports.reader).await?;
+    sees(&endpoint, "SELECT count(*) FROM t", 90).await?;
+    Ok(())
+}

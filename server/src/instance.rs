@@ -25,7 +25,7 @@ pub async fn run(config: &ClusterConfig, name: &str) -> anyhow::Result<()> {
             let storage =
                 VolumeWriter::open(VolumeConfig::from_cluster(config)).await.context("failed to recover the volume")?;
             info!(durable_lsn = %storage.durable_lsn(), epoch = %storage.epoch(), "volume recovered");
-            let volume = Arc::new(WriterVolume::new(storage));
+            let volume = Arc::new(WriterVolume::new(storage, config.buffer_cache_bytes));
             WriterVolume::keep_history_moving(&volume);
             let stream = Arc::clone(&volume);
             let (addr, tls_dir) = (instance.addr, config.tls_dir());
@@ -40,7 +40,7 @@ pub async fn run(config: &ClusterConfig, name: &str) -> anyhow::Result<()> {
             let layout = VolumeLayout::from_group_size_bytes(config.protection_group_size_bytes);
             let storage = VolumeReader::open(config.storage.clone(), &config.tls_dir(), layout)
                 .context("failed to open the volume")?;
-            let volume = Arc::new(ReaderVolume::new(storage));
+            let volume = Arc::new(ReaderVolume::new(storage, config.buffer_cache_bytes));
             match config.instances.iter().find(|i| i.role == Role::Writer) {
                 Some(writer) => ReaderVolume::follow(&volume, writer.addr, &config.tls_dir()),
                 None => tracing::warn!("no writer in the cluster file: read points come from storage"),

@@ -1,5 +1,6 @@
 //! `borealis status`: each process of the cluster, its role, whether it
-//! answers, and the volume's durable LSN as the storage daemons know it.
+//! answers, and the volume's durable LSN as the storage daemons know it;
+//! for instances, their buffer cache and (readers) their replica lag.
 //! Also the readiness probes `borealis up` waits on.
 
 use borealis_config::ClusterConfig;
@@ -34,6 +35,22 @@ pub async fn storage_ready(config: &ClusterConfig) -> bool {
     }
 }
 
+/// An instance's replica lag (readers) and buffer cache, asked over SQL.
+async fn instance_details(config: &ClusterConfig, addr: SocketAddr) -> anyhow::Result<String> {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(addr.ip().to_string()).port(addr.port()).user("postgres").password(&config.password).dbname("postgres");
+    pg.connect_timeout(PROBE_TIMEOUT);
+    let (client, connection) = tokio::time::timeout(PROBE_TIMEOUT, pg.connect(tokio_postgres::NoTls)).await??;
+    let connection = tokio::spawn(connection);
+    let row = client.query_one("SELECT borealis_replica_lag(), borealis_buffer_cache()", &[]).await?;
+    drop(client);
+    let _ = connection.await;
+    let lag: Option<f64> = row.get(0);
+    let cache: Option<String> = row.get(1);
+    let lag = lag.map(|ms| format!("replica lag {ms:.3} ms, ")).unwrap_or_default();
+    Ok(format!("{lag}buffer cache {}", cache.unwrap_or_default()))
+}
+
 /// Prints the status table.
 pub async fn print(config: &ClusterConfig) -> anyhow::Result<()> {
     println!("{:<12} {:<10} {:<24} {:<8} details", "process", "role", "address", "state");
@@ -51,8 +68,17 @@ pub async fn print(config: &ClusterConfig) -> anyhow::Result<()> {
         println!("{:<12} {:<10} {:<24} {:<8} {details}", node.name, "storage", format!("{}/udp", node.addr), state);
     }
     for instance in &config.instances {
-        let state = if tcp_answers(instance.addr).await { "up" } else { "down" };
-        println!("{:<12} {:<10} {:<24} {state}", instance.name, instance.role.to_string(), instance.addr.to_string());
+        let (state, details) = match instance_details(config, instance.addr).await {
+            Ok(details) => ("up", details),
+            Err(e) if tcp_answers(instance.addr).await => ("up", format!("cannot query it: {e}")),
+            Err(_) => ("down", String::new()),
+        };
+        println!(
+            "{:<12} {:<10} {:<24} {state:<8} {details}",
+            instance.name,
+            instance.role.to_string(),
+            instance.addr.to_string()
+        );
     }
     for (name, addr) in [("cluster", config.cluster_endpoint), ("reader", config.reader_endpoint)] {
         let state = if tcp_answers(addr).await { "up" } else { "down" };

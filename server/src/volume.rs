@@ -23,6 +23,7 @@
 use crate::stream::{Publisher, Subscriber};
 use async_trait::async_trait;
 use borealis_sql::heap::Overlay;
+use borealis_sql::volume::CacheStats;
 use borealis_sql::{Volume, VolumeError};
 use borealis_storage::client::{StorageError, VolumeReader, VolumeWriter};
 use borealis_storage::ids::Epoch;
@@ -37,8 +38,64 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Bytes of pages an instance caches.
-pub const CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// The buffer cache of an instance: pages weighed in bytes, with counters.
+pub struct PageCache {
+    pages: moka::sync::Cache<PageId, Arc<Page>>,
+    capacity_bytes: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: Arc<AtomicU64>,
+}
+
+impl PageCache {
+    /// A cache of at most `capacity_bytes` of pages.
+    pub fn new(capacity_bytes: u64) -> PageCache {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&evictions);
+        let pages = moka::sync::Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|_, _| page_weight())
+            .eviction_listener(move |_, _, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        PageCache { pages, capacity_bytes, hits: AtomicU64::new(0), misses: AtomicU64::new(0), evictions }
+    }
+
+    /// The cached image of `page` if `usable` accepts it; counts a hit or a miss.
+    fn get(&self, page: PageId, usable: impl FnOnce(&Page) -> bool) -> Option<Arc<Page>> {
+        let found = self.pages.get(&page).filter(|cached| usable(cached));
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn insert(&self, page: PageId, image: Arc<Page>) {
+        self.pages.insert(page, image);
+    }
+
+    fn invalidate(&self, page: &PageId) {
+        self.pages.invalidate(page);
+    }
+
+    fn invalidate_all(&self) {
+        self.pages.invalidate_all();
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> CacheStats {
+        self.pages.run_pending_tasks();
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            bytes: self.pages.weighted_size(),
+            capacity_bytes: self.capacity_bytes,
+        }
+    }
+}
 /// How long storage keeps page history for statements that started earlier:
 /// a statement older than this may get "snapshot too old" on a page changed since.
 const HISTORY_RETENTION: Duration = Duration::from_secs(60);
@@ -80,7 +137,7 @@ struct WriterState {
 /// The writer's volume: quorum commits and a cache of newest page versions.
 pub struct WriterVolume {
     storage: VolumeWriter,
-    cache: moka::sync::Cache<PageId, Arc<Page>>,
+    cache: PageCache,
     state: Mutex<WriterState>,
     /// Tells readers which pages each durable commit changed.
     publisher: Publisher,
@@ -88,9 +145,9 @@ pub struct WriterVolume {
 
 impl WriterVolume {
     /// Wraps a recovered storage writer; reads start at its durable LSN.
-    pub fn new(storage: VolumeWriter) -> WriterVolume {
+    pub fn new(storage: VolumeWriter, cache_bytes: u64) -> WriterVolume {
         let visible_lsn = storage.durable_lsn();
-        let cache = moka::sync::Cache::builder().max_capacity(CACHE_BYTES).weigher(|_, _| page_weight()).build();
+        let cache = PageCache::new(cache_bytes);
         let state = WriterState {
             visible_lsn,
             staged_lsn: visible_lsn,
@@ -142,7 +199,7 @@ impl WriterVolume {
         assert!(commit_lsn > state.staged_lsn, "commit {commit_lsn} not above staged {}", state.staged_lsn);
         let mut lsn = first_lsn;
         for body in bodies {
-            if let Some(cached) = self.cache.get(&body.page()) {
+            if let Some(cached) = self.cache.pages.get(&body.page()) {
                 let mut page = Page::clone(&cached);
                 match body.apply_body(&mut page) {
                     Ok(()) => {
@@ -247,9 +304,7 @@ impl Volume for WriterVolume {
                 if staged.lsn() <= read_point {
                     return Ok(Arc::clone(staged));
                 }
-            } else if let Some(cached) = self.cache.get(&page)
-                && cached.lsn() <= read_point
-            {
+            } else if let Some(cached) = self.cache.get(page, |cached| cached.lsn() <= read_point) {
                 return Ok(cached);
             }
             // Above the visible LSN only staged pages changed.
@@ -318,6 +373,10 @@ impl Volume for WriterVolume {
         }
     }
 
+    fn cache_stats(&self) -> Option<CacheStats> {
+        Some(self.cache.stats())
+    }
+
     async fn commit(&self, bodies: Vec<RedoBody>) -> Result<Lsn, VolumeError> {
         if self.lock().in_doubt {
             // The transaction was built on a state that may lack the in-doubt
@@ -346,10 +405,8 @@ impl Volume for WriterVolume {
 /// is dropped whenever it moves.
 pub struct ReaderVolume {
     storage: VolumeReader,
-    cache: moka::sync::Cache<PageId, Arc<Page>>,
+    cache: PageCache,
     following: Mutex<Following>,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 /// How long a reader remembers which pages changed at which LSN; a page
@@ -395,15 +452,9 @@ impl Following {
 
 impl ReaderVolume {
     /// Wraps a storage reader; `follow` connects it to the writer's commit stream.
-    pub fn new(storage: VolumeReader) -> ReaderVolume {
-        let cache = moka::sync::Cache::builder().max_capacity(CACHE_BYTES).weigher(|_, _| page_weight()).build();
-        ReaderVolume {
-            storage,
-            cache,
-            following: Mutex::new(Following::default()),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
+    pub fn new(storage: VolumeReader, cache_bytes: u64) -> ReaderVolume {
+        let cache = PageCache::new(cache_bytes);
+        ReaderVolume { storage, cache, following: Mutex::new(Following::default()) }
     }
 
     /// Follows the writer's commit stream at `writer` (UDP) for as long as the volume lives.
@@ -419,11 +470,6 @@ impl ReaderVolume {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Following> {
         self.following.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Cache hits and misses so far.
-    pub fn cache_counts(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 }
 
@@ -463,13 +509,9 @@ impl Subscriber for ReaderVolume {
 #[async_trait]
 impl Volume for ReaderVolume {
     async fn read_page(&self, page: PageId, read_point: Lsn) -> Result<Arc<Page>, VolumeError> {
-        if let Some(cached) = self.cache.get(&page)
-            && cached.lsn() <= read_point
-        {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(cached) = self.cache.get(page, |cached| cached.lsn() <= read_point) {
             return Ok(cached);
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
         let fetched = Arc::new(self.storage.get_page(page, read_point).await.map_err(volume_error)?);
         let following = self.lock();
         if following.cacheable(page, read_point) {
@@ -500,6 +542,10 @@ impl Volume for ReaderVolume {
 
     async fn commit(&self, _bodies: Vec<RedoBody>) -> Result<Lsn, VolumeError> {
         Err(VolumeError::ReadOnly)
+    }
+
+    fn cache_stats(&self) -> Option<CacheStats> {
+        Some(self.cache.stats())
     }
 
     fn replica_lag(&self) -> Option<Duration> {

@@ -8,6 +8,8 @@
 //! - `borealis_replica_lag()`: on a reader, milliseconds from the writer
 //!   acknowledging the newest commit to this reader's read point passing it
 //!   (NULL on the writer).
+//! - `borealis_buffer_cache()`: the instance's buffer cache counters as JSON
+//!   (hits, misses, hit_ratio, evictions, bytes, capacity_bytes).
 
 use crate::volume::Volume;
 use datafusion::common::ScalarValue;
@@ -49,6 +51,7 @@ pub fn register(state: &mut SessionState) -> DfResult<()> {
 
 /// Registers the functions that ask the instance's volume.
 pub fn register_volume(state: &mut SessionState, volume: &Arc<dyn Volume>) -> DfResult<()> {
+    let volume_for_cache = Arc::clone(volume);
     let volume = Arc::clone(volume);
     let udf = create_udf(
         "borealis_replica_lag",
@@ -58,6 +61,28 @@ pub fn register_volume(state: &mut SessionState, volume: &Arc<dyn Volume>) -> Df
         Arc::new(move |_args: &[ColumnarValue]| {
             let lag = volume.replica_lag().map(|lag| lag.as_secs_f64() * 1000.0);
             Ok(ColumnarValue::Scalar(ScalarValue::Float64(lag)))
+        }),
+    );
+    state.register_udf(Arc::new(udf))?;
+    let volume = Arc::clone(&volume_for_cache);
+    let udf = create_udf(
+        "borealis_buffer_cache",
+        vec![],
+        datafusion::arrow::datatypes::DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            let json = volume.cache_stats().map(|s| {
+                format!(
+                    r#"{{"hits": {}, "misses": {}, "hit_ratio": {:.4}, "evictions": {}, "bytes": {}, "capacity_bytes": {}}}"#,
+                    s.hits,
+                    s.misses,
+                    s.hit_ratio(),
+                    s.evictions,
+                    s.bytes,
+                    s.capacity_bytes
+                )
+            });
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(json)))
         }),
     );
     state.register_udf(Arc::new(udf))?;

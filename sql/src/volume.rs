@@ -98,6 +98,25 @@ impl VolumeError {
     }
 }
 
+/// What an instance's buffer cache has done since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Pages dropped to make room (not invalidations).
+    pub evictions: u64,
+    pub bytes: u64,
+    pub capacity_bytes: u64,
+}
+
+impl CacheStats {
+    /// Hits over lookups (0 before the first lookup).
+    pub fn hit_ratio(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 { 0.0 } else { self.hits as f64 / lookups as f64 }
+    }
+}
+
 /// Pages at read points, and commits of redo. See the module docs for the contract.
 #[async_trait]
 pub trait Volume: Send + Sync + 'static {
@@ -131,6 +150,11 @@ pub trait Volume: Send + Sync + 'static {
     /// Where a new write transaction reads: the newest submitted commit.
     async fn write_read_point(&self) -> Result<Lsn, VolumeError> {
         self.read_point().await
+    }
+
+    /// The instance's buffer cache counters, if it has one.
+    fn cache_stats(&self) -> Option<CacheStats> {
+        None
     }
 
     /// Readers: how long the newest commit they follow took to reach their
