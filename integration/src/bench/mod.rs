@@ -116,8 +116,8 @@ pub struct Settings {
     pub query_repeats: usize,
     /// pgbench scale factor (100,000 accounts each).
     pub pgbench_scale: u64,
-    /// Target commit rate of the replica-lag workload.
-    pub lag_commits_per_s: u64,
+    /// Target commit rates of the replica-lag workload, one run each.
+    pub lag_commits_per_s: Vec<u64>,
     /// TPC-H scale factor.
     pub tpch_scale_factor: f64,
     /// Longest a single query may run; also the time after which a query
@@ -150,7 +150,7 @@ impl Settings {
                 scan_rows: 200_000,
                 query_repeats: 2,
                 pgbench_scale: 1,
-                lag_commits_per_s: 1_000,
+                lag_commits_per_s: vec![1_000],
                 tpch_scale_factor: 0.01,
                 query_timeout: Duration::from_secs(15),
                 tpch_budget: Duration::from_secs(90),
@@ -169,7 +169,7 @@ impl Settings {
                 scan_rows: 10_000_000,
                 query_repeats: 3,
                 pgbench_scale: 10,
-                lag_commits_per_s: 1_000,
+                lag_commits_per_s: vec![1_000, 5_000],
                 tpch_scale_factor: 1.0,
                 query_timeout: Duration::from_secs(600),
                 tpch_budget: Duration::from_secs(3600),
@@ -191,7 +191,7 @@ impl Settings {
             ("point_clients", self.point_clients.to_string()),
             ("scan_rows", self.scan_rows.to_string()),
             ("pgbench_scale", self.pgbench_scale.to_string()),
-            ("lag_commits_per_s", self.lag_commits_per_s.to_string()),
+            ("lag_commits_per_s", format!("{:?}", self.lag_commits_per_s)),
             ("tpch_scale_factor", self.tpch_scale_factor.to_string()),
             ("copy_batch_rows", self.copy_batch_rows.to_string()),
         ];

@@ -16,9 +16,9 @@ use tokio_postgres::types::Type;
 
 /// The table the writers insert into.
 const LAG_TABLE: &str = "bench_lag";
-/// Connections that share the target commit rate, so one slow commit does
-/// not stall the rate.
-const WRITERS: u64 = 4;
+/// Commits per second one writer connection is asked for; more
+/// connections share a higher rate, so one slow commit does not stall it.
+const COMMITS_PER_WRITER: u64 = 250;
 /// A row not visible on a reader after this long fails the measurement.
 const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,13 +33,23 @@ pub struct Lag {
 /// Measures replica lag on Borealis.
 pub async fn run(context: &Context, run: &mut Run) -> anyhow::Result<()> {
     let settings = &context.settings;
-    let rate = settings.lag_commits_per_s;
+    for &rate in &settings.lag_commits_per_s {
+        run_at(context, run, rate).await?;
+    }
+    Ok(())
+}
+
+async fn run_at(context: &Context, run: &mut Run, rate: u64) -> anyhow::Result<()> {
+    let settings = &context.settings;
+    let table = format!("{LAG_TABLE}_{rate}");
     let pair = run
         .borealis_only(async |endpoints| {
-            let ddl = format!("create table {LAG_TABLE} (id int8 primary key, written_us int8 not null)");
+            let ddl = format!("create table {table} (id int8 primary key, written_us int8 not null)");
             super::execute(&endpoints, &ddl).await?;
-            let _bar = context.progress.timed("Borealis replica lag", settings.warmup + settings.duration);
-            measure(&endpoints, rate, settings.warmup, settings.duration).await
+            let _bar = context
+                .progress
+                .timed(&format!("Borealis replica lag at {rate} commits/s"), settings.warmup + settings.duration);
+            measure(&endpoints, &table, rate, settings.warmup, settings.duration).await
         })
         .await;
     let metrics = [
@@ -50,23 +60,31 @@ pub async fn run(context: &Context, run: &mut Run) -> anyhow::Result<()> {
         Metric::new("lag p99", "ms", Better::Lower, |lag: &Lag| lag.lag.p99_ms),
         Metric::new("lag max", "ms", Better::Lower, |lag: &Lag| lag.lag.max_ms),
     ];
-    run.rows("replica lag", &pair, &metrics);
+    run.rows(&format!("replica lag at {rate}/s"), &pair, &metrics);
     Ok(())
 }
 
 /// Writes at `rate` commits/s and samples visibility on the reader endpoint.
-pub async fn measure(endpoints: &Endpoints, rate: u64, warmup: Duration, duration: Duration) -> anyhow::Result<Lag> {
+pub async fn measure(
+    endpoints: &Endpoints,
+    table: &str,
+    rate: u64,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Lag> {
     let start = Instant::now();
     let end = start + warmup + duration;
     let (newest_sender, newest) = watch::channel::<Option<(i64, Instant)>>(None);
+    let connections = rate.div_ceil(COMMITS_PER_WRITER).max(1);
     let mut writers = Vec::new();
-    for writer in 0..WRITERS {
+    for writer in 0..connections {
         let client = endpoints.connect_write().await?;
-        writers.push(tokio::spawn(write_loop(client, writer, rate, end, newest_sender.clone())));
+        let target = Target { writer, writers: connections, rate };
+        writers.push(tokio::spawn(write_loop(client, table.to_string(), target, end, newest_sender.clone())));
     }
     drop(newest_sender);
     let reader = endpoints.connect(endpoints.read_port).await?;
-    let sampled = sample_loop(&reader, newest, start + warmup, end).await;
+    let sampled = sample_loop(&reader, table, newest, start + warmup, end).await;
     if sampled.is_err() {
         writers.iter().for_each(|writer| writer.abort());
     }
@@ -77,23 +95,31 @@ pub async fn measure(endpoints: &Endpoints, rate: u64, warmup: Duration, duratio
     Ok(Lag { commits_per_s: commits as f64 / elapsed, lag })
 }
 
+/// One writer connection's share of the target rate.
+#[derive(Clone, Copy)]
+struct Target {
+    writer: u64,
+    writers: u64,
+    rate: u64,
+}
+
 async fn write_loop(
     client: tokio_postgres::Client,
-    writer: u64,
-    rate: u64,
+    table: String,
+    Target { writer, writers, rate }: Target,
     end: Instant,
     newest: watch::Sender<Option<(i64, Instant)>>,
 ) -> anyhow::Result<u64> {
-    let sql = format!("insert into {LAG_TABLE} (id, written_us) values ($1, $2)");
+    let sql = format!("insert into {table} (id, written_us) values ($1, $2)");
     let statement =
         client.prepare_typed(&sql, &[Type::INT8, Type::INT8]).await.context("failed to prepare the insert")?;
-    let period = Duration::from_secs_f64(WRITERS as f64 / rate.max(1) as f64);
+    let period = Duration::from_secs_f64(writers as f64 / rate.max(1) as f64);
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut commits = 0u64;
     while Instant::now() < end {
         ticks.tick().await;
-        let id = i64::try_from(writer + WRITERS * commits)?;
+        let id = i64::try_from(writer + writers * commits)?;
         let micros = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros())?;
         client.execute(&statement, &[&id, &micros]).await.context("failed to insert")?;
         let acknowledged = Instant::now();
@@ -111,11 +137,12 @@ async fn write_loop(
 
 async fn sample_loop(
     reader: &tokio_postgres::Client,
+    table: &str,
     mut newest: watch::Receiver<Option<(i64, Instant)>>,
     measured_from: Instant,
     end: Instant,
 ) -> anyhow::Result<Latencies> {
-    let sql = format!("select id from {LAG_TABLE} where id = $1");
+    let sql = format!("select id from {table} where id = $1");
     let statement = reader.prepare_typed(&sql, &[Type::INT8]).await.context("failed to prepare the reader's select")?;
     let mut lags = Latencies::default();
     while Instant::now() < end {
