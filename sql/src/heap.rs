@@ -95,6 +95,16 @@ impl Snapshot {
         Ok(self.volume.read_page(id, self.read_point).await?)
     }
 
+    /// Starts reading page `id` in the background (read-ahead for a scan);
+    /// None when the snapshot has private pages (its reads stay in order).
+    pub fn read_ahead(&self, id: PageId) -> Option<PageRead> {
+        if self.has_private_pages() {
+            return None;
+        }
+        let (volume, read_point) = (Arc::clone(&self.volume), self.read_point);
+        Some(tokio::spawn(async move { Ok(volume.read_page(id, read_point).await?) }))
+    }
+
     /// Calls `visit` on every live tuple of the chain starting at `first`.
     pub async fn for_each_tuple(
         &self,
@@ -112,6 +122,9 @@ impl Snapshot {
         Ok(())
     }
 }
+
+/// A page read running in the background.
+pub type PageRead = tokio::task::JoinHandle<Result<Arc<Page>, SqlError>>;
 
 /// A write transaction's private page changes and the redo that made them.
 /// A clone is a savepoint: pages are shared until changed (`Arc::make_mut`).

@@ -27,11 +27,12 @@ use crate::access::{self, IndexChoice};
 use crate::btree::{self, KeyRange};
 use crate::catalog::{Catalog, TableDef};
 use crate::error::SqlError;
-use crate::heap::{RowAddress, Snapshot};
+use crate::heap::{PageRead, RowAddress, Snapshot};
 use crate::pg_catalog::PgCatalogSchema;
 use crate::row::{OutputColumn, RowDecoder};
 use async_trait::async_trait;
 use borealis_storage::ids::PageId;
+use borealis_storage::page::Page;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
@@ -47,6 +48,7 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     ReplaceChildrenOptions,
 };
+use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
 /// Schema holding the row-address variants of the tables.
@@ -288,8 +290,14 @@ impl ExecutionPlan for ScanExec {
         let limit = self.limit.unwrap_or(usize::MAX);
         let stream: futures::stream::BoxStream<'static, DfResult<RecordBatch>> = match &self.index {
             None => {
-                let cursor =
-                    ScanCursor { snapshot, next_page: Some(self.def.first_page), decoder, schema, rows_left: limit };
+                let cursor = ScanCursor {
+                    snapshot,
+                    next_page: Some(self.def.first_page),
+                    ahead: VecDeque::new(),
+                    decoder,
+                    schema,
+                    rows_left: limit,
+                };
                 Box::pin(futures::stream::try_unfold(cursor, |mut cursor| async move {
                     let batch = cursor.next_batch().await.map_err(DataFusionError::from)?;
                     Ok(batch.map(|batch| (batch, cursor)))
@@ -309,10 +317,17 @@ impl ExecutionPlan for ScanExec {
     }
 }
 
+/// Pages a scan reads ahead of itself while its chain runs through
+/// consecutive page ids (as tables loaded in bulk do).
+const READ_AHEAD_PAGES: u64 = 32;
+
 /// Where a scan is in its chain.
 struct ScanCursor {
     snapshot: Snapshot,
     next_page: Option<PageId>,
+    /// Reads started ahead, in page order: a guess that the chain continues
+    /// with the next page ids. A wrong guess costs a read, never a wrong row.
+    ahead: VecDeque<(PageId, PageRead)>,
     decoder: RowDecoder,
     schema: SchemaRef,
     /// Rows the LIMIT still allows.
@@ -324,7 +339,7 @@ impl ScanCursor {
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SqlError> {
         while self.decoder.rows() < SCAN_BATCH_ROWS && self.rows_left > 0 {
             let Some(id) = self.next_page else { break };
-            let page = self.snapshot.page(id).await?;
+            let page = self.page(id).await?;
             for (slot, tuple) in page.tuples() {
                 if self.rows_left == 0 {
                     break;
@@ -333,8 +348,42 @@ impl ScanCursor {
                 self.rows_left -= 1;
             }
             self.next_page = page.next_page();
+            if self.next_page == Some(PageId(id.0 + 1)) && self.rows_left > 0 {
+                self.read_ahead(id.0 + 1);
+            }
         }
         take_batch(&mut self.decoder, &self.schema)
+    }
+
+    /// Page `id`: from a read started ahead if there is one, reading
+    /// directly (and dropping the guesses) otherwise.
+    async fn page(&mut self, id: PageId) -> Result<Arc<Page>, SqlError> {
+        while let Some((guess, handle)) = self.ahead.pop_front() {
+            if guess == id {
+                return handle.await.map_err(|e| SqlError::internal(format_args!("read-ahead: {e}")))?;
+            }
+            handle.abort();
+        }
+        self.snapshot.page(id).await
+    }
+
+    /// Keeps reads in flight for the pages after `from` (inclusive).
+    fn read_ahead(&mut self, from: u64) {
+        let start = self.ahead.back().map_or(from, |(last, _)| last.0 + 1).max(from);
+        for next in start..from + READ_AHEAD_PAGES {
+            match self.snapshot.read_ahead(PageId(next)) {
+                Some(handle) => self.ahead.push_back((PageId(next), handle)),
+                None => return,
+            }
+        }
+    }
+}
+
+impl Drop for ScanCursor {
+    fn drop(&mut self) {
+        for (_, handle) in self.ahead.drain(..) {
+            handle.abort();
+        }
     }
 }
 
@@ -386,7 +435,7 @@ impl IndexCursor {
             self.addresses = Some(self.lookup().await?);
         }
         let addresses = self.addresses.as_mut().expect("looked up above");
-        let mut page: Option<(PageId, Arc<borealis_storage::page::Page>)> = None;
+        let mut page: Option<(PageId, Arc<Page>)> = None;
         while self.decoder.rows() < SCAN_BATCH_ROWS {
             let Some(address) = addresses.pop() else { break };
             if page.as_ref().is_none_or(|(id, _)| *id != address.page) {
