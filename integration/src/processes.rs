@@ -109,6 +109,46 @@ impl ProcessCluster {
         self.wait_storage(vec![index]).await
     }
 
+    /// Adds a reader to the cluster file (a fresh loopback port) and starts
+    /// it; returns its name and port. Nothing else restarts.
+    pub async fn add_reader(&mut self) -> anyhow::Result<(String, u16)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let name = format!("reader-{}", self.config.instances.len());
+        let mut text = std::fs::read_to_string(self.config_path())?;
+        let proxy = text.find("[proxy]").context("the cluster file has no [proxy] section")?;
+        let section = format!("[[instance]]\nname = \"{name}\"\nrole = \"reader\"\naddr = \"127.0.0.1:{port}\"\n\n");
+        text.insert_str(proxy, &section);
+        self.rewrite_config(&text)?;
+        self.start_instance(&name).await?;
+        self.ports.readers.push(port);
+        Ok((name, port))
+    }
+
+    /// Removes reader `name` from the cluster file (it keeps running).
+    pub fn remove_reader(&mut self, name: &str) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(self.config_path())?;
+        let start = text
+            .find(&format!("name = \"{name}\""))
+            .and_then(|at| text[..at].rfind("[[instance]]"))
+            .with_context(|| format!("no instance {name} in the cluster file"))?;
+        let end = text[start + 1..]
+            .find("[[")
+            .or_else(|| text[start + 1..].find("[proxy]"))
+            .map_or(text.len(), |e| start + 1 + e);
+        let text = format!("{}{}", &text[..start], &text[end..]);
+        self.rewrite_config(&text)
+    }
+
+    fn rewrite_config(&mut self, text: &str) -> anyhow::Result<()> {
+        let mut file = ClusterFile::parse(text)?;
+        file.cluster.data_dir = self.config.data_dir.clone();
+        self.config = file.validate(None).context("the changed cluster file does not validate")?;
+        let tmp = self.config_path().with_extension("toml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, self.config_path())?;
+        Ok(())
+    }
+
     /// Starts the instance `name` (writer or reader) and waits for its port.
     pub async fn start_instance(&mut self, name: &str) -> anyhow::Result<()> {
         let addr = self.config.instance(name).with_context(|| format!("no instance {name}"))?.addr;

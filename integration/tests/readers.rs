@@ -148,3 +148,51 @@ async fn fifteen_readers_follow_one_writer() -> anyhow::Result<()> {
     sees(&endpoint, "SELECT count(*) FROM t", 90).await?;
     Ok(())
 }
+
+/// How often the proxy reads the cluster file again (`proxy::RELOAD_INTERVAL`).
+const PROXY_RELOAD: Duration = Duration::from_secs(2);
+
+/// True when a connection to the reader endpoint lands on a reader (which
+/// refuses writes with 25006), false when it lands on the writer.
+async fn reader_endpoint_reaches_a_reader(cluster: &ProcessCluster) -> anyhow::Result<bool> {
+    let client = cluster.connect(cluster.ports.reader).await?;
+    match client.execute("INSERT INTO probe VALUES (1)", &[]).await {
+        Ok(_) => Ok(false),
+        Err(e) if borealis_integration::sqlstate(&e).as_deref() == Some("25006") => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_join_and_leave_without_restarting_the_others() -> anyhow::Result<()> {
+    let mut cluster = ProcessCluster::new(1, 5000)?;
+    cluster.start_all().await.context("cluster did not start")?;
+    let writer = cluster.connect(cluster.ports.writer).await?;
+    writer
+        .batch_execute("CREATE TABLE probe (id int8); CREATE TABLE t (id int8 PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await?;
+    let (name, port) = cluster.add_reader().await?;
+    let added = cluster.connect(port).await?;
+    sees(&added, "SELECT count(*) FROM t", 1).await?;
+
+    // With the first reader gone, the reader endpoint still reaches a reader:
+    // the proxy learnt the new one from the cluster file.
+    cluster.kill9("reader-1")?;
+    let deadline = Instant::now() + PROXY_RELOAD * 5;
+    while !reader_endpoint_reaches_a_reader(&cluster).await? {
+        anyhow::ensure!(Instant::now() < deadline, "the reader endpoint never reached {name}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    writer.execute("INSERT INTO t VALUES (2)", &[]).await?;
+    sees(&added, "SELECT count(*) FROM t", 2).await?;
+
+    // Removed from the file (still running), it leaves the endpoint, which
+    // falls back to the writer.
+    cluster.remove_reader(&name)?;
+    let deadline = Instant::now() + PROXY_RELOAD * 5;
+    while reader_endpoint_reaches_a_reader(&cluster).await? {
+        anyhow::ensure!(Instant::now() < deadline, "the reader endpoint still reaches a removed reader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

@@ -74,9 +74,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Proxy(args) => {
-            let config = load_config(args.config.as_deref(), args.data_dir)?;
+            let config = load_config(args.config.as_deref(), args.data_dir.clone())?;
+            let reload = move || match load_config(args.config.as_deref(), args.data_dir.clone()) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    tracing::warn!("cannot read the cluster file again: {e:#}");
+                    None
+                }
+            };
             tokio::select! {
-                result = proxy::run(&config) => result,
+                result = proxy::run(&config, reload) => result,
                 () = shutdown_signal() => Ok(()),
             }
         }

@@ -188,7 +188,30 @@ pub async fn run(context: &Context, run: &mut Run) -> anyhow::Result<()> {
     progress::done(&bar);
     run.report.push(geometric_mean_row(&both_ms));
     run.report.ceiling_rows.push(ceiling_geometric_mean_row(&borealis_and_ceiling_ms));
+    let cache = run.borealis_only(async |endpoints| reader_cache(&endpoints).await).await;
+    let metrics = [
+        Metric::new("reader buffer cache hit ratio", "%", Better::Higher, |c: &ReaderCache| c.hit_ratio * 100.0),
+        Metric::new("reader buffer cache misses", "pages", Better::Lower, |c: &ReaderCache| c.misses),
+    ];
+    run.rows("tpc-h", &cache, &metrics);
     Ok(())
+}
+
+/// One reader's buffer cache after the queries.
+struct ReaderCache {
+    hit_ratio: f64,
+    misses: f64,
+}
+
+/// Asks the reader a connection to the reader endpoint lands on for its
+/// buffer cache counters (`borealis_buffer_cache()`, JSON).
+async fn reader_cache(endpoints: &Endpoints) -> anyhow::Result<ReaderCache> {
+    let client = endpoints.connect(endpoints.read_port).await?;
+    let json: Option<String> = client.query_one("select borealis_buffer_cache()", &[]).await?.get(0);
+    let json = json.context("the reader reports no buffer cache")?;
+    let stats: serde_json::Value = serde_json::from_str(&json).context("borealis_buffer_cache() is not JSON")?;
+    let number = |key: &str| stats[key].as_f64().with_context(|| format!("no {key} in {json}"));
+    Ok(ReaderCache { hit_ratio: number("hit_ratio")?, misses: number("misses")? })
 }
 
 /// Writes the Parquet files of the ceiling; a failure becomes the cell of
