@@ -41,6 +41,7 @@ pub async fn run(config: &ClusterConfig, name: &str) -> anyhow::Result<()> {
             let storage = VolumeReader::open(config.storage.clone(), &config.tls_dir(), layout)
                 .context("failed to open the volume")?;
             let volume = Arc::new(ReaderVolume::new(storage, config.buffer_cache_bytes));
+            ReaderVolume::report_read_points(&volume);
             match config.instances.iter().find(|i| i.role == Role::Writer) {
                 Some(writer) => ReaderVolume::follow(&volume, writer.addr, &config.tls_dir()),
                 None => tracing::warn!("no writer in the cluster file: read points come from storage"),

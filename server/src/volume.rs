@@ -23,7 +23,7 @@
 use crate::stream::{Publisher, Subscriber};
 use async_trait::async_trait;
 use borealis_sql::heap::Overlay;
-use borealis_sql::volume::CacheStats;
+use borealis_sql::volume::{CacheStats, ReadPointHold};
 use borealis_sql::{Volume, VolumeError};
 use borealis_storage::client::{StorageError, VolumeReader, VolumeWriter};
 use borealis_storage::ids::Epoch;
@@ -141,6 +141,8 @@ pub struct WriterVolume {
     state: Mutex<WriterState>,
     /// Tells readers which pages each durable commit changed.
     publisher: Publisher,
+    /// Read points of running statements, kept whatever the retention window.
+    holds: Arc<ReadPointHolds>,
 }
 
 impl WriterVolume {
@@ -156,7 +158,13 @@ impl WriterVolume {
             history: VecDeque::new(),
             unpublished: BTreeMap::new(),
         };
-        WriterVolume { storage, cache, state: Mutex::new(state), publisher: Publisher::new() }
+        WriterVolume {
+            storage,
+            cache,
+            state: Mutex::new(state),
+            publisher: Publisher::new(),
+            holds: Arc::new(ReadPointHolds::default()),
+        }
     }
 
     /// Serves the commit stream on `addr` (UDP) until the task is dropped.
@@ -228,7 +236,8 @@ impl WriterVolume {
     fn advance_history(&self, mut state: std::sync::MutexGuard<'_, WriterState>, visible_lsn: Lsn) {
         let now = Instant::now();
         state.history.push_back((now, visible_lsn));
-        let min_read_point = retained_read_point(&mut state.history, now);
+        let retained = retained_read_point(&mut state.history, now);
+        let min_read_point = self.holds.oldest().map_or(retained, |held| held.min(retained));
         drop(state);
         self.storage.set_min_read_point(min_read_point);
     }
@@ -373,6 +382,10 @@ impl Volume for WriterVolume {
         }
     }
 
+    fn hold_read_point(&self, read_point: Lsn) -> Option<ReadPointHold> {
+        Some(self.holds.hold(read_point))
+    }
+
     fn cache_stats(&self) -> Option<CacheStats> {
         Some(self.cache.stats())
     }
@@ -407,7 +420,49 @@ pub struct ReaderVolume {
     storage: VolumeReader,
     cache: PageCache,
     following: Mutex<Following>,
+    holds: Arc<ReadPointHolds>,
 }
+
+/// Read points that running statements hold, with their counts.
+#[derive(Default)]
+pub struct ReadPointHolds(Mutex<BTreeMap<Lsn, usize>>);
+
+impl ReadPointHolds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Lsn, usize>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Holds `read_point` until the returned value is dropped.
+    fn hold(self: &Arc<Self>, read_point: Lsn) -> ReadPointHold {
+        *self.lock().entry(read_point).or_insert(0) += 1;
+        Arc::new(Held { holds: Arc::clone(self), read_point })
+    }
+
+    /// The oldest read point a statement still holds.
+    fn oldest(&self) -> Option<Lsn> {
+        self.lock().keys().next().copied()
+    }
+}
+
+struct Held {
+    holds: Arc<ReadPointHolds>,
+    read_point: Lsn,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut holds = self.holds.lock();
+        if let Some(count) = holds.get_mut(&self.read_point) {
+            *count -= 1;
+            if *count == 0 {
+                holds.remove(&self.read_point);
+            }
+        }
+    }
+}
+
+/// How often a reader tells storage the oldest read point its statements hold.
+const HOLD_REFRESH: Duration = Duration::from_secs(5);
 
 /// How long a reader remembers which pages changed at which LSN; a page
 /// fetched at an older read point is not cached.
@@ -454,7 +509,30 @@ impl ReaderVolume {
     /// Wraps a storage reader; `follow` connects it to the writer's commit stream.
     pub fn new(storage: VolumeReader, cache_bytes: u64) -> ReaderVolume {
         let cache = PageCache::new(cache_bytes);
-        ReaderVolume { storage, cache, following: Mutex::new(Following::default()) }
+        ReaderVolume {
+            storage,
+            cache,
+            following: Mutex::new(Following::default()),
+            holds: Arc::new(ReadPointHolds::default()),
+        }
+    }
+
+    /// Tells storage, every `HOLD_REFRESH`, the oldest read point a running
+    /// statement holds, so that its history stays however long it runs.
+    pub fn report_read_points(volume: &Arc<ReaderVolume>) {
+        let volume = Arc::downgrade(volume);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(HOLD_REFRESH);
+            loop {
+                interval.tick().await;
+                let Some(volume) = volume.upgrade() else { return };
+                if let Some(oldest) = volume.holds.oldest()
+                    && volume.storage.hold_read_point(oldest).await == 0
+                {
+                    tracing::warn!(read_point = %oldest, "no storage daemon keeps the history of a running statement");
+                }
+            }
+        });
     }
 
     /// Follows the writer's commit stream at `writer` (UDP) for as long as the volume lives.
@@ -544,6 +622,10 @@ impl Volume for ReaderVolume {
         Err(VolumeError::ReadOnly)
     }
 
+    fn hold_read_point(&self, read_point: Lsn) -> Option<ReadPointHold> {
+        Some(self.holds.hold(read_point))
+    }
+
     fn cache_stats(&self) -> Option<CacheStats> {
         Some(self.cache.stats())
     }
@@ -557,6 +639,21 @@ impl Volume for ReaderVolume {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_point_is_held_until_its_last_statement_ends() {
+        let holds = Arc::new(ReadPointHolds::default());
+        let first = holds.hold(Lsn(10));
+        let second = holds.hold(Lsn(10));
+        let later = holds.hold(Lsn(20));
+        assert_eq!(holds.oldest(), Some(Lsn(10)));
+        drop(first);
+        assert_eq!(holds.oldest(), Some(Lsn(10)), "another statement still reads at 10");
+        drop(second);
+        assert_eq!(holds.oldest(), Some(Lsn(20)));
+        drop(later);
+        assert_eq!(holds.oldest(), None);
+    }
 
     #[test]
     fn a_page_fetched_before_a_commit_that_changed_it_is_not_cached() {

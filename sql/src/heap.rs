@@ -60,6 +60,8 @@ pub struct Snapshot {
     volume: Arc<dyn Volume>,
     read_point: Lsn,
     overlay: Arc<Overlay>,
+    /// Keeps the read point's history in storage while the statement runs.
+    _hold: Option<crate::volume::ReadPointHold>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -74,7 +76,8 @@ impl std::fmt::Debug for Snapshot {
 impl Snapshot {
     /// The committed state at `read_point`, no private pages.
     pub fn committed(volume: Arc<dyn Volume>, read_point: Lsn) -> Snapshot {
-        Snapshot { volume, read_point, overlay: Arc::new(Overlay::new()) }
+        let hold = volume.hold_read_point(read_point);
+        Snapshot { volume, read_point, overlay: Arc::new(Overlay::new()), _hold: hold }
     }
 
     /// The statement's read point.
@@ -152,6 +155,8 @@ impl WriteSet {
             volume: Arc::clone(&self.volume),
             read_point: self.read_point,
             overlay: Arc::new(self.pages.clone()),
+            // The writer's own read points are kept by its retention window.
+            _hold: None,
         }
     }
 

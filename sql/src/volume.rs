@@ -98,6 +98,10 @@ impl VolumeError {
     }
 }
 
+/// Held by a statement's snapshot; the read point is released when the last
+/// clone is dropped.
+pub type ReadPointHold = Arc<dyn std::any::Any + Send + Sync>;
+
 /// What an instance's buffer cache has done since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -150,6 +154,14 @@ pub trait Volume: Send + Sync + 'static {
     /// Where a new write transaction reads: the newest submitted commit.
     async fn write_read_point(&self) -> Result<Lsn, VolumeError> {
         self.read_point().await
+    }
+
+    /// Keeps the history of `read_point` in storage for as long as the
+    /// returned value lives (a statement reads there). None when the volume
+    /// has nothing to keep.
+    fn hold_read_point(&self, read_point: Lsn) -> Option<ReadPointHold> {
+        let _ = read_point;
+        None
     }
 
     /// The instance's buffer cache counters, if it has one.

@@ -340,7 +340,19 @@ impl VolumeReader {
         let candidates = placement(self.client.nodes(), self.layout.group_of(page));
         self.client.get_page(&candidates, page, read_point).await
     }
+
+    /// Asks every daemon to keep the history of `read_point` (a statement
+    /// still reads there); returns how many answered that they keep it.
+    pub async fn hold_read_point(&self, read_point: Lsn) -> usize {
+        let request = Request::HoldReadPoint { read_point };
+        let asks = self.client.nodes().iter().map(|n| self.client.request(NodeId(n.index), &request, HOLD_TIMEOUT));
+        let answers = futures::future::join_all(asks).await;
+        answers.into_iter().filter(|a| matches!(a, Ok(Response::Held { kept: true }))).count()
+    }
 }
+
+/// How long a daemon may take to answer a `HoldReadPoint`.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One daemon as `borealis status` shows it.
 #[derive(Debug, Clone)]

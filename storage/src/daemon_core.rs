@@ -109,6 +109,9 @@ impl SegmentStore {
                 Err(refusal) => refused(refusal),
             }),
             Request::Status => Step::Reply(Response::Status(self.status())),
+            Request::HoldReadPoint { read_point } => {
+                Step::Reply(Response::Held { kept: self.hold_read_point(read_point, now) })
+            }
             Request::AdvanceDurable { epoch, durable_lsn, min_read_point } => match self.accept_epoch(epoch) {
                 Err(stale) => Step::Reply(stale),
                 Ok(false) => {

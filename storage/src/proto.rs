@@ -128,6 +128,9 @@ pub enum Request {
     /// most the segment's SCL and the volume durable LSN), so that tests and
     /// operators can check that segments hold identical pages.
     Digest { protection_group: ProtectionGroupId, lsn: Lsn },
+    /// A reader's statement still reads at `read_point`: keep the history
+    /// it needs (for `store::READER_READ_POINT_HOLD` after the last request).
+    HoldReadPoint { read_point: Lsn },
 }
 
 /// One page of a `Digest` answer.
@@ -169,6 +172,9 @@ pub enum Response {
     Digest { segment_complete_lsn: Lsn, pages: Vec<PageDigest> },
     /// The daemon could not serve the request (I/O failure, bad request).
     Failed { message: String },
+    /// Answer to `HoldReadPoint`: the history is kept (false: it was
+    /// already collected, and reads there get `TooOld`).
+    Held { kept: bool },
 }
 
 /// A message that does not decode.

@@ -347,6 +347,16 @@ impl SegmentStore {
         }
     }
 
+    /// Keeps the history a reader's statement at `read_point` needs, as a
+    /// page read there would; false if it is already gone.
+    pub fn hold_read_point(&mut self, read_point: Lsn, now: Instant) -> bool {
+        if read_point < self.versions.history_floor() {
+            return false;
+        }
+        self.reader_read_points.insert(read_point, now);
+        true
+    }
+
     /// The page as of `read_point`, sealed. A read point is always durable
     /// (it names a commit the writer acknowledged), so records up to it may
     /// be applied.
@@ -680,9 +690,16 @@ mod tests {
         store.tick(now).unwrap();
         assert!(store.get_page(page, Lsn(2), now).is_ok());
         assert_eq!(store.get_page(page, Lsn(1), now), Err(PageRefusal::TooOld { oldest: Lsn(2) }));
+        // A reader's long statement at 2 holds the history while it runs.
+        let later = now + READER_READ_POINT_HOLD / 2;
+        assert!(store.hold_read_point(Lsn(2), later));
         let later = now + READER_READ_POINT_HOLD + Duration::from_secs(1);
         store.advance_durable(Lsn(3), Lsn(3));
         store.tick(later).unwrap();
+        assert!(store.get_page(page, Lsn(2), later).is_ok(), "held");
+        let later = later + READER_READ_POINT_HOLD + Duration::from_secs(1);
+        store.tick(later).unwrap();
         assert_eq!(store.get_page(page, Lsn(2), later), Err(PageRefusal::TooOld { oldest: Lsn(3) }));
+        assert!(!store.hold_read_point(Lsn(2), later), "gone");
     }
 }
