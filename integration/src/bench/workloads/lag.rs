@@ -3,7 +3,10 @@
 //! acknowledged row, polls the reader endpoint until that row is visible,
 //! and records the time from the commit's acknowledgement to its
 //! visibility. The figure includes one reader query's round trip, the
-//! resolution of the method. PostgreSQL has no replica here: "n/a".
+//! resolution of the method. A second sampler asks the reader for its own
+//! figure (`borealis_replica_lag()`: the writer's acknowledgement to the
+//! reader's read point passing the commit, without the query round trip).
+//! PostgreSQL has no replica here: "n/a".
 
 use crate::bench::report::Better;
 use crate::bench::stats::{Latencies, Summary};
@@ -28,6 +31,8 @@ pub struct Lag {
     /// Commits per second the writers achieved.
     pub commits_per_s: f64,
     pub lag: Summary,
+    /// What the reader reported (`borealis_replica_lag()`), sampled.
+    pub reported: Summary,
 }
 
 /// Measures replica lag on Borealis.
@@ -59,6 +64,9 @@ async fn run_at(context: &Context, run: &mut Run, rate: u64) -> anyhow::Result<(
         Metric::new("lag p50", "ms", Better::Lower, |lag: &Lag| lag.lag.p50_ms),
         Metric::new("lag p99", "ms", Better::Lower, |lag: &Lag| lag.lag.p99_ms),
         Metric::new("lag max", "ms", Better::Lower, |lag: &Lag| lag.lag.max_ms),
+        Metric::new("reader-reported lag p50", "ms", Better::Lower, |lag: &Lag| lag.reported.p50_ms),
+        Metric::new("reader-reported lag p99", "ms", Better::Lower, |lag: &Lag| lag.reported.p99_ms),
+        Metric::new("reader-reported lag max", "ms", Better::Lower, |lag: &Lag| lag.reported.max_ms),
     ];
     run.rows(&format!("replica lag at {rate}/s"), &pair, &metrics);
     Ok(())
@@ -84,6 +92,8 @@ pub async fn measure(
     }
     drop(newest_sender);
     let reader = endpoints.connect(endpoints.read_port).await?;
+    let reporter = endpoints.connect(endpoints.read_port).await?;
+    let reported = tokio::spawn(async move { reported_loop(&reporter, start + warmup, end).await });
     let sampled = sample_loop(&reader, table, newest, start + warmup, end).await;
     if sampled.is_err() {
         writers.iter().for_each(|writer| writer.abort());
@@ -91,8 +101,29 @@ pub async fn measure(
     let lags = sampled?;
     let commits: u64 = crate::bench::join_tasks(writers).await?.into_iter().sum();
     let lag = lags.summary().context("no row became visible during the measurement")?;
+    let reported = reported.await??.summary().context("the reader reported no lag during the measurement")?;
     let elapsed = (warmup + duration).as_secs_f64();
-    Ok(Lag { commits_per_s: commits as f64 / elapsed, lag })
+    Ok(Lag { commits_per_s: commits as f64 / elapsed, lag, reported })
+}
+
+/// Samples the reader's own lag figure every 10 ms.
+async fn reported_loop(
+    reader: &tokio_postgres::Client,
+    measured_from: Instant,
+    end: Instant,
+) -> anyhow::Result<Latencies> {
+    let statement = reader.prepare("select borealis_replica_lag()").await.context("failed to prepare the lag query")?;
+    let mut lags = Latencies::default();
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    while Instant::now() < end {
+        ticks.tick().await;
+        let lag: Option<f64> =
+            reader.query_one(&statement, &[]).await.context("failed to ask the reader's lag")?.get(0);
+        if let Some(ms) = lag.filter(|_| Instant::now() >= measured_from) {
+            lags.record(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    Ok(lags)
 }
 
 /// One writer connection's share of the target rate.
