@@ -300,6 +300,59 @@ fn array_upper(_: &Catalog, args: &Args, row: usize) -> Result<Option<i32>, SqlE
     Ok(Some(list.value_length(row)).filter(|&n| n > 0))
 }
 
+/// json_build_object(key, value, ...): the object as JSON text. Numbers and
+/// booleans are written bare, NULL as null, every other value as a string.
+/// PostgreSQL returns type json; the text is the same.
+fn json_build_object(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    if args.arrays.len() % 2 != 0 {
+        return Err(SqlError::new(
+            crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+            "argument list must have even number of elements",
+        ));
+    }
+    let mut members = Vec::with_capacity(args.arrays.len() / 2);
+    for pair in 0..args.arrays.len() / 2 {
+        let Some(key) = args.text(2 * pair, row) else {
+            return Err(SqlError::new(
+                crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+                "null value not allowed for object key",
+            ));
+        };
+        let at = 2 * pair + 1;
+        let value = match args.text(at, row) {
+            None => "null".to_string(),
+            Some(text) if is_json_bare(args.arrays[at].data_type()) => text.to_string(),
+            Some(text) => json_string(text),
+        };
+        members.push(format!("{} : {value}", json_string(key)));
+    }
+    Ok(Some(format!("{{{}}}", members.join(", "))))
+}
+
+/// Whether values of `data_type` are written without quotes in JSON.
+fn is_json_bare(data_type: &DataType) -> bool {
+    data_type.is_numeric() || *data_type == DataType::Boolean
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Registers the functions on `state`; those reading relations read `view`.
 pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<()> {
     let any = || Signature::variadic_any(Volatility::Stable);
@@ -311,6 +364,9 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         ("pg_get_constraintdef", any(), Body::Text(constraintdef)),
         ("pg_get_expr", any(), Body::Text(get_expr)),
         ("pg_get_viewdef", any(), Body::Text(null_text)),
+        // No column owns a sequence.
+        ("pg_get_serial_sequence", any(), Body::Text(null_text)),
+        ("json_build_object", any(), Body::Text(json_build_object)),
         ("pg_get_statisticsobjdef_columns", any(), Body::Text(null_text)),
         ("obj_description", any(), Body::Text(null_text)),
         ("col_description", any(), Body::Text(null_text)),
@@ -326,6 +382,7 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         ("pg_table_is_visible", any(), Body::Bool(true_if_given)),
         ("pg_type_is_visible", any(), Body::Bool(true_if_given)),
         ("pg_function_is_visible", any(), Body::Bool(true_if_given)),
+        ("pg_collation_is_visible", any(), Body::Bool(true_if_given)),
         ("pg_relation_is_publishable", any(), Body::Bool(|_, _, _| Some(false))),
         ("has_table_privilege", any(), Body::Bool(true_if_all_given)),
         ("has_schema_privilege", any(), Body::Bool(true_if_all_given)),
@@ -357,6 +414,19 @@ mod tests {
         assert_eq!(relation_name("Accounts"), "accounts");
         assert_eq!(relation_name("public.\"Mixed\""), "Mixed");
         assert_eq!(relation_name("pg_catalog.pg_class"), "pg_class");
+    }
+
+    #[test]
+    fn json_objects_quote_strings_only() {
+        let args = Args::new(vec![
+            Arc::new(StringArray::from(vec!["name", "n"])),
+            Arc::new(StringArray::from(vec![Some("C \"x\""), None])),
+            Arc::new(StringArray::from(vec!["k", "k"])),
+            Arc::new(Int64Array::from(vec![1, 2])),
+        ]);
+        let catalog = Catalog::default();
+        assert_eq!(json_build_object(&catalog, &args, 0).unwrap().unwrap(), r#"{"name" : "C \"x\"", "k" : 1}"#);
+        assert_eq!(json_build_object(&catalog, &args, 1).unwrap().unwrap(), r#"{"n" : null, "k" : 2}"#);
     }
 
     #[test]

@@ -11,9 +11,10 @@
 //! | `a OPERATOR(pg_catalog.~) b` | `a ~ b` (any built-in operator) | the schema-qualified operator form |
 //! | `pg_catalog.f(...)` | `f(...)` | DataFusion does not resolve qualified function names |
 //! | `x::regclass` | `regclassout(x)` (the relation's name) | regclass prints as a name |
-//! | `'name'::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
+//! | `'name'::regclass`, `$1::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
 //! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
 //! | `::oid`, `::name`, `::"char"`, `::pg_catalog.int2[]`, ... | int, text, smallint[] ... | system types Borealis represents with its own |
+//! | `generate_subscripts(a, d)` | `unnest(generate_series(1, array_length(a, d)))` | the set-returning form DataFusion has |
 //! | `generate_series(...) g`, `unnest(...) u` | `... g(g)`, `... u(u)` | a one-column function's alias names its column too |
 //! | `ARRAY(SELECT e ...)` | `(SELECT '{' \|\| coalesce(string_agg(e::text, ','), '') \|\| '}' ...)` | PostgreSQL's text form of the array |
 //!
@@ -52,6 +53,7 @@ const EMPTY_SYSTEM_TABLES: &[&str] = &[
     "pg_trigger",
     "pg_extension",
     "pg_views",
+    "pg_sequence",
 ];
 
 /// Applies every rewrite to `statement` in place.
@@ -100,6 +102,10 @@ fn rewrite_expr(expr: &mut Expr) {
             if function.name.0.len() == 2 && is_pg_catalog(&function.name.0[0]) {
                 function.name.0.remove(0);
             }
+            if let Some(rewritten) = generate_subscripts(function) {
+                *expr = rewritten;
+                return;
+            }
             let is_array = function.name.to_string().eq_ignore_ascii_case("array");
             if is_array && let FunctionArguments::Subquery(query) = &function.args {
                 let query = query.as_ref().clone();
@@ -117,6 +123,19 @@ fn rewrite_expr(expr: &mut Expr) {
         }
         _ => {}
     }
+}
+
+/// `generate_subscripts(a, d)` in a select list: the subscripts 1..n of
+/// dimension `d` as a set, which is `unnest` of the series 1..n. Next to
+/// `unnest(a)` in the same list the two zip row by row, as they do in
+/// PostgreSQL (drivers number an index's key columns this way).
+fn generate_subscripts(function: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
+    if !function.name.to_string().eq_ignore_ascii_case("generate_subscripts") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else { return None };
+    let [array, dimension] = list.args.as_slice() else { return None };
+    parse_expr(&format!("unnest(generate_series(1, CAST(array_length({array}, {dimension}) AS BIGINT)))"))
 }
 
 fn null() -> Expr {
@@ -150,7 +169,11 @@ fn builtin_operator(name: &str) -> Option<BinaryOperator> {
 /// The rewritten cast of `inner` to `data_type`, None to keep it.
 fn cast(inner: &mut Box<Expr>, data_type: &mut DataType) -> Option<Expr> {
     let name = type_name(data_type)?;
-    let literal = matches!(inner.as_ref(), Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(_), .. }));
+    // A parameter cast to regclass is given as a name, like a literal.
+    let literal = matches!(
+        inner.as_ref(),
+        Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(_) | Value::Placeholder(_), .. })
+    );
     let function = match name.as_str() {
         "regclass" if literal => "regclassin",
         "regclass" => "regclassout",
@@ -514,6 +537,16 @@ mod tests {
             rewritten("SELECT n::regnamespace, '5'::oid, a::pg_catalog.int2[]"),
             "SELECT regnamespaceout(n), '5'::INT, a::SMALLINT[]"
         );
+    }
+
+    #[test]
+    fn generate_subscripts_becomes_an_unnested_series() {
+        assert_eq!(
+            rewritten("SELECT unnest(i.indkey), generate_subscripts(i.indkey, 1) AS ord FROM pg_index i"),
+            "SELECT unnest(i.indkey), unnest(generate_series(1, CAST(array_length(i.indkey, 1) AS BIGINT))) AS ord \
+             FROM pg_index i"
+        );
+        assert_eq!(rewritten("SELECT x FROM t WHERE c = CAST($1 AS REGCLASS)"), "SELECT x FROM t WHERE c = regclassin($1)");
     }
 
     #[test]
