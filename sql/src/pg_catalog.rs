@@ -943,6 +943,24 @@ pub static SYSTEM_TABLES: &[SystemTable] = &[
         ],
     },
     SystemTable {
+        name: "pg_settings",
+        oid: 12006,
+        relkind: "v",
+        columns: &[
+            ("name", T),
+            ("setting", T),
+            ("unit", T),
+            ("category", T),
+            ("short_desc", T),
+            ("context", T),
+            ("vartype", T),
+            ("source", T),
+            ("boot_val", T),
+            ("reset_val", T),
+            ("pending_restart", B),
+        ],
+    },
+    SystemTable {
         name: "pg_tables",
         oid: 12003,
         relkind: "v",
@@ -1090,6 +1108,27 @@ fn fixed_rows(rows: &mut Rows) {
         [(HEAP_AM, "heap", "heap_tableam_handler", "t"), (BTREE_AM, "btree", "bthandler", "i")]
     {
         rows.push("pg_am", vec![oid.into(), name.into(), handler.into(), kind.into()]);
+    }
+    // The defaults: pg_settings is built per catalog, not per session, so
+    // a session's SET shows in SHOW but not here.
+    for (name, value, internal) in crate::settings::defaults() {
+        let vartype = if value.parse::<i64>().is_ok() { "integer" } else { "string" };
+        rows.push(
+            "pg_settings",
+            vec![
+                name.into(),
+                value.into(),
+                Value::Null,
+                "".into(),
+                "".into(),
+                if internal { "internal" } else { "user" }.into(),
+                vartype.into(),
+                "default".into(),
+                value.into(),
+                value.into(),
+                false.into(),
+            ],
+        );
     }
     for &(oid, name, family, input_type) in BTREE_OPCLASSES {
         rows.push(

@@ -353,6 +353,70 @@ fn json_string(text: &str) -> String {
     out
 }
 
+/// `pg_expandarray(a)`: the elements of a one-dimensional array with their
+/// subscripts, as a list of `{x, n}` structs (n from 1). Unnested, this is
+/// PostgreSQL's `information_schema._pg_expandarray(a)`, which returns the
+/// set of records `(x, n)`; `crate::pg_rewrite` turns calls of the one into
+/// `unnest` of the other. pgjdbc numbers key columns with it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExpandArray {
+    signature: Signature,
+}
+
+impl ExpandArray {
+    fn item_fields(element: &DataType) -> datafusion::arrow::datatypes::Fields {
+        vec![Field::new("x", element.clone(), true), Field::new("n", DataType::Int32, false)].into()
+    }
+}
+
+impl ScalarUDFImpl for ExpandArray {
+    fn name(&self) -> &str {
+        "pg_expandarray"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        let [DataType::List(item)] = arg_types else {
+            return datafusion::common::plan_err!("pg_expandarray takes one array, not {arg_types:?}");
+        };
+        let fields = ExpandArray::item_fields(item.data_type());
+        Ok(DataType::List(Arc::new(Field::new_list_field(DataType::Struct(fields), true))))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        use datafusion::arrow::array::{ListArray, StructArray};
+        let [argument] = args.args.as_slice() else {
+            return datafusion::common::exec_err!("pg_expandarray takes one argument");
+        };
+        let scalar = matches!(argument, ColumnarValue::Scalar(_));
+        let array = argument.to_array(if scalar { 1 } else { args.number_rows })?;
+        let Some(list) = array.as_list_opt::<i32>() else {
+            return datafusion::common::exec_err!("pg_expandarray takes an array");
+        };
+        let offsets = list.offsets();
+        let mut subscripts = vec![0i32; list.values().len()];
+        for row in 0..list.len() {
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            for (at, subscript) in subscripts[start..end].iter_mut().zip(1..) {
+                *at = subscript;
+            }
+        }
+        let fields = ExpandArray::item_fields(&list.value_type());
+        let subscripts: ArrayRef = Arc::new(datafusion::arrow::array::Int32Array::from(subscripts));
+        let items = StructArray::try_new(fields.clone(), vec![Arc::clone(list.values()), subscripts], None)?;
+        let item = Arc::new(Field::new_list_field(DataType::Struct(fields), true));
+        let result: ArrayRef =
+            Arc::new(ListArray::try_new(item, offsets.clone(), Arc::new(items), list.nulls().cloned())?);
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?));
+        }
+        Ok(ColumnarValue::Array(result))
+    }
+}
+
 /// Registers the functions on `state`; those reading relations read `view`.
 pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<()> {
     let any = || Signature::variadic_any(Volatility::Stable);
@@ -402,6 +466,8 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         let function = PgFunction { name, signature, view: Arc::clone(view), body };
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(function)))?;
     }
+    let expand = ExpandArray { signature: Signature::any(1, Volatility::Immutable) };
+    state.register_udf(Arc::new(ScalarUDF::new_from_impl(expand)))?;
     Ok(())
 }
 

@@ -28,6 +28,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("is_superuser", "on"),
     ("lock_timeout", "0"),
     ("max_identifier_length", "63"),
+    ("max_index_keys", "32"),
     ("search_path", "\"$user\", public"),
     ("server_encoding", "UTF8"),
     ("server_version", "16.6"),
@@ -39,11 +40,18 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("transaction_read_only", "off"),
 ];
 
+/// Every parameter with its default value and whether only the server sets
+/// it, for `pg_catalog.pg_settings`.
+pub fn defaults() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    DEFAULTS.iter().map(|&(name, value)| (name, value, READ_ONLY.contains(&name)))
+}
+
 /// Parameters only the server sets.
 const READ_ONLY: &[&str] = &[
     "integer_datetimes",
     "is_superuser",
     "max_identifier_length",
+    "max_index_keys",
     "server_encoding",
     "server_version",
     "server_version_num",
