@@ -1027,7 +1027,10 @@ impl Planner {
             }
         }
         // Boxed: DataFusion's planning futures are large; keep them off the caller's stack.
-        Ok(Box::pin(self.state.statement_to_plan(statement)).await?)
+        let plan = Box::pin(self.state.statement_to_plan(statement)).await?;
+        // Literals are typed here, not only in the analyzer, so that Describe
+        // reports the types execution produces.
+        crate::integers::type_literals(plan)
     }
 
     /// The logical plan of `statement` with `params` bound.

@@ -14,6 +14,9 @@
 //!   `*` of two integers of one type into `int_add` / `int_sub` / `int_mul`,
 //!   which fail on overflow with PostgreSQL's error.
 //!
+//! [`type_literals`] applies the first to a plan as soon as it is built, so
+//! that Describe sees the types execution produces.
+//!
 //! LIMIT and OFFSET keep their Int64 literals (DataFusion reads them as
 //! such), and so do VALUES lists, whose types DataFusion fixes when it plans
 //! them. Expression names are preserved, so plans above a rewritten node
@@ -47,10 +50,21 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
     builder.with_analyzer_rules(rules)
 }
 
+/// `plan` with its integer literals typed as PostgreSQL types them. The
+/// engine applies this to every plan it builds, before binding parameters,
+/// so that a described statement has the types its execution produces; the
+/// analyzer rule covers plans built any other way.
+pub fn type_literals(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
+    Ok(IntegerLiterals.analyze(plan, &ConfigOptions::default())?)
+}
+
 /// Applies `rewrite` to every expression of every node of `plan` (and its
 /// subqueries) except LIMIT and VALUES, keeping expression names. `rewrite`
 /// gets the schema of the node's inputs, which its expressions read.
-fn rewrite_plan(plan: LogicalPlan, rewrite: &dyn Fn(Expr, &DFSchema) -> DfResult<Transformed<Expr>>) -> DfResult<LogicalPlan> {
+fn rewrite_plan(
+    plan: LogicalPlan,
+    rewrite: &dyn Fn(Expr, &DFSchema) -> DfResult<Transformed<Expr>>,
+) -> DfResult<LogicalPlan> {
     plan.transform_up_with_subqueries(|plan| {
         if matches!(plan, LogicalPlan::Limit(_) | LogicalPlan::Values(_)) {
             return Ok(Transformed::no(plan));

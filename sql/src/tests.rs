@@ -629,3 +629,13 @@ async fn integer_literals_are_int4_when_they_fit_and_arithmetic_is_checked() {
     let error = session.execute("SELECT 2147483647 + 1").await.unwrap_err();
     assert_eq!(error.message(), "integer out of range");
 }
+
+#[tokio::test]
+async fn described_integer_literals_have_the_executed_type() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    let described = session.describe("SELECT 1 AS one, 2147483648 AS big, 1 + 1 AS two").await.unwrap();
+    let types: Vec<DataType> =
+        described.schema.expect("a query has a schema").fields().iter().map(|f| f.data_type().clone()).collect();
+    assert_eq!(types, [DataType::Int32, DataType::Int64, DataType::Int32]);
+}
