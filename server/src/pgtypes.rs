@@ -12,9 +12,9 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use borealis_sql::pg_catalog::{INT2VECTOR_ITEM, OIDVECTOR_ITEM};
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::scalar::ScalarValue;
-use borealis_sql::pg_catalog::{INT2VECTOR_ITEM, OIDVECTOR_ITEM};
 use pgwire::api::Type;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
@@ -200,7 +200,8 @@ fn encode_list(encoder: &mut DataRowEncoder, items: &ArrayRef, vector: bool, for
         ($array:ty, $convert:expr) => {{
             let array = items.as_any().downcast_ref::<$array>().expect("type checked");
             #[allow(clippy::redundant_closure_call)]
-            let values: Vec<_> = (0..array.len()).map(|i| array.is_valid(i).then(|| ($convert)(array.value(i)))).collect();
+            let values: Vec<_> =
+                (0..array.len()).map(|i| array.is_valid(i).then(|| ($convert)(array.value(i)))).collect();
             encoder.encode_field(&values)
         }};
     }
@@ -383,7 +384,8 @@ mod tests {
 
     #[test]
     fn arrays_print_as_postgres() {
-        let texts: ArrayRef = Arc::new(arrow::array::StringArray::from(vec![Some("id"), None, Some("a b"), Some("q\"")]));
+        let texts: ArrayRef =
+            Arc::new(arrow::array::StringArray::from(vec![Some("id"), None, Some("a b"), Some("q\"")]));
         assert_eq!(array_text(&texts).unwrap(), r#"{id,NULL,"a b","q\""}"#);
         let bools: ArrayRef = Arc::new(BooleanArray::from(vec![true, false]));
         assert_eq!(array_text(&bools).unwrap(), "{t,f}");

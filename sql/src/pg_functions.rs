@@ -300,6 +300,25 @@ fn array_upper(_: &Catalog, args: &Args, row: usize) -> Result<Option<i32>, SqlE
     Ok(Some(list.value_length(row)).filter(|&n| n > 0))
 }
 
+/// current_setting(name [, missing_ok]): the parameter's default value.
+/// Functions see the catalog, not the session, so a session's SET shows in
+/// SHOW but not here; clients call this for server-wide parameters
+/// (SQLAlchemy: default_table_access_method).
+fn current_setting(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    let Some(name) = args.text(0, row) else { return Ok(None) };
+    let name = name.to_lowercase();
+    if let Some((_, value, _)) = crate::settings::defaults().find(|(known, _, _)| *known == name) {
+        return Ok(Some(value.to_string()));
+    }
+    if args.text(1, row).is_some_and(|missing_ok| missing_ok == "true") {
+        return Ok(None);
+    }
+    Err(SqlError::new(
+        crate::error::sqlstate::UNDEFINED_OBJECT,
+        format!("unrecognized configuration parameter \"{name}\""),
+    ))
+}
+
 /// json_build_object(key, value, ...): the object as JSON text. Numbers and
 /// booleans are written bare, NULL as null, every other value as a string.
 /// PostgreSQL returns type json; the text is the same.
@@ -431,6 +450,7 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         // No column owns a sequence.
         ("pg_get_serial_sequence", any(), Body::Text(null_text)),
         ("json_build_object", any(), Body::Text(json_build_object)),
+        ("current_setting", any(), Body::Text(current_setting)),
         ("pg_get_statisticsobjdef_columns", any(), Body::Text(null_text)),
         ("obj_description", any(), Body::Text(null_text)),
         ("col_description", any(), Body::Text(null_text)),

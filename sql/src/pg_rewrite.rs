@@ -150,8 +150,10 @@ fn rewrite_expr(expr: &mut Expr) {
 /// `information_schema._pg_expandarray`, with or without its schema.
 fn is_expandarray(name: &ObjectName) -> bool {
     let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(|i| i.value.to_lowercase()).collect();
-    matches!(parts.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
-        ["_pg_expandarray"] | ["information_schema", "_pg_expandarray"])
+    matches!(
+        parts.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+        ["_pg_expandarray"] | ["information_schema", "_pg_expandarray"]
+    )
 }
 
 /// `(record).field.field`: PostgreSQL's field selection from a composite
@@ -594,7 +596,10 @@ mod tests {
             "SELECT unnest(i.indkey), unnest(generate_series(1, CAST(array_length(i.indkey, 1) AS BIGINT))) AS ord \
              FROM pg_index i"
         );
-        assert_eq!(rewritten("SELECT x FROM t WHERE c = CAST($1 AS REGCLASS)"), "SELECT x FROM t WHERE c = regclassin($1)");
+        assert_eq!(
+            rewritten("SELECT x FROM t WHERE c = CAST($1 AS REGCLASS)"),
+            "SELECT x FROM t WHERE c = regclassin($1)"
+        );
     }
 
     #[test]
@@ -605,7 +610,10 @@ mod tests {
             ),
             "SELECT get_field(unnest(pg_expandarray(i.indkey)), 'n') AS k, unnest(pg_expandarray(i.indkey)) AS keys FROM pg_index i"
         );
-        assert_eq!(rewritten("SELECT 1 FROM r WHERE r.a = (r.KEYS).x"), "SELECT 1 FROM r WHERE r.a = get_field(r.KEYS, 'x')");
+        assert_eq!(
+            rewritten("SELECT 1 FROM r WHERE r.a = (r.KEYS).x"),
+            "SELECT 1 FROM r WHERE r.a = get_field(r.KEYS, 'x')"
+        );
         assert_eq!(rewritten("SELECT a[1] FROM r"), "SELECT a[1] FROM r");
     }
 
