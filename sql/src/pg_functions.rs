@@ -323,7 +323,7 @@ fn current_setting(_: &Catalog, args: &Args, row: usize) -> Result<Option<String
 /// booleans are written bare, NULL as null, every other value as a string.
 /// PostgreSQL returns type json; the text is the same.
 fn json_build_object(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
-    if args.arrays.len() % 2 != 0 {
+    if !args.arrays.len().is_multiple_of(2) {
         return Err(SqlError::new(
             crate::error::sqlstate::INVALID_PARAMETER_VALUE,
             "argument list must have even number of elements",
