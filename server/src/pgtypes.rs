@@ -11,7 +11,8 @@ use arrow::array::{
     Int16Array, Int32Array, Int64Array, TimestampMicrosecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use borealis_sql::pg_catalog::{INT2VECTOR_ITEM, OIDVECTOR_ITEM};
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::scalar::ScalarValue;
 use pgwire::api::Type;
@@ -21,6 +22,20 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use rust_decimal::Decimal;
 use std::sync::Arc;
+
+/// The PostgreSQL array type of lists of `element`; None for lists sent as text.
+fn array_type(element: &DataType) -> Option<Type> {
+    Some(match element {
+        DataType::Boolean => Type::BOOL_ARRAY,
+        DataType::Int16 => Type::INT2_ARRAY,
+        DataType::Int32 => Type::INT4_ARRAY,
+        DataType::Int64 => Type::INT8_ARRAY,
+        DataType::Float32 => Type::FLOAT4_ARRAY,
+        DataType::Float64 => Type::FLOAT8_ARRAY,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => Type::TEXT_ARRAY,
+        _ => return None,
+    })
+}
 
 /// The PostgreSQL type a column of `data_type` is sent as.
 pub fn pg_type(data_type: &DataType) -> Type {
@@ -36,6 +51,9 @@ pub fn pg_type(data_type: &DataType) -> Type {
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
+        DataType::List(item) if item.name() == INT2VECTOR_ITEM => Type::INT2_VECTOR,
+        DataType::List(item) if item.name() == OIDVECTOR_ITEM => Type::OID_VECTOR,
+        DataType::List(item) => array_type(item.data_type()).unwrap_or(Type::TEXT),
         _ => Type::TEXT,
     }
 }
@@ -88,6 +106,9 @@ fn normalise(column: &ArrayRef) -> PgWireResult<ArrayRef> {
         DataType::Float16 => Some(DataType::Float32),
         DataType::LargeBinary | DataType::BinaryView => Some(DataType::Binary),
         DataType::Decimal256(_, _) => Some(DataType::Utf8),
+        DataType::List(item) if matches!(item.data_type(), DataType::Utf8View | DataType::LargeUtf8) => {
+            Some(DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))))
+        }
         other if pg_type(other) == Type::TEXT && *other != DataType::Utf8 => Some(DataType::Utf8),
         _ => None,
     };
@@ -164,8 +185,83 @@ fn encode_value(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, for
             }
         }
         DataType::Binary => encoder.encode_field(&column.as_binary::<i32>().value(row)),
+        DataType::List(item) => {
+            let vector = [INT2VECTOR_ITEM, OIDVECTOR_ITEM].contains(&item.name().as_str());
+            encode_list(encoder, &column.as_list::<i32>().value(row), vector, format)
+        }
         _ => encoder.encode_field(&column.as_string::<i32>().value(row)),
     }
+}
+
+/// Encodes one array value (a list whose element type `array_type` maps),
+/// or with `vector` one int2vector or oidvector.
+fn encode_list(encoder: &mut DataRowEncoder, items: &ArrayRef, vector: bool, format: FieldFormat) -> PgWireResult<()> {
+    macro_rules! elements {
+        ($array:ty, $convert:expr) => {{
+            let array = items.as_any().downcast_ref::<$array>().expect("type checked");
+            #[allow(clippy::redundant_closure_call)]
+            let values: Vec<_> =
+                (0..array.len()).map(|i| array.is_valid(i).then(|| ($convert)(array.value(i)))).collect();
+            encoder.encode_field(&values)
+        }};
+    }
+    if format == FieldFormat::Text {
+        // Encoded as text: pgwire would quote a string sent as an array type.
+        let options = pgwire::types::format::FormatOptions::default();
+        let text = if vector { vector_text(items)? } else { array_text(items)? };
+        return encoder.encode_field_with_type_and_format(&text, &Type::TEXT, format, &options);
+    }
+    match items.data_type() {
+        DataType::Boolean => {
+            let array = items.as_boolean();
+            let values: Vec<_> = (0..array.len()).map(|i| array.is_valid(i).then(|| array.value(i))).collect();
+            encoder.encode_field(&values)
+        }
+        DataType::Int16 => elements!(Int16Array, |v: i16| v),
+        DataType::Int32 => elements!(Int32Array, |v: i32| v),
+        DataType::Int64 => elements!(Int64Array, |v: i64| v),
+        DataType::Float32 => elements!(Float32Array, |v: f32| v),
+        DataType::Float64 => elements!(Float64Array, |v: f64| v),
+        _ => {
+            let array = items.as_string::<i32>();
+            let values: Vec<_> = (0..array.len()).map(|i| array.is_valid(i).then(|| array.value(i))).collect();
+            encoder.encode_field(&values)
+        }
+    }
+}
+
+/// PostgreSQL's text form of a one-dimensional array: `{1,2}`, `{a,"b c",NULL}`.
+fn array_text(items: &ArrayRef) -> PgWireResult<String> {
+    let texts = cast(items, &DataType::Utf8).map_err(|e| internal(format!("cannot encode array: {e}")))?;
+    let texts = texts.as_string::<i32>();
+    let is_bool = *items.data_type() == DataType::Boolean;
+    let elements: Vec<String> = (0..texts.len())
+        .map(|i| match (texts.is_valid(i), is_bool) {
+            (false, _) => "NULL".to_string(),
+            (true, true) => if texts.value(i) == "true" { "t" } else { "f" }.to_string(),
+            (true, false) => array_element(texts.value(i)),
+        })
+        .collect();
+    Ok(format!("{{{}}}", elements.join(",")))
+}
+
+/// The text form of an int2vector or oidvector: the numbers separated by spaces.
+fn vector_text(items: &ArrayRef) -> PgWireResult<String> {
+    let texts = cast(items, &DataType::Utf8).map_err(|e| internal(format!("cannot encode vector: {e}")))?;
+    let texts = texts.as_string::<i32>();
+    Ok((0..texts.len()).map(|i| if texts.is_valid(i) { texts.value(i) } else { "0" }).collect::<Vec<_>>().join(" "))
+}
+
+/// An array element as PostgreSQL's array output writes it: quoted when
+/// empty, `NULL`, or containing a delimiter, quote, backslash or space.
+fn array_element(text: &str) -> String {
+    let quote = text.is_empty()
+        || text.eq_ignore_ascii_case("null")
+        || text.chars().any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
+    if !quote {
+        return text.to_string();
+    }
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// PostgreSQL's text form of a timestamp: fractional seconds only when
@@ -284,6 +380,22 @@ mod tests {
         assert_eq!(format_decimal(12345, 2), "123.45");
         assert_eq!(format_decimal(-5, 3), "-0.005");
         assert_eq!(format_decimal(7, 0), "7");
+    }
+
+    #[test]
+    fn arrays_print_as_postgres() {
+        let texts: ArrayRef =
+            Arc::new(arrow::array::StringArray::from(vec![Some("id"), None, Some("a b"), Some("q\"")]));
+        assert_eq!(array_text(&texts).unwrap(), r#"{id,NULL,"a b","q\""}"#);
+        let bools: ArrayRef = Arc::new(BooleanArray::from(vec![true, false]));
+        assert_eq!(array_text(&bools).unwrap(), "{t,f}");
+        let ints: ArrayRef = Arc::new(Int16Array::from(vec![1, 2]));
+        assert_eq!(array_text(&ints).unwrap(), "{1,2}");
+        let list = DataType::List(Arc::new(Field::new_list_field(DataType::Int16, true)));
+        assert_eq!(pg_type(&list), Type::INT2_ARRAY);
+        assert_eq!(vector_text(&ints).unwrap(), "1 2");
+        let vector = DataType::List(Arc::new(Field::new(INT2VECTOR_ITEM, DataType::Int16, true)));
+        assert_eq!(pg_type(&vector), Type::INT2_VECTOR);
     }
 
     #[test]

@@ -976,7 +976,8 @@ impl Planner {
         let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(1);
         // Keep strings as Utf8 everywhere, the type tables store.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-        let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        let builder = SessionStateBuilder::new().with_config(config).with_default_features();
+        let mut state = crate::integers::install(builder).build();
         crate::functions::register(&mut state).expect("registering functions on a fresh state succeeds");
         crate::functions::register_volume(&mut state, volume).expect("registering functions on a fresh state succeeds");
         let view = Arc::new(CatalogView::default());
@@ -1026,7 +1027,10 @@ impl Planner {
             }
         }
         // Boxed: DataFusion's planning futures are large; keep them off the caller's stack.
-        Ok(Box::pin(self.state.statement_to_plan(statement)).await?)
+        let plan = Box::pin(self.state.statement_to_plan(statement)).await?;
+        // Literals are typed here, not only in the analyzer, so that Describe
+        // reports the types execution produces.
+        crate::integers::type_literals(plan)
     }
 
     /// The logical plan of `statement` with `params` bound.

@@ -34,6 +34,7 @@ pub mod error;
 pub mod functions;
 pub mod heap;
 pub mod index;
+pub mod integers;
 pub mod keys;
 pub mod names;
 pub mod pg_catalog;

@@ -43,8 +43,8 @@ fn select_names(query: &Query) -> Option<Vec<Option<String>>> {
 /// PostgreSQL's FigureColname, for the expressions we can name.
 fn expression_name(expr: &Expr) -> String {
     match expr {
-        Expr::Identifier(ident) => ident.value.clone(),
-        Expr::CompoundIdentifier(parts) => parts.last().map_or_else(unknown, |ident| ident.value.clone()),
+        Expr::Identifier(ident) => folded(ident),
+        Expr::CompoundIdentifier(parts) => parts.last().map_or_else(unknown, folded),
         Expr::Function(function) => match function.name.0.last() {
             Some(ObjectNamePart::Identifier(ident)) => ident.value.to_lowercase(),
             _ => unknown(),
@@ -65,6 +65,11 @@ fn expression_name(expr: &Expr) -> String {
         Expr::Floor { .. } => "floor".to_string(),
         _ => unknown(),
     }
+}
+
+/// An identifier as PostgreSQL names a column after it: folded to lower case unless quoted.
+fn folded(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
 }
 
 fn unknown() -> String {
@@ -138,6 +143,12 @@ mod tests {
         let mut want = want.to_vec();
         want.push(None);
         assert_eq!(got, Some(want));
+    }
+
+    #[test]
+    fn unquoted_identifiers_fold_to_lower_case() {
+        let want = ["table_cat", "Quoted", "x"].map(|s| Some(s.to_string())).to_vec();
+        assert_eq!(names("SELECT result.TABLE_CAT, r.\"Quoted\", X FROM t"), Some(want));
     }
 
     #[test]

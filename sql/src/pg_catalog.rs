@@ -27,7 +27,7 @@
 //! allowed for now; a stored index id would remove it.
 //!
 //! Rows Borealis has no objects for (policies, publications, inheritance,
-//! triggers, extended statistics, comments, defaults) are empty tables with
+//! triggers, extended statistics, comments, defaults, sequences) are empty tables with
 //! PostgreSQL's columns, so queries that join them plan and return nothing.
 
 use crate::catalog::{Catalog, ColumnDef, IndexDef, TableDef};
@@ -316,6 +316,29 @@ pub const TYPES: &[TypeRow] = &[
     (2210, "_regclass", -1, false, "A", 0, 0, 2205),
 ];
 
+/// The default btree operator classes of the column types, as (oid, name,
+/// family, input type): PostgreSQL's oids, so that `pg_index.indclass`
+/// reads as it does there. varchar keys use text_ops, as in PostgreSQL.
+pub const BTREE_OPCLASSES: &[(i32, &str, i32, i32)] = &[
+    (1978, "int4_ops", 1976, 23),
+    (1979, "int2_ops", 1976, 21),
+    (3122, "date_ops", 434, 1082),
+    (3123, "float8_ops", 1970, 701),
+    (3124, "int8_ops", 1976, 20),
+    (3125, "numeric_ops", 1988, 1700),
+    (3126, "text_ops", 1994, 25),
+    (3128, "timestamp_ops", 434, 1114),
+    (10003, "bool_ops", 424, 16),
+    (10004, "bpchar_ops", 426, 1042),
+    (10012, "float4_ops", 1970, 700),
+];
+
+/// The default btree operator class for keys of type `type_oid` (0 if none).
+fn default_opclass(type_oid: i32) -> i32 {
+    let type_oid = if type_oid == 1043 { 25 } else { type_oid };
+    BTREE_OPCLASSES.iter().find(|c| c.3 == type_oid).map_or(0, |c| c.0)
+}
+
 /// PostgreSQL's format_type(type oid, typmod).
 pub fn format_type(oid: i64, typmod: Option<i64>) -> String {
     let typmod = typmod.filter(|&m| m >= 0);
@@ -418,7 +441,19 @@ pub enum Kind {
     TextArray,
     OidArray,
     Int2Array,
+    /// PostgreSQL's int2vector (`pg_index.indkey`): an int2 list whose text form is `1 2`.
+    Int2Vector,
+    /// PostgreSQL's oidvector (`pg_index.indclass`): an oid list whose text form is `1978 3126`.
+    OidVector,
 }
+
+/// The item name that marks a list column as an int2vector. The list's
+/// item field is part of its Arrow type, so the mark survives projections,
+/// joins and subqueries to the wire, which sends such a column as type
+/// int2vector (oid 22) in its space-separated text form, as PostgreSQL does.
+pub const INT2VECTOR_ITEM: &str = "int2vector";
+/// The item name that marks a list column as an oidvector (oid 30).
+pub const OIDVECTOR_ITEM: &str = "oidvector";
 
 impl Kind {
     fn arrow_type(self) -> DataType {
@@ -434,6 +469,8 @@ impl Kind {
             Kind::TextArray => list(DataType::Utf8),
             Kind::OidArray => list(DataType::Int32),
             Kind::Int2Array => list(DataType::Int16),
+            Kind::Int2Vector => DataType::List(Arc::new(Field::new(INT2VECTOR_ITEM, DataType::Int16, true))),
+            Kind::OidVector => DataType::List(Arc::new(Field::new(OIDVECTOR_ITEM, DataType::Int32, true))),
         }
     }
 
@@ -451,6 +488,8 @@ impl Kind {
             Kind::TextArray => (1009, -1),
             Kind::OidArray => (1028, -1),
             Kind::Int2Array => (1005, -1),
+            Kind::Int2Vector => (22, -1),
+            Kind::OidVector => (30, -1),
         }
     }
 }
@@ -641,10 +680,10 @@ pub static SYSTEM_TABLES: &[SystemTable] = &[
             ("indisready", B),
             ("indislive", B),
             ("indisreplident", B),
-            ("indkey", Kind::Int2Array),
-            ("indcollation", Kind::OidArray),
-            ("indclass", Kind::OidArray),
-            ("indoption", Kind::Int2Array),
+            ("indkey", Kind::Int2Vector),
+            ("indcollation", Kind::OidVector),
+            ("indclass", Kind::OidVector),
+            ("indoption", Kind::Int2Vector),
             ("indexprs", T),
             ("indpred", T),
         ],
@@ -818,7 +857,7 @@ pub static SYSTEM_TABLES: &[SystemTable] = &[
             ("stxnamespace", O),
             ("stxowner", O),
             ("stxstattarget", I4),
-            ("stxkeys", Kind::Int2Array),
+            ("stxkeys", Kind::Int2Vector),
             ("stxkind", Kind::TextArray),
         ],
     },
@@ -871,6 +910,55 @@ pub static SYSTEM_TABLES: &[SystemTable] = &[
         oid: 3079,
         relkind: "r",
         columns: &[("oid", O), ("extname", T), ("extowner", O), ("extnamespace", O), ("extversion", T)],
+    },
+    SystemTable {
+        name: "pg_sequence",
+        oid: 2224,
+        relkind: "r",
+        columns: &[
+            ("seqrelid", O),
+            ("seqtypid", O),
+            ("seqstart", Kind::Int8),
+            ("seqincrement", Kind::Int8),
+            ("seqmax", Kind::Int8),
+            ("seqmin", Kind::Int8),
+            ("seqcache", Kind::Int8),
+            ("seqcycle", B),
+        ],
+    },
+    SystemTable {
+        name: "pg_opclass",
+        oid: 2616,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("opcmethod", O),
+            ("opcname", T),
+            ("opcnamespace", O),
+            ("opcowner", O),
+            ("opcfamily", O),
+            ("opcintype", O),
+            ("opcdefault", B),
+            ("opckeytype", O),
+        ],
+    },
+    SystemTable {
+        name: "pg_settings",
+        oid: 12006,
+        relkind: "v",
+        columns: &[
+            ("name", T),
+            ("setting", T),
+            ("unit", T),
+            ("category", T),
+            ("short_desc", T),
+            ("context", T),
+            ("vartype", T),
+            ("source", T),
+            ("boot_val", T),
+            ("reset_val", T),
+            ("pending_restart", B),
+        ],
     },
     SystemTable {
         name: "pg_tables",
@@ -1021,6 +1109,43 @@ fn fixed_rows(rows: &mut Rows) {
     {
         rows.push("pg_am", vec![oid.into(), name.into(), handler.into(), kind.into()]);
     }
+    // The defaults: pg_settings is built per catalog, not per session, so
+    // a session's SET shows in SHOW but not here.
+    for (name, value, internal) in crate::settings::defaults() {
+        let vartype = if value.parse::<i64>().is_ok() { "integer" } else { "string" };
+        rows.push(
+            "pg_settings",
+            vec![
+                name.into(),
+                value.into(),
+                Value::Null,
+                "".into(),
+                "".into(),
+                if internal { "internal" } else { "user" }.into(),
+                vartype.into(),
+                "default".into(),
+                value.into(),
+                value.into(),
+                false.into(),
+            ],
+        );
+    }
+    for &(oid, name, family, input_type) in BTREE_OPCLASSES {
+        rows.push(
+            "pg_opclass",
+            vec![
+                oid.into(),
+                BTREE_AM.into(),
+                name.into(),
+                PG_CATALOG_NAMESPACE.into(),
+                SUPERUSER_OID.into(),
+                family.into(),
+                input_type.into(),
+                true.into(),
+                0.into(),
+            ],
+        );
+    }
     for (oid, name) in [(1663, "pg_default"), (1664, "pg_global")] {
         rows.push("pg_tablespace", vec![oid.into(), name.into(), SUPERUSER_OID.into(), Value::Null, Value::Null]);
     }
@@ -1106,6 +1231,9 @@ fn table_rows(rows: &mut Rows, def: &TableDef) {
         attribute_rows(rows, index_oid, columns);
         let key: Vec<i64> = index.columns.iter().map(|&i| i as i64 + 1).collect();
         let count = key.len() as i16;
+        let key_attributes: Vec<Attribute> = index.columns.iter().map(|&i| column_attribute(&def.columns[i])).collect();
+        let collations = key_attributes.iter().map(|a| i64::from(a.5)).collect();
+        let opclasses = key_attributes.iter().map(|a| i64::from(default_opclass(a.1))).collect();
         rows.push(
             "pg_index",
             vec![
@@ -1125,8 +1253,8 @@ fn table_rows(rows: &mut Rows, def: &TableDef) {
                 true.into(),
                 false.into(),
                 Value::IntList(key.clone()),
-                Value::Null,
-                Value::Null,
+                Value::IntList(collations),
+                Value::IntList(opclasses),
                 Value::IntList(vec![0; key.len()]),
                 Value::Null,
                 Value::Null,
@@ -1344,8 +1472,11 @@ fn column<'a>(kind: Kind, values: impl Iterator<Item = &'a Value>, name: &str) -
             values.for_each(|_| b.append_null());
             Arc::new(b.finish())
         }
-        Kind::OidArray => {
+        Kind::OidArray | Kind::OidVector => {
             let mut b = ListBuilder::new(Int32Builder::new());
+            if kind == Kind::OidVector {
+                b = b.with_field(Arc::new(Field::new(OIDVECTOR_ITEM, DataType::Int32, true)));
+            }
             for value in values {
                 match value {
                     Value::IntList(items) => b.append_value(items.iter().map(|&i| Some(i as i32))),
@@ -1354,8 +1485,11 @@ fn column<'a>(kind: Kind, values: impl Iterator<Item = &'a Value>, name: &str) -
             }
             Arc::new(b.finish())
         }
-        Kind::Int2Array => {
+        Kind::Int2Array | Kind::Int2Vector => {
             let mut b = ListBuilder::new(Int16Builder::new());
+            if kind == Kind::Int2Vector {
+                b = b.with_field(Arc::new(Field::new(INT2VECTOR_ITEM, DataType::Int16, true)));
+            }
             for value in values {
                 match value {
                     Value::IntList(items) => b.append_value(items.iter().map(|&i| Some(i as i16))),

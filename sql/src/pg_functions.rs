@@ -300,6 +300,142 @@ fn array_upper(_: &Catalog, args: &Args, row: usize) -> Result<Option<i32>, SqlE
     Ok(Some(list.value_length(row)).filter(|&n| n > 0))
 }
 
+/// current_setting(name [, missing_ok]): the parameter's default value.
+/// Functions see the catalog, not the session, so a session's SET shows in
+/// SHOW but not here; clients call this for server-wide parameters
+/// (SQLAlchemy: default_table_access_method).
+fn current_setting(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    let Some(name) = args.text(0, row) else { return Ok(None) };
+    let name = name.to_lowercase();
+    if let Some((_, value, _)) = crate::settings::defaults().find(|(known, _, _)| *known == name) {
+        return Ok(Some(value.to_string()));
+    }
+    if args.text(1, row).is_some_and(|missing_ok| missing_ok == "true") {
+        return Ok(None);
+    }
+    Err(SqlError::new(
+        crate::error::sqlstate::UNDEFINED_OBJECT,
+        format!("unrecognized configuration parameter \"{name}\""),
+    ))
+}
+
+/// json_build_object(key, value, ...): the object as JSON text. Numbers and
+/// booleans are written bare, NULL as null, every other value as a string.
+/// PostgreSQL returns type json; the text is the same.
+fn json_build_object(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    if !args.arrays.len().is_multiple_of(2) {
+        return Err(SqlError::new(
+            crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+            "argument list must have even number of elements",
+        ));
+    }
+    let mut members = Vec::with_capacity(args.arrays.len() / 2);
+    for pair in 0..args.arrays.len() / 2 {
+        let Some(key) = args.text(2 * pair, row) else {
+            return Err(SqlError::new(
+                crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+                "null value not allowed for object key",
+            ));
+        };
+        let at = 2 * pair + 1;
+        let value = match args.text(at, row) {
+            None => "null".to_string(),
+            Some(text) if is_json_bare(args.arrays[at].data_type()) => text.to_string(),
+            Some(text) => json_string(text),
+        };
+        members.push(format!("{} : {value}", json_string(key)));
+    }
+    Ok(Some(format!("{{{}}}", members.join(", "))))
+}
+
+/// Whether values of `data_type` are written without quotes in JSON.
+fn is_json_bare(data_type: &DataType) -> bool {
+    data_type.is_numeric() || *data_type == DataType::Boolean
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `pg_expandarray(a)`: the elements of a one-dimensional array with their
+/// subscripts, as a list of `{x, n}` structs (n from 1). Unnested, this is
+/// PostgreSQL's `information_schema._pg_expandarray(a)`, which returns the
+/// set of records `(x, n)`; `crate::pg_rewrite` turns calls of the one into
+/// `unnest` of the other. pgjdbc numbers key columns with it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExpandArray {
+    signature: Signature,
+}
+
+impl ExpandArray {
+    fn item_fields(element: &DataType) -> datafusion::arrow::datatypes::Fields {
+        vec![Field::new("x", element.clone(), true), Field::new("n", DataType::Int32, false)].into()
+    }
+}
+
+impl ScalarUDFImpl for ExpandArray {
+    fn name(&self) -> &str {
+        "pg_expandarray"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        let [DataType::List(item)] = arg_types else {
+            return datafusion::common::plan_err!("pg_expandarray takes one array, not {arg_types:?}");
+        };
+        let fields = ExpandArray::item_fields(item.data_type());
+        Ok(DataType::List(Arc::new(Field::new_list_field(DataType::Struct(fields), true))))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        use datafusion::arrow::array::{ListArray, StructArray};
+        let [argument] = args.args.as_slice() else {
+            return datafusion::common::exec_err!("pg_expandarray takes one argument");
+        };
+        let scalar = matches!(argument, ColumnarValue::Scalar(_));
+        let array = argument.to_array(if scalar { 1 } else { args.number_rows })?;
+        let Some(list) = array.as_list_opt::<i32>() else {
+            return datafusion::common::exec_err!("pg_expandarray takes an array");
+        };
+        let offsets = list.offsets();
+        let mut subscripts = vec![0i32; list.values().len()];
+        for row in 0..list.len() {
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            for (at, subscript) in subscripts[start..end].iter_mut().zip(1..) {
+                *at = subscript;
+            }
+        }
+        let fields = ExpandArray::item_fields(&list.value_type());
+        let subscripts: ArrayRef = Arc::new(datafusion::arrow::array::Int32Array::from(subscripts));
+        let items = StructArray::try_new(fields.clone(), vec![Arc::clone(list.values()), subscripts], None)?;
+        let item = Arc::new(Field::new_list_field(DataType::Struct(fields), true));
+        let result: ArrayRef =
+            Arc::new(ListArray::try_new(item, offsets.clone(), Arc::new(items), list.nulls().cloned())?);
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?));
+        }
+        Ok(ColumnarValue::Array(result))
+    }
+}
+
 /// Registers the functions on `state`; those reading relations read `view`.
 pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<()> {
     let any = || Signature::variadic_any(Volatility::Stable);
@@ -311,6 +447,10 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         ("pg_get_constraintdef", any(), Body::Text(constraintdef)),
         ("pg_get_expr", any(), Body::Text(get_expr)),
         ("pg_get_viewdef", any(), Body::Text(null_text)),
+        // No column owns a sequence.
+        ("pg_get_serial_sequence", any(), Body::Text(null_text)),
+        ("json_build_object", any(), Body::Text(json_build_object)),
+        ("current_setting", any(), Body::Text(current_setting)),
         ("pg_get_statisticsobjdef_columns", any(), Body::Text(null_text)),
         ("obj_description", any(), Body::Text(null_text)),
         ("col_description", any(), Body::Text(null_text)),
@@ -326,6 +466,7 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         ("pg_table_is_visible", any(), Body::Bool(true_if_given)),
         ("pg_type_is_visible", any(), Body::Bool(true_if_given)),
         ("pg_function_is_visible", any(), Body::Bool(true_if_given)),
+        ("pg_collation_is_visible", any(), Body::Bool(true_if_given)),
         ("pg_relation_is_publishable", any(), Body::Bool(|_, _, _| Some(false))),
         ("has_table_privilege", any(), Body::Bool(true_if_all_given)),
         ("has_schema_privilege", any(), Body::Bool(true_if_all_given)),
@@ -345,6 +486,8 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         let function = PgFunction { name, signature, view: Arc::clone(view), body };
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(function)))?;
     }
+    let expand = ExpandArray { signature: Signature::any(1, Volatility::Immutable) };
+    state.register_udf(Arc::new(ScalarUDF::new_from_impl(expand)))?;
     Ok(())
 }
 
@@ -357,6 +500,19 @@ mod tests {
         assert_eq!(relation_name("Accounts"), "accounts");
         assert_eq!(relation_name("public.\"Mixed\""), "Mixed");
         assert_eq!(relation_name("pg_catalog.pg_class"), "pg_class");
+    }
+
+    #[test]
+    fn json_objects_quote_strings_only() {
+        let args = Args::new(vec![
+            Arc::new(StringArray::from(vec!["name", "n"])),
+            Arc::new(StringArray::from(vec![Some("C \"x\""), None])),
+            Arc::new(StringArray::from(vec!["k", "k"])),
+            Arc::new(Int64Array::from(vec![1, 2])),
+        ]);
+        let catalog = Catalog::default();
+        assert_eq!(json_build_object(&catalog, &args, 0).unwrap().unwrap(), r#"{"name" : "C \"x\"", "k" : 1}"#);
+        assert_eq!(json_build_object(&catalog, &args, 1).unwrap().unwrap(), r#"{"n" : null, "k" : 2}"#);
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //! | `a OPERATOR(pg_catalog.~) b` | `a ~ b` (any built-in operator) | the schema-qualified operator form |
 //! | `pg_catalog.f(...)` | `f(...)` | DataFusion does not resolve qualified function names |
 //! | `x::regclass` | `regclassout(x)` (the relation's name) | regclass prints as a name |
-//! | `'name'::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
+//! | `'name'::regclass`, `$1::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
 //! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
 //! | `::oid`, `::name`, `::"char"`, `::pg_catalog.int2[]`, ... | int, text, smallint[] ... | system types Borealis represents with its own |
+//! | `generate_subscripts(a, d)` | `unnest(generate_series(1, array_length(a, d)))` | the set-returning form DataFusion has |
+//! | `information_schema._pg_expandarray(a)` | `unnest(pg_expandarray(a))` | the set of (x, n) records as an unnested struct list |
+//! | `(record).field` | `get_field(record, 'field')` | field selection from a composite value |
 //! | `generate_series(...) g`, `unnest(...) u` | `... g(g)`, `... u(u)` | a one-column function's alias names its column too |
 //! | `ARRAY(SELECT e ...)` | `(SELECT '{' \|\| coalesce(string_agg(e::text, ','), '') \|\| '}' ...)` | PostgreSQL's text form of the array |
 //!
@@ -52,6 +55,7 @@ const EMPTY_SYSTEM_TABLES: &[&str] = &[
     "pg_trigger",
     "pg_extension",
     "pg_views",
+    "pg_sequence",
 ];
 
 /// Applies every rewrite to `statement` in place.
@@ -76,6 +80,13 @@ impl VisitorMut for FunctionAliases {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        // `pg_catalog.generate_series(1, 32) pos(n)`: table functions are not qualified in DataFusion.
+        if let TableFactor::Table { name, args: Some(_), .. } = factor
+            && name.0.len() == 2
+            && is_pg_catalog(&name.0[0])
+        {
+            name.0.remove(0);
+        }
         if let TableFactor::Table { name, args: Some(_), alias: Some(alias), .. } = factor
             && alias.columns.is_empty()
             && table_name(name).is_some_and(|n| n == "generate_series" || n == "unnest")
@@ -100,12 +111,29 @@ fn rewrite_expr(expr: &mut Expr) {
             if function.name.0.len() == 2 && is_pg_catalog(&function.name.0[0]) {
                 function.name.0.remove(0);
             }
+            if is_expandarray(&function.name)
+                && let FunctionArguments::List(list) = &function.args
+                && let [array] = list.args.as_slice()
+                && let Some(rewritten) = parse_expr(&format!("unnest(pg_expandarray({array}))"))
+            {
+                *expr = rewritten;
+                return;
+            }
+            if let Some(rewritten) = generate_subscripts(function) {
+                *expr = rewritten;
+                return;
+            }
             let is_array = function.name.to_string().eq_ignore_ascii_case("array");
             if is_array && let FunctionArguments::Subquery(query) = &function.args {
                 let query = query.as_ref().clone();
                 if let Some(rewritten) = array_subquery(query) {
                     *expr = rewritten;
                 }
+            }
+        }
+        Expr::CompoundFieldAccess { root, access_chain } if matches!(root.as_ref(), Expr::Nested(_)) => {
+            if let Some(rewritten) = field_access(root, access_chain) {
+                *expr = rewritten;
             }
         }
         Expr::Subquery(query) if query_is_empty(query) => *expr = null(),
@@ -117,6 +145,43 @@ fn rewrite_expr(expr: &mut Expr) {
         }
         _ => {}
     }
+}
+
+/// `information_schema._pg_expandarray`, with or without its schema.
+fn is_expandarray(name: &ObjectName) -> bool {
+    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(|i| i.value.to_lowercase()).collect();
+    matches!(
+        parts.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+        ["_pg_expandarray"] | ["information_schema", "_pg_expandarray"]
+    )
+}
+
+/// `(record).field.field`: PostgreSQL's field selection from a composite
+/// value, as DataFusion's `get_field` on a struct. None for any other
+/// access (subscripts), which DataFusion plans itself.
+fn field_access(root: &Expr, chain: &[datafusion::sql::sqlparser::ast::AccessExpr]) -> Option<Expr> {
+    use datafusion::sql::sqlparser::ast::AccessExpr;
+    let Expr::Nested(inner) = root else { return None };
+    let mut text = inner.to_string();
+    for access in chain {
+        let AccessExpr::Dot(Expr::Identifier(field)) = access else { return None };
+        let field = if field.quote_style.is_some() { field.value.clone() } else { field.value.to_lowercase() };
+        text = format!("get_field({text}, '{}')", field.replace('\'', "''"));
+    }
+    parse_expr(&text)
+}
+
+/// `generate_subscripts(a, d)` in a select list: the subscripts 1..n of
+/// dimension `d` as a set, which is `unnest` of the series 1..n. Next to
+/// `unnest(a)` in the same list the two zip row by row, as they do in
+/// PostgreSQL (drivers number an index's key columns this way).
+fn generate_subscripts(function: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
+    if !function.name.to_string().eq_ignore_ascii_case("generate_subscripts") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else { return None };
+    let [array, dimension] = list.args.as_slice() else { return None };
+    parse_expr(&format!("unnest(generate_series(1, CAST(array_length({array}, {dimension}) AS BIGINT)))"))
 }
 
 fn null() -> Expr {
@@ -150,7 +215,11 @@ fn builtin_operator(name: &str) -> Option<BinaryOperator> {
 /// The rewritten cast of `inner` to `data_type`, None to keep it.
 fn cast(inner: &mut Box<Expr>, data_type: &mut DataType) -> Option<Expr> {
     let name = type_name(data_type)?;
-    let literal = matches!(inner.as_ref(), Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(_), .. }));
+    // A parameter cast to regclass is given as a name, like a literal.
+    let literal = matches!(
+        inner.as_ref(),
+        Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(_) | Value::Placeholder(_), .. })
+    );
     let function = match name.as_str() {
         "regclass" if literal => "regclassin",
         "regclass" => "regclassout",
@@ -484,6 +553,10 @@ mod tests {
         assert_eq!(rewritten("SELECT g FROM generate_series(1, 3) g"), "SELECT g FROM generate_series(1, 3) g (g)");
         assert_eq!(rewritten("SELECT x FROM generate_series(1, 3) g(x)"), "SELECT x FROM generate_series(1, 3) g (x)");
         assert_eq!(rewritten("SELECT * FROM t g"), "SELECT * FROM t g");
+        assert_eq!(
+            rewritten("SELECT pos.n FROM pg_catalog.generate_series(1, 32) pos(n)"),
+            "SELECT pos.n FROM generate_series(1, 32) pos (n)"
+        );
     }
 
     #[test]
@@ -514,6 +587,34 @@ mod tests {
             rewritten("SELECT n::regnamespace, '5'::oid, a::pg_catalog.int2[]"),
             "SELECT regnamespaceout(n), '5'::INT, a::SMALLINT[]"
         );
+    }
+
+    #[test]
+    fn generate_subscripts_becomes_an_unnested_series() {
+        assert_eq!(
+            rewritten("SELECT unnest(i.indkey), generate_subscripts(i.indkey, 1) AS ord FROM pg_index i"),
+            "SELECT unnest(i.indkey), unnest(generate_series(1, CAST(array_length(i.indkey, 1) AS BIGINT))) AS ord \
+             FROM pg_index i"
+        );
+        assert_eq!(
+            rewritten("SELECT x FROM t WHERE c = CAST($1 AS REGCLASS)"),
+            "SELECT x FROM t WHERE c = regclassin($1)"
+        );
+    }
+
+    #[test]
+    fn expandarray_becomes_an_unnested_struct_list() {
+        assert_eq!(
+            rewritten(
+                "SELECT (information_schema._pg_expandarray(i.indkey)).n AS k, information_schema._pg_expandarray(i.indkey) AS keys FROM pg_index i"
+            ),
+            "SELECT get_field(unnest(pg_expandarray(i.indkey)), 'n') AS k, unnest(pg_expandarray(i.indkey)) AS keys FROM pg_index i"
+        );
+        assert_eq!(
+            rewritten("SELECT 1 FROM r WHERE r.a = (r.KEYS).x"),
+            "SELECT 1 FROM r WHERE r.a = get_field(r.KEYS, 'x')"
+        );
+        assert_eq!(rewritten("SELECT a[1] FROM r"), "SELECT a[1] FROM r");
     }
 
     #[test]

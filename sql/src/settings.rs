@@ -19,6 +19,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("client_min_messages", "notice"),
     ("datestyle", "ISO, MDY"),
+    ("default_table_access_method", "heap"),
     ("default_transaction_isolation", "read committed"),
     ("default_transaction_read_only", "off"),
     ("extra_float_digits", "1"),
@@ -28,6 +29,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("is_superuser", "on"),
     ("lock_timeout", "0"),
     ("max_identifier_length", "63"),
+    ("max_index_keys", "32"),
     ("search_path", "\"$user\", public"),
     ("server_encoding", "UTF8"),
     ("server_version", "16.6"),
@@ -39,11 +41,18 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("transaction_read_only", "off"),
 ];
 
+/// Every parameter with its default value and whether only the server sets
+/// it, for `pg_catalog.pg_settings`.
+pub fn defaults() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    DEFAULTS.iter().map(|&(name, value)| (name, value, READ_ONLY.contains(&name)))
+}
+
 /// Parameters only the server sets.
 const READ_ONLY: &[&str] = &[
     "integer_datetimes",
     "is_superuser",
     "max_identifier_length",
+    "max_index_keys",
     "server_encoding",
     "server_version",
     "server_version_num",

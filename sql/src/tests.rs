@@ -592,3 +592,50 @@ async fn returning_gives_the_written_rows_with_dml_tags() {
     assert_eq!(rows(&out), strings(&[&["5", "e"]]));
     assert_eq!(query(&mut session, "SELECT count(*) FROM t").await, strings(&[&["2"]]));
 }
+
+/// The types of the columns of `sql`'s result.
+async fn column_types(session: &mut Session, sql: &str) -> Vec<DataType> {
+    let QueryOutput::Rows { schema, .. } = one(session, sql).await else { panic!("{sql}: no rows") };
+    schema.fields().iter().map(|f| f.data_type().clone()).collect()
+}
+
+#[tokio::test]
+async fn integer_literals_are_int4_when_they_fit_and_arithmetic_is_checked() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE nums (id int8 PRIMARY KEY, small int2, mid int4)").await;
+    one(&mut session, "INSERT INTO nums VALUES (1, 2, 3), (9000000000, 4, 2147483647)").await;
+    use DataType::{Int32, Int64};
+    assert_eq!(column_types(&mut session, "SELECT 1, -5, 2147483648, 1 + 2").await, [Int32, Int32, Int64, Int32]);
+    assert_eq!(
+        column_types(&mut session, "SELECT id + 1, mid - 1, small + 1, count(*) + 1 FROM nums GROUP BY id, mid, small")
+            .await,
+        [Int64, Int32, Int32, Int64]
+    );
+    assert_eq!(query(&mut session, "SELECT id FROM nums WHERE id = 1 + 0 ORDER BY 1 LIMIT 1 OFFSET 0").await, [["1"]]);
+    assert_eq!(query(&mut session, "SELECT id FROM nums WHERE id > 2147483647").await, [["9000000000"]]);
+    assert_eq!(query(&mut session, "SELECT 2147483647 + 1::int8, 7 * 6 - 2").await, [["2147483648", "40"]]);
+    // PostgreSQL: 22003 integer out of range, whatever the operator.
+    for sql in [
+        "SELECT 2147483647 + 1",
+        "SELECT -2147483647 - 2",
+        "SELECT 65536 * 65536",
+        "SELECT mid + 1 FROM nums WHERE id = 9000000000",
+        "SELECT 9223372036854775807 + id FROM nums",
+        "SELECT small * CAST(20000 AS smallint) FROM nums",
+    ] {
+        assert_eq!(sqlstate(&mut session, sql).await, "22003", "{sql}");
+    }
+    let error = session.execute("SELECT 2147483647 + 1").await.unwrap_err();
+    assert_eq!(error.message(), "integer out of range");
+}
+
+#[tokio::test]
+async fn described_integer_literals_have_the_executed_type() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    let described = session.describe("SELECT 1 AS one, 2147483648 AS big, 1 + 1 AS two").await.unwrap();
+    let types: Vec<DataType> =
+        described.schema.expect("a query has a schema").fields().iter().map(|f| f.data_type().clone()).collect();
+    assert_eq!(types, [DataType::Int32, DataType::Int64, DataType::Int32]);
+}

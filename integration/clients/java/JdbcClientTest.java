@@ -6,8 +6,8 @@
 // execution (and its results may come back in binary), then one check per
 // feature applications use: batches, prepared queries of each common type,
 // transactions, SQLStates, and the DatabaseMetaData calls that tools and
-// ORMs make (getTables, getColumns; not yet getPrimaryKeys, whose query
-// calls information_schema._pg_expandarray). Connection parameters
+// ORMs make (getTables, getColumns, getPrimaryKeys, getIndexInfo,
+// getImportedKeys), answered as PostgreSQL answers them. Connection parameters
 // come from the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD,
 // PGDATABASE). Every check runs; the program exits 1 if any failed.
 // integration/tests/drivers.rs compiles it with javac and runs it against a
@@ -84,6 +84,8 @@ public class JdbcClientTest {
             try (ResultSet rs = st.executeQuery("SELECT 1 AS one, current_database()")) {
                 check(rs.next(), "one row");
                 equal(rs.getInt("one"), 1);
+                // An integer literal is int4, as in PostgreSQL.
+                equal(rs.getMetaData().getColumnTypeName(1), "int4");
                 equal(rs.getString(2), "postgres");
             }
         }
@@ -278,8 +280,9 @@ public class JdbcClientTest {
 
     static void databaseMetaData() throws Exception {
         try (Connection conn = connect(); Statement st = conn.createStatement()) {
-            st.execute("CREATE TABLE jdbc_meta (id bigint, part int, name varchar(20) NOT NULL, price numeric(8,2),"
-                    + " PRIMARY KEY (id, part))");
+            st.execute("CREATE TABLE jdbc_meta (id bigint, part int, name varchar(20) NOT NULL UNIQUE,"
+                    + " price numeric(8,2), PRIMARY KEY (id, part))");
+            st.execute("CREATE INDEX jdbc_meta_price ON jdbc_meta (price, name)");
             DatabaseMetaData meta = conn.getMetaData();
             List<String> tables = new ArrayList<>();
             try (ResultSet rs = meta.getTables(null, "public", "jdbc_%", new String[] {"TABLE"})) {
@@ -303,6 +306,39 @@ public class JdbcClientTest {
                     "part:" + Types.INTEGER + ":int4:10:NO:2",
                     "name:" + Types.VARCHAR + ":varchar:20:NO:3",
                     "price:" + Types.NUMERIC + ":numeric:8:YES:4"));
+            List<String> keys = new ArrayList<>();
+            try (ResultSet rs = meta.getPrimaryKeys(null, "public", "jdbc_meta")) {
+                while (rs.next()) {
+                    keys.add(rs.getString("COLUMN_NAME") + ":" + rs.getInt("KEY_SEQ") + ":" + rs.getString("PK_NAME"));
+                }
+            }
+            equal(keys, List.of("id:1:jdbc_meta_pkey", "part:2:jdbc_meta_pkey"));
+            // PostgreSQL's order: unique first, then by index name and position.
+            List<String> indexes = new ArrayList<>();
+            try (ResultSet rs = meta.getIndexInfo(null, "public", "jdbc_meta", false, false)) {
+                while (rs.next()) {
+                    indexes.add(rs.getString("INDEX_NAME") + ":" + rs.getBoolean("NON_UNIQUE") + ":"
+                            + rs.getInt("ORDINAL_POSITION") + ":" + rs.getString("COLUMN_NAME") + ":"
+                            + rs.getString("ASC_OR_DESC"));
+                }
+            }
+            equal(indexes, List.of("jdbc_meta_name_key:false:1:name:A", "jdbc_meta_pkey:false:1:id:A",
+                    "jdbc_meta_pkey:false:2:part:A", "jdbc_meta_price:true:1:price:A",
+                    "jdbc_meta_price:true:2:name:A"));
+            int unique = 0;
+            try (ResultSet rs = meta.getIndexInfo(null, "public", "jdbc_meta", true, false)) {
+                while (rs.next()) {
+                    unique++;
+                }
+            }
+            equal(unique, 3);
+            // No foreign keys exist yet, so none reference or are referenced.
+            try (ResultSet rs = meta.getImportedKeys(null, "public", "jdbc_meta")) {
+                check(!rs.next(), "no imported keys");
+            }
+            try (ResultSet rs = meta.getExportedKeys(null, "public", "jdbc_meta")) {
+                check(!rs.next(), "no exported keys");
+            }
             // ResultSetMetaData of a query names the base table and column.
             try (ResultSet rs = st.executeQuery("SELECT name, price FROM jdbc_meta")) {
                 equal(rs.getMetaData().getColumnType(2), Types.NUMERIC);

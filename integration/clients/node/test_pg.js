@@ -38,13 +38,18 @@ async function expectCode(promise, code) {
 }
 
 check('connects_and_queries', () => withClient(async (client) => {
-  // An integer literal is int8 in Borealis (int4 in PostgreSQL), which pg returns as a string: cast.
-  const result = await client.query('SELECT 1::int4 AS one, version() AS v');
+  // An integer literal is int4 (oid 23) when it fits, int8 beyond: pg returns int8 as a string.
+  const result = await client.query('SELECT 1 AS one, version() AS v, 2147483648 AS big');
   assert.equal(result.rows[0].one, 1);
   assert.match(result.rows[0].v, /^PostgreSQL/);
-  assert.deepEqual(result.fields.map((f) => f.name), ['one', 'v']);
-  const multi = await client.query('SELECT 1::int4 AS a; SELECT 2::int4 AS b');
+  assert.equal(result.rows[0].big, '2147483648');
+  assert.deepEqual(result.fields.map((f) => f.name), ['one', 'v', 'big']);
+  assert.deepEqual(result.fields.map((f) => f.dataTypeID), [23, 25, 20]);
+  const multi = await client.query('SELECT 1 AS a; SELECT 1 + 1 AS b');
   assert.deepEqual(multi.map((r) => r.rows[0]), [{ a: 1 }, { b: 2 }]);
+  // int4 arithmetic that overflows fails as in PostgreSQL.
+  const overflow = await expectCode(client.query('SELECT 2147483647 + 1'), '22003');
+  assert.equal(overflow.message, 'integer out of range');
 }));
 
 check('parameterised_queries', () => withClient(async (client) => {

@@ -4,7 +4,8 @@ Goal: an application that models its data with SQLAlchemy's declarative ORM
 and lets it create and introspect its schema runs unmodified.
 Method: a users/addresses model with a relationship; metadata.create_all
 (which first asks pg_catalog whether each table exists), the inspector's
-table lookups, then sessions that add, query,
+reflection of tables, columns, keys and indexes (compared with what
+PostgreSQL answers), then sessions that add, query,
 filter, join, update, delete and roll back. Connection parameters come from
 the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE).
 Every check runs; the script exits 1 if any failed.
@@ -12,8 +13,7 @@ Every check runs; the script exits 1 if any failed.
 Borealis refuses FOREIGN KEY constraints (0A000) until it can enforce them,
 so the relationship names its join condition and foreign column in the
 model (`foreign()`) instead of a ForeignKey on the column: the ORM behaves
-the same and the DDL has no REFERENCES clause. The inspector's column and
-primary-key reflection is not checked yet (see inspector_finds_tables).
+the same and the DDL has no REFERENCES clause.
 """
 
 import datetime
@@ -23,8 +23,8 @@ import sys
 import traceback
 from typing import List, Optional
 
-from sqlalchemy import (BigInteger, Date, DateTime, Numeric, String, Text, create_engine, delete,
-                        func, inspect, select, text, update)
+from sqlalchemy import (BigInteger, Date, DateTime, MetaData, Numeric, String, Table, Text, create_engine,
+                        delete, func, inspect, select, text, update)
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 
@@ -84,9 +84,41 @@ def create_all_creates_the_tables_once():
 def inspector_finds_tables():
     inspector = inspect(ENGINE)
     assert inspector.has_table("sa_users") and not inspector.has_table("sa_missing")
-    # get_columns and get_pk_constraint are not checked: their catalog
-    # queries need generate_subscripts, pg_sequence and json_build_object,
-    # which Borealis does not have yet.
+
+
+@check
+def inspector_reflects_columns_keys_and_indexes():
+    with ENGINE.begin() as conn:
+        conn.execute(text("CREATE TABLE sa_reflect (id int4, part int8, name varchar(20) NOT NULL UNIQUE, "
+                          "note text, amount numeric(10, 2), PRIMARY KEY (id, part))"))
+        conn.execute(text("CREATE INDEX sa_reflect_note ON sa_reflect (note, id)"))
+    try:
+        inspector = inspect(ENGINE)
+        columns = [(c["name"], repr(c["type"]), c["nullable"], c["default"], c["autoincrement"], c["comment"])
+                   for c in inspector.get_columns("sa_reflect")]
+        assert columns == [
+            ("id", "INTEGER()", False, None, False, None),
+            ("part", "BIGINT()", False, None, False, None),
+            ("name", "VARCHAR(length=20)", False, None, False, None),
+            ("note", "TEXT()", True, None, False, None),
+            ("amount", "NUMERIC(precision=10, scale=2)", True, None, False, None),
+        ], columns
+        key = inspector.get_pk_constraint("sa_reflect")
+        assert key["constrained_columns"] == ["id", "part"] and key["name"] == "sa_reflect_pkey", key
+        unique = inspector.get_unique_constraints("sa_reflect")
+        assert [(u["name"], u["column_names"]) for u in unique] == [("sa_reflect_name_key", ["name"])], unique
+        indexes = [(i["name"], i["unique"], i["column_names"], i.get("duplicates_constraint"))
+                   for i in inspector.get_indexes("sa_reflect")]
+        assert indexes == [("sa_reflect_name_key", True, ["name"], "sa_reflect_name_key"),
+                           ("sa_reflect_note", False, ["note", "id"], None)], indexes
+        assert inspector.get_foreign_keys("sa_reflect") == []
+        # Reflection as applications use it: a Table loaded from the database.
+        table = Table("sa_reflect", MetaData(), autoload_with=ENGINE)
+        assert [c.name for c in table.primary_key.columns] == ["id", "part"]
+        assert isinstance(table.c.amount.type, Numeric) and table.c.name.type.length == 20
+    finally:
+        with ENGINE.begin() as conn:
+            conn.execute(text("DROP TABLE sa_reflect"))
 
 
 @check
