@@ -26,12 +26,13 @@
 //! write lock), so that ROLLBACK TO can resume on the same committed state;
 //! SET LOCAL values are not rolled back to a savepoint.
 
-use crate::catalog::{Catalog, META_PAGE, Meta};
+use crate::catalog::{Catalog, META_PAGE, Meta, SequenceState};
 use crate::copy::{CopyFormat, CopyParser, CopyTarget, Record};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::{Snapshot, WriteSet};
 use crate::pg_catalog::{self, PgCatalogSchema};
 use crate::provider::{CatalogView, ROWS_SCHEMA, TablesSchema};
+use crate::sequence::{SequenceContext, Sequences};
 
 /// Schema holding, while a RETURNING list is evaluated, the rows its statement wrote.
 const RETURNING_SCHEMA: &str = "__borealis_returning";
@@ -39,6 +40,7 @@ use crate::settings::{self, Settings};
 use crate::volume::Volume;
 use crate::{ddl, dml, names, pg_rewrite};
 use borealis_storage::ids::{Lsn, PageId};
+use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
@@ -72,6 +74,8 @@ pub struct Engine {
     catalog_cache: Mutex<Arc<Catalog>>,
     /// Last page of each heap chain as of the newest commit (hints; see `WriteSet`).
     last_pages: Mutex<HashMap<PageId, PageId>>,
+    /// Sequences' current values (see `crate::sequence`).
+    sequences: Arc<Sequences>,
 }
 
 impl Engine {
@@ -91,6 +95,7 @@ impl Engine {
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             catalog_cache: Mutex::new(Arc::new(Catalog::default())),
             last_pages: Mutex::new(HashMap::new()),
+            sequences: Arc::new(Sequences::default()),
         }))
     }
 
@@ -134,6 +139,79 @@ impl Engine {
         let last_pages = self.last_pages.lock().expect("last pages lock poisoned").clone();
         let writes = WriteSet::new(Arc::clone(&self.volume), read_point, last_pages);
         Ok(WriteTxn { _guard: guard, writes, private_ddl: false })
+    }
+
+    /// Loads the state of the sequences of `catalog` not in memory yet: from
+    /// the newest commit, or from `txn` for a sequence it created. Readers
+    /// hand out no values and load nothing.
+    async fn load_sequences(&self, catalog: &Catalog, txn: Option<&WriteTxn>) -> Result<(), SqlError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let missing = self.sequences.missing(catalog);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let newest = self.volume.write_read_point().await?;
+        for entry in missing {
+            let page = match txn {
+                Some(txn) if txn.writes.holds(entry.def.page) => txn.writes.page(entry.def.page).await?,
+                _ => self.volume.read_page(entry.def.page, newest).await?,
+            };
+            let state = SequenceState::from_page(&page)?;
+            self.sequences.insert_loaded(Arc::clone(&entry.def), state);
+        }
+        Ok(())
+    }
+
+    /// Writes the sequences' high-water marks that moved (see
+    /// `crate::sequence`) and waits until they are durable, so that no
+    /// value handed out can be handed out again after a crash. A sequence
+    /// created by `txn` keeps its mark in `txn`; the others are written in a
+    /// commit of their own (nextval is not transactional). Without `txn`,
+    /// the engine's write lock is taken for that commit.
+    async fn persist_sequences(&self, catalog: &Catalog, txn: Option<&mut WriteTxn>) -> Result<(), SqlError> {
+        if self.read_only || self.sequences.unpersisted(catalog).is_empty() {
+            return Ok(());
+        }
+        let (mut own, mut txn) = match txn {
+            Some(txn) => (None, Some(txn)),
+            None => (Some(self.begin_write().await?), None),
+        };
+        // After the write lock (held by `txn` or `own`): lock order.
+        let _persisting = self.sequences.persist_lock.lock().await;
+        let unpersisted = self.sequences.unpersisted(catalog);
+        let mut separate = match &own {
+            Some(_) => None,
+            None => {
+                Some(WriteSet::new(Arc::clone(&self.volume), self.volume.write_read_point().await?, HashMap::new()))
+            }
+        };
+        for (_, page, state) in &unpersisted {
+            let body = RedoBody::UpdateTuple { page: *page, slot: 0, data: state.encode() };
+            if let Some(own) = own.as_mut() {
+                own.writes.apply(body).await?;
+            } else if let Some(txn) = txn.as_deref_mut().filter(|txn| txn.writes.holds(*page)) {
+                txn.writes.apply(body).await?;
+            } else if let Some(separate) = separate.as_mut() {
+                separate.apply(body).await?;
+            }
+        }
+        if let Some(own) = own {
+            self.commit(own).await?;
+        }
+        if let Some(separate) = separate.filter(|s| !s.is_empty()) {
+            let read_point = separate.read_point();
+            let (bodies, pages, _) = separate.into_parts();
+            let lsn = self.volume.submit(bodies, pages).await.map_err(|e| e.to_sql_error(true))?;
+            assert!(lsn > read_point, "commit LSN {lsn} is not above its read point {read_point}");
+            self.volume.wait_durable(lsn).await.map_err(|e| e.to_sql_error(true))?;
+            tracing::debug!(commit_lsn = %lsn, "sequence marks committed");
+        }
+        for (uid, _, state) in unpersisted {
+            self.sequences.persisted(uid, state);
+        }
+        Ok(())
     }
 
     /// Commits a write transaction: its redo goes to the volume in one call.
@@ -261,6 +339,7 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Delete(_) => Kind::Write("DELETE"),
         Statement::CreateTable(_) => Kind::Write("CREATE TABLE"),
         Statement::CreateIndex(_) => Kind::Write("CREATE INDEX"),
+        Statement::CreateSequence { .. } => Kind::Write("CREATE SEQUENCE"),
         Statement::Truncate(_) => Kind::Write("TRUNCATE TABLE"),
         Statement::AlterTable(_) => Kind::Write("ALTER TABLE"),
         Statement::Vacuum(_) => Kind::Maintenance("VACUUM"),
@@ -270,6 +349,7 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Deallocate { .. } => Kind::Maintenance("DEALLOCATE"),
         Statement::Analyze(_) => Kind::Maintenance("ANALYZE"),
         Statement::Drop { object_type: ObjectType::Index, .. } => Kind::Write("DROP INDEX"),
+        Statement::Drop { object_type: ObjectType::Sequence, .. } => Kind::Write("DROP SEQUENCE"),
         Statement::Drop { .. } => Kind::Write("DROP TABLE"),
         Statement::Query(_) | Statement::Explain { .. } => Kind::Read,
         other => {
@@ -404,7 +484,8 @@ impl CopyIn {
 
 impl Session {
     fn new(engine: Arc<Engine>) -> Session {
-        let planner = Planner::new(&engine.volume);
+        let sequences = Arc::new(SequenceContext::new(Arc::clone(&engine.sequences), Arc::default(), engine.read_only));
+        let planner = Planner::new(&engine.volume, sequences);
         Session {
             engine,
             planner,
@@ -875,7 +956,8 @@ impl Session {
     async fn read(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
-        self.planner.prepare(catalog, snapshot);
+        self.engine.load_sequences(&catalog, self.open_txn()).await?;
+        self.planner.prepare(Arc::clone(&catalog), snapshot);
         // Judged before the rewrites, which may add aggregates inside subqueries.
         let empty = pg_rewrite::provably_empty(&statement);
         let mut statement = statement;
@@ -890,8 +972,21 @@ impl Session {
             (Err(error), None) => return Err(error),
         };
         let (schema, batches) = self.planner.collect(&plan).await?;
+        let txn = match &mut self.tx {
+            TxState::InBlock(Some(txn)) => Some(txn),
+            _ => None,
+        };
+        self.engine.persist_sequences(&catalog, txn).await?;
         let (schema, batches) = names::rename_batches(schema, batches, names)?;
         Ok(QueryOutput::Rows { schema, batches })
+    }
+
+    /// The open write transaction of the block, if it has one.
+    fn open_txn(&self) -> Option<&WriteTxn> {
+        match &self.tx {
+            TxState::InBlock(Some(txn)) => Some(txn),
+            _ => None,
+        }
     }
 
     async fn write(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
@@ -933,6 +1028,13 @@ impl Session {
                 txn.private_ddl = true;
                 ddl::create_index(txn, &catalog, &create).await
             }
+            Statement::CreateSequence { if_not_exists, name, data_type, sequence_options, owned_by, temporary } => {
+                if temporary || owned_by.is_some() {
+                    return Err(SqlError::unsupported("TEMPORARY and OWNED BY sequences"));
+                }
+                txn.private_ddl = true;
+                ddl::create_sequence(txn, &catalog, if_not_exists, &name, data_type.as_ref(), &sequence_options).await
+            }
             Statement::Truncate(truncate) => {
                 txn.private_ddl = true;
                 ddl::truncate(txn, &catalog, &truncate).await
@@ -946,9 +1048,12 @@ impl Session {
                 ddl::drop_tables(txn, &catalog, object_type, if_exists, &names).await
             }
             mut statement => {
-                self.planner.prepare(catalog, snapshot);
+                self.engine.load_sequences(&catalog, Some(txn)).await?;
+                self.planner.prepare(Arc::clone(&catalog), snapshot);
                 pg_rewrite::alias_function_columns(&mut statement);
-                Box::pin(dml::run(&mut self.planner, txn, statement, params)).await
+                let output = Box::pin(dml::run(&mut self.planner, txn, statement, params)).await?;
+                self.engine.persist_sequences(&catalog, Some(txn)).await?;
+                Ok(output)
             }
         }
     }
@@ -972,15 +1077,16 @@ pub(crate) struct Planner {
 }
 
 impl Planner {
-    fn new(volume: &Arc<dyn Volume>) -> Planner {
+    fn new(volume: &Arc<dyn Volume>, sequences: Arc<SequenceContext>) -> Planner {
         let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(1);
         // Keep strings as Utf8 everywhere, the type tables store.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
         let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
         crate::functions::register(&mut state).expect("registering functions on a fresh state succeeds");
         crate::functions::register_volume(&mut state, volume).expect("registering functions on a fresh state succeeds");
-        let view = Arc::new(CatalogView::default());
+        let view = sequences.view();
         crate::pg_functions::register(&mut state, &view).expect("registering functions on a fresh state succeeds");
+        crate::sequence::register(&mut state, &sequences).expect("registering functions on a fresh state succeeds");
         let catalog = state
             .catalog_list()
             .catalog(&state.config().options().catalog.default_catalog)
