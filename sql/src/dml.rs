@@ -322,7 +322,7 @@ fn apply_defaults(catalog: &Catalog, insert: &mut Insert) -> Result<(), SqlError
         omitted.iter().map(|&c| default_expr(&def, c).map(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
     let wrapped =
         format!("SELECT \"__borealis_insert\".*, {} FROM ({source}) AS \"__borealis_insert\"", defaults.join(", "));
-    *source = Box::new(query(&wrapped)?);
+    **source = query(&wrapped)?;
     insert.columns = named.iter().chain(&omitted).map(|&c| column_name(&def, c)).collect();
     Ok(())
 }
