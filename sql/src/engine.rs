@@ -459,16 +459,17 @@ struct CopyIn {
 }
 
 impl CopyIn {
-    async fn feed(&mut self, data: &[u8]) -> Result<(), SqlError> {
+    async fn feed(&mut self, data: &[u8], planner: &Planner) -> Result<(), SqlError> {
         self.parser.feed(data, &mut self.records)?;
         if self.records.len() >= COPY_BATCH_ROWS {
-            self.flush().await?;
+            self.flush(planner).await?;
         }
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), SqlError> {
-        let rows = self.target.rows(&self.records)?;
+    async fn flush(&mut self, planner: &Planner) -> Result<(), SqlError> {
+        let defaults = self.default_values(planner).await?;
+        let rows = self.target.rows(&self.records, &defaults)?;
         self.records.clear();
         let def = Arc::clone(&self.target.def);
         for row in rows {
@@ -479,6 +480,24 @@ impl CopyIn {
             }
         }
         Ok(())
+    }
+
+    /// The defaults of the columns not copied, one value per buffered record
+    /// (evaluated by DataFusion row by row, so nextval gives each its own).
+    async fn default_values(&self, planner: &Planner) -> Result<Vec<datafusion::arrow::array::ArrayRef>, SqlError> {
+        let defaulted = self.target.defaulted();
+        if defaulted.is_empty() || self.records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items: Vec<&str> = defaulted.iter().map(|(_, text)| *text).collect();
+        let sql = format!("SELECT {} FROM generate_series(1, {})", items.join(", "), self.records.len());
+        let statement = parse(&sql)?.pop().ok_or_else(|| SqlError::internal("defaults did not parse"))?;
+        let plan = planner.plan_unbound(statement).await?;
+        let (_, batches) = planner.collect(&plan).await?;
+        let schema = batches.first().map(RecordBatch::schema).ok_or_else(|| SqlError::internal("no default rows"))?;
+        let batch =
+            datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(|e| SqlError::from_arrow(&e))?;
+        Ok(batch.columns().to_vec())
     }
 }
 
@@ -504,7 +523,7 @@ impl Session {
     pub async fn copy_data(&mut self, data: &[u8]) {
         let Some(copy) = self.copy.as_mut() else { return };
         if copy.failure.is_none()
-            && let Err(error) = copy.feed(data).await
+            && let Err(error) = copy.feed(data, &self.planner).await
         {
             copy.failure = Some(error);
         }
@@ -518,9 +537,13 @@ impl Session {
         let written = match copy.failure.take() {
             Some(error) => Err(error),
             None => match copy.parser.finish(&mut copy.records) {
-                Ok(()) => copy.flush().await,
+                Ok(()) => copy.flush(&self.planner).await,
                 Err(error) => Err(error),
             },
+        };
+        let written = match written {
+            Ok(()) => self.engine.persist_sequences(&Arc::clone(&self.planner.catalog), Some(&mut copy.txn)).await,
+            Err(error) => Err(error),
         };
         if let Err(error) = written {
             self.end_failed_copy(copy.autocommit);
@@ -578,6 +601,10 @@ impl Session {
         let entry = catalog.get(&name).ok_or_else(|| SqlError::undefined_table(&name))?;
         let target = CopyTarget::new(Arc::clone(&entry.def), &columns)?;
         let columns = target.field_count();
+        if !target.defaulted().is_empty() {
+            self.engine.load_sequences(&catalog, Some(&txn)).await?;
+        }
+        self.planner.prepare(Arc::clone(&catalog), txn.writes.snapshot());
         self.copy = Some(CopyIn {
             txn,
             autocommit,

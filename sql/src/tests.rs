@@ -660,3 +660,28 @@ async fn prepared_insert_returning_gives_serial_values() {
         assert_eq!(rows(&output), strings(&[&[id]]));
     }
 }
+
+#[tokio::test]
+async fn copy_fills_columns_it_omits_with_their_defaults() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE t (id serial PRIMARY KEY, name text, n int DEFAULT 7, m int)").await;
+    one(&mut session, "INSERT INTO t (name) VALUES ('first')").await;
+    one(&mut session, "COPY t (name, m) FROM STDIN").await;
+    session.copy_data(b"ann\t1\nbob\t\\N\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 2");
+    // Given columns keep their values, NULL included.
+    one(&mut session, "COPY t (id, name, n) FROM STDIN").await;
+    session.copy_data(b"100\tcy\t\\N\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 1");
+    assert_eq!(
+        query(&mut session, "SELECT id, name, n, m FROM t ORDER BY id").await,
+        strings(&[
+            &["1", "first", "7", "NULL"],
+            &["2", "ann", "7", "1"],
+            &["3", "bob", "7", "NULL"],
+            &["100", "cy", "NULL", "NULL"]
+        ])
+    );
+    assert_eq!(query(&mut session, "SELECT nextval('t_id_seq')").await, strings(&[&["4"]]));
+}
