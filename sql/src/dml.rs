@@ -226,6 +226,36 @@ pub(crate) fn ordered_param_types(types: &HashMap<String, Option<DataType>>) -> 
     Ok((1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten().unwrap_or(DataType::Utf8)).collect())
 }
 
+/// INSERT's `OVERRIDING {SYSTEM | USER} VALUE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Overriding {
+    /// Explicit values go into GENERATED ALWAYS identity columns too.
+    System,
+    /// Explicit values for identity columns are replaced by their defaults.
+    User,
+}
+
+/// The key under which `crate::engine::parse` leaves an INSERT's
+/// OVERRIDING clause in its (otherwise unused in PostgreSQL) `settings`,
+/// until [`apply_defaults`] takes it out before planning.
+const OVERRIDING_SETTING: &str = "__borealis_overriding";
+
+/// Records `overriding` on `insert` (see [`OVERRIDING_SETTING`]).
+pub(crate) fn set_overriding(insert: &mut Insert, overriding: Overriding) {
+    let value = if overriding == Overriding::System { "system" } else { "user" };
+    insert.settings = Some(vec![datafusion::sql::sqlparser::ast::Setting {
+        key: Ident::new(OVERRIDING_SETTING),
+        value: Expr::value(Value::SingleQuotedString(value.into())),
+    }]);
+}
+
+/// Takes the OVERRIDING clause out of `insert`.
+fn take_overriding(insert: &mut Insert) -> Option<Overriding> {
+    let settings = insert.settings.take_if(|s| s.iter().any(|s| s.key.value == OVERRIDING_SETTING))?;
+    let system = settings.iter().any(|s| s.value.to_string() == "'system'");
+    Some(if system { Overriding::System } else { Overriding::User })
+}
+
 /// Whether `expr` is the keyword DEFAULT (as VALUES and SET may hold it).
 fn is_default_keyword(expr: &Expr) -> bool {
     matches!(expr, Expr::Identifier(ident) if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default"))
@@ -255,6 +285,7 @@ fn column_name(def: &TableDef, column: usize) -> ObjectName {
 /// columns' defaults (see the module docs). Anything it cannot resolve
 /// (unknown table or column) is left for the planner to report.
 fn apply_defaults(catalog: &Catalog, insert: &mut Insert) -> Result<(), SqlError> {
+    let overriding = take_overriding(insert);
     let TableObject::TableName(name) = &insert.table else { return Ok(()) };
     let Some(entry) = table_name(name).ok().and_then(|name| catalog.get(&name)) else { return Ok(()) };
     let def = Arc::clone(&entry.def);
@@ -289,9 +320,10 @@ fn apply_defaults(catalog: &Catalog, insert: &mut Insert) -> Result<(), SqlError
         for row in &mut values.rows {
             for (position, value) in row.content.iter_mut().enumerate() {
                 let Some(&column) = named.get(position) else { continue };
-                if is_default_keyword(value) {
+                let identity = def.columns[column].identity;
+                if is_default_keyword(value) || (identity.is_some() && overriding == Some(Overriding::User)) {
                     *value = default_expr(&def, column)?;
-                } else if def.columns[column].identity == Some(Identity::Always) {
+                } else if identity == Some(Identity::Always) && overriding != Some(Overriding::System) {
                     return Err(generated_always(&def, column));
                 }
             }
@@ -308,7 +340,12 @@ fn apply_defaults(catalog: &Catalog, insert: &mut Insert) -> Result<(), SqlError
         return Ok(());
     }
     // INSERT ... SELECT: the query's rows, then the omitted columns' defaults.
-    if let Some(&column) = named.iter().find(|&&c| def.columns[c].identity == Some(Identity::Always)) {
+    if overriding == Some(Overriding::User) && named.iter().any(|&c| def.columns[c].identity.is_some()) {
+        return Err(SqlError::unsupported("OVERRIDING USER VALUE with a query"));
+    }
+    if let Some(&column) = named.iter().find(|&&c| def.columns[c].identity == Some(Identity::Always))
+        && overriding != Some(Overriding::System)
+    {
         return Err(generated_always(&def, column));
     }
     if !explicit {

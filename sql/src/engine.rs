@@ -59,7 +59,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedMutexGuard;
@@ -360,19 +360,55 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
     })
 }
 
+/// Removes `OVERRIDING {SYSTEM | USER} VALUE` (INSERT's clause, which
+/// sqlparser does not know) from `tokens`; returns the remaining tokens and,
+/// for each clause removed, the index of the token that followed it.
+fn take_overriding(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Vec<(usize, dml::Overriding)>) {
+    let word = |token: &TokenWithSpan, text: &str| matches!(&token.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(text));
+    let mut kept = Vec::with_capacity(tokens.len());
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < tokens.len() {
+        if word(&tokens[at], "overriding") {
+            let next: Vec<usize> =
+                (at + 1..tokens.len()).filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_))).take(2).collect();
+            if let [kind, value] = next[..]
+                && word(&tokens[value], "value")
+                && (word(&tokens[kind], "system") || word(&tokens[kind], "user"))
+            {
+                let overriding =
+                    if word(&tokens[kind], "system") { dml::Overriding::System } else { dml::Overriding::User };
+                found.push((kept.len(), overriding));
+                at = value + 1;
+                continue;
+            }
+        }
+        kept.push(tokens[at].clone());
+        at += 1;
+    }
+    (kept, found)
+}
+
 /// Parses `sql` into statements (PostgreSQL dialect). Adds what sqlparser
-/// lacks: `ABORT [WORK | TRANSACTION]` (PostgreSQL's ROLLBACK), and
-/// PostgreSQL's `VACUUM [options] [tables]` (sqlparser knows Redshift's).
+/// lacks: `ABORT [WORK | TRANSACTION]` (PostgreSQL's ROLLBACK),
+/// PostgreSQL's `VACUUM [options] [tables]` (sqlparser knows Redshift's),
+/// and INSERT's `OVERRIDING {SYSTEM | USER} VALUE` (see `dml::Overriding`).
 pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let syntax = |e: ParserError| SqlError::syntax(&e);
     let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .with_unescape(true)
+        .tokenize_with_location()
+        .map_err(|e| syntax(ParserError::from(e)))?;
+    let (tokens, overriding) = take_overriding(tokens);
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
         if parser.peek_token().token == Token::EOF {
             return Ok(statements);
         }
+        let start = parser.index();
         if parser.parse_keyword(Keyword::ABORT) {
             let _ = parser.parse_one_of_keywords(&[Keyword::WORK, Keyword::TRANSACTION]);
             statements.push(Statement::Rollback { chain: false, savepoint: None });
@@ -401,6 +437,12 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
             }));
         } else {
             statements.push(parser.parse_statement().map_err(syntax)?);
+        }
+        if let Some((_, kind)) = overriding.iter().find(|(at, _)| (start..=parser.index()).contains(at)) {
+            match statements.last_mut() {
+                Some(Statement::Insert(insert)) => dml::set_overriding(insert, *kind),
+                _ => return Err(SqlError::new(sqlstate::SYNTAX_ERROR, "syntax error at or near \"OVERRIDING\"")),
+            }
         }
         if parser.peek_token().token != Token::EOF && !parser.consume_token(&Token::SemiColon) {
             let found = parser.peek_token();
