@@ -887,6 +887,10 @@ impl Session {
                 return Err(SqlError::internal("savepoint holds writes but the block has no transaction"));
             }
         };
+        if restored.is_some() {
+            // The restored write set may hold older marks of sequences the block created.
+            self.engine.sequences.forget_persisted();
+        }
         self.tx = TxState::InBlock(restored);
         Ok(QueryOutput::command("ROLLBACK"))
     }
@@ -955,7 +959,13 @@ impl Session {
             TxState::Idle => Ok(QueryOutput::command("COMMIT")),
             TxState::Failed => Ok(QueryOutput::command("ROLLBACK")),
             TxState::InBlock(None) => Ok(QueryOutput::command("COMMIT")),
-            TxState::InBlock(Some(txn)) => {
+            TxState::InBlock(Some(mut txn)) => {
+                // A ROLLBACK TO may have undone the mark of a sequence the
+                // block created (`Sequences::forget_persisted`): write it again.
+                if self.engine.sequences.any_unpersisted() {
+                    let catalog = self.engine.catalog_at(&txn.writes.snapshot(), txn.private_ddl).await?;
+                    self.engine.persist_sequences(&catalog, Some(&mut txn)).await?;
+                }
                 self.engine.commit(txn).await?;
                 Ok(QueryOutput::command("COMMIT"))
             }

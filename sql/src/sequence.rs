@@ -261,6 +261,20 @@ impl Sequences {
             .collect()
     }
 
+    /// Whether any sequence in memory has a mark to write.
+    pub(crate) fn any_unpersisted(&self) -> bool {
+        self.live().values().any(|live| live.wanted() != live.persisted)
+    }
+
+    /// Forgets what every sequence's page holds, so that each is written
+    /// again: after ROLLBACK TO SAVEPOINT restored a write set in which the
+    /// page of a sequence created by that transaction holds an older mark.
+    pub(crate) fn forget_persisted(&self) {
+        for live in self.live().values_mut() {
+            live.persisted = SequenceState { last_value: i64::MIN, is_called: false };
+        }
+    }
+
     /// Records that the page of sequence `uid` holds `state`.
     pub(crate) fn persisted(&self, uid: u64, state: SequenceState) {
         if let Some(live) = self.live().get_mut(&uid) {
