@@ -873,6 +873,21 @@ pub static SYSTEM_TABLES: &[SystemTable] = &[
         ],
     },
     SystemTable {
+        name: "pg_sequence",
+        oid: 2224,
+        relkind: "r",
+        columns: &[
+            ("seqrelid", O),
+            ("seqtypid", O),
+            ("seqstart", Kind::Int8),
+            ("seqincrement", Kind::Int8),
+            ("seqmax", Kind::Int8),
+            ("seqmin", Kind::Int8),
+            ("seqcache", Kind::Int8),
+            ("seqcycle", B),
+        ],
+    },
+    SystemTable {
         name: "pg_extension",
         oid: 3079,
         relkind: "r",
@@ -938,8 +953,22 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
         table_rows(&mut rows, def);
     }
     for sequence in catalog.sequences() {
-        let oid = crate::sequence::sequence_oid(&sequence.def);
-        relation_rows(&mut rows, oid, &sequence.def.name, PUBLIC_NAMESPACE, "S", 0, false);
+        let def = &sequence.def;
+        let oid = crate::sequence::sequence_oid(def);
+        relation_rows(&mut rows, oid, &def.name, PUBLIC_NAMESPACE, "S", 0, false);
+        rows.push(
+            "pg_sequence",
+            vec![
+                oid.into(),
+                type_of(def.ty).0.into(),
+                Value::Int(def.start),
+                Value::Int(def.increment),
+                Value::Int(def.max_value),
+                Value::Int(def.min_value),
+                Value::Int(def.cache),
+                false.into(),
+            ],
+        );
     }
     let mut built = HashMap::new();
     for system in SYSTEM_TABLES {
