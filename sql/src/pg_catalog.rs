@@ -888,6 +888,20 @@ pub static SYSTEM_TABLES: &[SystemTable] = &[
         ],
     },
     SystemTable {
+        name: "pg_depend",
+        oid: 2608,
+        relkind: "r",
+        columns: &[
+            ("classid", O),
+            ("objid", O),
+            ("objsubid", I4),
+            ("refclassid", O),
+            ("refobjid", O),
+            ("refobjsubid", I4),
+            ("deptype", T),
+        ],
+    },
+    SystemTable {
         name: "pg_extension",
         oid: 3079,
         relkind: "r",
@@ -969,6 +983,28 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
                 false.into(),
             ],
         );
+        // An owned sequence depends on its column: 'a' (auto) for SERIAL, 'i' (internal) for identity.
+        let owner = def.owned_by.as_ref().and_then(|(table, column)| {
+            let owner = tables(catalog).find(|t| t.id == *table)?;
+            let index = owner.column_index(column)?;
+            Some((owner, index))
+        });
+        if let Some((owner, index)) = owner {
+            let deptype = if owner.columns[index].identity.is_some() { "i" } else { "a" };
+            let pg_class = SYSTEM_TABLES[1].oid;
+            rows.push(
+                "pg_depend",
+                vec![
+                    pg_class.into(),
+                    oid.into(),
+                    0.into(),
+                    pg_class.into(),
+                    table_oid(owner).into(),
+                    (index as i32 + 1).into(),
+                    deptype.into(),
+                ],
+            );
+        }
     }
     let mut built = HashMap::new();
     for system in SYSTEM_TABLES {
