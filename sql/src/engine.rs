@@ -473,6 +473,10 @@ pub struct Session {
     /// The write transaction of a failed block that has savepoints, kept
     /// (with the write lock) for ROLLBACK TO.
     failed_txn: Option<WriteTxn>,
+    /// The sequence functions' state (what nextval used).
+    sequences: Arc<SequenceContext>,
+    /// The open block called nextval or setval.
+    block_used_sequences: bool,
 }
 
 /// A savepoint: the block's write state when it was set.
@@ -546,7 +550,7 @@ impl CopyIn {
 impl Session {
     fn new(engine: Arc<Engine>) -> Session {
         let sequences = Arc::new(SequenceContext::new(Arc::clone(&engine.sequences), Arc::default(), engine.read_only));
-        let planner = Planner::new(&engine.volume, sequences);
+        let planner = Planner::new(&engine.volume, Arc::clone(&sequences));
         Session {
             engine,
             planner,
@@ -557,7 +561,16 @@ impl Session {
             copy: None,
             savepoints: Vec::new(),
             failed_txn: None,
+            sequences,
+            block_used_sequences: false,
         }
+    }
+
+    /// Whether the statement took sequence values whose marks must be written.
+    fn sequences_used(&mut self) -> bool {
+        let used = self.sequences.take_used();
+        self.block_used_sequences |= used;
+        used
     }
 
     /// Feeds COPY FROM STDIN data. An error is kept and reported by
@@ -584,8 +597,10 @@ impl Session {
             },
         };
         let written = match written {
-            Ok(()) => self.engine.persist_sequences(&Arc::clone(&self.planner.catalog), Some(&mut copy.txn)).await,
-            Err(error) => Err(error),
+            Ok(()) if self.sequences_used() => {
+                self.engine.persist_sequences(&Arc::clone(&self.planner.catalog), Some(&mut copy.txn)).await
+            }
+            other => other,
         };
         if let Err(error) = written {
             self.end_failed_copy(copy.autocommit);
@@ -829,6 +844,7 @@ impl Session {
         self.settings.end_block();
         self.savepoints.clear();
         self.failed_txn = None;
+        self.block_used_sequences = false;
     }
 
     /// SAVEPOINT, RELEASE SAVEPOINT and ROLLBACK TO SAVEPOINT.
@@ -954,6 +970,7 @@ impl Session {
     }
 
     async fn commit(&mut self) -> Result<QueryOutput, SqlError> {
+        let used_sequences = self.block_used_sequences;
         self.end_block();
         match std::mem::replace(&mut self.tx, TxState::Idle) {
             TxState::Idle => Ok(QueryOutput::command("COMMIT")),
@@ -962,7 +979,7 @@ impl Session {
             TxState::InBlock(Some(mut txn)) => {
                 // A ROLLBACK TO may have undone the mark of a sequence the
                 // block created (`Sequences::forget_persisted`): write it again.
-                if self.engine.sequences.any_unpersisted() {
+                if used_sequences && self.engine.sequences.any_unpersisted() {
                     let catalog = self.engine.catalog_at(&txn.writes.snapshot(), txn.private_ddl).await?;
                     self.engine.persist_sequences(&catalog, Some(&mut txn)).await?;
                 }
@@ -1051,11 +1068,13 @@ impl Session {
             (Err(error), None) => return Err(error),
         };
         let (schema, batches) = self.planner.collect(&plan).await?;
-        let txn = match &mut self.tx {
-            TxState::InBlock(Some(txn)) => Some(txn),
-            _ => None,
-        };
-        self.engine.persist_sequences(&catalog, txn).await?;
+        if self.sequences_used() {
+            let txn = match &mut self.tx {
+                TxState::InBlock(Some(txn)) => Some(txn),
+                _ => None,
+            };
+            self.engine.persist_sequences(&catalog, txn).await?;
+        }
         let (schema, batches) = names::rename_batches(schema, batches, names)?;
         Ok(QueryOutput::Rows { schema, batches })
     }
@@ -1131,7 +1150,9 @@ impl Session {
                 self.planner.prepare(Arc::clone(&catalog), snapshot);
                 pg_rewrite::alias_function_columns(&mut statement);
                 let output = Box::pin(dml::run(&mut self.planner, txn, statement, params)).await?;
-                self.engine.persist_sequences(&catalog, Some(txn)).await?;
+                if self.sequences_used() {
+                    self.engine.persist_sequences(&catalog, Some(txn)).await?;
+                }
                 Ok(output)
             }
         }

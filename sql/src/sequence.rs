@@ -41,6 +41,7 @@ use datafusion::logical_expr::{
 use datafusion::sql::sqlparser::ast::{Expr, SequenceOptions, UnaryOperator, Value};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Values the high-water mark moves ahead of the last value handed out:
@@ -305,11 +306,27 @@ pub struct SequenceContext {
     view: Arc<CatalogView>,
     read_only: bool,
     values: Mutex<SessionValues>,
+    /// nextval or setval ran since [`SequenceContext::take_used`] last looked.
+    used: AtomicBool,
 }
 
 impl SequenceContext {
     pub fn new(sequences: Arc<Sequences>, view: Arc<CatalogView>, read_only: bool) -> SequenceContext {
-        SequenceContext { sequences, view, read_only, values: Mutex::new(SessionValues::default()) }
+        SequenceContext {
+            sequences,
+            view,
+            read_only,
+            values: Mutex::new(SessionValues::default()),
+            used: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether nextval or setval ran since the last call: the session then
+    /// has high-water marks to write before its statement returns. (Other
+    /// sessions' marks are theirs to write: a plain query never waits for
+    /// the write lock.)
+    pub fn take_used(&self) -> bool {
+        self.used.swap(false, Ordering::Relaxed)
     }
 
     /// The catalog view the functions read (the session planner's).
@@ -333,6 +350,7 @@ impl SequenceContext {
 
     fn nextval(&self, def: &SequenceDef) -> Result<i64, SqlError> {
         self.refuse_on_reader("nextval")?;
+        self.used.store(true, Ordering::Relaxed);
         let value = self.sequences.with(def, Live::next)?;
         let mut values = self.values();
         values.current.insert(def.uid, value);
@@ -351,6 +369,7 @@ impl SequenceContext {
 
     fn setval(&self, def: &SequenceDef, value: i64, is_called: bool) -> Result<i64, SqlError> {
         self.refuse_on_reader("setval")?;
+        self.used.store(true, Ordering::Relaxed);
         self.sequences.with(def, |live| live.set(value, is_called))?;
         if is_called {
             self.values().current.insert(def.uid, value);
