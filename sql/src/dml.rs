@@ -18,7 +18,7 @@
 //! omits that has a DEFAULT (SERIAL and identity columns included) gets its
 //! default expression, as does every `DEFAULT` in its VALUES;
 //! `DEFAULT VALUES` becomes one VALUES row of defaults
-//! ([`apply_defaults`]). The expressions then run in DataFusion like any
+//! (`apply_defaults`). The expressions then run in DataFusion like any
 //! other, once per row (nextval included), so RETURNING sees the values.
 //!
 //! Indexes: every row change updates the table's B+tree indexes in the same

@@ -3,10 +3,11 @@
 //! A statement's path: [`Session::execute`] parses the SQL with sqlparser
 //! (PostgreSQL dialect), then per statement:
 //! 1. transaction control (BEGIN, COMMIT, ROLLBACK) is handled here;
-//! 2. writes (INSERT, UPDATE, DELETE, CREATE TABLE, DROP TABLE) run in a
-//!    write transaction: the engine-wide write lock, a [`WriteSet`] over the
-//!    newest commit, then the statement (`crate::dml`, `crate::ddl`); an
-//!    autocommit statement commits at once, a block at COMMIT;
+//! 2. writes (INSERT, UPDATE, DELETE, CREATE/DROP TABLE and SEQUENCE, ...)
+//!    run in a write transaction: the engine-wide write lock, a [`WriteSet`]
+//!    over the newest commit, then the statement (`crate::dml`,
+//!    `crate::ddl`); an autocommit statement commits at once, a block at
+//!    COMMIT;
 //! 3. queries are planned and run by DataFusion over the statement's
 //!    [`Snapshot`]: a fresh read point per statement (read committed), or the
 //!    open write transaction's private pages.
@@ -19,6 +20,11 @@
 //! Error policy: a failed statement leaves the engine and the session usable;
 //! inside a block it puts the block in the failed state (25P02 until
 //! ROLLBACK, and COMMIT then rolls back), as PostgreSQL does.
+//!
+//! Sequences: a statement that took sequence values (nextval, setval,
+//! defaults) writes their high-water marks before it returns, in a commit
+//! of its own unless the sequence is the block's own (see `crate::sequence`
+//! and `Engine::persist_sequences`).
 //!
 //! Savepoints (SAVEPOINT, ROLLBACK TO, RELEASE) copy the open write set:
 //! ROLLBACK TO puts the copy back, and also leaves the failed state. While a
