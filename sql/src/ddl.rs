@@ -82,8 +82,23 @@ pub(crate) async fn create_table(
 
 /// The SQL text a DEFAULT expression is stored as. `'s'::regclass` becomes
 /// `'s'`: the sequence functions take a name, and the write path does not
-/// rewrite regclass casts.
-pub fn default_text(expr: &Expr) -> String {
+/// rewrite regclass casts. A column reference is refused (0A000), as in
+/// PostgreSQL: a default is computed without the row.
+pub fn default_text(expr: &Expr) -> Result<String, SqlError> {
+    let mut refused = None;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(expr, |e| {
+        if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+            refused = Some(SqlError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "cannot use column reference in default expression",
+            ));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(error) = refused {
+        return Err(error);
+    }
     let mut expr = expr.clone();
     let _ = visit_expressions_mut(&mut expr, |e| {
         if let Expr::Cast { expr: inner, data_type: DataType::Regclass, .. } = e {
@@ -91,7 +106,7 @@ pub fn default_text(expr: &Expr) -> String {
         }
         ControlFlow::<()>::Continue(())
     });
-    expr.to_string()
+    Ok(expr.to_string())
 }
 
 /// The default of a column whose values come from sequence `name`.
@@ -231,7 +246,7 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<(TableDef, Vec<(
             match &option.option {
                 ColumnOption::Null => {}
                 ColumnOption::NotNull => nullable = false,
-                ColumnOption::Default(expr) => default = Some(default_text(expr)),
+                ColumnOption::Default(expr) => default = Some(default_text(expr)?),
                 ColumnOption::Generated {
                     generated_as: generated @ (GeneratedAs::Always | GeneratedAs::ByDefault),
                     sequence_options,
@@ -533,7 +548,7 @@ pub(crate) async fn alter_table(
             let column = &mut def.columns[index];
             match op {
                 AlterColumnOperation::SetDefault { value } if column.identity.is_none() => {
-                    column.default = Some(default_text(value));
+                    column.default = Some(default_text(value)?);
                 }
                 AlterColumnOperation::DropDefault if column.identity.is_none() => column.default = None,
                 AlterColumnOperation::SetDefault { .. } | AlterColumnOperation::DropDefault => {
