@@ -193,7 +193,7 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     fn table() -> TableDef {
-        let column = |name: &str, ty| ColumnDef { name: name.into(), ty, nullable: true };
+        let column = |name: &str, ty| ColumnDef::new(name, ty, true);
         let index = |name: &str, columns: Vec<usize>, unique| IndexDef {
             name: name.into(),
             columns,

@@ -418,8 +418,19 @@ impl CopyTarget {
         self.columns.len()
     }
 
-    /// The encoded rows of `records` (columns not copied are NULL).
-    pub fn rows(&self, records: &[Record]) -> Result<Vec<Vec<u8>>, SqlError> {
+    /// The columns not copied that have a DEFAULT, with its SQL text.
+    pub fn defaulted(&self) -> Vec<(usize, &str)> {
+        let columns = self.def.columns.iter().enumerate();
+        columns
+            .filter(|(index, _)| !self.columns.contains(index))
+            .filter_map(|(index, column)| column.default.as_deref().map(|text| (index, text)))
+            .collect()
+    }
+
+    /// The encoded rows of `records`. Columns not copied take their values
+    /// from `defaults` (one array of `records.len()` values per column of
+    /// [`CopyTarget::defaulted`], in that order), or are NULL.
+    pub fn rows(&self, records: &[Record], defaults: &[ArrayRef]) -> Result<Vec<Vec<u8>>, SqlError> {
         for record in records {
             if record.len() != self.columns.len() {
                 let what = if record.len() > self.columns.len() {
@@ -431,8 +442,21 @@ impl CopyTarget {
             }
         }
         let options = CastOptions { safe: false, ..Default::default() };
+        let defaulted: Vec<usize> = self.defaulted().into_iter().map(|(index, _)| index).collect();
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.def.columns.len());
         for (index, column) in self.def.columns.iter().enumerate() {
+            if let Some(position) = defaulted.iter().position(|&c| c == index) {
+                let array = defaults
+                    .get(position)
+                    .ok_or_else(|| SqlError::internal(format_args!("no default values for column {}", column.name)))?;
+                let target = column.ty.arrow_type();
+                arrays.push(if array.data_type() == &target {
+                    Arc::clone(array)
+                } else {
+                    cast_with_options(array, &target, &options).map_err(|e| SqlError::from_arrow(&e))?
+                });
+                continue;
+            }
             let text: StringArray = match self.columns.iter().position(|&c| c == index) {
                 Some(field) => records.iter().map(|record| record[field].as_deref()).collect(),
                 None => std::iter::repeat_n(None::<&str>, records.len()).collect(),

@@ -4,13 +4,18 @@
 //! All run inside a write transaction (`crate::engine`), change the catalog
 //! rows and bump the catalog version (`crate::catalog`). Names follow
 //! PostgreSQL: unquoted identifiers fold to lower case, quoted ones are kept.
-//! Supported column options: NULL, NOT NULL, PRIMARY KEY, UNIQUE; table
-//! constraints: PRIMARY KEY (cols), UNIQUE (cols). A primary key or unique
-//! constraint creates a B+tree index named as PostgreSQL names it
-//! (`t_pkey`, `t_a_b_key`). Anything else (DEFAULT, CHECK, REFERENCES,
-//! CREATE TABLE AS, ...) is refused with 0A000 rather than silently ignored.
+//! Supported column options: NULL, NOT NULL, PRIMARY KEY, UNIQUE, DEFAULT
+//! expr, GENERATED {ALWAYS | BY DEFAULT} AS IDENTITY; types SERIAL,
+//! BIGSERIAL, SMALLSERIAL; table constraints: PRIMARY KEY (cols), UNIQUE
+//! (cols). A primary key or unique constraint creates a B+tree index named
+//! as PostgreSQL names it (`t_pkey`, `t_a_b_key`); a SERIAL or identity
+//! column a sequence owned by the column (`t_col_seq`), dropped with the
+//! table. Anything else (CHECK, REFERENCES, CREATE TABLE AS, ...) is refused
+//! with 0A000 rather than silently ignored.
+//!
+//! Also CREATE SEQUENCE and DROP SEQUENCE (`crate::sequence`).
 
-use crate::catalog::{self, Catalog, CatalogEntry, ColumnDef, IndexDef, TableDef, TableId};
+use crate::catalog::{self, Catalog, CatalogEntry, ColumnDef, Identity, IndexDef, SequenceDef, TableDef, TableId};
 use crate::engine::{QueryOutput, WriteTxn};
 use crate::error::{SqlError, sqlstate};
 use crate::index;
@@ -18,9 +23,11 @@ use crate::types::SqlType;
 use borealis_storage::ids::PageId;
 use borealis_storage::page::PageKind;
 use datafusion::sql::sqlparser::ast::{
-    AlterTable, AlterTableOperation, ColumnOption, CreateIndex, CreateTable, Expr, Ident, IndexColumn, IndexType,
-    ObjectName, ObjectNamePart, ObjectType, TableConstraint, Truncate,
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, CreateIndex, CreateTable, DataType, Expr,
+    GeneratedAs, Ident, IndexColumn, IndexType, ObjectName, ObjectNamePart, ObjectType, SequenceOptions,
+    TableConstraint, Truncate, visit_expressions_mut,
 };
+use std::ops::ControlFlow;
 
 /// Columns a table may have (PostgreSQL's limit).
 pub const COLUMNS_MAX: usize = 1600;
@@ -60,13 +67,129 @@ pub(crate) async fn create_table(
     create: &CreateTable,
 ) -> Result<QueryOutput, SqlError> {
     refuse_unsupported_create(create)?;
-    let def = table_def(create, catalog)?;
+    let (def, sequences) = table_def(create, catalog)?;
     if create.if_not_exists && catalog.get(&def.name).is_some() {
         tracing::debug!(table = %def.name, "CREATE TABLE IF NOT EXISTS: already exists");
         return Ok(QueryOutput::command("CREATE TABLE"));
     }
-    catalog::create_table(&mut txn.writes, catalog, def).await?;
+    let id = catalog::create_table(&mut txn.writes, catalog, def).await?;
+    for (column, mut sequence) in sequences {
+        sequence.owned_by = Some((id, column));
+        catalog::create_sequence(&mut txn.writes, catalog, sequence).await?;
+    }
     Ok(QueryOutput::command("CREATE TABLE"))
+}
+
+/// The SQL text a DEFAULT expression is stored as. `'s'::regclass` becomes
+/// `'s'`: the sequence functions take a name, and the write path does not
+/// rewrite regclass casts. A column reference is refused (0A000), as in
+/// PostgreSQL: a default is computed without the row.
+pub fn default_text(expr: &Expr) -> Result<String, SqlError> {
+    let mut refused = None;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(expr, |e| {
+        if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+            refused = Some(SqlError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "cannot use column reference in default expression",
+            ));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(error) = refused {
+        return Err(error);
+    }
+    let mut expr = expr.clone();
+    let _ = visit_expressions_mut(&mut expr, |e| {
+        if let Expr::Cast { expr: inner, data_type: DataType::Regclass, .. } = e {
+            *e = (**inner).clone();
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(expr.to_string())
+}
+
+/// The default of a column whose values come from sequence `name`.
+fn nextval_default(name: &str) -> String {
+    format!("nextval('{}')", name.replace('\'', "''"))
+}
+
+/// The integer type of SERIAL, BIGSERIAL and SMALLSERIAL (and serial2/4/8).
+fn serial_type(data_type: &DataType) -> Option<SqlType> {
+    let DataType::Custom(name, modifiers) = data_type else { return None };
+    if !modifiers.is_empty() {
+        return None;
+    }
+    match name.to_string().to_lowercase().as_str() {
+        "serial" | "serial4" => Some(SqlType::Int4),
+        "bigserial" | "serial8" => Some(SqlType::Int8),
+        "smallserial" | "serial2" => Some(SqlType::Int2),
+        _ => None,
+    }
+}
+
+/// CREATE SEQUENCE [IF NOT EXISTS] name [AS type] [options].
+pub(crate) async fn create_sequence(
+    txn: &mut WriteTxn,
+    catalog: &Catalog,
+    if_not_exists: bool,
+    name: &ObjectName,
+    data_type: Option<&DataType>,
+    options: &[SequenceOptions],
+) -> Result<QueryOutput, SqlError> {
+    let name = table_name(name)?;
+    if catalog.relation_exists(&name) {
+        if if_not_exists {
+            tracing::debug!(sequence = %name, "CREATE SEQUENCE IF NOT EXISTS: already exists");
+            return Ok(QueryOutput::command("CREATE SEQUENCE"));
+        }
+        return Err(catalog::relation_exists(&name));
+    }
+    let ty = data_type.map(SqlType::from_ast).transpose()?.unwrap_or(SqlType::Int8);
+    let def = crate::sequence::sequence_def(name, ty, options)?;
+    catalog::create_sequence(&mut txn.writes, catalog, def).await?;
+    Ok(QueryOutput::command("CREATE SEQUENCE"))
+}
+
+/// DROP SEQUENCE [IF EXISTS] names. A sequence owned by a column goes only
+/// with its table (or the column's default would name a missing sequence).
+async fn drop_sequences(
+    txn: &mut WriteTxn,
+    catalog: &Catalog,
+    if_exists: bool,
+    names: &[ObjectName],
+) -> Result<QueryOutput, SqlError> {
+    let mut dropped: Vec<u64> = Vec::new();
+    for name in names {
+        let name = table_name(name)?;
+        let Some(entry) = catalog.sequence(&name) else {
+            if if_exists {
+                tracing::debug!(sequence = %name, "DROP SEQUENCE IF EXISTS: no such sequence");
+                continue;
+            }
+            if catalog.relation_exists(&name) {
+                return Err(SqlError::new(sqlstate::WRONG_OBJECT_TYPE, format!("\"{name}\" is not a sequence")));
+            }
+            return Err(SqlError::new(sqlstate::UNDEFINED_TABLE, format!("sequence \"{name}\" does not exist")));
+        };
+        if let Some((table, column)) = &entry.def.owned_by
+            && let Some(owner) = catalog.names().filter_map(|n| catalog.get(n)).find(|e| e.def.id == *table)
+        {
+            return Err(SqlError::new(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop sequence {name} because other objects depend on it: default value for column {column} of table {} depends on sequence {name}",
+                    owner.def.name
+                ),
+            ));
+        }
+        if dropped.contains(&entry.def.uid) {
+            continue;
+        }
+        dropped.push(entry.def.uid);
+        catalog::drop_sequence(&mut txn.writes, entry).await?;
+    }
+    Ok(QueryOutput::command("DROP SEQUENCE"))
 }
 
 fn refuse_unsupported_create(create: &CreateTable) -> Result<(), SqlError> {
@@ -85,7 +208,9 @@ fn refuse_unsupported_create(create: &CreateTable) -> Result<(), SqlError> {
     Ok(())
 }
 
-fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, SqlError> {
+/// The table CREATE TABLE describes, and the sequences its SERIAL and
+/// identity columns need (by column name; ids and pages assigned later).
+fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<(TableDef, Vec<(String, SequenceDef)>), SqlError> {
     let name = table_name(&create.name)?;
     if create.columns.len() > COLUMNS_MAX {
         return Err(SqlError::new(
@@ -96,6 +221,8 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, SqlErr
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
     let mut primary_key: Option<(Option<String>, Vec<usize>)> = None;
     let mut unique: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+    // Columns that take their values from a sequence of their own, with its options.
+    let mut sequenced: Vec<(usize, Vec<SequenceOptions>)> = Vec::new();
     for (index, column) in create.columns.iter().enumerate() {
         let column_name = normalize(&column.name);
         if columns.iter().any(|c| c.name == column_name) {
@@ -104,12 +231,43 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, SqlErr
                 format!("column \"{column_name}\" specified more than once"),
             ));
         }
-        let ty = SqlType::from_ast(&column.data_type)?;
-        let mut nullable = true;
+        let serial = serial_type(&column.data_type);
+        let ty = match serial {
+            Some(ty) => ty,
+            None => SqlType::from_ast(&column.data_type)?,
+        };
+        let mut nullable = serial.is_none();
+        let mut default = None;
+        let mut identity = None;
+        if serial.is_some() {
+            sequenced.push((index, Vec::new()));
+        }
         for option in &column.options {
             match &option.option {
                 ColumnOption::Null => {}
                 ColumnOption::NotNull => nullable = false,
+                ColumnOption::Default(expr) => default = Some(default_text(expr)?),
+                ColumnOption::Generated {
+                    generated_as: generated @ (GeneratedAs::Always | GeneratedAs::ByDefault),
+                    sequence_options,
+                    generation_expr: None,
+                    ..
+                } => {
+                    if !matches!(ty, SqlType::Int2 | SqlType::Int4 | SqlType::Int8) {
+                        return Err(SqlError::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!(
+                                "identity column type must be smallint, integer, or bigint (column \"{column_name}\")"
+                            ),
+                        ));
+                    }
+                    identity = Some(match generated {
+                        GeneratedAs::Always => Identity::Always,
+                        _ => Identity::ByDefault,
+                    });
+                    nullable = false;
+                    sequenced.push((index, sequence_options.clone().unwrap_or_default()));
+                }
                 ColumnOption::PrimaryKey(pk) => {
                     set_primary_key(&mut primary_key, pk.name.as_ref().map(normalize), vec![index], &name)?;
                 }
@@ -117,7 +275,13 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, SqlErr
                 other => return Err(SqlError::unsupported(format_args!("column option {other}"))),
             }
         }
-        columns.push(ColumnDef { name: column_name, ty, nullable });
+        if (serial.is_some() || identity.is_some()) && default.is_some() {
+            return Err(SqlError::new(
+                sqlstate::SYNTAX_ERROR,
+                format!("multiple default values specified for column \"{column_name}\" of table \"{name}\""),
+            ));
+        }
+        columns.push(ColumnDef { name: column_name, ty, nullable, default, identity });
     }
     for constraint in &create.constraints {
         match constraint {
@@ -159,7 +323,17 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, SqlErr
     for &index in &primary_key {
         columns[index].nullable = false;
     }
-    Ok(TableDef { id: TableId(0), name, columns, primary_key, indexes, first_page: PageId(0) })
+    let mut sequences = Vec::with_capacity(sequenced.len());
+    for (index, options) in sequenced {
+        let column = &mut columns[index];
+        let base = format!("{name}_{}_seq", column.name);
+        let sequence_name = index::choose_name(catalog, &taken, &base);
+        taken.push(sequence_name.clone());
+        let def = crate::sequence::sequence_def(sequence_name.clone(), column.ty, &options)?;
+        column.default = Some(nextval_default(&sequence_name));
+        sequences.push((column.name.clone(), def));
+    }
+    Ok((TableDef { id: TableId(0), name, columns, primary_key, indexes, first_page: PageId(0) }, sequences))
 }
 
 fn key_columns(key: &[IndexColumn], columns: &[ColumnDef]) -> Result<Vec<usize>, SqlError> {
@@ -209,6 +383,7 @@ pub(crate) async fn drop_tables(
     match object_type {
         ObjectType::Table => {}
         ObjectType::Index => return drop_indexes(txn, catalog, if_exists, names).await,
+        ObjectType::Sequence => return drop_sequences(txn, catalog, if_exists, names).await,
         other => return Err(SqlError::unsupported(format_args!("DROP {other}"))),
     }
     let mut entries = Vec::with_capacity(names.len());
@@ -223,6 +398,10 @@ pub(crate) async fn drop_tables(
     }
     for entry in &entries {
         catalog::drop_table(&mut txn.writes, entry).await?;
+        let owned = catalog.sequences().filter(|s| s.def.owned_by.as_ref().is_some_and(|(id, _)| *id == entry.def.id));
+        for sequence in owned {
+            catalog::drop_sequence(&mut txn.writes, sequence).await?;
+        }
     }
     Ok(QueryOutput::command("DROP TABLE"))
 }
@@ -358,6 +537,30 @@ pub(crate) async fn alter_table(
     let mut def = (*entry.def).clone();
     let mut taken = Vec::new();
     for operation in &alter.operations {
+        if let AlterTableOperation::AlterColumn { column_name, op } = operation {
+            let column = normalize(column_name);
+            let index = def.column_index(&column).ok_or_else(|| {
+                SqlError::new(
+                    sqlstate::UNDEFINED_COLUMN,
+                    format!("column \"{column}\" of relation \"{name}\" does not exist"),
+                )
+            })?;
+            let column = &mut def.columns[index];
+            match op {
+                AlterColumnOperation::SetDefault { value } if column.identity.is_none() => {
+                    column.default = Some(default_text(value)?);
+                }
+                AlterColumnOperation::DropDefault if column.identity.is_none() => column.default = None,
+                AlterColumnOperation::SetDefault { .. } | AlterColumnOperation::DropDefault => {
+                    return Err(SqlError::new(
+                        sqlstate::SYNTAX_ERROR,
+                        format!("column \"{}\" of relation \"{name}\" is an identity column", column.name),
+                    ));
+                }
+                other => return Err(SqlError::unsupported(format_args!("ALTER COLUMN ... {other}"))),
+            }
+            continue;
+        }
         let AlterTableOperation::AddConstraint { constraint, .. } = operation else {
             return Err(SqlError::unsupported(format_args!("ALTER TABLE {operation}")));
         };

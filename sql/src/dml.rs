@@ -14,11 +14,18 @@
 //! applied to the transaction's write set. The whole result is collected
 //! before any write, so a statement never sees its own changes.
 //!
+//! Defaults: before planning, an INSERT is rewritten so that every column it
+//! omits that has a DEFAULT (SERIAL and identity columns included) gets its
+//! default expression, as does every `DEFAULT` in its VALUES;
+//! `DEFAULT VALUES` becomes one VALUES row of defaults
+//! (`apply_defaults`). The expressions then run in DataFusion like any
+//! other, once per row (nextval included), so RETURNING sees the values.
+//!
 //! Indexes: every row change updates the table's B+tree indexes in the same
 //! write set, and unique indexes (primary keys included) refuse duplicates
 //! as rows are written (`crate::index`).
 
-use crate::catalog::{CatalogEntry, TableDef};
+use crate::catalog::{Catalog, CatalogEntry, Identity, TableDef};
 use crate::ddl::{normalize, table_name};
 use crate::engine::{Described, Planner, QueryOutput, WriteTxn, parse};
 use crate::error::{SqlError, sqlstate};
@@ -34,8 +41,11 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr, FromTable, Ident, SelectItem, Statement, TableFactor, TableWithJoins, Update, Value,
+    AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName, Query, SelectItem, SetExpr, Statement,
+    TableFactor, TableObject, TableWithJoins, Update, Value,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -52,6 +62,7 @@ pub(crate) async fn run(
                 return Err(SqlError::unsupported("INSERT ... ON CONFLICT"));
             }
             let returning = insert.returning.take();
+            apply_defaults(planner.catalog(), &mut insert)?;
             let plan = planner.plan(Statement::Insert(insert), params).await?;
             let (entry, rows) = insert_rows(planner, txn, plan).await?;
             let count = rows.iter().map(RecordBatch::num_rows).sum::<usize>();
@@ -145,6 +156,7 @@ pub(crate) async fn describe(
         }
         Statement::Insert(mut insert) => {
             let returning = insert.returning.take();
+            apply_defaults(planner.catalog(), &mut insert)?;
             let plan = planner.plan_unbound(Statement::Insert(insert)).await?;
             let returned = match (&plan, returning) {
                 (LogicalPlan::Dml(DmlStatement { table_name, .. }), Some(items)) => {
@@ -212,6 +224,151 @@ pub(crate) fn ordered_param_types(types: &HashMap<String, Option<DataType>>) -> 
         count = count.max(index);
     }
     Ok((1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten().unwrap_or(DataType::Utf8)).collect())
+}
+
+/// INSERT's `OVERRIDING {SYSTEM | USER} VALUE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Overriding {
+    /// Explicit values go into GENERATED ALWAYS identity columns too.
+    System,
+    /// Explicit values for identity columns are replaced by their defaults.
+    User,
+}
+
+/// The key under which `crate::engine::parse` leaves an INSERT's
+/// OVERRIDING clause in its (otherwise unused in PostgreSQL) `settings`,
+/// until [`apply_defaults`] takes it out before planning.
+const OVERRIDING_SETTING: &str = "__borealis_overriding";
+
+/// Records `overriding` on `insert` (see [`OVERRIDING_SETTING`]).
+pub(crate) fn set_overriding(insert: &mut Insert, overriding: Overriding) {
+    let value = if overriding == Overriding::System { "system" } else { "user" };
+    insert.settings = Some(vec![datafusion::sql::sqlparser::ast::Setting {
+        key: Ident::new(OVERRIDING_SETTING),
+        value: Expr::value(Value::SingleQuotedString(value.into())),
+    }]);
+}
+
+/// Takes the OVERRIDING clause out of `insert`.
+fn take_overriding(insert: &mut Insert) -> Option<Overriding> {
+    let settings = insert.settings.take_if(|s| s.iter().any(|s| s.key.value == OVERRIDING_SETTING))?;
+    let system = settings.iter().any(|s| s.value.to_string() == "'system'");
+    Some(if system { Overriding::System } else { Overriding::User })
+}
+
+/// Whether `expr` is the keyword DEFAULT (as VALUES and SET may hold it).
+fn is_default_keyword(expr: &Expr) -> bool {
+    matches!(expr, Expr::Identifier(ident) if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default"))
+}
+
+/// A stored default expression (NULL for a column without one).
+fn default_expr(def: &TableDef, column: usize) -> Result<Expr, SqlError> {
+    let Some(text) = &def.columns[column].default else { return Ok(Expr::value(Value::Null)) };
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(|e| SqlError::syntax(&e))?;
+    parser.parse_expr().map_err(|e| SqlError::syntax(&e))
+}
+
+/// 428C9 for an explicit value in a GENERATED ALWAYS identity column.
+fn generated_always(def: &TableDef, column: usize) -> SqlError {
+    SqlError::new(
+        sqlstate::GENERATED_ALWAYS,
+        format!("cannot insert a non-DEFAULT value into column \"{}\"", def.columns[column].name),
+    )
+}
+
+fn column_name(def: &TableDef, column: usize) -> ObjectName {
+    ObjectName::from(vec![Ident::with_quote('"', def.columns[column].name.clone())])
+}
+
+/// Rewrites an INSERT so that omitted columns and `DEFAULT` values get the
+/// columns' defaults (see the module docs). Anything it cannot resolve
+/// (unknown table or column) is left for the planner to report.
+fn apply_defaults(catalog: &Catalog, insert: &mut Insert) -> Result<(), SqlError> {
+    let overriding = take_overriding(insert);
+    let TableObject::TableName(name) = &insert.table else { return Ok(()) };
+    let Some(entry) = table_name(name).ok().and_then(|name| catalog.get(&name)) else { return Ok(()) };
+    let def = Arc::clone(&entry.def);
+    let has_default = |column: usize| def.columns[column].default.is_some();
+    let mut named: Vec<usize> = Vec::with_capacity(insert.columns.len());
+    for column in &insert.columns {
+        let Some(index) =
+            column.0.last().and_then(|part| part.as_ident()).and_then(|i| def.column_index(&normalize(i)))
+        else {
+            return Ok(());
+        };
+        named.push(index);
+    }
+    let Some(source) = insert.source.as_mut() else {
+        // DEFAULT VALUES: one row of every column's default.
+        let mut columns: Vec<usize> = (0..def.columns.len()).filter(|&c| has_default(c)).collect();
+        if columns.is_empty() {
+            columns.push(0);
+        }
+        let values =
+            columns.iter().map(|&c| default_expr(&def, c).map(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
+        insert.columns = columns.iter().map(|&c| column_name(&def, c)).collect();
+        insert.source = Some(Box::new(query(&format!("VALUES ({})", values.join(", ")))?));
+        return Ok(());
+    };
+    let explicit = !insert.columns.is_empty();
+    if let SetExpr::Values(values) = source.body.as_mut() {
+        let width = values.rows.iter().map(|row| row.content.len()).max().unwrap_or(0);
+        if !explicit {
+            named = (0..width.min(def.columns.len())).collect();
+        }
+        for row in &mut values.rows {
+            for (position, value) in row.content.iter_mut().enumerate() {
+                let Some(&column) = named.get(position) else { continue };
+                let identity = def.columns[column].identity;
+                if is_default_keyword(value) || (identity.is_some() && overriding == Some(Overriding::User)) {
+                    *value = default_expr(&def, column)?;
+                } else if identity == Some(Identity::Always) && overriding != Some(Overriding::System) {
+                    return Err(generated_always(&def, column));
+                }
+            }
+        }
+        let omitted: Vec<usize> = (0..def.columns.len()).filter(|c| !named.contains(c) && has_default(*c)).collect();
+        if omitted.is_empty() {
+            return Ok(());
+        }
+        let defaults = omitted.iter().map(|&c| default_expr(&def, c)).collect::<Result<Vec<_>, _>>()?;
+        for row in &mut values.rows {
+            row.content.extend(defaults.iter().cloned());
+        }
+        insert.columns = named.iter().chain(&omitted).map(|&c| column_name(&def, c)).collect();
+        return Ok(());
+    }
+    // INSERT ... SELECT: the query's rows, then the omitted columns' defaults.
+    if overriding == Some(Overriding::User) && named.iter().any(|&c| def.columns[c].identity.is_some()) {
+        return Err(SqlError::unsupported("OVERRIDING USER VALUE with a query"));
+    }
+    if let Some(&column) = named.iter().find(|&&c| def.columns[c].identity == Some(Identity::Always))
+        && overriding != Some(Overriding::System)
+    {
+        return Err(generated_always(&def, column));
+    }
+    if !explicit {
+        return Ok(());
+    }
+    let omitted: Vec<usize> = (0..def.columns.len()).filter(|c| !named.contains(c) && has_default(*c)).collect();
+    if omitted.is_empty() {
+        return Ok(());
+    }
+    let defaults =
+        omitted.iter().map(|&c| default_expr(&def, c).map(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
+    let wrapped =
+        format!("SELECT \"__borealis_insert\".*, {} FROM ({source}) AS \"__borealis_insert\"", defaults.join(", "));
+    **source = query(&wrapped)?;
+    insert.columns = named.iter().chain(&omitted).map(|&c| column_name(&def, c)).collect();
+    Ok(())
+}
+
+/// `sql` parsed as a query.
+fn query(sql: &str) -> Result<Query, SqlError> {
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(|e| SqlError::syntax(&e))?;
+    Ok(*parser.parse_query().map_err(|e| SqlError::syntax(&e))?)
 }
 
 /// Inserts the rows of an INSERT's plan; returns the table and the rows (table columns).
@@ -417,6 +574,12 @@ fn rewrite_update(planner: &Planner, update: &Update) -> Result<Rewrite, SqlErro
                 format!("column \"{name}\" of relation \"{}\" does not exist", entry.def.name),
             )
         })?;
+        if def_identity_always(&entry.def, index) && !is_default_keyword(&assignment.value) {
+            return Err(SqlError::new(
+                sqlstate::GENERATED_ALWAYS,
+                format!("column \"{name}\" can only be updated to DEFAULT"),
+            ));
+        }
         if values.insert(index, &assignment.value).is_some() {
             return Err(SqlError::new(
                 sqlstate::SYNTAX_ERROR,
@@ -432,12 +595,17 @@ fn rewrite_update(planner: &Planner, update: &Update) -> Result<Rewrite, SqlErro
     let mut items = vec![format!("{alias}.\"{ROW_ADDRESS_COLUMN}\"")];
     for (index, column) in entry.def.columns.iter().enumerate() {
         match values.get(&index) {
+            Some(expr) if is_default_keyword(expr) => items.push(format!("({})", default_expr(&entry.def, index)?)),
             Some(expr) => items.push(format!("({expr})")),
             None => items.push(format!("{alias}.{}", Ident::with_quote('"', column.name.clone()))),
         }
     }
     let select = select_statement(&items, &table, &alias, update.selection.as_ref())?;
     Ok(Rewrite { select, entry, alias, placeholder_types })
+}
+
+fn def_identity_always(def: &TableDef, column: usize) -> bool {
+    def.columns[column].identity == Some(Identity::Always)
 }
 
 fn rewrite_delete(planner: &Planner, delete: &Delete) -> Result<Rewrite, SqlError> {

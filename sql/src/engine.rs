@@ -3,10 +3,11 @@
 //! A statement's path: [`Session::execute`] parses the SQL with sqlparser
 //! (PostgreSQL dialect), then per statement:
 //! 1. transaction control (BEGIN, COMMIT, ROLLBACK) is handled here;
-//! 2. writes (INSERT, UPDATE, DELETE, CREATE TABLE, DROP TABLE) run in a
-//!    write transaction: the engine-wide write lock, a [`WriteSet`] over the
-//!    newest commit, then the statement (`crate::dml`, `crate::ddl`); an
-//!    autocommit statement commits at once, a block at COMMIT;
+//! 2. writes (INSERT, UPDATE, DELETE, CREATE/DROP TABLE and SEQUENCE, ...)
+//!    run in a write transaction: the engine-wide write lock, a [`WriteSet`]
+//!    over the newest commit, then the statement (`crate::dml`,
+//!    `crate::ddl`); an autocommit statement commits at once, a block at
+//!    COMMIT;
 //! 3. queries are planned and run by DataFusion over the statement's
 //!    [`Snapshot`]: a fresh read point per statement (read committed), or the
 //!    open write transaction's private pages.
@@ -20,18 +21,24 @@
 //! inside a block it puts the block in the failed state (25P02 until
 //! ROLLBACK, and COMMIT then rolls back), as PostgreSQL does.
 //!
+//! Sequences: a statement that took sequence values (nextval, setval,
+//! defaults) writes their high-water marks before it returns, in a commit
+//! of its own unless the sequence is the block's own (see `crate::sequence`
+//! and `Engine::persist_sequences`).
+//!
 //! Savepoints (SAVEPOINT, ROLLBACK TO, RELEASE) copy the open write set:
 //! ROLLBACK TO puts the copy back, and also leaves the failed state. While a
 //! block has savepoints, failing it keeps its write transaction (and the
 //! write lock), so that ROLLBACK TO can resume on the same committed state;
 //! SET LOCAL values are not rolled back to a savepoint.
 
-use crate::catalog::{Catalog, META_PAGE, Meta};
+use crate::catalog::{Catalog, META_PAGE, Meta, SequenceState};
 use crate::copy::{CopyFormat, CopyParser, CopyTarget, Record};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::{Snapshot, WriteSet};
 use crate::pg_catalog::{self, PgCatalogSchema};
 use crate::provider::{CatalogView, ROWS_SCHEMA, TablesSchema};
+use crate::sequence::{SequenceContext, Sequences};
 
 /// Schema holding, while a RETURNING list is evaluated, the rows its statement wrote.
 const RETURNING_SCHEMA: &str = "__borealis_returning";
@@ -39,6 +46,7 @@ use crate::settings::{self, Settings};
 use crate::volume::Volume;
 use crate::{ddl, dml, names, pg_rewrite};
 use borealis_storage::ids::{Lsn, PageId};
+use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
@@ -57,7 +65,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedMutexGuard;
@@ -72,6 +80,8 @@ pub struct Engine {
     catalog_cache: Mutex<Arc<Catalog>>,
     /// Last page of each heap chain as of the newest commit (hints; see `WriteSet`).
     last_pages: Mutex<HashMap<PageId, PageId>>,
+    /// Sequences' current values (see `crate::sequence`).
+    sequences: Arc<Sequences>,
 }
 
 impl Engine {
@@ -91,6 +101,7 @@ impl Engine {
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             catalog_cache: Mutex::new(Arc::new(Catalog::default())),
             last_pages: Mutex::new(HashMap::new()),
+            sequences: Arc::new(Sequences::default()),
         }))
     }
 
@@ -134,6 +145,79 @@ impl Engine {
         let last_pages = self.last_pages.lock().expect("last pages lock poisoned").clone();
         let writes = WriteSet::new(Arc::clone(&self.volume), read_point, last_pages);
         Ok(WriteTxn { _guard: guard, writes, private_ddl: false })
+    }
+
+    /// Loads the state of the sequences of `catalog` not in memory yet: from
+    /// the newest commit, or from `txn` for a sequence it created. Readers
+    /// hand out no values and load nothing.
+    async fn load_sequences(&self, catalog: &Catalog, txn: Option<&WriteTxn>) -> Result<(), SqlError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let missing = self.sequences.missing(catalog);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let newest = self.volume.write_read_point().await?;
+        for entry in missing {
+            let page = match txn {
+                Some(txn) if txn.writes.holds(entry.def.page) => txn.writes.page(entry.def.page).await?,
+                _ => self.volume.read_page(entry.def.page, newest).await?,
+            };
+            let state = SequenceState::from_page(&page)?;
+            self.sequences.insert_loaded(Arc::clone(&entry.def), state);
+        }
+        Ok(())
+    }
+
+    /// Writes the sequences' high-water marks that moved (see
+    /// `crate::sequence`) and waits until they are durable, so that no
+    /// value handed out can be handed out again after a crash. A sequence
+    /// created by `txn` keeps its mark in `txn`; the others are written in a
+    /// commit of their own (nextval is not transactional). Without `txn`,
+    /// the engine's write lock is taken for that commit.
+    async fn persist_sequences(&self, catalog: &Catalog, txn: Option<&mut WriteTxn>) -> Result<(), SqlError> {
+        if self.read_only || self.sequences.unpersisted(catalog).is_empty() {
+            return Ok(());
+        }
+        let (mut own, mut txn) = match txn {
+            Some(txn) => (None, Some(txn)),
+            None => (Some(self.begin_write().await?), None),
+        };
+        // After the write lock (held by `txn` or `own`): lock order.
+        let _persisting = self.sequences.persist_lock.lock().await;
+        let unpersisted = self.sequences.unpersisted(catalog);
+        let mut separate = match &own {
+            Some(_) => None,
+            None => {
+                Some(WriteSet::new(Arc::clone(&self.volume), self.volume.write_read_point().await?, HashMap::new()))
+            }
+        };
+        for (_, page, state) in &unpersisted {
+            let body = RedoBody::UpdateTuple { page: *page, slot: 0, data: state.encode() };
+            if let Some(own) = own.as_mut() {
+                own.writes.apply(body).await?;
+            } else if let Some(txn) = txn.as_deref_mut().filter(|txn| txn.writes.holds(*page)) {
+                txn.writes.apply(body).await?;
+            } else if let Some(separate) = separate.as_mut() {
+                separate.apply(body).await?;
+            }
+        }
+        if let Some(own) = own {
+            self.commit(own).await?;
+        }
+        if let Some(separate) = separate.filter(|s| !s.is_empty()) {
+            let read_point = separate.read_point();
+            let (bodies, pages, _) = separate.into_parts();
+            let lsn = self.volume.submit(bodies, pages).await.map_err(|e| e.to_sql_error(true))?;
+            assert!(lsn > read_point, "commit LSN {lsn} is not above its read point {read_point}");
+            self.volume.wait_durable(lsn).await.map_err(|e| e.to_sql_error(true))?;
+            tracing::debug!(commit_lsn = %lsn, "sequence marks committed");
+        }
+        for (uid, _, state) in unpersisted {
+            self.sequences.persisted(uid, state);
+        }
+        Ok(())
     }
 
     /// Commits a write transaction: its redo goes to the volume in one call.
@@ -261,6 +345,7 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Delete(_) => Kind::Write("DELETE"),
         Statement::CreateTable(_) => Kind::Write("CREATE TABLE"),
         Statement::CreateIndex(_) => Kind::Write("CREATE INDEX"),
+        Statement::CreateSequence { .. } => Kind::Write("CREATE SEQUENCE"),
         Statement::Truncate(_) => Kind::Write("TRUNCATE TABLE"),
         Statement::AlterTable(_) => Kind::Write("ALTER TABLE"),
         Statement::Vacuum(_) => Kind::Maintenance("VACUUM"),
@@ -270,6 +355,7 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Deallocate { .. } => Kind::Maintenance("DEALLOCATE"),
         Statement::Analyze(_) => Kind::Maintenance("ANALYZE"),
         Statement::Drop { object_type: ObjectType::Index, .. } => Kind::Write("DROP INDEX"),
+        Statement::Drop { object_type: ObjectType::Sequence, .. } => Kind::Write("DROP SEQUENCE"),
         Statement::Drop { .. } => Kind::Write("DROP TABLE"),
         Statement::Query(_) | Statement::Explain { .. } => Kind::Read,
         other => {
@@ -280,19 +366,55 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
     })
 }
 
+/// Removes `OVERRIDING {SYSTEM | USER} VALUE` (INSERT's clause, which
+/// sqlparser does not know) from `tokens`; returns the remaining tokens and,
+/// for each clause removed, the index of the token that followed it.
+fn take_overriding(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Vec<(usize, dml::Overriding)>) {
+    let word = |token: &TokenWithSpan, text: &str| matches!(&token.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(text));
+    let mut kept = Vec::with_capacity(tokens.len());
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < tokens.len() {
+        if word(&tokens[at], "overriding") {
+            let next: Vec<usize> =
+                (at + 1..tokens.len()).filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_))).take(2).collect();
+            if let [kind, value] = next[..]
+                && word(&tokens[value], "value")
+                && (word(&tokens[kind], "system") || word(&tokens[kind], "user"))
+            {
+                let overriding =
+                    if word(&tokens[kind], "system") { dml::Overriding::System } else { dml::Overriding::User };
+                found.push((kept.len(), overriding));
+                at = value + 1;
+                continue;
+            }
+        }
+        kept.push(tokens[at].clone());
+        at += 1;
+    }
+    (kept, found)
+}
+
 /// Parses `sql` into statements (PostgreSQL dialect). Adds what sqlparser
-/// lacks: `ABORT [WORK | TRANSACTION]` (PostgreSQL's ROLLBACK), and
-/// PostgreSQL's `VACUUM [options] [tables]` (sqlparser knows Redshift's).
+/// lacks: `ABORT [WORK | TRANSACTION]` (PostgreSQL's ROLLBACK),
+/// PostgreSQL's `VACUUM [options] [tables]` (sqlparser knows Redshift's),
+/// and INSERT's `OVERRIDING {SYSTEM | USER} VALUE` (see `dml::Overriding`).
 pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let syntax = |e: ParserError| SqlError::syntax(&e);
     let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .with_unescape(true)
+        .tokenize_with_location()
+        .map_err(|e| syntax(ParserError::from(e)))?;
+    let (tokens, overriding) = take_overriding(tokens);
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
         if parser.peek_token().token == Token::EOF {
             return Ok(statements);
         }
+        let start = parser.index();
         if parser.parse_keyword(Keyword::ABORT) {
             let _ = parser.parse_one_of_keywords(&[Keyword::WORK, Keyword::TRANSACTION]);
             statements.push(Statement::Rollback { chain: false, savepoint: None });
@@ -321,6 +443,12 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
             }));
         } else {
             statements.push(parser.parse_statement().map_err(syntax)?);
+        }
+        if let Some((_, kind)) = overriding.iter().find(|(at, _)| (start..=parser.index()).contains(at)) {
+            match statements.last_mut() {
+                Some(Statement::Insert(insert)) => dml::set_overriding(insert, *kind),
+                _ => return Err(SqlError::new(sqlstate::SYNTAX_ERROR, "syntax error at or near \"OVERRIDING\"")),
+            }
         }
         if parser.peek_token().token != Token::EOF && !parser.consume_token(&Token::SemiColon) {
             let found = parser.peek_token();
@@ -351,6 +479,10 @@ pub struct Session {
     /// The write transaction of a failed block that has savepoints, kept
     /// (with the write lock) for ROLLBACK TO.
     failed_txn: Option<WriteTxn>,
+    /// The sequence functions' state (what nextval used).
+    sequences: Arc<SequenceContext>,
+    /// The open block called nextval or setval.
+    block_used_sequences: bool,
 }
 
 /// A savepoint: the block's write state when it was set.
@@ -379,16 +511,17 @@ struct CopyIn {
 }
 
 impl CopyIn {
-    async fn feed(&mut self, data: &[u8]) -> Result<(), SqlError> {
+    async fn feed(&mut self, data: &[u8], planner: &Planner) -> Result<(), SqlError> {
         self.parser.feed(data, &mut self.records)?;
         if self.records.len() >= COPY_BATCH_ROWS {
-            self.flush().await?;
+            self.flush(planner).await?;
         }
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), SqlError> {
-        let rows = self.target.rows(&self.records)?;
+    async fn flush(&mut self, planner: &Planner) -> Result<(), SqlError> {
+        let defaults = self.default_values(planner).await?;
+        let rows = self.target.rows(&self.records, &defaults)?;
         self.records.clear();
         let def = Arc::clone(&self.target.def);
         for row in rows {
@@ -400,11 +533,30 @@ impl CopyIn {
         }
         Ok(())
     }
+
+    /// The defaults of the columns not copied, one value per buffered record
+    /// (evaluated by DataFusion row by row, so nextval gives each its own).
+    async fn default_values(&self, planner: &Planner) -> Result<Vec<datafusion::arrow::array::ArrayRef>, SqlError> {
+        let defaulted = self.target.defaulted();
+        if defaulted.is_empty() || self.records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items: Vec<&str> = defaulted.iter().map(|(_, text)| *text).collect();
+        let sql = format!("SELECT {} FROM generate_series(1, {})", items.join(", "), self.records.len());
+        let statement = parse(&sql)?.pop().ok_or_else(|| SqlError::internal("defaults did not parse"))?;
+        let plan = planner.plan_unbound(statement).await?;
+        let (_, batches) = planner.collect(&plan).await?;
+        let schema = batches.first().map(RecordBatch::schema).ok_or_else(|| SqlError::internal("no default rows"))?;
+        let batch =
+            datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(|e| SqlError::from_arrow(&e))?;
+        Ok(batch.columns().to_vec())
+    }
 }
 
 impl Session {
     fn new(engine: Arc<Engine>) -> Session {
-        let planner = Planner::new(&engine.volume);
+        let sequences = Arc::new(SequenceContext::new(Arc::clone(&engine.sequences), Arc::default(), engine.read_only));
+        let planner = Planner::new(&engine.volume, Arc::clone(&sequences));
         Session {
             engine,
             planner,
@@ -415,7 +567,16 @@ impl Session {
             copy: None,
             savepoints: Vec::new(),
             failed_txn: None,
+            sequences,
+            block_used_sequences: false,
         }
+    }
+
+    /// Whether the statement took sequence values whose marks must be written.
+    fn sequences_used(&mut self) -> bool {
+        let used = self.sequences.take_used();
+        self.block_used_sequences |= used;
+        used
     }
 
     /// Feeds COPY FROM STDIN data. An error is kept and reported by
@@ -423,7 +584,7 @@ impl Session {
     pub async fn copy_data(&mut self, data: &[u8]) {
         let Some(copy) = self.copy.as_mut() else { return };
         if copy.failure.is_none()
-            && let Err(error) = copy.feed(data).await
+            && let Err(error) = copy.feed(data, &self.planner).await
         {
             copy.failure = Some(error);
         }
@@ -437,9 +598,15 @@ impl Session {
         let written = match copy.failure.take() {
             Some(error) => Err(error),
             None => match copy.parser.finish(&mut copy.records) {
-                Ok(()) => copy.flush().await,
+                Ok(()) => copy.flush(&self.planner).await,
                 Err(error) => Err(error),
             },
+        };
+        let written = match written {
+            Ok(()) if self.sequences_used() => {
+                self.engine.persist_sequences(&Arc::clone(&self.planner.catalog), Some(&mut copy.txn)).await
+            }
+            other => other,
         };
         if let Err(error) = written {
             self.end_failed_copy(copy.autocommit);
@@ -497,6 +664,10 @@ impl Session {
         let entry = catalog.get(&name).ok_or_else(|| SqlError::undefined_table(&name))?;
         let target = CopyTarget::new(Arc::clone(&entry.def), &columns)?;
         let columns = target.field_count();
+        if !target.defaulted().is_empty() {
+            self.engine.load_sequences(&catalog, Some(&txn)).await?;
+        }
+        self.planner.prepare(Arc::clone(&catalog), txn.writes.snapshot());
         self.copy = Some(CopyIn {
             txn,
             autocommit,
@@ -679,6 +850,7 @@ impl Session {
         self.settings.end_block();
         self.savepoints.clear();
         self.failed_txn = None;
+        self.block_used_sequences = false;
     }
 
     /// SAVEPOINT, RELEASE SAVEPOINT and ROLLBACK TO SAVEPOINT.
@@ -737,6 +909,10 @@ impl Session {
                 return Err(SqlError::internal("savepoint holds writes but the block has no transaction"));
             }
         };
+        if restored.is_some() {
+            // The restored write set may hold older marks of sequences the block created.
+            self.engine.sequences.forget_persisted();
+        }
         self.tx = TxState::InBlock(restored);
         Ok(QueryOutput::command("ROLLBACK"))
     }
@@ -800,12 +976,19 @@ impl Session {
     }
 
     async fn commit(&mut self) -> Result<QueryOutput, SqlError> {
+        let used_sequences = self.block_used_sequences;
         self.end_block();
         match std::mem::replace(&mut self.tx, TxState::Idle) {
             TxState::Idle => Ok(QueryOutput::command("COMMIT")),
             TxState::Failed => Ok(QueryOutput::command("ROLLBACK")),
             TxState::InBlock(None) => Ok(QueryOutput::command("COMMIT")),
-            TxState::InBlock(Some(txn)) => {
+            TxState::InBlock(Some(mut txn)) => {
+                // A ROLLBACK TO may have undone the mark of a sequence the
+                // block created (`Sequences::forget_persisted`): write it again.
+                if used_sequences && self.engine.sequences.any_unpersisted() {
+                    let catalog = self.engine.catalog_at(&txn.writes.snapshot(), txn.private_ddl).await?;
+                    self.engine.persist_sequences(&catalog, Some(&mut txn)).await?;
+                }
                 self.engine.commit(txn).await?;
                 Ok(QueryOutput::command("COMMIT"))
             }
@@ -875,7 +1058,8 @@ impl Session {
     async fn read(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
-        self.planner.prepare(catalog, snapshot);
+        self.engine.load_sequences(&catalog, self.open_txn()).await?;
+        self.planner.prepare(Arc::clone(&catalog), snapshot);
         // Judged before the rewrites, which may add aggregates inside subqueries.
         let empty = pg_rewrite::provably_empty(&statement);
         let mut statement = statement;
@@ -890,8 +1074,23 @@ impl Session {
             (Err(error), None) => return Err(error),
         };
         let (schema, batches) = self.planner.collect(&plan).await?;
+        if self.sequences_used() {
+            let txn = match &mut self.tx {
+                TxState::InBlock(Some(txn)) => Some(txn),
+                _ => None,
+            };
+            self.engine.persist_sequences(&catalog, txn).await?;
+        }
         let (schema, batches) = names::rename_batches(schema, batches, names)?;
         Ok(QueryOutput::Rows { schema, batches })
+    }
+
+    /// The open write transaction of the block, if it has one.
+    fn open_txn(&self) -> Option<&WriteTxn> {
+        match &self.tx {
+            TxState::InBlock(Some(txn)) => Some(txn),
+            _ => None,
+        }
     }
 
     async fn write(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
@@ -933,6 +1132,13 @@ impl Session {
                 txn.private_ddl = true;
                 ddl::create_index(txn, &catalog, &create).await
             }
+            Statement::CreateSequence { if_not_exists, name, data_type, sequence_options, owned_by, temporary } => {
+                if temporary || owned_by.is_some() {
+                    return Err(SqlError::unsupported("TEMPORARY and OWNED BY sequences"));
+                }
+                txn.private_ddl = true;
+                ddl::create_sequence(txn, &catalog, if_not_exists, &name, data_type.as_ref(), &sequence_options).await
+            }
             Statement::Truncate(truncate) => {
                 txn.private_ddl = true;
                 ddl::truncate(txn, &catalog, &truncate).await
@@ -946,9 +1152,14 @@ impl Session {
                 ddl::drop_tables(txn, &catalog, object_type, if_exists, &names).await
             }
             mut statement => {
-                self.planner.prepare(catalog, snapshot);
+                self.engine.load_sequences(&catalog, Some(txn)).await?;
+                self.planner.prepare(Arc::clone(&catalog), snapshot);
                 pg_rewrite::alias_function_columns(&mut statement);
-                Box::pin(dml::run(&mut self.planner, txn, statement, params)).await
+                let output = Box::pin(dml::run(&mut self.planner, txn, statement, params)).await?;
+                if self.sequences_used() {
+                    self.engine.persist_sequences(&catalog, Some(txn)).await?;
+                }
+                Ok(output)
             }
         }
     }
@@ -972,7 +1183,7 @@ pub(crate) struct Planner {
 }
 
 impl Planner {
-    fn new(volume: &Arc<dyn Volume>) -> Planner {
+    fn new(volume: &Arc<dyn Volume>, sequences: Arc<SequenceContext>) -> Planner {
         let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(1);
         // Keep strings as Utf8 everywhere, the type tables store.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
@@ -980,8 +1191,9 @@ impl Planner {
         let mut state = crate::integers::install(builder).build();
         crate::functions::register(&mut state).expect("registering functions on a fresh state succeeds");
         crate::functions::register_volume(&mut state, volume).expect("registering functions on a fresh state succeeds");
-        let view = Arc::new(CatalogView::default());
+        let view = sequences.view();
         crate::pg_functions::register(&mut state, &view).expect("registering functions on a fresh state succeeds");
+        crate::sequence::register(&mut state, &sequences).expect("registering functions on a fresh state succeeds");
         let catalog = state
             .catalog_list()
             .catalog(&state.config().options().catalog.default_catalog)

@@ -160,6 +160,11 @@ impl WriteSet {
         }
     }
 
+    /// Whether the transaction changed page `id`.
+    pub fn holds(&self, id: PageId) -> bool {
+        self.pages.contains_key(&id)
+    }
+
     /// Whether anything was written.
     pub fn is_empty(&self) -> bool {
         self.bodies.is_empty()

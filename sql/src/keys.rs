@@ -208,11 +208,7 @@ mod tests {
         let def = TableDef {
             id: TableId(1),
             name: "t".into(),
-            columns: types
-                .iter()
-                .enumerate()
-                .map(|(i, ty)| ColumnDef { name: format!("c{i}"), ty: *ty, nullable: true })
-                .collect(),
+            columns: types.iter().enumerate().map(|(i, ty)| ColumnDef::new(format!("c{i}"), *ty, true)).collect(),
             primary_key: Vec::new(),
             indexes: Vec::new(),
             first_page: PageId(0),

@@ -42,6 +42,7 @@ pub mod pg_functions;
 pub mod pg_rewrite;
 pub mod provider;
 pub mod row;
+pub mod sequence;
 pub mod settings;
 pub mod testing;
 pub mod types;

@@ -18,6 +18,9 @@
 //!   table oid + 1 + n;
 //! - the constraint of the n-th index (primary key or unique constraint):
 //!   table oid + `OIDS_PER_TABLE / 2` + n;
+//! - sequences: as tables (their ids come from the same counter);
+//! - the default of column n (from 1): `ATTRDEF_FIRST_OID + table_id *
+//!   COLUMNS_MAX + n`;
 //! - namespaces, roles, the database, access methods, types and the system
 //!   tables themselves use PostgreSQL's fixed OIDs (`pg_class` is 1259,
 //!   `int4` is 23, `public` is 2200, `postgres` role 10, ...).
@@ -134,6 +137,9 @@ pub fn relation_oid_by_name(catalog: &Catalog, name: &str) -> Option<i32> {
     if let Some((entry, index)) = catalog.index(name) {
         let position = entry.def.indexes.iter().position(|i| i.name == index.name)?;
         return Some(index_oid(&entry.def, position));
+    }
+    if let Some(entry) = catalog.sequence(name) {
+        return Some(crate::sequence::sequence_oid(&entry.def));
     }
     SYSTEM_TABLES.iter().find(|t| t.name == name).map(|t| t.oid)
 }
@@ -906,12 +912,6 @@ pub static SYSTEM_TABLES: &[SystemTable] = &[
         ],
     },
     SystemTable {
-        name: "pg_extension",
-        oid: 3079,
-        relkind: "r",
-        columns: &[("oid", O), ("extname", T), ("extowner", O), ("extnamespace", O), ("extversion", T)],
-    },
-    SystemTable {
         name: "pg_sequence",
         oid: 2224,
         relkind: "r",
@@ -925,6 +925,26 @@ pub static SYSTEM_TABLES: &[SystemTable] = &[
             ("seqcache", Kind::Int8),
             ("seqcycle", B),
         ],
+    },
+    SystemTable {
+        name: "pg_depend",
+        oid: 2608,
+        relkind: "r",
+        columns: &[
+            ("classid", O),
+            ("objid", O),
+            ("objsubid", I4),
+            ("refclassid", O),
+            ("refobjid", O),
+            ("refobjsubid", I4),
+            ("deptype", T),
+        ],
+    },
+    SystemTable {
+        name: "pg_extension",
+        oid: 3079,
+        relkind: "r",
+        columns: &[("oid", O), ("extname", T), ("extowner", O), ("extnamespace", O), ("extversion", T)],
     },
     SystemTable {
         name: "pg_opclass",
@@ -1018,6 +1038,46 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
     }
     for def in tables(catalog) {
         table_rows(&mut rows, def);
+    }
+    for sequence in catalog.sequences() {
+        let def = &sequence.def;
+        let oid = crate::sequence::sequence_oid(def);
+        relation_rows(&mut rows, oid, &def.name, PUBLIC_NAMESPACE, "S", 0, false);
+        rows.push(
+            "pg_sequence",
+            vec![
+                oid.into(),
+                type_of(def.ty).0.into(),
+                Value::Int(def.start),
+                Value::Int(def.increment),
+                Value::Int(def.max_value),
+                Value::Int(def.min_value),
+                Value::Int(def.cache),
+                false.into(),
+            ],
+        );
+        // An owned sequence depends on its column: 'a' (auto) for SERIAL, 'i' (internal) for identity.
+        let owner = def.owned_by.as_ref().and_then(|(table, column)| {
+            let owner = tables(catalog).find(|t| t.id == *table)?;
+            let index = owner.column_index(column)?;
+            Some((owner, index))
+        });
+        if let Some((owner, index)) = owner {
+            let deptype = if owner.columns[index].identity.is_some() { "i" } else { "a" };
+            let pg_class = SYSTEM_TABLES[1].oid;
+            rows.push(
+                "pg_depend",
+                vec![
+                    pg_class.into(),
+                    oid.into(),
+                    0.into(),
+                    pg_class.into(),
+                    table_oid(owner).into(),
+                    (index as i32 + 1).into(),
+                    deptype.into(),
+                ],
+            );
+        }
     }
     let mut built = HashMap::new();
     for system in SYSTEM_TABLES {
@@ -1207,6 +1267,7 @@ fn table_rows(rows: &mut Rows, def: &TableDef) {
     let oid = table_oid(def);
     relation_rows(rows, oid, &def.name, PUBLIC_NAMESPACE, "r", HEAP_AM, !def.indexes.is_empty());
     attribute_rows(rows, oid, def.columns.iter().map(column_attribute));
+    default_rows(rows, def, oid);
     rows.push(
         "pg_tables",
         vec![
@@ -1297,6 +1358,49 @@ fn table_rows(rows: &mut Rows, def: &TableDef) {
                     Value::Null,
                 ],
             );
+        }
+    }
+}
+
+/// First oid of column defaults (pg_attrdef), far above table oids.
+const ATTRDEF_FIRST_OID: i64 = 1 << 30;
+
+/// A default as PostgreSQL shows it: a sequence is named as a regclass.
+fn default_definition(text: &str) -> String {
+    match text.strip_prefix("nextval('").and_then(|t| t.strip_suffix("')")) {
+        Some(name) if !name.contains('\'') => format!("nextval('{name}'::regclass)"),
+        _ => text.to_string(),
+    }
+}
+
+/// pg_attrdef rows of a table's defaults, and atthasdef and attidentity of
+/// its pg_attribute rows (an identity column has no pg_attrdef row).
+fn default_rows(rows: &mut Rows, def: &TableDef, oid: i32) {
+    let position =
+        |name: &str| SYSTEM_TABLES[2].columns.iter().position(|(n, _)| *n == name).expect("pg_attribute column");
+    let (relid, number, has_default, identity_at) =
+        (position("attrelid"), position("attnum"), position("atthasdef"), position("attidentity"));
+    for (index, column) in def.columns.iter().enumerate() {
+        let Some(text) = &column.default else { continue };
+        let attnum = index as i16 + 1;
+        let Some(row) = rows.0.get_mut("pg_attribute").and_then(|r| {
+            r.iter_mut().rev().find(|row| row[relid] == Value::from(oid) && row[number] == Value::from(attnum))
+        }) else {
+            continue;
+        };
+        match column.identity {
+            Some(identity) => {
+                row[identity_at] = if identity == crate::catalog::Identity::Always { "a" } else { "d" }.into();
+            }
+            None => {
+                row[has_default] = true.into();
+                let default_oid =
+                    clamp_oid(ATTRDEF_FIRST_OID + def.id.0 as i64 * crate::ddl::COLUMNS_MAX as i64 + i64::from(attnum));
+                rows.push(
+                    "pg_attrdef",
+                    vec![default_oid.into(), oid.into(), attnum.into(), default_definition(text).into()],
+                );
+            }
         }
     }
 }
@@ -1569,7 +1673,7 @@ mod tests {
     use borealis_storage::ids::PageId;
 
     fn accounts() -> TableDef {
-        let column = |name: &str, ty, nullable| ColumnDef { name: name.into(), ty, nullable };
+        let column = |name: &str, ty, nullable| ColumnDef::new(name, ty, nullable);
         let index = |name: &str, columns: Vec<usize>, unique, primary| IndexDef {
             name: name.into(),
             columns,

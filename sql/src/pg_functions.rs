@@ -448,7 +448,6 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         ("pg_get_expr", any(), Body::Text(get_expr)),
         ("pg_get_viewdef", any(), Body::Text(null_text)),
         // No column owns a sequence.
-        ("pg_get_serial_sequence", any(), Body::Text(null_text)),
         ("json_build_object", any(), Body::Text(json_build_object)),
         ("current_setting", any(), Body::Text(current_setting)),
         ("pg_get_statisticsobjdef_columns", any(), Body::Text(null_text)),

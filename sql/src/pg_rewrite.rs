@@ -41,7 +41,10 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 
-/// System tables that are always empty in Borealis (see `crate::pg_catalog`).
+/// System tables that are empty in Borealis (see `crate::pg_catalog`), and
+/// two that are not but whose correlated subqueries DataFusion cannot plan
+/// (`pg_attrdef`, `pg_sequence`: psql's `\d` Default column and SQLAlchemy's
+/// identity options read as NULL). Plain queries on them see their rows.
 const EMPTY_SYSTEM_TABLES: &[&str] = &[
     "pg_attrdef",
     "pg_description",

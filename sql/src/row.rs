@@ -308,11 +308,7 @@ mod tests {
     };
 
     fn table(types: &[SqlType]) -> TableDef {
-        let columns = types
-            .iter()
-            .enumerate()
-            .map(|(i, ty)| ColumnDef { name: format!("c{i}"), ty: *ty, nullable: true })
-            .collect();
+        let columns = types.iter().enumerate().map(|(i, ty)| ColumnDef::new(format!("c{i}"), *ty, true)).collect();
         TableDef {
             id: TableId(1),
             name: "t".into(),

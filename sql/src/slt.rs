@@ -110,4 +110,4 @@ macro_rules! slt_tests {
     )*};
 }
 
-slt_tests!(basic, transactions, errors, indexes, maintenance, pg_catalog, drivers, reflection);
+slt_tests!(basic, transactions, errors, indexes, maintenance, pg_catalog, drivers, reflection, sequences);

@@ -639,3 +639,96 @@ async fn described_integer_literals_have_the_executed_type() {
         described.schema.expect("a query has a schema").fields().iter().map(|f| f.data_type().clone()).collect();
     assert_eq!(types, [DataType::Int32, DataType::Int64, DataType::Int32]);
 }
+
+#[tokio::test]
+async fn sequence_values_are_never_repeated_across_sessions_rollbacks_and_restarts() {
+    let (volume, engine) = writer().await;
+    let mut a = engine.session();
+    let mut b = engine.session();
+    one(&mut a, "CREATE SEQUENCE s").await;
+    one(&mut a, "CREATE TABLE t (v bigint PRIMARY KEY)").await;
+    let mut seen = std::collections::HashSet::new();
+    let mut take = |values: Vec<Vec<String>>| {
+        for row in values {
+            let value: i64 = row[0].parse().expect("a number");
+            assert!(seen.insert(value), "value {value} handed out twice");
+        }
+    };
+    // Interleaved sessions, more values than one high-water step.
+    for _ in 0..20 {
+        take(query(&mut a, "SELECT nextval('s') FROM generate_series(1, 3)").await);
+        take(query(&mut b, "SELECT nextval('s')").await);
+    }
+    // Values taken inside a write transaction that rolls back: their mark is
+    // written in a commit of its own while the transaction holds the write lock.
+    one(&mut a, "BEGIN").await;
+    one(&mut a, "INSERT INTO t SELECT nextval('s') FROM generate_series(1, 100)").await;
+    take(query(&mut a, "SELECT v FROM t").await);
+    one(&mut a, "ROLLBACK").await;
+    drop((a, b));
+    // A new engine on the volume (a restart or a new writer) continues above every value.
+    let engine = Engine::open(Arc::new(volume.clone()), false).await.expect("reopen");
+    let mut c = engine.session();
+    take(query(&mut c, "SELECT nextval('s') FROM generate_series(1, 50)").await);
+    assert_eq!(sqlstate(&mut c, "SELECT currval('nope')").await, "42P01");
+    // Concurrent sessions on tasks.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut session = engine.session();
+        tasks.push(tokio::spawn(async move {
+            let mut values = Vec::new();
+            for _ in 0..40 {
+                values.extend(query(&mut session, "SELECT nextval('s')").await);
+            }
+            values
+        }));
+    }
+    for task in tasks {
+        take(task.await.expect("task"));
+    }
+    // A reader refuses nextval and setval.
+    let reader = Engine::open(Arc::new(volume.clone()), true).await.expect("open reader");
+    let mut r = reader.session();
+    assert_eq!(sqlstate(&mut r, "SELECT nextval('s')").await, "25006");
+    assert_eq!(sqlstate(&mut r, "SELECT setval('s', 5)").await, "25006");
+}
+
+#[tokio::test]
+async fn prepared_insert_returning_gives_serial_values() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL)").await;
+    let sql = "INSERT INTO users (name) VALUES ($1) RETURNING id";
+    let described = session.describe(sql).await.expect("describe");
+    assert_eq!(described.param_types, vec![DataType::Utf8]);
+    for (name, id) in [("ann", "1"), ("bob", "2")] {
+        let output =
+            session.execute_with_params(sql, vec![ScalarValue::Utf8(Some(name.into()))]).await.expect("insert");
+        assert_eq!(rows(&output), strings(&[&[id]]));
+    }
+}
+
+#[tokio::test]
+async fn copy_fills_columns_it_omits_with_their_defaults() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE t (id serial PRIMARY KEY, name text, n int DEFAULT 7, m int)").await;
+    one(&mut session, "INSERT INTO t (name) VALUES ('first')").await;
+    one(&mut session, "COPY t (name, m) FROM STDIN").await;
+    session.copy_data(b"ann\t1\nbob\t\\N\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 2");
+    // Given columns keep their values, NULL included.
+    one(&mut session, "COPY t (id, name, n) FROM STDIN").await;
+    session.copy_data(b"100\tcy\t\\N\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 1");
+    assert_eq!(
+        query(&mut session, "SELECT id, name, n, m FROM t ORDER BY id").await,
+        strings(&[
+            &["1", "first", "7", "NULL"],
+            &["2", "ann", "7", "1"],
+            &["3", "bob", "7", "NULL"],
+            &["100", "cy", "NULL", "NULL"]
+        ])
+    );
+    assert_eq!(query(&mut session, "SELECT nextval('t_id_seq')").await, strings(&[&["4"]]));
+}
