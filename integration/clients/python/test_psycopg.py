@@ -13,17 +13,11 @@ it against a fresh cluster.
 import datetime
 import decimal
 import sys
-import traceback
 
 import psycopg
 from psycopg import errors, sql
 
-CHECKS = []
-
-
-def check(function):
-    CHECKS.append(function)
-    return function
+from checks import check, run
 
 
 def connect(**kwargs):
@@ -245,19 +239,5 @@ def types_round_trip():
         assert conn.execute("SELECT decode('00ff', 'hex')").fetchone()[0] == b"\x00\xff"
 
 
-def main():
-    failed = 0
-    for function in CHECKS:
-        try:
-            function()
-            print(f"ok   {function.__name__}", flush=True)
-        except Exception:  # noqa: BLE001 - report every check's failure, then exit non-zero
-            failed += 1
-            print(f"FAIL {function.__name__}", flush=True)
-            traceback.print_exc(file=sys.stdout)
-    print(f"{len(CHECKS) - failed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

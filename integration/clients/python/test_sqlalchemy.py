@@ -20,7 +20,6 @@ import datetime
 import decimal
 import os
 import sys
-import traceback
 from typing import List, Optional
 
 from sqlalchemy import (BigInteger, Date, DateTime, MetaData, Numeric, String, Table, Text, create_engine,
@@ -28,12 +27,7 @@ from sqlalchemy import (BigInteger, Date, DateTime, MetaData, Numeric, String, T
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 
-CHECKS = []
-
-
-def check(function):
-    CHECKS.append(function)
-    return function
+from checks import check, run
 
 
 def database_url():
@@ -211,20 +205,5 @@ def drop_all_drops_the_tables():
     assert not {"sa_users", "sa_addresses"} & set(inspect(ENGINE).get_table_names())
 
 
-def main():
-    failed = 0
-    for function in CHECKS:
-        try:
-            function()
-            print(f"ok   {function.__name__}", flush=True)
-        except Exception:  # noqa: BLE001 - report every check's failure, then exit non-zero
-            failed += 1
-            print(f"FAIL {function.__name__}", flush=True)
-            traceback.print_exc(file=sys.stdout)
-    ENGINE.dispose()
-    print(f"{len(CHECKS) - failed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(ENGINE.dispose))
