@@ -19,6 +19,33 @@ use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use std::sync::Arc;
 
+/// Debug, PartialEq, Eq and Hash for a UDF struct with a `name` field:
+/// functions are identified by name (one instance per name and session).
+macro_rules! identified_by_name {
+    ($udf:ident) => {
+        impl std::fmt::Debug for $udf {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($udf)).field("name", &self.name).finish()
+            }
+        }
+
+        impl PartialEq for $udf {
+            fn eq(&self, other: &Self) -> bool {
+                self.name == other.name
+            }
+        }
+
+        impl Eq for $udf {}
+
+        impl std::hash::Hash for $udf {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.name.hash(state);
+            }
+        }
+    };
+}
+pub(crate) use identified_by_name;
+
 /// The PostgreSQL version Borealis speaks (what `server_version` should report too).
 pub const POSTGRES_VERSION: &str = "16.6";
 /// The one database name.

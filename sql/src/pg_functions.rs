@@ -27,7 +27,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
-use std::hash::{Hash, Hasher};
+
 use std::sync::Arc;
 
 /// The arguments of one call, each cast to the forms the bodies read.
@@ -78,24 +78,7 @@ struct PgFunction {
     body: Body,
 }
 
-impl std::fmt::Debug for PgFunction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgFunction").field("name", &self.name).finish()
-    }
-}
-
-/// Functions are identified by name: one instance per name and session.
-impl PartialEq for PgFunction {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
-}
-impl Eq for PgFunction {}
-impl Hash for PgFunction {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
-    }
-}
+crate::functions::identified_by_name!(PgFunction);
 
 impl ScalarUDFImpl for PgFunction {
     fn name(&self) -> &str {

@@ -40,7 +40,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::sql::sqlparser::ast::{Expr, SequenceOptions, UnaryOperator, Value};
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -436,24 +436,7 @@ struct SequenceFunction {
     context: Arc<SequenceContext>,
 }
 
-impl std::fmt::Debug for SequenceFunction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SequenceFunction").field("name", &self.name).finish()
-    }
-}
-
-/// Functions are identified by name: one instance per name and session.
-impl PartialEq for SequenceFunction {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
-}
-impl Eq for SequenceFunction {}
-impl Hash for SequenceFunction {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
-    }
-}
+crate::functions::identified_by_name!(SequenceFunction);
 
 impl ScalarUDFImpl for SequenceFunction {
     fn name(&self) -> &str {
