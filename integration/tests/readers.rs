@@ -163,6 +163,18 @@ async fn reader_endpoint_reaches_a_reader(cluster: &ProcessCluster) -> anyhow::R
     }
 }
 
+/// Waits until connections to the reader endpoint land on a reader
+/// (`reader`) or on the writer, for a few proxy reloads at most.
+async fn reader_endpoint_becomes(cluster: &ProcessCluster, reader: bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PROXY_RELOAD * 5;
+    while reader_endpoint_reaches_a_reader(cluster).await? != reader {
+        let lands_on = if reader { "a reader" } else { "the writer" };
+        anyhow::ensure!(Instant::now() < deadline, "the reader endpoint never landed on {lands_on}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_join_and_leave_without_restarting_the_others() -> anyhow::Result<()> {
     let mut cluster = ProcessCluster::new(1, 5000)?;
@@ -178,21 +190,13 @@ async fn readers_join_and_leave_without_restarting_the_others() -> anyhow::Resul
     // With the first reader gone, the reader endpoint still reaches a reader:
     // the proxy learnt the new one from the cluster file.
     cluster.kill9("reader-1")?;
-    let deadline = Instant::now() + PROXY_RELOAD * 5;
-    while !reader_endpoint_reaches_a_reader(&cluster).await? {
-        anyhow::ensure!(Instant::now() < deadline, "the reader endpoint never reached {name}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reader_endpoint_becomes(&cluster, true).await.with_context(|| format!("waiting for {name}"))?;
     writer.execute("INSERT INTO t VALUES (2)", &[]).await?;
     sees(&added, "SELECT count(*) FROM t", 2).await?;
 
     // Removed from the file (still running), it leaves the endpoint, which
     // falls back to the writer.
     cluster.remove_reader(&name)?;
-    let deadline = Instant::now() + PROXY_RELOAD * 5;
-    while reader_endpoint_reaches_a_reader(&cluster).await? {
-        anyhow::ensure!(Instant::now() < deadline, "the reader endpoint still reaches a removed reader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reader_endpoint_becomes(&cluster, false).await.with_context(|| format!("after removing {name}"))?;
     Ok(())
 }

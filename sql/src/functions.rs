@@ -78,40 +78,34 @@ pub fn register(state: &mut SessionState) -> DfResult<()> {
 
 /// Registers the functions that ask the instance's volume.
 pub fn register_volume(state: &mut SessionState, volume: &Arc<dyn Volume>) -> DfResult<()> {
-    let volume_for_cache = Arc::clone(volume);
-    let volume = Arc::clone(volume);
-    let udf = create_udf(
-        "borealis_replica_lag",
-        vec![],
-        datafusion::arrow::datatypes::DataType::Float64,
-        Volatility::Volatile,
-        Arc::new(move |_args: &[ColumnarValue]| {
-            let lag = volume.replica_lag().map(|lag| lag.as_secs_f64() * 1000.0);
-            Ok(ColumnarValue::Scalar(ScalarValue::Float64(lag)))
-        }),
-    );
-    state.register_udf(Arc::new(udf))?;
-    let volume = Arc::clone(&volume_for_cache);
-    let udf = create_udf(
-        "borealis_buffer_cache",
-        vec![],
-        datafusion::arrow::datatypes::DataType::Utf8,
-        Volatility::Volatile,
-        Arc::new(move |_args: &[ColumnarValue]| {
-            let json = volume.cache_stats().map(|s| {
-                format!(
-                    r#"{{"hits": {}, "misses": {}, "hit_ratio": {:.4}, "evictions": {}, "bytes": {}, "capacity_bytes": {}}}"#,
-                    s.hits,
-                    s.misses,
-                    s.hit_ratio(),
-                    s.evictions,
-                    s.bytes,
-                    s.capacity_bytes
-                )
-            });
-            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(json)))
-        }),
-    );
-    state.register_udf(Arc::new(udf))?;
+    use datafusion::arrow::datatypes::DataType;
+    let lag = |volume: &dyn Volume| ScalarValue::Float64(volume.replica_lag().map(|lag| lag.as_secs_f64() * 1000.0));
+    let cache = |volume: &dyn Volume| {
+        ScalarValue::Utf8(volume.cache_stats().map(|s| {
+            format!(
+                r#"{{"hits": {}, "misses": {}, "hit_ratio": {:.4}, "evictions": {}, "bytes": {}, "capacity_bytes": {}}}"#,
+                s.hits,
+                s.misses,
+                s.hit_ratio(),
+                s.evictions,
+                s.bytes,
+                s.capacity_bytes
+            )
+        }))
+    };
+    type Answer = fn(&dyn Volume) -> ScalarValue;
+    let functions: [(&str, DataType, Answer); 2] =
+        [("borealis_replica_lag", DataType::Float64, lag), ("borealis_buffer_cache", DataType::Utf8, cache)];
+    for (name, data_type, answer) in functions {
+        let volume = Arc::clone(volume);
+        let udf = create_udf(
+            name,
+            vec![],
+            data_type,
+            Volatility::Volatile,
+            Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(answer(volume.as_ref())))),
+        );
+        state.register_udf(Arc::new(udf))?;
+    }
     Ok(())
 }

@@ -103,10 +103,14 @@ impl LogFiles {
     }
 }
 
-fn entry_lsn(entry: &LogEntry) -> Lsn {
-    match entry {
-        LogEntry::Record(record) => record.lsn,
-        LogEntry::Promise { tail_lsn, .. } => *tail_lsn,
+impl LogEntry {
+    /// The newest LSN the entry names (a promise's tail): a log file whose
+    /// entries are all at or below a checkpoint is no longer needed.
+    pub fn lsn(&self) -> Lsn {
+        match self {
+            LogEntry::Record(record) => record.lsn,
+            LogEntry::Promise { tail_lsn, .. } => *tail_lsn,
+        }
     }
 }
 
@@ -155,7 +159,7 @@ impl RedoLog {
                     format!("redo log file {} is corrupt at byte {good_len}", earlier.display()),
                 ));
             }
-            closed.push((earlier, read.iter().map(entry_lsn).max().unwrap_or(Lsn::ZERO)));
+            closed.push((earlier, read.iter().map(LogEntry::lsn).max().unwrap_or(Lsn::ZERO)));
             entries.append(&mut read);
         }
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
@@ -168,7 +172,7 @@ impl RedoLog {
         }
         file.seek(SeekFrom::End(0))?;
         File::open(dir)?.sync_all()?;
-        let max_lsn = read.iter().map(entry_lsn).max().unwrap_or(Lsn::ZERO);
+        let max_lsn = read.iter().map(LogEntry::lsn).max().unwrap_or(Lsn::ZERO);
         entries.append(&mut read);
         let files = LogFiles { dir: dir.to_path_buf(), closed: Arc::new(Mutex::new(closed)) };
         let log = RedoLog {
@@ -391,7 +395,7 @@ mod tests {
         assert!(closed >= 3, "{closed} files closed");
         drop(log);
         let (_, replay) = RedoLog::open(dir.path()).unwrap();
-        let lsns: Vec<u64> = replay.entries.iter().map(|e| entry_lsn(e).0).collect();
+        let lsns: Vec<u64> = replay.entries.iter().map(|e| e.lsn().0).collect();
         assert_eq!(lsns, (1..=9).collect::<Vec<_>>());
 
         let (log, _) = RedoLog::open(dir.path()).unwrap();
@@ -401,9 +405,9 @@ mod tests {
         assert!(deleted >= 1 && files.closed_count() == closed - deleted);
         drop(log);
         let (_, replay) = RedoLog::open(dir.path()).unwrap();
-        let first = entry_lsn(&replay.entries[0]).0;
+        let first = replay.entries[0].lsn().0;
         assert!(first > 1 && first <= 6, "entries after the checkpoint are kept (first {first})");
-        assert_eq!(entry_lsn(replay.entries.last().unwrap()), Lsn(9));
+        assert_eq!(replay.entries.last().unwrap().lsn(), Lsn(9));
 
         // A bad frame in a closed file is corruption, not a torn tail.
         let (sequence, path) = log_files(dir.path()).unwrap()[0].clone();

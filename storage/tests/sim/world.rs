@@ -229,13 +229,6 @@ impl BaseImages for PageFile {
     }
 }
 
-fn entry_lsn(entry: &LogEntry) -> Lsn {
-    match entry {
-        LogEntry::Record(record) => record.lsn,
-        LogEntry::Promise { tail_lsn, .. } => *tail_lsn,
-    }
-}
-
 /// A sync written but not yet complete.
 #[derive(Debug)]
 struct PendingSync {
@@ -586,7 +579,7 @@ impl World {
         live.store.finish_checkpoint(plan.lsn);
         let state = live.store.persisted().clone();
         self.write_state(index, state);
-        self.daemons[index].disk.log.retain(|entry| entry_lsn(entry) > plan.lsn);
+        self.daemons[index].disk.log.retain(|entry| entry.lsn() > plan.lsn);
         self.stats.checkpoints += 1;
         true
     }
