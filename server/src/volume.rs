@@ -307,26 +307,35 @@ fn retained_read_point(history: &mut VecDeque<(Instant, Lsn)>, now: Instant) -> 
 #[async_trait]
 impl Volume for WriterVolume {
     async fn read_page(&self, page: PageId, read_point: Lsn) -> Result<Arc<Page>, VolumeError> {
-        let fetch_at = {
+        Ok(self.read_pages(&[page], read_point).await?.pop().expect("one page asked"))
+    }
+
+    async fn read_pages(&self, pages: &[PageId], read_point: Lsn) -> Result<Vec<Arc<Page>>, VolumeError> {
+        let (mut found, fetch_at) = {
             let state = self.lock();
-            if let Some(staged) = state.staged.get(&page) {
-                if staged.lsn() <= read_point {
-                    return Ok(Arc::clone(staged));
-                }
-            } else if let Some(cached) = self.cache.get(page, |cached| cached.lsn() <= read_point) {
-                return Ok(cached);
-            }
+            let found: Vec<Option<Arc<Page>>> = pages
+                .iter()
+                .map(|page| match state.staged.get(page) {
+                    Some(staged) => (staged.lsn() <= read_point).then(|| Arc::clone(staged)),
+                    None => self.cache.get(*page, |cached| cached.lsn() <= read_point),
+                })
+                .collect();
             // Above the visible LSN only staged pages changed.
-            read_point.min(state.visible_lsn)
+            (found, read_point.min(state.visible_lsn))
         };
-        let fetched = Arc::new(self.storage.get_page(page, fetch_at).await.map_err(volume_error)?);
-        let state = self.lock();
-        // Only the newest durable version may enter the cache: no commit
-        // since the fetch point, and none staged for the page.
-        if state.visible_lsn == fetch_at && !state.staged.contains_key(&page) {
-            self.cache.insert(page, fetched.clone());
+        let missing = missing_pages(pages, &found);
+        if !missing.is_empty() {
+            let fetched = self.storage.get_pages(&missing, fetch_at).await.map_err(volume_error)?;
+            let state = self.lock();
+            // Only the newest durable version may enter the cache: no commit
+            // since the fetch point, and none staged for the page.
+            fill_missing(pages, &mut found, fetched, |page, image| {
+                if state.visible_lsn == fetch_at && !state.staged.contains_key(&page) {
+                    self.cache.insert(page, Arc::clone(image));
+                }
+            });
         }
-        Ok(fetched)
+        Ok(found.into_iter().map(|page| page.expect("filled above")).collect())
     }
 
     async fn read_point(&self) -> Result<Lsn, VolumeError> {
@@ -461,6 +470,27 @@ impl Drop for Held {
     }
 }
 
+/// The pages of `pages` that `found` lacks, in order.
+fn missing_pages(pages: &[PageId], found: &[Option<Arc<Page>>]) -> Vec<PageId> {
+    pages.iter().zip(found).filter(|(_, found)| found.is_none()).map(|(page, _)| *page).collect()
+}
+
+/// Puts `fetched` (the images of [`missing_pages`], in order) in the gaps
+/// of `found`, offering each to `admit` (which may cache it).
+fn fill_missing(
+    pages: &[PageId],
+    found: &mut [Option<Arc<Page>>],
+    fetched: Vec<Page>,
+    mut admit: impl FnMut(PageId, &Arc<Page>),
+) {
+    let mut fetched = fetched.into_iter();
+    for (page, slot) in pages.iter().zip(found.iter_mut()).filter(|(_, slot)| slot.is_none()) {
+        let image = Arc::new(fetched.next().expect("one image per missing page"));
+        admit(*page, &image);
+        *slot = Some(image);
+    }
+}
+
 /// How often a reader tells storage the oldest read point its statements hold.
 const HOLD_REFRESH: Duration = Duration::from_secs(5);
 
@@ -587,15 +617,23 @@ impl Subscriber for ReaderVolume {
 #[async_trait]
 impl Volume for ReaderVolume {
     async fn read_page(&self, page: PageId, read_point: Lsn) -> Result<Arc<Page>, VolumeError> {
-        if let Some(cached) = self.cache.get(page, |cached| cached.lsn() <= read_point) {
-            return Ok(cached);
+        Ok(self.read_pages(&[page], read_point).await?.pop().expect("one page asked"))
+    }
+
+    async fn read_pages(&self, pages: &[PageId], read_point: Lsn) -> Result<Vec<Arc<Page>>, VolumeError> {
+        let mut found: Vec<Option<Arc<Page>>> =
+            pages.iter().map(|page| self.cache.get(*page, |cached| cached.lsn() <= read_point)).collect();
+        let missing = missing_pages(pages, &found);
+        if !missing.is_empty() {
+            let fetched = self.storage.get_pages(&missing, read_point).await.map_err(volume_error)?;
+            let following = self.lock();
+            fill_missing(pages, &mut found, fetched, |page, image| {
+                if following.cacheable(page, read_point) {
+                    self.cache.insert(page, Arc::clone(image));
+                }
+            });
         }
-        let fetched = Arc::new(self.storage.get_page(page, read_point).await.map_err(volume_error)?);
-        let following = self.lock();
-        if following.cacheable(page, read_point) {
-            self.cache.insert(page, Arc::clone(&fetched));
-        }
-        Ok(fetched)
+        Ok(found.into_iter().map(|page| page.expect("filled above")).collect())
     }
 
     async fn read_point(&self) -> Result<Lsn, VolumeError> {

@@ -126,6 +126,16 @@ impl CacheStats {
 pub trait Volume: Send + Sync + 'static {
     /// Page as of `read_point` (an all-zero Page if never written).
     async fn read_page(&self, page: PageId, read_point: Lsn) -> Result<Arc<Page>, VolumeError>;
+    /// Pages as of `read_point`, in the order asked: what a scan reads
+    /// ahead, in as few round trips as the volume can. By default one
+    /// `read_page` each.
+    async fn read_pages(&self, pages: &[PageId], read_point: Lsn) -> Result<Vec<Arc<Page>>, VolumeError> {
+        let mut read = Vec::with_capacity(pages.len());
+        for page in pages {
+            read.push(self.read_page(*page, read_point).await?);
+        }
+        Ok(read)
+    }
     /// The newest consistent read point a new statement may use.
     async fn read_point(&self) -> Result<Lsn, VolumeError>;
     /// Writer only: make these page changes durable as one transaction;

@@ -13,11 +13,12 @@ use crate::hedge::ReadLatencies;
 use crate::ids::{Lsn, NodeId, PageId, ProtectionGroupId, VolumeLayout};
 use crate::page::Page;
 use crate::placement::Placement;
-use crate::proto::{self, MESSAGE_BYTES_MAX, NodeStatus, PageDigest, Request, Response};
+use crate::proto::{self, MESSAGE_BYTES_MAX, NodeStatus, PAGES_PER_REQUEST_MAX, PageDigest, Request, Response};
 use crate::tls::{self, TlsError};
 use borealis_config::StorageNode;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -160,24 +161,35 @@ impl StorageClient {
         ids.into_iter().zip(answers).collect()
     }
 
-    /// The page as of `read_point` from the first of `candidates` that can
-    /// serve it, verified. When none is complete to the read point yet (the
-    /// records are on their way), tries again a few times.
-    pub async fn get_page(&self, candidates: &[NodeId], page: PageId, read_point: Lsn) -> Result<Page, StorageError> {
+    /// Pages of one protection group as of `read_point` from the first of
+    /// `candidates` that can serve them, verified, in the order asked. When
+    /// none is complete to the read point yet (the records are on their
+    /// way), tries again a few times.
+    pub async fn get_pages(
+        &self,
+        candidates: &[NodeId],
+        pages: &[PageId],
+        read_point: Lsn,
+    ) -> Result<Vec<Page>, StorageError> {
         let mut wait = PAGE_RETRY_WAIT_MIN;
         for _ in 0..PAGE_RETRIES {
-            match self.get_page_once(candidates, page, read_point).await {
+            match self.get_pages_once(candidates, pages, read_point).await {
                 Err(StorageError::NotComplete { .. }) => tokio::time::sleep(wait).await,
                 other => return other,
             }
             wait *= 2;
         }
-        self.get_page_once(candidates, page, read_point).await
+        self.get_pages_once(candidates, pages, read_point).await
     }
 
     /// One pass over the candidates: the fastest first, a hedged second
     /// read if it is slow, and the rest one by one after refusals.
-    async fn get_page_once(&self, candidates: &[NodeId], page: PageId, read_point: Lsn) -> Result<Page, StorageError> {
+    async fn get_pages_once(
+        &self,
+        candidates: &[NodeId],
+        pages: &[PageId],
+        read_point: Lsn,
+    ) -> Result<Vec<Page>, StorageError> {
         use futures::StreamExt;
         let mut best_error = StorageError::NotComplete { have: Lsn::ZERO, want: read_point };
         let ordered = self.latencies().order(candidates, Instant::now());
@@ -187,7 +199,7 @@ impl StorageClient {
         let mut hedges = 0;
         let launch = |node: NodeId| async move {
             let started = Instant::now();
-            (node, self.page_request(node, page, read_point).await, started.elapsed())
+            (node, self.pages_request(node, pages, read_point).await, started.elapsed())
         };
         let Some(first) = untried.next() else { return Err(best_error) };
         let mut hedge_at = tokio::time::Instant::now() + self.latencies().hedge_delay(first, Instant::now());
@@ -199,7 +211,7 @@ impl StorageClient {
                 Some(done) = in_flight.next() => done,
                 () = tokio::time::sleep_until(hedge_at), if can_hedge => {
                     if let Some(node) = untried.next() {
-                        tracing::debug!(%page, %read_point, hedge_to = %node, "page read is slow: hedging");
+                        tracing::debug!(first = ?pages.first(), count = pages.len(), %read_point, hedge_to = %node, "page read is slow: hedging");
                         hedges += 1;
                         started.insert(node, Instant::now());
                         in_flight.push(launch(node));
@@ -213,16 +225,16 @@ impl StorageClient {
                 self.latencies().answered(node, latency, Instant::now());
             }
             match result {
-                Ok(page) => {
+                Ok(images) => {
                     let now = Instant::now();
                     let mut latencies = self.latencies();
                     for (loser, at) in &started {
                         latencies.abandoned(*loser, now.saturating_duration_since(*at), now);
                     }
-                    return Ok(page);
+                    return Ok(images);
                 }
                 Err(error) => {
-                    tracing::debug!(%node, %page, %read_point, "page read refused: {error}");
+                    tracing::debug!(%node, first = ?pages.first(), count = pages.len(), %read_point, "page read refused: {error}");
                     best_error = more_telling(best_error, error);
                 }
             }
@@ -236,10 +248,16 @@ impl StorageClient {
         }
     }
 
-    /// One `GetPage` to one daemon, verified.
-    async fn page_request(&self, node: NodeId, page: PageId, read_point: Lsn) -> Result<Page, StorageError> {
-        match self.request(node, &Request::GetPage { page, read_point }, REQUEST_TIMEOUT).await? {
-            Response::Page { bytes } => verified_page(&bytes),
+    /// One `GetPages` to one daemon, every image verified.
+    async fn pages_request(&self, node: NodeId, pages: &[PageId], read_point: Lsn) -> Result<Vec<Page>, StorageError> {
+        let request = Request::GetPages { pages: pages.to_vec(), read_point };
+        match self.request(node, &request, REQUEST_TIMEOUT).await? {
+            Response::Pages { images } if images.len() == pages.len() => {
+                images.iter().map(|bytes| verified_page(bytes)).collect()
+            }
+            Response::Pages { images } => {
+                Err(StorageError::Corrupt(format!("{node} answered {} pages for {} asked", images.len(), pages.len())))
+            }
             Response::NotComplete { segment_complete_lsn } => {
                 Err(StorageError::NotComplete { have: segment_complete_lsn, want: read_point })
             }
@@ -275,6 +293,20 @@ impl StorageClient {
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"client closing");
     }
+}
+
+/// Splits `pages` into runs (in their order) that one `GetPages` each can
+/// ask for: same protection group, at most [`PAGES_PER_REQUEST_MAX`].
+pub(crate) fn page_requests(layout: VolumeLayout, pages: &[PageId]) -> Vec<(ProtectionGroupId, Range<usize>)> {
+    let mut runs: Vec<(ProtectionGroupId, Range<usize>)> = Vec::new();
+    for (index, page) in pages.iter().enumerate() {
+        let group = layout.group_of(*page);
+        match runs.last_mut() {
+            Some((last, run)) if *last == group && run.len() < PAGES_PER_REQUEST_MAX => run.end = index + 1,
+            _ => runs.push((group, index..index + 1)),
+        }
+    }
+    runs
 }
 
 fn verified_page(bytes: &[u8]) -> Result<Page, StorageError> {
@@ -335,10 +367,16 @@ impl VolumeReader {
         best.ok_or(last_error)
     }
 
-    /// The page as of `read_point`.
-    pub async fn get_page(&self, page: PageId, read_point: Lsn) -> Result<Page, StorageError> {
-        let candidates = placement(self.client.nodes(), self.layout.group_of(page));
-        self.client.get_page(&candidates, page, read_point).await
+    /// Pages as of `read_point`, in the order asked: one request per
+    /// protection group they fall in (and per [`PAGES_PER_REQUEST_MAX`]),
+    /// sent at once.
+    pub async fn get_pages(&self, pages: &[PageId], read_point: Lsn) -> Result<Vec<Page>, StorageError> {
+        let requests = page_requests(self.layout, pages).into_iter().map(|(group, run)| {
+            let candidates = placement(self.client.nodes(), group);
+            async move { self.client.get_pages(&candidates, &pages[run], read_point).await }
+        });
+        let answers = futures::future::try_join_all(requests).await?;
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// Asks every daemon to keep the history of `read_point` (a statement
@@ -374,6 +412,20 @@ pub async fn node_status(nodes: Vec<StorageNode>, tls_dir: &Path) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_requests_split_by_group_and_size_keeping_order() {
+        let layout = VolumeLayout { pages_per_group: 1000 };
+        let pages: Vec<PageId> = [1, 2, 1500, 3].into_iter().map(PageId).collect();
+        let groups =
+            |runs: Vec<(ProtectionGroupId, Range<usize>)>| runs.into_iter().map(|(g, r)| (g.0, r)).collect::<Vec<_>>();
+        assert_eq!(groups(page_requests(layout, &pages)), [(0, 0..2), (1, 2..3), (0, 3..4)]);
+        let many: Vec<PageId> = (0..PAGES_PER_REQUEST_MAX as u64 + 1).map(PageId).collect();
+        assert_eq!(
+            groups(page_requests(layout, &many)),
+            [(0, 0..PAGES_PER_REQUEST_MAX), (0, PAGES_PER_REQUEST_MAX..PAGES_PER_REQUEST_MAX + 1)]
+        );
+    }
 
     fn nodes(count: u32) -> Vec<StorageNode> {
         (0..count)

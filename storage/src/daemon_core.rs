@@ -18,9 +18,9 @@
 //! a write quorum for it. An append whose epoch was overtaken while it synced
 //! is not acknowledged either, since the new writer may have truncated it.
 
-use crate::ids::{Epoch, Lsn, NodeId, ProtectionGroupId};
+use crate::ids::{Epoch, Lsn, NodeId, PageId, ProtectionGroupId};
 use crate::log::Promise;
-use crate::proto::{GroupAppend, NodeStatus, Request, Response, SegmentProgress, Truncation};
+use crate::proto::{GroupAppend, NodeStatus, PAGES_PER_REQUEST_MAX, Request, Response, SegmentProgress, Truncation};
 use crate::store::{EpochCheck, PageRefusal, SegmentStore};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -104,10 +104,7 @@ impl SegmentStore {
                 let then = Pending::Append { epoch, complete_to, all_groups, durable_lsn, min_read_point };
                 self.sync_or_finish(persist_state, groups, complete_to, then)
             }
-            Request::GetPage { page, read_point } => Step::Reply(match self.get_page(page, read_point, now) {
-                Ok(image) => Response::Page { bytes: image.as_bytes().to_vec() },
-                Err(refusal) => refused(refusal),
-            }),
+            Request::GetPages { pages, read_point } => Step::Reply(self.get_pages(&pages, read_point, now)),
             Request::Status => Step::Reply(Response::Status(self.status())),
             Request::HoldReadPoint { read_point } => {
                 Step::Reply(Response::Held { kept: self.hold_read_point(read_point, now) })
@@ -174,6 +171,23 @@ impl SegmentStore {
                 })
             }
         }
+    }
+
+    /// Answer to `GetPages`: every page or the first refusal.
+    fn get_pages(&mut self, pages: &[PageId], read_point: Lsn, now: Instant) -> Response {
+        if pages.len() > PAGES_PER_REQUEST_MAX {
+            return Response::Failed {
+                message: format!("{} pages asked, at most {PAGES_PER_REQUEST_MAX}", pages.len()),
+            };
+        }
+        let mut images = Vec::with_capacity(pages.len());
+        for &page in pages {
+            match self.get_page(page, read_point, now) {
+                Ok(image) => images.push(image.as_bytes().to_vec()),
+                Err(refusal) => return refused(refusal),
+            }
+        }
+        Response::Pages { images }
     }
 
     /// Gossip repair: records of one group copied from a peer whose chain

@@ -11,8 +11,9 @@
 //! records between the last one sent and `complete_to`. The daemon logs and
 //! syncs the records, then answers with each segment's complete LSN (SCL).
 //!
-//! Read path: `GetPage` names the read point; the daemon answers only when the
-//! page's segment is complete up to it.
+//! Read path: `GetPages` (pages of one protection group) names the read
+//! point; the daemon answers only when the pages'
+//! segment is complete up to it.
 
 use crate::ids::{Epoch, Lsn, NodeId, PageId, ProtectionGroupId};
 use crate::redo::RedoRecord;
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// ALPN of the storage protocol; bumped on any incompatible change.
-pub const ALPN: &[u8] = b"borealis-storage/1";
+pub const ALPN: &[u8] = b"borealis-storage/2";
 
 /// The largest request or response: bounds what one stream may make a peer
 /// buffer. Large enough for a boxcar of thousands of 8 KiB records.
@@ -107,8 +108,10 @@ pub enum Request {
         /// records, so that the others are complete up to `complete_to`.
         all_groups: bool,
     },
-    /// A page as of `read_point`.
-    GetPage { page: PageId, read_point: Lsn },
+    /// Pages of one protection group as of `read_point`, answered in the
+    /// order asked (at most [`PAGES_PER_REQUEST_MAX`]): a scan's read-ahead
+    /// is one round trip, not one per page.
+    GetPages { pages: Vec<PageId>, read_point: Lsn },
     /// The daemon's epoch and segment progress.
     Status,
     /// Tells the daemon the volume durable LSN and the writer's min read point.
@@ -133,6 +136,9 @@ pub enum Request {
     HoldReadPoint { read_point: Lsn },
 }
 
+/// The most pages one `GetPages` may ask for (4 MiB of images at most).
+pub const PAGES_PER_REQUEST_MAX: usize = 512;
+
 /// One page of a `Digest` answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PageDigest {
@@ -149,8 +155,9 @@ pub enum Response {
     Appended { segments: Vec<SegmentProgress> },
     /// The request's epoch is below the daemon's.
     StaleEpoch { current: Epoch },
-    /// A sealed page image (`Page::verify` must pass).
-    Page { bytes: Vec<u8> },
+    /// Answer to `GetPages`: sealed images (`Page::verify` must pass) in
+    /// the order asked.
+    Pages { images: Vec<Vec<u8>> },
     /// The segment is not complete up to the read point.
     NotComplete { segment_complete_lsn: Lsn },
     /// The read point is below the history the daemon keeps.

@@ -20,7 +20,9 @@
 //! (bounded), so a returning daemon is caught up by resending; one that
 //! fell behind further is repaired from a peer segment.
 
-use crate::client::{BULK_REQUEST_TIMEOUT, REQUEST_TIMEOUT, StorageClient, StorageError, placement_of, unexpected};
+use crate::client::{
+    BULK_REQUEST_TIMEOUT, REQUEST_TIMEOUT, StorageClient, StorageError, page_requests, placement_of, unexpected,
+};
 use crate::ids::{Epoch, Lsn, NodeId, PageId, ProtectionGroupId, VolumeLayout};
 use crate::page::Page;
 use crate::proto::{Request, Response};
@@ -278,19 +280,28 @@ impl VolumeWriter {
         Ok(self.shared.lock().assign(bodies))
     }
 
-    /// The page as of `read_point` (at most the durable LSN) from a segment
-    /// known to be complete to it.
-    pub async fn get_page(&self, page: PageId, read_point: Lsn) -> Result<Page, StorageError> {
+    /// Pages as of `read_point` (at most the durable LSN) from segments
+    /// known to be complete to it, in the order asked; one request per
+    /// protection group they fall in, sent at once.
+    pub async fn get_pages(&self, pages: &[PageId], read_point: Lsn) -> Result<Vec<Page>, StorageError> {
         let durable = self.durable_lsn();
         if read_point > durable {
             // Storage applies records up to a read point, so it must be durable.
             return Err(StorageError::Invalid(format!("read point {read_point} is above the durable LSN {durable}")));
         }
-        // None: no record ever touched the page's group, every page there is empty.
-        let Some(candidates) = self.shared.lock().read_candidates(page, read_point) else {
-            return Ok(sealed_empty_page());
-        };
-        self.shared.client.get_page(&candidates, page, read_point).await
+        let layout = self.shared.lock().layout();
+        let requests = page_requests(layout, pages).into_iter().map(|(_, run)| {
+            // None: no record ever touched the group, every page there is empty.
+            let candidates = self.shared.lock().read_candidates(pages[run.start], read_point);
+            async move {
+                match candidates {
+                    None => Ok(vec![sealed_empty_page(); run.len()]),
+                    Some(candidates) => self.shared.client.get_pages(&candidates, &pages[run], read_point).await,
+                }
+            }
+        });
+        let answers = futures::future::try_join_all(requests).await?;
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// Points the writer at a daemon's new address (it came back elsewhere).

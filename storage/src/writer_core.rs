@@ -167,6 +167,11 @@ impl WriterCore {
         Some(CommitLsns { first, commit: self.tracker.allocated_lsn() })
     }
 
+    /// How pages map to protection groups.
+    pub fn layout(&self) -> VolumeLayout {
+        self.settings.layout
+    }
+
     /// The segments to read `page` at `read_point` from, those known to be
     /// complete to it first; None when no record ever touched its group
     /// (every page there is empty).

@@ -116,7 +116,7 @@ fn tuples(page: &Page) -> Vec<String> {
 }
 
 async fn page_at(writer: &VolumeWriter, page: PageId, read_point: Lsn) -> Vec<String> {
-    tuples(&writer.get_page(page, read_point).await.unwrap())
+    tuples(&one_page(writer.get_pages(&[page], read_point).await.unwrap()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +137,7 @@ async fn commits_survive_failures_restarts_and_a_new_writer() {
         assert_eq!(page_at(&writer, PAGE_A, first.commit).await, ["a"]);
         assert_eq!(page_at(&writer, PAGE_A, second.commit).await, ["a", "b"]);
         assert_eq!(page_at(&writer, PAGE_B, second.commit).await, ["x"]);
-        assert_eq!(writer.get_page(PageId(5), second.commit).await.unwrap().kind(), PageKind::Empty);
+        assert_eq!(one_page(writer.get_pages(&[PageId(5)], second.commit).await.unwrap()).kind(), PageKind::Empty);
 
         // Two daemons down: 4 of 6 remain, commits go on.
         cluster.stop(0).await;
@@ -195,8 +195,8 @@ async fn commits_survive_failures_restarts_and_a_new_writer() {
             read_point = reader.read_point().await.unwrap();
         }
         assert_eq!(read_point, sixth.commit);
-        assert_eq!(tuples(&reader.get_page(PAGE_B, read_point).await.unwrap()), ["x", "y", "z"]);
-        assert_eq!(tuples(&reader.get_page(PAGE_B, durable).await.unwrap()), ["x", "y"]);
+        assert_eq!(tuples(&one_page(reader.get_pages(&[PAGE_B], read_point).await.unwrap())), ["x", "y", "z"]);
+        assert_eq!(tuples(&one_page(reader.get_pages(&[PAGE_B], durable).await.unwrap())), ["x", "y"]);
         for index in 0..6 {
             cluster.stop(index).await;
         }
@@ -230,9 +230,19 @@ async fn concurrent_commits_are_acknowledged_in_lsn_order() {
         assert_eq!(commits.len(), 64);
         let durable = writer.durable_lsn();
         for index in 0..64u64 {
-            let page = writer.get_page(PageId(100 + index), durable).await.unwrap();
+            let page = one_page(writer.get_pages(&[PageId(100 + index)], durable).await.unwrap());
             assert_eq!(tuples(&page), [format!("t{index}")]);
         }
+        // One batched read over all their protection groups (and a page
+        // never written) answers in the order asked.
+        let mut asked: Vec<PageId> = (0..64u64).rev().map(|index| PageId(100 + index)).collect();
+        asked.push(PageId(99));
+        let pages = writer.get_pages(&asked, durable).await.unwrap();
+        assert_eq!(pages.len(), asked.len());
+        for (index, page) in (0..64u64).rev().zip(&pages) {
+            assert_eq!(tuples(page), [format!("t{index}")]);
+        }
+        assert_eq!(pages[64].kind(), PageKind::Empty);
         for index in 0..6 {
             cluster.stop(index).await;
         }
@@ -258,7 +268,7 @@ async fn a_returning_daemon_is_repaired_by_its_peers() {
         let client = StorageClient::new(cluster.nodes.clone(), &cluster.tls_dir()).unwrap();
         let mut repaired = None;
         for _ in 0..100 {
-            if let Ok(page) = client.get_page(&[NodeId(5)], PAGE_A, last).await {
+            if let Ok(page) = client.get_pages(&[NodeId(5)], &[PAGE_A], last).await.map(one_page) {
                 repaired = Some(page);
                 break;
             }
@@ -271,4 +281,10 @@ async fn a_returning_daemon_is_repaired_by_its_peers() {
         }
     };
     tokio::time::timeout(Duration::from_secs(30), test).await.expect("test took over 30 s");
+}
+
+/// The one page of a one-page read.
+fn one_page(mut pages: Vec<Page>) -> Page {
+    assert_eq!(pages.len(), 1, "one page asked");
+    pages.pop().expect("one page")
 }
