@@ -98,14 +98,23 @@ impl Snapshot {
         Ok(self.volume.read_page(id, self.read_point).await?)
     }
 
-    /// Starts reading page `id` in the background (read-ahead for a scan);
-    /// None when the snapshot has private pages (its reads stay in order).
-    pub fn read_ahead(&self, id: PageId) -> Option<PageRead> {
-        if self.has_private_pages() {
-            return None;
-        }
-        let (volume, read_point) = (Arc::clone(&self.volume), self.read_point);
-        Some(tokio::spawn(async move { Ok(volume.read_page(id, read_point).await?) }))
+    /// Pages `ids` as this statement sees them, in order: private pages from
+    /// the overlay, the rest in one batched volume read.
+    pub async fn pages(&self, ids: &[PageId]) -> Result<Vec<Arc<Page>>, SqlError> {
+        let private: Vec<Option<Arc<Page>>> = ids.iter().map(|id| self.overlay.get(id).cloned()).collect();
+        let shared: Vec<PageId> = ids.iter().zip(&private).filter(|(_, p)| p.is_none()).map(|(id, _)| *id).collect();
+        let mut read = if shared.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            self.volume.read_pages(&shared, self.read_point).await?.into_iter()
+        };
+        Ok(private.into_iter().map(|page| page.or_else(|| read.next()).expect("one page read per id")).collect())
+    }
+
+    /// Starts reading pages `ids` in the background (a scan's read-ahead).
+    pub fn read_ahead(&self, ids: Vec<PageId>) -> PagesRead {
+        let snapshot = self.clone();
+        tokio::spawn(async move { snapshot.pages(&ids).await })
     }
 
     /// Calls `visit` on every live tuple of the chain starting at `first`.
@@ -126,8 +135,8 @@ impl Snapshot {
     }
 }
 
-/// A page read running in the background.
-pub type PageRead = tokio::task::JoinHandle<Result<Arc<Page>, SqlError>>;
+/// Page reads running in the background.
+pub type PagesRead = tokio::task::JoinHandle<Result<Vec<Arc<Page>>, SqlError>>;
 
 /// A write transaction's private page changes and the redo that made them.
 /// A clone is a savepoint: pages are shared until changed (`Arc::make_mut`).

@@ -27,7 +27,7 @@ use crate::access::{self, IndexChoice};
 use crate::btree::{self, KeyRange};
 use crate::catalog::{Catalog, TableDef};
 use crate::error::SqlError;
-use crate::heap::{PageRead, RowAddress, Snapshot};
+use crate::heap::{PagesRead, RowAddress, Snapshot};
 use crate::pg_catalog::PgCatalogSchema;
 use crate::row::{OutputColumn, RowDecoder};
 use async_trait::async_trait;
@@ -187,10 +187,10 @@ impl TableProvider for PageTable {
     }
 }
 
-fn plan_properties(schema: &SchemaRef) -> Arc<PlanProperties> {
+fn plan_properties(schema: &SchemaRef, partitions: usize) -> Arc<PlanProperties> {
     Arc::new(PlanProperties::new(
         EquivalenceProperties::new(Arc::clone(schema)),
-        Partitioning::UnknownPartitioning(1),
+        Partitioning::UnknownPartitioning(partitions),
         EmissionType::Incremental,
         Boundedness::Bounded,
     ))
@@ -206,7 +206,9 @@ fn statement_snapshot(context: &TaskContext) -> DfResult<Snapshot> {
 }
 
 /// Streams a table's rows at the statement's snapshot: the whole page chain
-/// (`PageScan`), or the rows an index finds for some key ranges (`IndexScan`).
+/// (`PageScan`, in [`scan_partitions`] partitions that share one walk of
+/// the chain), or the rows an index finds for some key ranges (`IndexScan`,
+/// one partition).
 #[derive(Debug)]
 pub struct ScanExec {
     def: Arc<TableDef>,
@@ -216,6 +218,14 @@ pub struct ScanExec {
     schema: SchemaRef,
     limit: Option<usize>,
     properties: Arc<PlanProperties>,
+    /// The walk the partitions of the current execution share.
+    walk: std::sync::Mutex<Option<Arc<SharedWalk>>>,
+}
+
+/// Partitions of a page scan: one per core (at most 8), so that decoding
+/// pages into batches, and the operators above the scan, run in parallel.
+pub fn scan_partitions() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
 impl ScanExec {
@@ -226,8 +236,26 @@ impl ScanExec {
         schema: SchemaRef,
         limit: Option<usize>,
     ) -> ScanExec {
-        let properties = plan_properties(&schema);
-        ScanExec { def, index, outputs, schema, limit, properties }
+        let partitions = if index.is_some() { 1 } else { scan_partitions() };
+        let properties = plan_properties(&schema, partitions);
+        ScanExec { def, index, outputs, schema, limit, properties, walk: std::sync::Mutex::new(None) }
+    }
+
+    /// The walk of the execution `partition` belongs to: the current one,
+    /// or a new one when `partition` has already taken its part of it (the
+    /// plan runs again). The plan forgets a walk once every partition has
+    /// taken it, so that it holds no read point after the execution.
+    fn shared_walk(&self, partition: usize, snapshot: &Snapshot) -> Arc<SharedWalk> {
+        let mut slot = self.walk.lock().expect("scan walk lock poisoned");
+        let partitions = self.properties.partitioning.partition_count();
+        let walk = match slot.take() {
+            Some(current) if !current.is_taken(partition) => current,
+            _ => Arc::new(SharedWalk::new(snapshot.clone(), self.def.first_page, partitions)),
+        };
+        if !walk.take_partition(partition) {
+            *slot = Some(Arc::clone(&walk));
+        }
+        walk
     }
 }
 
@@ -283,21 +311,15 @@ impl ExecutionPlan for ScanExec {
         self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
     }
 
-    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let snapshot = statement_snapshot(&context)?;
         let decoder = RowDecoder::new(self.def.types(), self.outputs.clone());
         let schema = Arc::clone(&self.schema);
         let limit = self.limit.unwrap_or(usize::MAX);
         let stream: futures::stream::BoxStream<'static, DfResult<RecordBatch>> = match &self.index {
             None => {
-                let cursor = ScanCursor {
-                    snapshot,
-                    next_page: Some(self.def.first_page),
-                    ahead: VecDeque::new(),
-                    decoder,
-                    schema,
-                    rows_left: limit,
-                };
+                let walk = self.shared_walk(partition, &snapshot);
+                let cursor = ScanCursor { walk, partition, first_batch_sent: false, decoder, schema, rows_left: limit };
                 Box::pin(futures::stream::try_unfold(cursor, |mut cursor| async move {
                     let batch = cursor.next_batch().await.map_err(DataFusionError::from)?;
                     Ok(batch.map(|batch| (batch, cursor)))
@@ -317,17 +339,151 @@ impl ExecutionPlan for ScanExec {
     }
 }
 
-/// Pages a scan reads ahead of itself while its chain runs through
-/// consecutive page ids (as tables loaded in bulk do).
+/// Pages one read-ahead request asks for, while the chain runs through
+/// consecutive page ids (as tables loaded in bulk do); the first requests
+/// of a walk ask for fewer, so that a short chain reads little past its end.
 const READ_AHEAD_PAGES: u64 = 32;
+/// Pages the first read-ahead request of a walk asks for.
+const READ_AHEAD_FIRST_PAGES: u64 = 4;
+/// Read-ahead requests a walk keeps in flight, at most (128 pages, 1 MiB).
+const READ_AHEAD_REQUESTS: usize = 4;
 
-/// Where a scan is in its chain.
-struct ScanCursor {
+/// One walk of a table's page chain, shared by the partitions of a page
+/// scan: each takes the next run of pages under the lock and decodes it
+/// outside, so decoding runs in parallel while the chain is read in order.
+///
+/// Row order: partition 0 alone takes pages until it has sent its first
+/// batch (or reached the chain's end), and the others wait for that; so a
+/// table of up to one batch of rows comes out in chain order, as from a
+/// single scan. Past that, batches of different partitions interleave.
+struct SharedWalk {
+    chain: tokio::sync::Mutex<ChainWalk>,
+    /// Set once partition 0 has sent its first batch, ended or was dropped.
+    parallel: tokio::sync::watch::Sender<bool>,
+    /// Partitions whose stream has been created for this walk.
+    taken: std::sync::Mutex<Vec<bool>>,
+}
+
+impl std::fmt::Debug for SharedWalk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWalk").field("taken", &self.taken).finish_non_exhaustive()
+    }
+}
+
+impl SharedWalk {
+    fn new(snapshot: Snapshot, first_page: PageId, partitions: usize) -> SharedWalk {
+        SharedWalk {
+            chain: tokio::sync::Mutex::new(ChainWalk {
+                snapshot,
+                next: Some(first_page),
+                ahead: VecDeque::new(),
+                runs: 0,
+            }),
+            parallel: tokio::sync::watch::Sender::new(partitions == 1),
+            taken: std::sync::Mutex::new(vec![false; partitions]),
+        }
+    }
+
+    fn is_taken(&self, partition: usize) -> bool {
+        self.taken.lock().expect("scan partitions lock poisoned")[partition]
+    }
+
+    /// Marks `partition` taken; returns whether every partition now is.
+    fn take_partition(&self, partition: usize) -> bool {
+        let mut taken = self.taken.lock().expect("scan partitions lock poisoned");
+        taken[partition] = true;
+        taken.iter().all(|t| *t)
+    }
+
+    fn go_parallel(&self) {
+        self.parallel.send_replace(true);
+    }
+}
+
+/// Where the shared walk is in the chain.
+struct ChainWalk {
     snapshot: Snapshot,
-    next_page: Option<PageId>,
-    /// Reads started ahead, in page order: a guess that the chain continues
-    /// with the next page ids. A wrong guess costs a read, never a wrong row.
-    ahead: VecDeque<(PageId, PageRead)>,
+    /// The next page of the chain not handed out yet.
+    next: Option<PageId>,
+    /// Reads started ahead, in page order, each of `count` consecutive
+    /// page ids from `start`: a guess that the chain goes on through them.
+    /// A wrong guess costs reads, never a wrong row.
+    ahead: VecDeque<ReadAhead>,
+    /// Runs handed out since the chain last jumped: the read-ahead grows
+    /// with them, and starts small again after a jump.
+    runs: u32,
+}
+
+/// A read-ahead request in flight.
+struct ReadAhead {
+    start: PageId,
+    count: u64,
+    read: PagesRead,
+}
+
+impl ChainWalk {
+    /// The next pages of the chain, in chain order; None at its end.
+    async fn next_run(&mut self) -> Result<Option<Vec<(PageId, Arc<Page>)>>, SqlError> {
+        let Some(first) = self.next else { return Ok(None) };
+        self.runs += 1;
+        let pages = match self.ahead.front() {
+            Some(ahead) if ahead.start == first => {
+                let ahead = self.ahead.pop_front().expect("front exists");
+                ahead.read.await.map_err(|e| SqlError::internal(format_args!("read-ahead: {e}")))??
+            }
+            _ => {
+                self.drop_guesses();
+                self.runs = 1;
+                self.snapshot.pages(&[first]).await?
+            }
+        };
+        let mut run = Vec::with_capacity(pages.len());
+        for (id, page) in (first.0..).map(PageId).zip(pages) {
+            self.next = page.next_page();
+            run.push((id, page));
+            if self.next != Some(PageId(id.0 + 1)) {
+                break;
+            }
+        }
+        match self.next {
+            Some(next) if next.0 == run.last().expect("a run has a page").0.0 + 1 => self.read_ahead(next),
+            _ => self.drop_guesses(),
+        }
+        Ok(Some(run))
+    }
+
+    /// Keeps reads in flight from `from` on: one request of
+    /// [`READ_AHEAD_FIRST_PAGES`] after the first run, growing to
+    /// [`READ_AHEAD_REQUESTS`] of [`READ_AHEAD_PAGES`] as runs go by.
+    fn read_ahead(&mut self, from: PageId) {
+        if self.ahead.front().is_some_and(|ahead| ahead.start != from) {
+            self.drop_guesses();
+        }
+        let requests = usize::try_from(self.runs).unwrap_or(usize::MAX).min(READ_AHEAD_REQUESTS);
+        let count = (READ_AHEAD_FIRST_PAGES << (self.runs - 1).min(8)).min(READ_AHEAD_PAGES);
+        let mut start = self.ahead.back().map_or(from.0, |last| last.start.0 + last.count);
+        while self.ahead.len() < requests {
+            let ids = (start..start + count).map(PageId).collect();
+            self.ahead.push_back(ReadAhead { start: PageId(start), count, read: self.snapshot.read_ahead(ids) });
+            start += count;
+        }
+    }
+
+    /// Forgets the reads ahead. They are not aborted: their requests are
+    /// out already, and the pages they bring enter the cache (a jump in a
+    /// chain often lands on pages a query reads next, such as those of the
+    /// table loaded in between).
+    fn drop_guesses(&mut self) {
+        self.ahead.clear();
+    }
+}
+
+/// One partition of a page scan.
+struct ScanCursor {
+    walk: Arc<SharedWalk>,
+    partition: usize,
+    /// Partition 0: whether its first batch has gone out.
+    first_batch_sent: bool,
     decoder: RowDecoder,
     schema: SchemaRef,
     /// Rows the LIMIT still allows.
@@ -337,52 +493,35 @@ struct ScanCursor {
 impl ScanCursor {
     /// The next batch of up to [`SCAN_BATCH_ROWS`] rows, None at the chain's end.
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SqlError> {
+        if self.partition > 0 {
+            let mut parallel = self.walk.parallel.subscribe();
+            parallel.wait_for(|go| *go).await.map_err(|_| SqlError::internal("scan walk dropped"))?;
+        }
         while self.decoder.rows() < SCAN_BATCH_ROWS && self.rows_left > 0 {
-            let Some(id) = self.next_page else { break };
-            let page = self.page(id).await?;
-            for (slot, tuple) in page.tuples() {
-                if self.rows_left == 0 {
-                    break;
+            let Some(run) = self.walk.chain.lock().await.next_run().await? else { break };
+            for (id, page) in run {
+                for (slot, tuple) in page.tuples() {
+                    if self.rows_left == 0 {
+                        break;
+                    }
+                    self.decoder.append(tuple, RowAddress { page: id, slot }.to_u64())?;
+                    self.rows_left -= 1;
                 }
-                self.decoder.append(tuple, RowAddress { page: id, slot }.to_u64())?;
-                self.rows_left -= 1;
-            }
-            self.next_page = page.next_page();
-            if self.next_page == Some(PageId(id.0 + 1)) && self.rows_left > 0 {
-                self.read_ahead(id.0 + 1);
             }
         }
-        take_batch(&mut self.decoder, &self.schema)
-    }
-
-    /// Page `id`: from a read started ahead if there is one, reading
-    /// directly (and dropping the guesses) otherwise.
-    async fn page(&mut self, id: PageId) -> Result<Arc<Page>, SqlError> {
-        while let Some((guess, handle)) = self.ahead.pop_front() {
-            if guess == id {
-                return handle.await.map_err(|e| SqlError::internal(format_args!("read-ahead: {e}")))?;
-            }
-            handle.abort();
+        let batch = take_batch(&mut self.decoder, &self.schema)?;
+        if self.partition == 0 && !self.first_batch_sent {
+            self.first_batch_sent = true;
+            self.walk.go_parallel();
         }
-        self.snapshot.page(id).await
-    }
-
-    /// Keeps reads in flight for the pages after `from` (inclusive).
-    fn read_ahead(&mut self, from: u64) {
-        let start = self.ahead.back().map_or(from, |(last, _)| last.0 + 1).max(from);
-        for next in start..from + READ_AHEAD_PAGES {
-            match self.snapshot.read_ahead(PageId(next)) {
-                Some(handle) => self.ahead.push_back((PageId(next), handle)),
-                None => return,
-            }
-        }
+        Ok(batch)
     }
 }
 
 impl Drop for ScanCursor {
     fn drop(&mut self) {
-        for (_, handle) in self.ahead.drain(..) {
-            handle.abort();
+        if self.partition == 0 {
+            self.walk.go_parallel();
         }
     }
 }
@@ -435,15 +574,20 @@ impl IndexCursor {
             self.addresses = Some(self.lookup().await?);
         }
         let addresses = self.addresses.as_mut().expect("looked up above");
-        let mut page: Option<(PageId, Arc<Page>)> = None;
-        while self.decoder.rows() < SCAN_BATCH_ROWS {
-            let Some(address) = addresses.pop() else { break };
-            if page.as_ref().is_none_or(|(id, _)| *id != address.page) {
-                page = Some((address.page, self.snapshot.page(address.page).await?));
+        let batch: Vec<RowAddress> = addresses.iter().rev().take(SCAN_BATCH_ROWS).copied().collect();
+        addresses.truncate(addresses.len() - batch.len());
+        // The batch's pages in one read: consecutive addresses on one page share it.
+        let mut ids: Vec<PageId> = batch.iter().map(|address| address.page).collect();
+        ids.dedup();
+        let pages = self.snapshot.pages(&ids).await?;
+        let mut pages = ids.into_iter().zip(pages).peekable();
+        for address in batch {
+            while pages.peek().is_some_and(|(id, _)| *id != address.page) {
+                pages.next();
             }
-            let (_, current) = page.as_ref().expect("set above");
+            let (_, page) = pages.peek().ok_or_else(|| SqlError::internal("index scan lost a page"))?;
             let tuple =
-                current.tuple(address.slot).ok_or_else(|| SqlError::corrupt("index entry points to a free slot"))?;
+                page.tuple(address.slot).ok_or_else(|| SqlError::corrupt("index entry points to a free slot"))?;
             self.decoder.append(tuple, address.to_u64())?;
         }
         take_batch(&mut self.decoder, &self.schema)

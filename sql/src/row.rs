@@ -19,6 +19,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{
     Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
 };
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Bytes of the column count at the start of a row.
@@ -119,12 +120,21 @@ pub fn too_big(size_bytes: usize) -> SqlError {
 
 /// The stored bytes of each column of `tuple` (None = NULL), for `types.len()` columns.
 pub fn column_slices<'a>(types: &[SqlType], tuple: &'a [u8]) -> Result<Vec<Option<&'a [u8]>>, SqlError> {
+    let mut ranges = Vec::with_capacity(types.len());
+    column_ranges(types, tuple, &mut ranges)?;
+    Ok(ranges.into_iter().map(|range| range.map(|range| &tuple[range])).collect())
+}
+
+/// Where each of the first `types.len()` columns of `tuple` is stored
+/// (None = NULL), into `out` (cleared first): a scan reuses one `out` for
+/// all its rows, and decodes only up to the last column it outputs.
+pub fn column_ranges(types: &[SqlType], tuple: &[u8], out: &mut Vec<Option<Range<usize>>>) -> Result<(), SqlError> {
     let corrupt = || SqlError::corrupt("row shorter than its header says");
+    out.clear();
     let count_bytes = tuple.get(..COUNT_BYTES).ok_or_else(corrupt)?;
     let stored = u16::from_le_bytes([count_bytes[0], count_bytes[1]]) as usize;
     let bitmap = tuple.get(COUNT_BYTES..COUNT_BYTES + stored.div_ceil(8)).ok_or_else(corrupt)?;
     let mut at = COUNT_BYTES + bitmap.len();
-    let mut out = Vec::with_capacity(types.len());
     for (index, ty) in types.iter().enumerate() {
         if index >= stored || bitmap[index / 8] & (1 << (index % 8)) != 0 {
             out.push(None);
@@ -138,10 +148,13 @@ pub fn column_slices<'a>(types: &[SqlType], tuple: &'a [u8]) -> Result<Vec<Optio
                 u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize
             }
         };
-        out.push(Some(tuple.get(at..at + width).ok_or_else(corrupt)?));
+        if at + width > tuple.len() {
+            return Err(corrupt());
+        }
+        out.push(Some(at..at + width));
         at += width;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// One Arrow builder per output column of a scan.
@@ -251,10 +264,13 @@ pub enum OutputColumn {
 
 /// Decodes tuples into Arrow arrays for a projection of a table.
 pub struct RowDecoder {
+    /// The stored columns' types, up to the last one an output needs.
     types: Vec<SqlType>,
     outputs: Vec<OutputColumn>,
     builders: Vec<ColumnBuilder>,
     rows: usize,
+    /// Where the current row's columns are (reused from row to row).
+    ranges: Vec<Option<Range<usize>>>,
 }
 
 impl RowDecoder {
@@ -267,7 +283,17 @@ impl RowDecoder {
                 OutputColumn::RowAddress => ColumnBuilder::RowAddress(UInt64Builder::new()),
             })
             .collect();
-        RowDecoder { types, outputs, builders, rows: 0 }
+        let needed = outputs
+            .iter()
+            .filter_map(|output| match output {
+                OutputColumn::Stored(column) => Some(column + 1),
+                OutputColumn::RowAddress => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let mut types = types;
+        types.truncate(needed);
+        RowDecoder { types, outputs, builders, rows: 0, ranges: Vec::with_capacity(needed) }
     }
 
     /// Rows appended since the last `finish`.
@@ -277,11 +303,11 @@ impl RowDecoder {
 
     /// Appends one stored row at `address`.
     pub fn append(&mut self, tuple: &[u8], address: u64) -> Result<(), SqlError> {
-        let slices = column_slices(&self.types, tuple)?;
+        column_ranges(&self.types, tuple, &mut self.ranges)?;
         let address_bytes = address.to_le_bytes();
         for (builder, output) in self.builders.iter_mut().zip(&self.outputs) {
             let value = match output {
-                OutputColumn::Stored(column) => slices[*column],
+                OutputColumn::Stored(column) => self.ranges[*column].clone().map(|range| &tuple[range]),
                 OutputColumn::RowAddress => Some(&address_bytes[..]),
             };
             builder.append(value)?;

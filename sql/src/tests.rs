@@ -286,6 +286,35 @@ async fn tables_span_many_pages_and_rows_grow() {
     assert_eq!(query(&mut s, "SELECT count(*) FROM big b JOIN small s ON b.id = s.a").await, strings(&[&["1"]]));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_scans_return_every_row_once_and_small_tables_in_order() {
+    let (_volume, engine) = writer().await;
+    let mut s = engine.session();
+    one(&mut s, "CREATE TABLE big (id int, pad text)").await;
+    // Several loads, so the chain is long and not one run of page ids.
+    for chunk in 0..4 {
+        let (from, to) = (chunk * 10_000 + 1, (chunk + 1) * 10_000);
+        one(&mut s, &format!("INSERT INTO big SELECT value, repeat('x', 50) FROM generate_series({from}, {to})")).await;
+        one(&mut s, &format!("CREATE TABLE spacer{chunk} (a int)")).await;
+        one(&mut s, &format!("INSERT INTO spacer{chunk} VALUES (1)")).await;
+    }
+    let expected = strings(&[&["40000", "40000", "800020000", "1", "40000"]]);
+    let sql = "SELECT count(*), count(DISTINCT id), sum(id), min(id), max(id) FROM big";
+    for _ in 0..3 {
+        assert_eq!(query(&mut s, sql).await, expected);
+    }
+    let plan = query(&mut s, "EXPLAIN SELECT count(*) FROM big").await;
+    let text = plan.iter().map(|row| row.join(" ")).collect::<Vec<_>>().join("\n");
+    assert!(text.contains("PageScan"), "{text}");
+    // A LIMIT stops the scan early and still answers.
+    assert_eq!(query(&mut s, "SELECT count(*) FROM (SELECT id FROM big LIMIT 10)").await, strings(&[&["10"]]));
+    // Up to a batch of rows, a scan returns rows in chain order.
+    one(&mut s, "CREATE TABLE small (id int)").await;
+    one(&mut s, "INSERT INTO small SELECT value FROM generate_series(1, 5000)").await;
+    let ids: Vec<i64> = query(&mut s, "SELECT id FROM small").await.iter().map(|row| row[0].parse().unwrap()).collect();
+    assert_eq!(ids, (1..=5000).collect::<Vec<i64>>());
+}
+
 #[tokio::test]
 async fn describe_infers_parameter_types_and_execute_binds_them() {
     let (_volume, engine) = writer().await;
