@@ -61,6 +61,9 @@ pub struct Cli {
     /// Parquet files (default: the system's temporary directory).
     #[arg(long, global = true)]
     pub work_dir: Option<PathBuf>,
+    /// TPC-H scale factor instead of the mode's (0.01 quick, 1 full).
+    #[arg(long, global = true)]
+    pub tpch_scale: Option<f64>,
 }
 
 /// The workloads, each a subcommand; `all` runs every one in this order.
@@ -134,6 +137,11 @@ pub struct Settings {
     pub copy_batch_rows: usize,
     /// Connections that load a table at once.
     pub load_connections: u64,
+    /// Each Borealis instance's buffer cache (`[cluster] buffer_cache_bytes`):
+    /// PostgreSQL's reads are served by the operating system's page cache,
+    /// which holds the whole data set on this machine; a reporting reader
+    /// is given a cache of the size its data set asks for.
+    pub buffer_cache_bytes: u64,
 }
 
 impl Settings {
@@ -157,6 +165,7 @@ impl Settings {
                 load_timeout: Duration::from_secs(45),
                 copy_batch_rows: 10_000,
                 load_connections: 2,
+                buffer_cache_bytes: 256 * 1024 * 1024,
             }
         } else {
             Settings {
@@ -176,6 +185,7 @@ impl Settings {
                 load_timeout: Duration::from_secs(3600),
                 copy_batch_rows: 50_000,
                 load_connections: 4,
+                buffer_cache_bytes: 2 * 1024 * 1024 * 1024,
             }
         }
     }
@@ -194,6 +204,7 @@ impl Settings {
             ("lag_commits_per_s", format!("{:?}", self.lag_commits_per_s)),
             ("tpch_scale_factor", self.tpch_scale_factor.to_string()),
             ("copy_batch_rows", self.copy_batch_rows.to_string()),
+            ("buffer_cache_bytes", self.buffer_cache_bytes.to_string()),
         ];
         pairs.into_iter().map(|(name, value)| (name.to_string(), value)).collect()
     }
@@ -364,7 +375,11 @@ pub async fn join_tasks<T>(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<T>>
 
 /// Runs the bench as `cli` asks; returns whether every answer was right.
 pub async fn main(cli: Cli) -> anyhow::Result<bool> {
-    let settings = Settings::new(cli.quick);
+    let mut settings = Settings::new(cli.quick);
+    if let Some(scale_factor) = cli.tpch_scale {
+        anyhow::ensure!(scale_factor > 0.0, "--tpch-scale must be positive");
+        settings.tpch_scale_factor = scale_factor;
+    }
     let workloads = cli.workload.expand();
     let work_dir = cli.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&work_dir).with_context(|| format!("failed to create {}", work_dir.display()))?;
@@ -384,7 +399,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<bool> {
     let mut postgres = systems::Postgres::start(&work_dir).map_err(|error| format!("{error:#}"));
     context.progress.println("starting Borealis (borealis up)");
     let mut borealis = borealis_binary(cli.borealis.as_deref())
-        .and_then(|binary| systems::Borealis::start(&binary, &work_dir, 2))
+        .and_then(|binary| systems::Borealis::start(&binary, &work_dir, 2, context.settings.buffer_cache_bytes))
         .map_err(|error| format!("{error:#}"));
     let mut report = report;
     for (system, outcome) in [("PostgreSQL", postgres.as_ref().err()), ("Borealis", borealis.as_ref().err())] {

@@ -273,9 +273,10 @@ pub struct Borealis {
 }
 
 impl Borealis {
-    /// Writes a cluster file with fresh ports under `work_dir` and runs
-    /// `binary up` until it prints "is up".
-    pub fn start(binary: &Path, work_dir: &Path, readers: usize) -> anyhow::Result<Borealis> {
+    /// Writes a cluster file with fresh ports (and each instance's buffer
+    /// cache of `buffer_cache_bytes`) under `work_dir` and runs `binary up`
+    /// until it prints "is up".
+    pub fn start(binary: &Path, work_dir: &Path, readers: usize, buffer_cache_bytes: u64) -> anyhow::Result<Borealis> {
         let dir = tempfile::Builder::new().prefix("bench-borealis-").tempdir_in(work_dir)?;
         let ports = crate::Ports {
             storage: (0..6).map(|_| free_udp_port()).collect::<anyhow::Result<_>>()?,
@@ -285,7 +286,12 @@ impl Borealis {
             reader: free_tcp_port()?,
         };
         let config = dir.path().join("cluster.toml");
-        std::fs::write(&config, crate::cluster_file(&ports, PROTECTION_GROUP_SIZE_BYTES))?;
+        let text = crate::cluster_file(&ports, PROTECTION_GROUP_SIZE_BYTES).replacen(
+            "[cluster]\n",
+            &format!("[cluster]\nbuffer_cache_bytes = {buffer_cache_bytes}\n"),
+            1,
+        );
+        std::fs::write(&config, text)?;
         let log = std::fs::File::create(dir.path().join("up.log"))?;
         let mut command = Command::new(binary);
         command.arg("up").arg("--config").arg(&config).arg("--data-dir").arg(dir.path().join("data"));
