@@ -223,7 +223,9 @@ struct Handler {
 }
 
 fn error_info(error: &SqlError) -> ErrorInfo {
-    ErrorInfo::new("ERROR".into(), error.sqlstate().to_string(), error.message().to_string())
+    let mut info = ErrorInfo::new("ERROR".into(), error.sqlstate().to_string(), error.message().to_string());
+    info.detail = error.detail().map(str::to_string);
+    info
 }
 
 /// Turns one statement's output into a pgwire response.

@@ -11,7 +11,7 @@ use crate::ddl::normalize;
 use crate::error::{SqlError, sqlstate};
 use crate::row::encode_row;
 use crate::types::SqlType;
-use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget as AstCopyTarget, Ident, Statement,
@@ -427,10 +427,11 @@ impl CopyTarget {
             .collect()
     }
 
-    /// The encoded rows of `records`. Columns not copied take their values
-    /// from `defaults` (one array of `records.len()` values per column of
-    /// [`CopyTarget::defaulted`], in that order), or are NULL.
-    pub fn rows(&self, records: &[Record], defaults: &[ArrayRef]) -> Result<Vec<Vec<u8>>, SqlError> {
+    /// The encoded rows of `records`, and the same rows as a batch of the
+    /// table's columns (for its constraints). Columns not copied take their
+    /// values from `defaults` (one array of `records.len()` values per
+    /// column of [`CopyTarget::defaulted`], in that order), or are NULL.
+    pub fn rows(&self, records: &[Record], defaults: &[ArrayRef]) -> Result<(Vec<Vec<u8>>, RecordBatch), SqlError> {
         for record in records {
             if record.len() != self.columns.len() {
                 let what = if record.len() > self.columns.len() {
@@ -480,7 +481,11 @@ impl CopyTarget {
                 })?
             });
         }
-        (0..records.len()).map(|row| encode_row(&self.def, &arrays, row)).collect()
+        let rows = (0..records.len()).map(|row| encode_row(&self.def, &arrays, row)).collect::<Result<_, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(records.len()));
+        let batch = RecordBatch::try_new_with_options(crate::constraint::table_schema(&self.def), arrays, &options)
+            .map_err(|e| SqlError::from_arrow(&e))?;
+        Ok((rows, batch))
     }
 }
 

@@ -506,6 +506,8 @@ struct CopyIn {
     parser: CopyParser,
     records: Vec<Record>,
     rows: u64,
+    /// The target table's CHECK and FOREIGN KEY constraints, if it has any.
+    checks: Option<crate::constraint::RowChecks>,
     /// The first error; later data is ignored and COPY fails at its end.
     failure: Option<SqlError>,
 }
@@ -521,8 +523,11 @@ impl CopyIn {
 
     async fn flush(&mut self, planner: &Planner) -> Result<(), SqlError> {
         let defaults = self.default_values(planner).await?;
-        let rows = self.target.rows(&self.records, &defaults)?;
+        let (rows, batch) = self.target.rows(&self.records, &defaults)?;
         self.records.clear();
+        if let Some(checks) = &self.checks {
+            checks.check_values(&batch)?;
+        }
         let def = Arc::clone(&self.target.def);
         for row in rows {
             dml::insert_row(&mut self.txn, &def, row).await?;
@@ -530,6 +535,9 @@ impl CopyIn {
             if self.rows.is_multiple_of(COPY_PROGRESS_ROWS) {
                 tracing::info!(table = %def.name, rows = self.rows, "COPY in progress");
             }
+        }
+        if let Some(checks) = &self.checks {
+            checks.check_references(&self.txn.writes, &batch).await?;
         }
         Ok(())
     }
@@ -668,6 +676,7 @@ impl Session {
             self.engine.load_sequences(&catalog, Some(&txn)).await?;
         }
         self.planner.prepare(Arc::clone(&catalog), txn.writes.snapshot());
+        let checks = crate::constraint::RowChecks::new(&self.planner, &catalog, &target.def)?;
         self.copy = Some(CopyIn {
             txn,
             autocommit,
@@ -675,6 +684,7 @@ impl Session {
             parser: CopyParser::new(format),
             records: Vec::with_capacity(COPY_BATCH_ROWS),
             rows: 0,
+            checks,
             failure: None,
         });
         Ok(QueryOutput::CopyIn { columns })
@@ -1126,7 +1136,8 @@ impl Session {
         match statement {
             Statement::CreateTable(create) => {
                 txn.private_ddl = true;
-                ddl::create_table(txn, &catalog, &create).await
+                self.planner.prepare(Arc::clone(&catalog), snapshot);
+                ddl::create_table(txn, &self.planner, &catalog, &create).await
             }
             Statement::CreateIndex(create) => {
                 txn.private_ddl = true;
@@ -1145,11 +1156,12 @@ impl Session {
             }
             Statement::AlterTable(alter) => {
                 txn.private_ddl = true;
-                ddl::alter_table(txn, &catalog, &alter).await
+                self.planner.prepare(Arc::clone(&catalog), snapshot);
+                ddl::alter_table(txn, &self.planner, &catalog, &alter).await
             }
-            Statement::Drop { object_type, if_exists, names, .. } => {
+            Statement::Drop { object_type, if_exists, names, cascade, .. } => {
                 txn.private_ddl = true;
-                ddl::drop_tables(txn, &catalog, object_type, if_exists, &names).await
+                ddl::drop_tables(txn, &catalog, object_type, (if_exists, cascade), &names).await
             }
             mut statement => {
                 self.engine.load_sequences(&catalog, Some(txn)).await?;
@@ -1290,6 +1302,18 @@ impl Planner {
         self.returning.deregister_table(&alias.value)?;
         let (schema, batches) = result?;
         names::rename_batches(schema, batches, names)
+    }
+
+    /// A row expression (a CHECK constraint's) compiled over `schema`, with
+    /// DataFusion's type coercion; evaluated on batches of that schema.
+    pub(crate) fn physical_expr(
+        &self,
+        expr: Expr,
+        schema: &datafusion::common::DFSchema,
+    ) -> Result<Arc<dyn datafusion::physical_expr::PhysicalExpr>, SqlError> {
+        let with_alias = datafusion::sql::sqlparser::ast::ExprWithAlias { expr, alias: None };
+        let logical = self.state.create_logical_expr_from_sql_expr(with_alias, schema)?;
+        Ok(self.state.create_physical_expr(logical, schema)?)
     }
 
     /// Optimises, plans and runs `plan` to completion.

@@ -26,6 +26,7 @@
 pub mod access;
 pub mod btree;
 pub mod catalog;
+pub mod constraint;
 pub mod copy;
 pub mod ddl;
 pub mod dml;

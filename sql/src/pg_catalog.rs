@@ -18,7 +18,8 @@
 //!   table oid + 1 + n;
 //! - the constraint of the n-th index (primary key or unique constraint):
 //!   table oid + `OIDS_PER_TABLE / 2` + n;
-//! - sequences: as tables (their ids come from the same counter);
+//! - sequences, and CHECK and FOREIGN KEY constraints: as tables (their ids
+//!   come from the same counter);
 //! - the default of column n (from 1): `ATTRDEF_FIRST_OID + table_id *
 //!   COLUMNS_MAX + n`;
 //! - namespaces, roles, the database, access methods, types and the system
@@ -33,7 +34,7 @@
 //! triggers, extended statistics, comments, defaults, sequences) are empty tables with
 //! PostgreSQL's columns, so queries that join them plan and return nothing.
 
-use crate::catalog::{Catalog, ColumnDef, IndexDef, TableDef};
+use crate::catalog::{Catalog, ColumnDef, ConstraintDef, ConstraintKind, IndexDef, TableDef};
 use crate::error::SqlError;
 use crate::functions::DATABASE_NAME;
 use crate::provider::CatalogView;
@@ -1039,6 +1040,9 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
     for def in tables(catalog) {
         table_rows(&mut rows, def);
     }
+    for constraint in catalog.constraints() {
+        constraint_row(&mut rows, catalog, &constraint.def);
+    }
     for sequence in catalog.sequences() {
         let def = &sequence.def;
         let oid = crate::sequence::sequence_oid(def);
@@ -1360,6 +1364,62 @@ fn table_rows(rows: &mut Rows, def: &TableDef) {
             );
         }
     }
+}
+
+/// The oid of a CHECK or FOREIGN KEY constraint.
+pub fn check_or_foreign_key_oid(def: &ConstraintDef) -> i32 {
+    clamp_oid(FIRST_NORMAL_OID + def.id.0 as i64 * OIDS_PER_TABLE)
+}
+
+/// The pg_constraint row of a CHECK or FOREIGN KEY constraint.
+fn constraint_row(rows: &mut Rows, catalog: &Catalog, constraint: &ConstraintDef) {
+    let Some(table) = catalog.table_by_id(constraint.table) else { return };
+    let attnums = |columns: &[usize]| Value::IntList(columns.iter().map(|&c| c as i64 + 1).collect());
+    let (contype, key, referenced, index, references, actions, expression) = match &constraint.kind {
+        ConstraintKind::Check { expression } => {
+            let columns = crate::constraint::check_columns(&table.def, expression);
+            ("c", attnums(&columns), Value::Null, 0, 0, (" ", " ", " "), Value::from(expression.as_str()))
+        }
+        ConstraintKind::ForeignKey(key) => {
+            let parent = catalog.table_by_id(key.referenced_table);
+            let parent_oid = parent.map_or(0, |p| table_oid(&p.def));
+            let index_oid = parent
+                .and_then(|p| {
+                    let index = crate::constraint::referenced_index(&p.def, &key.referenced_columns)?;
+                    let position = p.def.indexes.iter().position(|i| i.name == index.name)?;
+                    Some(index_oid(&p.def, position))
+                })
+                .unwrap_or(0);
+            let actions = (key.on_update.code(), key.on_delete.code(), "s");
+            ("f", attnums(&key.columns), attnums(&key.referenced_columns), index_oid, parent_oid, actions, Value::Null)
+        }
+    };
+    rows.push(
+        "pg_constraint",
+        vec![
+            check_or_foreign_key_oid(constraint).into(),
+            constraint.name.as_str().into(),
+            PUBLIC_NAMESPACE.into(),
+            contype.into(),
+            false.into(),
+            false.into(),
+            true.into(),
+            table_oid(&table.def).into(),
+            0.into(),
+            index.into(),
+            0.into(),
+            references.into(),
+            actions.0.into(),
+            actions.1.into(),
+            actions.2.into(),
+            true.into(),
+            0.into(),
+            false.into(),
+            key,
+            referenced,
+            expression,
+        ],
+    );
 }
 
 /// First oid of column defaults (pg_attrdef), far above table oids.

@@ -732,3 +732,34 @@ async fn copy_fills_columns_it_omits_with_their_defaults() {
     );
     assert_eq!(query(&mut session, "SELECT nextval('t_id_seq')").await, strings(&[&["4"]]));
 }
+
+#[tokio::test]
+async fn copy_from_stdin_enforces_check_and_foreign_key_constraints() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE p (id int PRIMARY KEY)").await;
+    one(&mut session, "CREATE TABLE c (id int CHECK (id > 0), p_id int REFERENCES p)").await;
+    one(&mut session, "INSERT INTO p VALUES (1), (2)").await;
+    one(&mut session, "COPY c FROM STDIN").await;
+    session.copy_data(b"1\t1\n2\t\\N\n3\t2\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 3");
+    one(&mut session, "COPY c FROM STDIN").await;
+    session.copy_data(b"4\t1\n-5\t1\n").await;
+    let error = session.copy_done().await.unwrap_err();
+    assert_eq!(error.sqlstate(), "23514");
+    assert_eq!(error.message(), "new row for relation \"c\" violates check constraint \"c_id_check\"");
+    assert_eq!(error.detail(), Some("Failing row contains (-5, 1)."));
+    one(&mut session, "COPY c FROM STDIN WITH (FORMAT csv)").await;
+    session.copy_data(b"6,1\n7,5\n").await;
+    let error = session.copy_done().await.unwrap_err();
+    assert_eq!(error.sqlstate(), "23503");
+    assert_eq!(error.message(), "insert or update on table \"c\" violates foreign key constraint \"c_p_id_fkey\"");
+    assert_eq!(error.detail(), Some("Key (p_id)=(5) is not present in table \"p\"."));
+    assert_eq!(query(&mut session, "SELECT count(*) FROM c").await, strings(&[&["3"]]));
+    let error = session.execute("DELETE FROM p WHERE id = 2").await.unwrap_err();
+    assert_eq!(
+        error.message(),
+        "update or delete on table \"p\" violates foreign key constraint \"c_p_id_fkey\" on table \"c\""
+    );
+    assert_eq!(error.detail(), Some("Key (id)=(2) is still referenced from table \"c\"."));
+}
