@@ -260,8 +260,17 @@ pub(crate) struct WriteTxn {
     pub(crate) private_ddl: bool,
 }
 
+/// The rows of a COPY TO STDOUT, produced batch by batch as the client takes them.
+pub struct CopyOutStream(pub datafusion::execution::SendableRecordBatchStream);
+
+impl std::fmt::Debug for CopyOutStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CopyOutStream")
+    }
+}
+
 /// What a statement returns.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum QueryOutput {
     /// A result set.
     Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
@@ -274,6 +283,11 @@ pub enum QueryOutput {
     /// row; feed them to [`Session::copy_data`], then call
     /// [`Session::copy_done`] (or [`Session::copy_fail`]).
     CopyIn { columns: usize },
+    /// COPY TO STDOUT: the rows of `schema` (its names are the HEADER
+    /// line's) to send in `format`, one CopyData per row. The plan runs as
+    /// the stream is polled, a batch at a time, never the whole result at
+    /// once; a failure mid-way comes as the stream's error.
+    CopyOut { format: CopyFormat, schema: SchemaRef, rows: CopyOutStream },
 }
 
 impl QueryOutput {
@@ -357,7 +371,7 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Drop { object_type: ObjectType::Index, .. } => Kind::Write("DROP INDEX"),
         Statement::Drop { object_type: ObjectType::Sequence, .. } => Kind::Write("DROP SEQUENCE"),
         Statement::Drop { .. } => Kind::Write("DROP TABLE"),
-        Statement::Query(_) | Statement::Explain { .. } => Kind::Read,
+        Statement::Query(_) | Statement::Explain { .. } | Statement::Copy { to: true, .. } => Kind::Read,
         other => {
             let text = other.to_string();
             let words: Vec<&str> = text.split_whitespace().take(2).collect();
@@ -793,7 +807,9 @@ impl Session {
         {
             return Ok(Described { param_types: Vec::new(), schema: Some(schema) });
         }
-        if !matches!(kind, Kind::Read | Kind::Write("INSERT" | "UPDATE" | "DELETE")) {
+        // COPY TO STDOUT answers with CopyOutResponse, not a row description.
+        let copy = matches!(statement, Statement::Copy { .. });
+        if copy || !matches!(kind, Kind::Read | Kind::Write("INSERT" | "UPDATE" | "DELETE")) {
             return Ok(Described { param_types: Vec::new(), schema: None });
         }
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
@@ -1066,6 +1082,9 @@ impl Session {
     }
 
     async fn read(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
+        if matches!(statement, Statement::Copy { .. }) {
+            return self.copy_out(statement).await;
+        }
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.engine.load_sequences(&catalog, self.open_txn()).await?;
@@ -1093,6 +1112,44 @@ impl Session {
         }
         let (schema, batches) = names::rename_batches(schema, batches, names)?;
         Ok(QueryOutput::Rows { schema, batches })
+    }
+
+    /// COPY table [(columns)] | (query) TO STDOUT: the query's rows as a
+    /// stream at the statement's snapshot (see [`QueryOutput::CopyOut`]).
+    async fn copy_out(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
+        let Statement::Copy { source, target, options, legacy_options, .. } = statement else {
+            return Err(SqlError::internal("copy_out given another statement"));
+        };
+        if !matches!(target, AstCopyTarget::Stdout) {
+            return Err(SqlError::unsupported("COPY to a file or program (use COPY TO STDOUT, or psql's \\copy)"));
+        }
+        let format = CopyFormat::from_options(&options, &legacy_options)?;
+        let mut query = match source {
+            CopySource::Table { table_name, columns } => {
+                let table = Ident::with_quote('"', ddl::table_name(&table_name)?);
+                let items = if columns.is_empty() {
+                    "*".to_string()
+                } else {
+                    let names: Vec<String> =
+                        columns.iter().map(|c| Ident::with_quote('"', ddl::normalize(c)).to_string()).collect();
+                    names.join(", ")
+                };
+                parse(&format!("SELECT {items} FROM {table}"))?
+                    .pop()
+                    .ok_or_else(|| SqlError::internal("COPY's query did not parse"))?
+            }
+            CopySource::Query(query) => Statement::Query(query),
+        };
+        let (snapshot, private_ddl) = self.statement_snapshot().await?;
+        let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
+        self.engine.load_sequences(&catalog, self.open_txn()).await?;
+        self.planner.prepare(Arc::clone(&catalog), snapshot);
+        pg_rewrite::rewrite(&mut query);
+        let names = names::postgres_column_names(&query);
+        let plan = self.planner.plan(query, None).await?;
+        let (schema, rows) = self.planner.stream(&plan).await?;
+        let (schema, _) = names::rename_batches(schema, Vec::new(), names)?;
+        Ok(QueryOutput::CopyOut { format, schema, rows: CopyOutStream(rows) })
     }
 
     /// The open write transaction of the block, if it has one.
@@ -1314,6 +1371,17 @@ impl Planner {
         let with_alias = datafusion::sql::sqlparser::ast::ExprWithAlias { expr, alias: None };
         let logical = self.state.create_logical_expr_from_sql_expr(with_alias, schema)?;
         Ok(self.state.create_physical_expr(logical, schema)?)
+    }
+
+    /// Optimises and plans `plan`, and starts it as a stream of batches.
+    pub(crate) async fn stream(
+        &self,
+        plan: &LogicalPlan,
+    ) -> Result<(SchemaRef, datafusion::execution::SendableRecordBatchStream), SqlError> {
+        let physical = Box::pin(self.state.create_physical_plan(plan)).await?;
+        let schema = physical.schema();
+        let stream = datafusion::physical_plan::execute_stream(physical, self.state.task_ctx())?;
+        Ok((schema, stream))
     }
 
     /// Optimises, plans and runs `plan` to completion.

@@ -49,7 +49,7 @@ pub mod testing;
 pub mod types;
 pub mod volume;
 
-pub use engine::{Described, Engine, QueryOutput, Session, TransactionStatus};
+pub use engine::{CopyOutStream, Described, Engine, QueryOutput, Session, TransactionStatus};
 pub use error::{SqlError, sqlstate};
 pub use volume::{Volume, VolumeError};
 
