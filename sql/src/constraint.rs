@@ -94,10 +94,7 @@ impl Declared {
     }
 
     fn check(given: Option<String>, check: &CheckConstraint) -> Declared {
-        Declared::Check {
-            name: given.or_else(|| check.name.as_ref().map(normalize)),
-            expression: check.expr.clone(),
-        }
+        Declared::Check { name: given.or_else(|| check.name.as_ref().map(normalize)), expression: check.expr.clone() }
     }
 }
 
