@@ -377,9 +377,12 @@ fn drop_implied_has_default(selection: Expr, from: &[TableWithJoins], inner: &[S
     }
     let mut conjuncts = Vec::new();
     split_conjunction(selection, &mut conjuncts);
+    // `a.atthasdef` or `pg_catalog.pg_attribute.atthasdef` (SQLAlchemy), naming an outer relation.
     let implied = |conjunct: &Expr| {
         matches!(conjunct, Expr::CompoundIdentifier(parts)
-            if parts.len() == 2 && !inner.contains(&parts[0].value) && parts[1].value == "atthasdef")
+            if parts.len() >= 2
+                && parts[parts.len() - 1].value == "atthasdef"
+                && !inner.contains(&parts[parts.len() - 2].value))
     };
     conjuncts
         .into_iter()
