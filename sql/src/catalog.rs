@@ -43,7 +43,7 @@ pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format this build reads. A format-3 volume decodes as is (it
 /// has no constraint rows) and becomes format 4 with its first constraint,
 /// after which older builds refuse it.
-pub const FORMAT_VERSION_MIN: u32 = 3;
+pub const FORMAT_VERSION_OLDEST: u32 = 3;
 
 /// A table's identity, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -92,17 +92,17 @@ impl Meta {
         if meta.magic != META_MAGIC {
             return Err(SqlError::corrupt(format_args!("meta magic {:#x} not understood", meta.magic)));
         }
-        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&meta.format_version) {
+        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&meta.format_version) {
             tracing::error!(
                 volume_format = meta.format_version,
-                oldest = FORMAT_VERSION_MIN,
+                oldest = FORMAT_VERSION_OLDEST,
                 newest = FORMAT_VERSION,
                 "the volume's format is not one this build reads"
             );
             return Err(SqlError::new(
                 sqlstate::FEATURE_NOT_SUPPORTED,
                 format!(
-                    "volume format {} is not supported by this server (it reads formats {FORMAT_VERSION_MIN} to {FORMAT_VERSION})",
+                    "volume format {} is not supported by this server (it reads formats {FORMAT_VERSION_OLDEST} to {FORMAT_VERSION})",
                     meta.format_version
                 ),
             ));

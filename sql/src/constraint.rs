@@ -129,7 +129,7 @@ pub(crate) async fn add(
                 (name, ConstraintKind::Check { expression })
             }
             Declared::ForeignKey { name, columns, constraint } => {
-                let key = foreign_key(catalog, def, &columns, &constraint)?;
+                let key = foreign_key(catalog, def, &columns, &constraint, name.as_deref())?;
                 (name, ConstraintKind::ForeignKey(key))
             }
         };
@@ -292,6 +292,7 @@ fn foreign_key(
     def: &Arc<TableDef>,
     columns: &[Ident],
     constraint: &ForeignKeyConstraint,
+    given: Option<&str>,
 ) -> Result<ForeignKey, SqlError> {
     if constraint.match_kind.is_some_and(|m| !matches!(m, ast::ConstraintReferenceMatchKind::Simple)) {
         return Err(SqlError::unsupported("MATCH FULL and MATCH PARTIAL"));
@@ -332,9 +333,11 @@ fn foreign_key(
     for (&child, &referenced) in columns.iter().zip(&referenced_columns) {
         let (child_ty, parent_ty) = (def.columns[child].ty, parent.columns[referenced].ty);
         if !key_compatible(child_ty, parent_ty) {
+            let names: Vec<&str> = columns.iter().map(|&c| def.columns[c].name.as_str()).collect();
+            let name = given.map_or_else(|| format!("{}_{}_fkey", def.name, names.join("_")), str::to_string);
             return Err(SqlError::new(
                 sqlstate::DATATYPE_MISMATCH,
-                format!("foreign key constraint on \"{}\" cannot be implemented", def.name),
+                format!("foreign key constraint \"{name}\" cannot be implemented"),
             )
             .with_detail(format!(
                 "Key columns \"{}\" and \"{}\" are of incompatible types: {child_ty} and {parent_ty}.",
