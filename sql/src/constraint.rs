@@ -118,19 +118,16 @@ pub(crate) async fn add(
     let mut own: Vec<String> = catalog.constraints_of(def.id).map(|c| c.def.name.clone()).collect();
     own.extend(def.indexes.iter().map(|i| i.name.clone()));
     for declared in declared {
-        let (given, kind) = match declared {
+        let (given, kind, compiled) = match declared {
             Declared::Check { name, expression } => {
                 let expression = check_text(&expression)?;
                 // Compiling reports unknown columns and type errors now, not at the first INSERT.
                 let compiled = compile(planner, def, &expression)?;
-                if validate {
-                    validate_check(writes, def, name.as_deref(), &expression, &compiled).await?;
-                }
-                (name, ConstraintKind::Check { expression })
+                (name, ConstraintKind::Check { expression }, Some(compiled))
             }
             Declared::ForeignKey { name, columns, constraint } => {
                 let key = foreign_key(catalog, def, &columns, &constraint, name.as_deref())?;
-                (name, ConstraintKind::ForeignKey(key))
+                (name, ConstraintKind::ForeignKey(key), None)
             }
         };
         let name = match given {
@@ -143,8 +140,12 @@ pub(crate) async fn add(
             Some(name) => name,
             None => choose_name(&taken, &default_name(def, &kind)),
         };
-        if validate && let ConstraintKind::ForeignKey(key) = &kind {
-            validate_foreign_key(writes, catalog, def, &name, key).await?;
+        if validate {
+            match (&kind, &compiled) {
+                (ConstraintKind::Check { .. }, Some(check)) => validate_check(writes, def, &name, check).await?,
+                (ConstraintKind::ForeignKey(key), _) => validate_foreign_key(writes, catalog, def, &name, key).await?,
+                (ConstraintKind::Check { .. }, None) => {}
+            }
         }
         taken.push(name.clone());
         own.push(name.clone());
@@ -443,44 +444,61 @@ fn check_violation(def: &TableDef, name: &str, batch: &RecordBatch, row: usize) 
     .with_detail(format!("Failing row contains {}.", row_text(batch, row)))
 }
 
+/// The rows of a table as batches of its columns, a page chain at a time,
+/// as the transaction sees them.
+struct StoredBatches {
+    snapshot: crate::heap::Snapshot,
+    schema: SchemaRef,
+    decoder: RowDecoder,
+    next: Option<borealis_storage::ids::PageId>,
+}
+
+impl StoredBatches {
+    fn new(writes: &WriteSet, def: &TableDef) -> StoredBatches {
+        let outputs = (0..def.columns.len()).map(OutputColumn::Stored).collect();
+        StoredBatches {
+            snapshot: writes.snapshot(),
+            schema: table_schema(def),
+            decoder: RowDecoder::new(def.types(), outputs),
+            next: Some(def.first_page),
+        }
+    }
+
+    /// The next batch of about [`crate::provider::SCAN_BATCH_ROWS`] rows; None at the end.
+    async fn next(&mut self) -> Result<Option<RecordBatch>, SqlError> {
+        while let Some(id) = self.next {
+            let page = self.snapshot.page(id).await?;
+            for (_, tuple) in page.tuples() {
+                self.decoder.append(tuple, 0)?;
+            }
+            self.next = page.next_page();
+            if self.decoder.rows() >= crate::provider::SCAN_BATCH_ROWS {
+                break;
+            }
+        }
+        if self.decoder.rows() == 0 {
+            return Ok(None);
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), self.decoder.finish()?);
+        Ok(Some(batch.map_err(|e| SqlError::from_arrow(&e))?))
+    }
+}
+
 /// Checks a new CHECK constraint against the rows already in the table.
 async fn validate_check(
     writes: &WriteSet,
     def: &TableDef,
-    name: Option<&str>,
-    expression: &str,
+    name: &str,
     check: &Arc<dyn PhysicalExpr>,
 ) -> Result<(), SqlError> {
-    let schema = table_schema(def);
-    let outputs = (0..def.columns.len()).map(OutputColumn::Stored).collect();
-    let mut decoder = RowDecoder::new(def.types(), outputs);
-    let mut failing = false;
-    let snapshot = writes.snapshot();
-    let mut next = Some(def.first_page);
-    while let Some(id) = next {
-        let page = snapshot.page(id).await?;
-        for (_, tuple) in page.tuples() {
-            decoder.append(tuple, 0)?;
+    let mut batches = StoredBatches::new(writes, def);
+    while let Some(batch) = batches.next().await? {
+        if !failing_rows(check, &batch)?.is_empty() {
+            return Err(SqlError::new(
+                sqlstate::CHECK_VIOLATION,
+                format!("check constraint \"{name}\" of relation \"{}\" is violated by some row", def.name),
+            ));
         }
-        next = page.next_page();
-        if decoder.rows() >= crate::provider::SCAN_BATCH_ROWS || next.is_none() {
-            let batch =
-                RecordBatch::try_new(Arc::clone(&schema), decoder.finish()?).map_err(|e| SqlError::from_arrow(&e))?;
-            failing |= !failing_rows(check, &batch)?.is_empty();
-        }
-        if failing {
-            break;
-        }
-    }
-    if failing {
-        let name = name.map_or_else(
-            || default_name(def, &ConstraintKind::Check { expression: expression.into() }),
-            str::to_string,
-        );
-        return Err(SqlError::new(
-            sqlstate::CHECK_VIOLATION,
-            format!("check constraint \"{name}\" of relation \"{}\" is violated by some row", def.name),
-        ));
     }
     Ok(())
 }
@@ -494,22 +512,9 @@ async fn validate_foreign_key(
     key: &ForeignKey,
 ) -> Result<(), SqlError> {
     let checker = ReferenceCheck::new(catalog, def, name, key)?;
-    let schema = table_schema(def);
-    let outputs = (0..def.columns.len()).map(OutputColumn::Stored).collect();
-    let mut decoder = RowDecoder::new(def.types(), outputs);
-    let snapshot = writes.snapshot();
-    let mut next = Some(def.first_page);
-    while let Some(id) = next {
-        let page = snapshot.page(id).await?;
-        for (_, tuple) in page.tuples() {
-            decoder.append(tuple, 0)?;
-        }
-        next = page.next_page();
-        if decoder.rows() >= crate::provider::SCAN_BATCH_ROWS || next.is_none() {
-            let batch =
-                RecordBatch::try_new(Arc::clone(&schema), decoder.finish()?).map_err(|e| SqlError::from_arrow(&e))?;
-            checker.check(writes, &batch).await?;
-        }
+    let mut batches = StoredBatches::new(writes, def);
+    while let Some(batch) = batches.next().await? {
+        checker.check(writes, &batch).await?;
     }
     Ok(())
 }
