@@ -219,10 +219,10 @@ fn refuse_unsupported_create(create: &CreateTable) -> Result<(), SqlError> {
 /// What CREATE TABLE describes: the table, the sequences its SERIAL and
 /// identity columns need (by column name; ids and pages assigned later), and
 /// its CHECK and FOREIGN KEY constraints.
-type Described = (TableDef, Vec<(String, SequenceDef)>, Vec<Declared>);
+type TableParts = (TableDef, Vec<(String, SequenceDef)>, Vec<Declared>);
 
-/// The table CREATE TABLE describes (see [`Described`]).
-fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<Described, SqlError> {
+/// The table CREATE TABLE describes (see [`TableParts`]).
+fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableParts, SqlError> {
     let name = table_name(&create.name)?;
     if create.columns.len() > COLUMNS_MAX {
         return Err(SqlError::new(
