@@ -1,7 +1,8 @@
 //! Unmodified PostgreSQL tools against a running cluster: pgbench
 //! initialises its tables (COPY, VACUUM, ALTER TABLE ADD PRIMARY KEY) and
 //! runs TPC-B and select-only through the cluster endpoint, and psql's
-//! `\copy` streams CSV in, refusing bad rows without writing any.
+//! `\copy` streams CSV in, refusing bad rows without writing any, and
+//! `\copy ... to` / `COPY ... TO STDOUT` stream it back out.
 
 use borealis_integration::{Cluster, PASSWORD};
 use std::process::Command;
@@ -93,6 +94,26 @@ async fn psql_copy_streams_csv_and_refuses_bad_rows() -> anyhow::Result<()> {
     let (ok, out, err) = cluster.psql(port, "SELECT count(*), min(name), max(born) FROM people")?;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "5000|name, 0|2000-01-28", "the bad file wrote nothing");
+
+    // Out again: CSV with a header through \copy, text and a query through COPY TO STDOUT.
+    let copied = dir.path().join("out.csv");
+    let (ok, out, err) =
+        cluster.psql(port, &format!("\\copy people TO '{}' WITH (FORMAT csv, HEADER)", copied.display()))?;
+    assert!(ok && out.contains("COPY 5000"), "{out}{err}");
+    let text = std::fs::read_to_string(&copied)?;
+    assert_eq!(text.lines().count(), 5001, "a header and every row");
+    assert_eq!(text.lines().next(), Some("id,name,born"));
+    assert!(text.contains("\n17,\"name, 17\",2000-01-18\n"), "quoted as PostgreSQL quotes");
+    let (ok, out, err) = cluster.psql(
+        port,
+        "COPY (SELECT id, name, NULL AS nothing FROM people WHERE id < 3 ORDER BY id) TO STDOUT WITH (DELIMITER '|', NULL 'none')",
+    )?;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "0|name, 0|none\n1|name, 1|none\n2|name, 2|none");
+    let client = cluster.connect(port).await?;
+    let stream = client.copy_out("COPY people (id) TO STDOUT").await?;
+    let chunks: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
+    assert_eq!(chunks.len(), 5000, "one CopyData per row");
     let (ok, _, err) =
         cluster.psql(cluster.ports.reader, &format!("\\copy people FROM '{}' WITH (FORMAT csv)", bad.display()))?;
     assert!(!ok && err.contains("read-only"), "{err}");

@@ -3,7 +3,9 @@
 //! must be what PostgreSQL prints for the same schema.
 //!
 //! Method: create a schema with a primary key, a unique constraint, a plain
-//! index and a unique index; run `expected/psql_meta_commands.psql` with
+//! index, a unique index, a column default, CHECK constraints and a foreign
+//! key (so `\d` shows its Default column, "Check constraints:",
+//! "Foreign-key constraints:" and "Referenced by:"); run `expected/psql_meta_commands.psql` with
 //! psql through the cluster endpoint; compare its output with
 //! `expected/psql_meta_commands.out` (trailing whitespace stripped). The
 //! expected file is PostgreSQL's own output for that script and schema,
@@ -20,11 +22,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SCHEMA: &str = "CREATE TABLE accounts (id int PRIMARY KEY, email varchar(100) NOT NULL UNIQUE, name text, \
-                      balance numeric(12,2), created date);
+const SCHEMA: &str = "CREATE TABLE accounts (id int PRIMARY KEY CHECK (id > 0), email varchar(100) NOT NULL UNIQUE, \
+                      name text, balance numeric(12,2) DEFAULT 0, created date);
 CREATE INDEX accounts_name_idx ON accounts (name);
-CREATE TABLE events (id bigint PRIMARY KEY, account_id int NOT NULL, at timestamp, kind char(4), ok boolean, \
-                      score double precision);
+CREATE TABLE events (id bigint PRIMARY KEY, account_id int NOT NULL REFERENCES accounts ON DELETE CASCADE, \
+                      at timestamp, kind char(4), ok boolean, score double precision, \
+                      CONSTRAINT positive_ids CHECK (id > 0 AND account_id > 0));
 CREATE UNIQUE INDEX events_account_at ON events (account_id, at);";
 
 /// Runs `script` through psql (aligned output, as a user sees it) against `port`; returns stdout and stderr.

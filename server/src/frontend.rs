@@ -11,6 +11,7 @@
 //! COPY FROM STDIN: the statement answers CopyInResponse; each CopyData then
 //! goes to the session as it arrives (nothing is buffered here), and
 //! CopyDone ends it with `COPY n` or the first error the data caused.
+//! COPY TO STDOUT streams its rows as CopyData (`crate::copy_out`).
 
 use crate::pgtypes;
 use async_trait::async_trait;
@@ -223,7 +224,9 @@ struct Handler {
 }
 
 fn error_info(error: &SqlError) -> ErrorInfo {
-    ErrorInfo::new("ERROR".into(), error.sqlstate().to_string(), error.message().to_string())
+    let mut info = ErrorInfo::new("ERROR".into(), error.sqlstate().to_string(), error.message().to_string());
+    info.detail = error.detail().map(str::to_string);
+    info
 }
 
 /// Turns one statement's output into a pgwire response.
@@ -251,6 +254,7 @@ fn respond(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
         QueryOutput::CopyIn { columns } => {
             Ok(Response::CopyIn(CopyResponse::new(0, columns, stream::empty::<PgWireResult<CopyData>>())))
         }
+        QueryOutput::CopyOut { format, schema, rows } => Ok(crate::copy_out::response(format, schema, rows)),
         QueryOutput::Command { tag } => {
             let command = tag.split_whitespace().next().unwrap_or_default();
             let response_tag = Tag::new(&tag);

@@ -10,6 +10,7 @@
 //! A statement's path: client → proxy → instance (`frontend`) → SQL engine →
 //! `volume` (cache, storage client) → QUIC → storage daemons, and back.
 
+pub mod copy_out;
 pub mod frontend;
 pub mod instance;
 pub mod launcher;

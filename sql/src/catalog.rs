@@ -6,6 +6,10 @@
 //!   next table id, catalog version, first page of the catalog chain).
 //! - page 1 (kind Heap) onwards: the catalog, a system table whose rows are
 //!   bincode-encoded [`CatalogRow`]s: one per table or sequence.
+//! - CHECK and FOREIGN KEY constraints are catalog rows of their own
+//!   ([`ConstraintDef`], naming their table by id), so that a volume of
+//!   format 3, which has none, still decodes: its rows are a prefix of
+//!   format 4's [`CatalogRow`] variants.
 //! - each sequence has a page of its own (kind Heap) whose slot 0 holds its
 //!   [`SequenceState`]. Only `crate::sequence` writes it after CREATE
 //!   SEQUENCE, in commits of their own (nextval is not transactional), so no
@@ -34,7 +38,12 @@ pub const CATALOG_FIRST_PAGE: PageId = PageId(1);
 /// "BOREALIS" in little endian: tells a Borealis volume from garbage.
 pub const META_MAGIC: u64 = u64::from_le_bytes(*b"BOREALIS");
 /// Version of the meta, catalog and row formats; bumped on incompatible change.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4 added constraint rows ([`CatalogRow::Constraint`]).
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest format this build reads. A format-3 volume decodes as is (it
+/// has no constraint rows) and becomes format 4 with its first constraint,
+/// after which older builds refuse it.
+pub const FORMAT_VERSION_OLDEST: u32 = 3;
 
 /// A table's identity, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -80,11 +89,23 @@ impl Meta {
         }
         let tuple = page.tuple(0).ok_or_else(|| SqlError::corrupt("meta page has no meta tuple"))?;
         let meta: Meta = bincode::deserialize(tuple).map_err(|e| SqlError::corrupt(format_args!("meta: {e}")))?;
-        if meta.magic != META_MAGIC || meta.format_version != FORMAT_VERSION {
-            return Err(SqlError::corrupt(format_args!(
-                "meta magic {:#x} version {} not understood",
-                meta.magic, meta.format_version
-            )));
+        if meta.magic != META_MAGIC {
+            return Err(SqlError::corrupt(format_args!("meta magic {:#x} not understood", meta.magic)));
+        }
+        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&meta.format_version) {
+            tracing::error!(
+                volume_format = meta.format_version,
+                oldest = FORMAT_VERSION_OLDEST,
+                newest = FORMAT_VERSION,
+                "the volume's format is not one this build reads"
+            );
+            return Err(SqlError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "volume format {} is not supported by this server (it reads formats {FORMAT_VERSION_OLDEST} to {FORMAT_VERSION})",
+                    meta.format_version
+                ),
+            ));
         }
         Ok(Some(meta))
     }
@@ -176,11 +197,92 @@ impl SequenceState {
     }
 }
 
-/// One row of the catalog.
+/// One row of the catalog. New variants go at the end: bincode encodes the
+/// variant's position, and older volumes' rows must keep decoding.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum CatalogRow {
     Table(TableDef),
     Sequence(SequenceDef),
+    /// Since format 4.
+    Constraint(ConstraintDef),
+}
+
+/// A CHECK or FOREIGN KEY constraint of a table. (Primary keys and unique
+/// constraints are the table's unique indexes, see [`IndexDef`].)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConstraintDef {
+    /// From the same counter as table ids (so its oid collides with nothing).
+    pub id: TableId,
+    /// Unique among the constraints of its table.
+    pub name: String,
+    /// The table it constrains (the referencing table of a foreign key).
+    pub table: TableId,
+    pub kind: ConstraintKind,
+}
+
+/// What a constraint requires of each row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConstraintKind {
+    /// The expression (SQL text over the table's columns) is not false.
+    Check { expression: String },
+    /// Where none of `columns` is NULL, the referenced table has a row whose
+    /// `referenced_columns` equal them (MATCH SIMPLE).
+    ForeignKey(ForeignKey),
+}
+
+/// A FOREIGN KEY's columns, the key it references and its actions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignKey {
+    /// Indexes into the referencing table's columns.
+    pub columns: Vec<usize>,
+    pub referenced_table: TableId,
+    /// Indexes into the referenced table's columns, pairwise with `columns`;
+    /// a unique index of the referenced table has exactly these columns.
+    pub referenced_columns: Vec<usize>,
+    pub on_delete: ReferentialAction,
+    pub on_update: ReferentialAction,
+}
+
+/// What happens to referencing rows when their referenced row goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReferentialAction {
+    /// The statement fails if referencing rows remain at its end.
+    NoAction,
+    /// The statement fails if a referenced row with referencing rows goes.
+    Restrict,
+    /// The referencing rows are deleted too.
+    Cascade,
+    /// The referencing columns become NULL.
+    SetNull,
+}
+
+impl ReferentialAction {
+    /// The letter of pg_constraint.confdeltype / confupdtype.
+    pub fn code(self) -> &'static str {
+        match self {
+            ReferentialAction::NoAction => "a",
+            ReferentialAction::Restrict => "r",
+            ReferentialAction::Cascade => "c",
+            ReferentialAction::SetNull => "n",
+        }
+    }
+
+    /// The SQL words (`ON DELETE CASCADE`); None for the default NO ACTION.
+    pub fn sql(self) -> Option<&'static str> {
+        match self {
+            ReferentialAction::NoAction => None,
+            ReferentialAction::Restrict => Some("RESTRICT"),
+            ReferentialAction::Cascade => Some("CASCADE"),
+            ReferentialAction::SetNull => Some("SET NULL"),
+        }
+    }
+}
+
+/// A constraint of the catalog, with where its catalog row lives.
+#[derive(Clone, Debug)]
+pub struct ConstraintEntry {
+    pub def: Arc<ConstraintDef>,
+    pub address: RowAddress,
 }
 
 /// A table, as stored in one catalog row.
@@ -256,6 +358,8 @@ pub struct Catalog {
     pub version: u64,
     tables: BTreeMap<String, CatalogEntry>,
     sequences: BTreeMap<String, SequenceEntry>,
+    /// In catalog row order (creation order, as PostgreSQL lists them by oid).
+    constraints: Vec<ConstraintEntry>,
 }
 
 impl Catalog {
@@ -266,6 +370,7 @@ impl Catalog {
         };
         let mut tables = BTreeMap::new();
         let mut sequences = BTreeMap::new();
+        let mut constraints = Vec::new();
         snapshot
             .for_each_tuple(meta.catalog_first_page, |address, tuple| {
                 let row: CatalogRow =
@@ -278,11 +383,41 @@ impl Catalog {
                     CatalogRow::Sequence(def) => {
                         sequences.insert(def.name.clone(), SequenceEntry { def: Arc::new(def), address });
                     }
+                    CatalogRow::Constraint(def) => constraints.push(ConstraintEntry { def: Arc::new(def), address }),
                 }
                 Ok(())
             })
             .await?;
-        Ok(Catalog { version: meta.catalog_version, tables, sequences })
+        constraints.sort_by_key(|c: &ConstraintEntry| c.def.id);
+        Ok(Catalog { version: meta.catalog_version, tables, sequences, constraints })
+    }
+
+    /// Every CHECK and FOREIGN KEY constraint, oldest first.
+    pub fn constraints(&self) -> impl Iterator<Item = &ConstraintEntry> {
+        self.constraints.iter()
+    }
+
+    /// The CHECK and FOREIGN KEY constraints of table `id`, oldest first.
+    pub fn constraints_of(&self, id: TableId) -> impl Iterator<Item = &ConstraintEntry> {
+        self.constraints.iter().filter(move |c| c.def.table == id)
+    }
+
+    /// The foreign keys that reference table `id`, with their constraint.
+    pub fn referencing(&self, id: TableId) -> impl Iterator<Item = (&ConstraintEntry, &ForeignKey)> {
+        self.constraints.iter().filter_map(move |c| match &c.def.kind {
+            ConstraintKind::ForeignKey(key) if key.referenced_table == id => Some((c, key)),
+            _ => None,
+        })
+    }
+
+    /// The table with id `id`.
+    pub fn table_by_id(&self, id: TableId) -> Option<&CatalogEntry> {
+        self.tables.values().find(|entry| entry.def.id == id)
+    }
+
+    /// The constraint whose id is `id`.
+    pub fn constraint(&self, id: TableId) -> Option<&ConstraintEntry> {
+        self.constraints.iter().find(|c| c.def.id == id)
     }
 
     /// The sequence called `name` (already normalised).
@@ -392,6 +527,27 @@ async fn bump_version(writes: &mut WriteSet) -> Result<(), SqlError> {
     let mut meta = writes.meta().await?;
     meta.catalog_version += 1;
     writes.set_meta(&meta).await
+}
+
+/// Adds a constraint: assigns `def.id`, stores its catalog row, marks the
+/// volume as format [`FORMAT_VERSION`] and bumps the catalog version.
+pub async fn create_constraint(writes: &mut WriteSet, mut def: ConstraintDef) -> Result<TableId, SqlError> {
+    let mut meta = writes.meta().await?;
+    def.id = meta.next_table_id;
+    meta.next_table_id = TableId(def.id.0 + 1);
+    meta.catalog_version += 1;
+    meta.format_version = FORMAT_VERSION;
+    writes.set_meta(&meta).await?;
+    let id = def.id;
+    let row = bincode::serialize(&CatalogRow::Constraint(def)).expect("constraint definitions always serialise");
+    writes.insert(meta.catalog_first_page, row).await?;
+    Ok(id)
+}
+
+/// Drops a constraint: removes its catalog row and bumps the catalog version.
+pub async fn drop_constraint(writes: &mut WriteSet, entry: &ConstraintEntry) -> Result<(), SqlError> {
+    writes.delete(entry.address).await?;
+    bump_version(writes).await
 }
 
 /// Drops a table: removes its catalog row and bumps the catalog version.

@@ -1,5 +1,7 @@
 //! COPY ... FROM STDIN: PostgreSQL's text and CSV formats, parsed as the
-//! data streams in, and turned into rows of the target table.
+//! data streams in, and turned into rows of the target table. COPY ... TO
+//! STDOUT: the same formats written ([`CopyFormat::line`]) from each row's
+//! PostgreSQL text values, which the front end produces.
 //!
 //! The session (`crate::engine`) owns the transaction; this module turns
 //! CopyData bytes into records ([`CopyParser`]) and records into encoded
@@ -11,7 +13,7 @@ use crate::ddl::normalize;
 use crate::error::{SqlError, sqlstate};
 use crate::row::encode_row;
 use crate::types::SqlType;
-use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget as AstCopyTarget, Ident, Statement,
@@ -100,13 +102,79 @@ impl CopyFormat {
     }
 }
 
-/// `COPY table [(columns)] FROM STDIN | TO STDOUT [WITH] (option [value], ...)`,
+impl CopyFormat {
+    /// One line of COPY TO output (newline included) from each field's
+    /// PostgreSQL text form, None for NULL: text format escapes backslash,
+    /// the delimiter and control characters; CSV quotes a field that holds
+    /// the delimiter, the quote, a line break, or that reads as NULL.
+    pub fn line(&self, fields: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(fields.iter().map(|f| f.map_or(2, <[u8]>::len) + 1).sum());
+        for (position, field) in fields.iter().enumerate() {
+            if position > 0 {
+                out.push(self.delimiter);
+            }
+            match field {
+                None => out.extend_from_slice(self.null.as_bytes()),
+                Some(value) if self.csv => self.csv_field(value, &mut out),
+                Some(value) => self.text_field(value, &mut out),
+            }
+        }
+        out.push(b'\n');
+        out
+    }
+
+    fn text_field(&self, value: &[u8], out: &mut Vec<u8>) {
+        for &byte in value {
+            match byte {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                0x0b => out.extend_from_slice(b"\\v"),
+                byte if byte == self.delimiter => out.extend_from_slice(&[b'\\', byte]),
+                byte => out.push(byte),
+            }
+        }
+    }
+
+    fn csv_field(&self, value: &[u8], out: &mut Vec<u8>) {
+        let quote = value == self.null.as_bytes()
+            || value == b"\\."
+            || value
+                .iter()
+                .any(|&b| b == self.delimiter || b == self.quote || b == self.escape || b == b'\n' || b == b'\r');
+        if !quote {
+            out.extend_from_slice(value);
+            return;
+        }
+        out.push(self.quote);
+        for &byte in value {
+            if byte == self.quote || byte == self.escape {
+                out.push(self.escape);
+            }
+            out.push(byte);
+        }
+        out.push(self.quote);
+    }
+}
+
+/// `COPY table [(columns)] FROM STDIN | TO STDOUT [WITH] (option [value], ...)`
+/// and `COPY (query) TO STDOUT [WITH] (...)`,
 /// PostgreSQL's option syntax, where boolean options take `on`, `off`,
 /// `true`, `false`, `1`, `0` or nothing.
 pub fn parse_copy(parser: &mut Parser) -> Result<Statement, ParserError> {
     parser.expect_keyword(Keyword::COPY)?;
-    let table_name = parser.parse_object_name(false)?;
-    let columns = parser.parse_parenthesized_column_list(IsOptional::Optional, false)?;
+    let source = if parser.consume_token(&Token::LParen) {
+        let query = parser.parse_query()?;
+        parser.expect_token(&Token::RParen)?;
+        CopySource::Query(query)
+    } else {
+        let table_name = parser.parse_object_name(false)?;
+        let columns = parser.parse_parenthesized_column_list(IsOptional::Optional, false)?;
+        CopySource::Table { table_name, columns }
+    };
     let to = match parser.parse_one_of_keywords(&[Keyword::FROM, Keyword::TO]) {
         Some(keyword) => keyword == Keyword::TO,
         None => return parser.expected("FROM or TO", parser.peek_token()),
@@ -138,14 +206,7 @@ pub fn parse_copy(parser: &mut Parser) -> Result<Statement, ParserError> {
         }
     }
     parser.expect_token(&Token::RParen)?;
-    Ok(Statement::Copy {
-        source: CopySource::Table { table_name, columns },
-        to,
-        target,
-        options,
-        legacy_options: Vec::new(),
-        values: Vec::new(),
-    })
+    Ok(Statement::Copy { source, to, target, options, legacy_options: Vec::new(), values: Vec::new() })
 }
 
 /// A one-character string literal (DELIMITER, QUOTE, ESCAPE).
@@ -427,10 +488,11 @@ impl CopyTarget {
             .collect()
     }
 
-    /// The encoded rows of `records`. Columns not copied take their values
-    /// from `defaults` (one array of `records.len()` values per column of
-    /// [`CopyTarget::defaulted`], in that order), or are NULL.
-    pub fn rows(&self, records: &[Record], defaults: &[ArrayRef]) -> Result<Vec<Vec<u8>>, SqlError> {
+    /// The encoded rows of `records`, and the same rows as a batch of the
+    /// table's columns (for its constraints). Columns not copied take their
+    /// values from `defaults` (one array of `records.len()` values per
+    /// column of [`CopyTarget::defaulted`], in that order), or are NULL.
+    pub fn rows(&self, records: &[Record], defaults: &[ArrayRef]) -> Result<(Vec<Vec<u8>>, RecordBatch), SqlError> {
         for record in records {
             if record.len() != self.columns.len() {
                 let what = if record.len() > self.columns.len() {
@@ -480,7 +542,11 @@ impl CopyTarget {
                 })?
             });
         }
-        (0..records.len()).map(|row| encode_row(&self.def, &arrays, row)).collect()
+        let rows = (0..records.len()).map(|row| encode_row(&self.def, &arrays, row)).collect::<Result<_, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(records.len()));
+        let batch = RecordBatch::try_new_with_options(crate::constraint::table_schema(&self.def), arrays, &options)
+            .map_err(|e| SqlError::from_arrow(&e))?;
+        Ok((rows, batch))
     }
 }
 
@@ -553,6 +619,17 @@ mod tests {
         assert!(format.csv && !format.header && format.delimiter == b';');
         let mut bad = Parser::new(&dialect).try_with_sql("COPY t FROM STDIN (FREEZE maybe)").unwrap();
         assert!(parse_copy(&mut bad).is_err());
+    }
+
+    #[test]
+    fn output_lines_escape_and_quote_as_postgres() {
+        let fields: [Option<&[u8]>; 4] = [Some(b"1"), None, Some(b"a\tb\\c\nd"), Some(b"")];
+        assert_eq!(text().line(&fields), b"1\t\\N\ta\\tb\\\\c\\nd\t\n".to_vec());
+        let fields: [Option<&[u8]>; 4] = [Some(b"1"), None, Some(b"say \"hi\", ok"), Some(b"")];
+        assert_eq!(csv().line(&fields), b"1,,\"say \"\"hi\"\", ok\",\"\"\n".to_vec());
+        let pipes = CopyFormat { delimiter: b'|', null: "-".into(), ..text() };
+        let fields: [Option<&[u8]>; 3] = [Some(b"a|b"), Some(b"-"), None];
+        assert_eq!(pipes.line(&fields), b"a\\|b|-|-\n".to_vec());
     }
 
     #[test]

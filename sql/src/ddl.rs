@@ -10,13 +10,15 @@
 //! (cols). A primary key or unique constraint creates a B+tree index named
 //! as PostgreSQL names it (`t_pkey`, `t_a_b_key`); a SERIAL or identity
 //! column a sequence owned by the column (`t_col_seq`), dropped with the
-//! table. Anything else (CHECK, REFERENCES, CREATE TABLE AS, ...) is refused
-//! with 0A000 rather than silently ignored.
+//! table. CHECK and REFERENCES (column or table constraints, and ALTER TABLE
+//! ADD / DROP CONSTRAINT) are `crate::constraint`'s. Anything else (CREATE
+//! TABLE AS, ...) is refused with 0A000 rather than silently ignored.
 //!
 //! Also CREATE SEQUENCE and DROP SEQUENCE (`crate::sequence`).
 
 use crate::catalog::{self, Catalog, CatalogEntry, ColumnDef, Identity, IndexDef, SequenceDef, TableDef, TableId};
-use crate::engine::{QueryOutput, WriteTxn};
+use crate::constraint::{self, Declared};
+use crate::engine::{Planner, QueryOutput, WriteTxn};
 use crate::error::{SqlError, sqlstate};
 use crate::index;
 use crate::types::SqlType;
@@ -63,19 +65,25 @@ pub fn table_name(name: &ObjectName) -> Result<String, SqlError> {
 /// CREATE TABLE [IF NOT EXISTS].
 pub(crate) async fn create_table(
     txn: &mut WriteTxn,
+    planner: &Planner,
     catalog: &Catalog,
     create: &CreateTable,
 ) -> Result<QueryOutput, SqlError> {
     refuse_unsupported_create(create)?;
-    let (def, sequences) = table_def(create, catalog)?;
+    let (def, sequences, declared) = table_def(create, catalog)?;
     if create.if_not_exists && catalog.get(&def.name).is_some() {
         tracing::debug!(table = %def.name, "CREATE TABLE IF NOT EXISTS: already exists");
         return Ok(QueryOutput::command("CREATE TABLE"));
     }
+    let mut created = def.clone();
     let id = catalog::create_table(&mut txn.writes, catalog, def).await?;
+    created.id = id;
     for (column, mut sequence) in sequences {
         sequence.owned_by = Some((id, column));
         catalog::create_sequence(&mut txn.writes, catalog, sequence).await?;
+    }
+    if !declared.is_empty() {
+        constraint::add(&mut txn.writes, planner, catalog, &std::sync::Arc::new(created), declared, false).await?;
     }
     Ok(QueryOutput::command("CREATE TABLE"))
 }
@@ -208,9 +216,13 @@ fn refuse_unsupported_create(create: &CreateTable) -> Result<(), SqlError> {
     Ok(())
 }
 
-/// The table CREATE TABLE describes, and the sequences its SERIAL and
-/// identity columns need (by column name; ids and pages assigned later).
-fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<(TableDef, Vec<(String, SequenceDef)>), SqlError> {
+/// What CREATE TABLE describes: the table, the sequences its SERIAL and
+/// identity columns need (by column name; ids and pages assigned later), and
+/// its CHECK and FOREIGN KEY constraints.
+type TableParts = (TableDef, Vec<(String, SequenceDef)>, Vec<Declared>);
+
+/// The table CREATE TABLE describes (see [`TableParts`]).
+fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableParts, SqlError> {
     let name = table_name(&create.name)?;
     if create.columns.len() > COLUMNS_MAX {
         return Err(SqlError::new(
@@ -223,6 +235,7 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<(TableDef, Vec<(
     let mut unique: Vec<(Option<String>, Vec<usize>)> = Vec::new();
     // Columns that take their values from a sequence of their own, with its options.
     let mut sequenced: Vec<(usize, Vec<SequenceOptions>)> = Vec::new();
+    let mut declared: Vec<Declared> = Vec::new();
     for (index, column) in create.columns.iter().enumerate() {
         let column_name = normalize(&column.name);
         if columns.iter().any(|c| c.name == column_name) {
@@ -272,6 +285,9 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<(TableDef, Vec<(
                     set_primary_key(&mut primary_key, pk.name.as_ref().map(normalize), vec![index], &name)?;
                 }
                 ColumnOption::Unique(constraint) => unique.push((constraint.name.as_ref().map(normalize), vec![index])),
+                ColumnOption::Check(_) | ColumnOption::ForeignKey(_) => {
+                    declared.extend(Declared::from_column_option(&column.name, option));
+                }
                 other => return Err(SqlError::unsupported(format_args!("column option {other}"))),
             }
         }
@@ -291,6 +307,9 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<(TableDef, Vec<(
             }
             TableConstraint::Unique(constraint) => {
                 unique.push((constraint.name.as_ref().map(normalize), key_columns(&constraint.columns, &columns)?));
+            }
+            TableConstraint::Check(_) | TableConstraint::ForeignKey(_) => {
+                declared.extend(Declared::from_table_constraint(constraint));
             }
             other => return Err(SqlError::unsupported(format_args!("table constraint {other}"))),
         }
@@ -333,7 +352,7 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<(TableDef, Vec<(
         column.default = Some(nextval_default(&sequence_name));
         sequences.push((column.name.clone(), def));
     }
-    Ok((TableDef { id: TableId(0), name, columns, primary_key, indexes, first_page: PageId(0) }, sequences))
+    Ok((TableDef { id: TableId(0), name, columns, primary_key, indexes, first_page: PageId(0) }, sequences, declared))
 }
 
 fn key_columns(key: &[IndexColumn], columns: &[ColumnDef]) -> Result<Vec<usize>, SqlError> {
@@ -377,7 +396,7 @@ pub(crate) async fn drop_tables(
     txn: &mut WriteTxn,
     catalog: &Catalog,
     object_type: ObjectType,
-    if_exists: bool,
+    (if_exists, cascade): (bool, bool),
     names: &[ObjectName],
 ) -> Result<QueryOutput, SqlError> {
     match object_type {
@@ -396,6 +415,7 @@ pub(crate) async fn drop_tables(
             None => return Err(SqlError::undefined_table(&name)),
         }
     }
+    constraint::drop_dependents(&mut txn.writes, catalog, &entries, cascade).await?;
     for entry in &entries {
         catalog::drop_table(&mut txn.writes, entry).await?;
         let owned = catalog.sequences().filter(|s| s.def.owned_by.as_ref().is_some_and(|(id, _)| *id == entry.def.id));
@@ -508,6 +528,7 @@ pub(crate) async fn truncate(
             entries.push(entry);
         }
     }
+    constraint::refuse_truncate(catalog, &entries)?;
     for entry in entries {
         let mut def = (*entry.def).clone();
         def.first_page = txn.writes.allocate_page(PageKind::Heap).await?;
@@ -520,9 +541,12 @@ pub(crate) async fn truncate(
     Ok(QueryOutput::command("TRUNCATE TABLE"))
 }
 
-/// ALTER TABLE t ADD [CONSTRAINT name] PRIMARY KEY (cols) | UNIQUE (cols).
+/// ALTER TABLE t ADD [CONSTRAINT name] PRIMARY KEY (cols) | UNIQUE (cols) |
+/// CHECK (expr) | FOREIGN KEY (cols) REFERENCES ..., DROP CONSTRAINT
+/// [IF EXISTS] name (CHECK and FOREIGN KEY), ALTER COLUMN SET/DROP DEFAULT.
 pub(crate) async fn alter_table(
     txn: &mut WriteTxn,
+    planner: &Planner,
     catalog: &Catalog,
     alter: &AlterTable,
 ) -> Result<QueryOutput, SqlError> {
@@ -536,7 +560,19 @@ pub(crate) async fn alter_table(
     };
     let mut def = (*entry.def).clone();
     let mut taken = Vec::new();
+    let mut declared = Vec::new();
+    let mut dropped = Vec::new();
     for operation in &alter.operations {
+        if let AlterTableOperation::DropConstraint { if_exists, name: constraint_name, .. } = operation {
+            dropped.push((normalize(constraint_name), *if_exists));
+            continue;
+        }
+        if let AlterTableOperation::AddConstraint { constraint, .. } = operation
+            && let Some(constraint) = Declared::from_table_constraint(constraint)
+        {
+            declared.push(constraint);
+            continue;
+        }
         if let AlterTableOperation::AlterColumn { column_name, op } = operation {
             let column = normalize(column_name);
             let index = def.column_index(&column).ok_or_else(|| {
@@ -601,6 +637,24 @@ pub(crate) async fn alter_table(
         def.indexes.push(index);
     }
     catalog::update_table(&mut txn.writes, entry, &def).await?;
+    for (constraint_name, if_exists) in dropped {
+        if constraint::drop_named(&mut txn.writes, catalog, &def, &constraint_name).await? {
+            continue;
+        }
+        if def.indexes.iter().any(|i| i.name == constraint_name) {
+            return Err(SqlError::unsupported("dropping a primary key or unique constraint (drop its index)"));
+        }
+        if !if_exists {
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("constraint \"{constraint_name}\" of relation \"{name}\" does not exist"),
+            ));
+        }
+        tracing::debug!(constraint = %constraint_name, "DROP CONSTRAINT IF EXISTS: no such constraint");
+    }
+    if !declared.is_empty() {
+        constraint::add(&mut txn.writes, planner, catalog, &std::sync::Arc::new(def), declared, true).await?;
+    }
     Ok(QueryOutput::command("ALTER TABLE"))
 }
 

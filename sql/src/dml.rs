@@ -24,8 +24,14 @@
 //! Indexes: every row change updates the table's B+tree indexes in the same
 //! write set, and unique indexes (primary keys included) refuse duplicates
 //! as rows are written (`crate::index`).
+//!
+//! Constraints (`crate::constraint`): CHECKs are evaluated over each batch
+//! of new rows before it is written; foreign keys are checked once the
+//! statement's rows are all written, from the referencing side for new rows
+//! and from the referenced side (with the cascades) for deleted and updated ones.
 
 use crate::catalog::{Catalog, CatalogEntry, Identity, TableDef};
+use crate::constraint::{self, RowChecks};
 use crate::ddl::{normalize, table_name};
 use crate::engine::{Described, Planner, QueryOutput, WriteTxn, parse};
 use crate::error::{SqlError, sqlstate};
@@ -392,6 +398,7 @@ async fn insert_rows(
         .cloned()
         .ok_or_else(|| SqlError::undefined_table(table_name.table()))?;
     let (_, batches) = planner.collect(&input).await?;
+    let checks = RowChecks::new(planner, planner.catalog(), &entry.def)?;
     let schema = table_schema(&entry.def);
     let mut rows = Vec::new();
     let mut written = Vec::with_capacity(batches.len());
@@ -400,10 +407,19 @@ async fn insert_rows(
         for row in 0..batch.num_rows() {
             rows.push(encode_row(&entry.def, &columns, row)?);
         }
-        written.push(table_batch(&schema, columns, batch.num_rows())?);
+        let batch = table_batch(&schema, columns, batch.num_rows())?;
+        if let Some(checks) = &checks {
+            checks.check_values(&batch)?;
+        }
+        written.push(batch);
     }
     for row in rows {
         insert_row(txn, &entry.def, row).await?;
+    }
+    if let Some(checks) = &checks {
+        for batch in &written {
+            checks.check_references(&txn.writes, batch).await?;
+        }
     }
     Ok((entry, written))
 }
@@ -422,6 +438,8 @@ async fn update_rows(
 ) -> Result<Vec<RecordBatch>, SqlError> {
     let (_, batches) = planner.collect(&plan).await?;
     let def = &entry.def;
+    let checks = RowChecks::new(planner, planner.catalog(), def)?;
+    let referenced = constraint::is_referenced(planner.catalog(), def);
     let schema = table_schema(def);
     let mut changes: Vec<(RowAddress, Vec<u8>)> = Vec::new();
     let mut written = Vec::with_capacity(batches.len());
@@ -431,19 +449,35 @@ async fn update_rows(
         for (row, address) in addresses.into_iter().enumerate() {
             changes.push((address, encode_row(def, &columns, row)?));
         }
-        written.push(table_batch(&schema, columns, batch.num_rows())?);
+        let batch = table_batch(&schema, columns, batch.num_rows())?;
+        if let Some(checks) = &checks {
+            checks.check_values(&batch)?;
+        }
+        written.push(batch);
     }
     let mut pending = Vec::new();
+    let mut updated = Vec::new();
     for (address, row) in changes {
-        if def.indexes.is_empty() {
+        if def.indexes.is_empty() && !referenced {
             txn.writes.update(def.first_page, address, row).await?;
             continue;
         }
         let old = stored_row(txn, address).await?;
         let moved_to = txn.writes.update(def.first_page, address, row.clone()).await?;
         pending.extend(index::update_row(&mut txn.writes, def, (&old, address), (&row, moved_to)).await?);
+        if referenced {
+            updated.push((old, row));
+        }
     }
     index::add_pending(&mut txn.writes, def, pending).await?;
+    if let Some(checks) = &checks {
+        for batch in &written {
+            checks.check_references(&txn.writes, batch).await?;
+        }
+    }
+    if referenced {
+        constraint::after_update(&mut txn.writes, planner.catalog(), def, updated).await?;
+    }
     Ok(written)
 }
 
@@ -458,12 +492,17 @@ async fn delete_rows(
 ) -> Result<Vec<RecordBatch>, SqlError> {
     let (_, batches) = planner.collect(&plan).await?;
     let schema = table_schema(&entry.def);
+    let referenced = constraint::is_referenced(planner.catalog(), &entry.def);
+    let mut removed = Vec::new();
     let mut deleted = Vec::with_capacity(batches.len());
     for batch in &batches {
         for address in row_addresses(batch)? {
             if !entry.def.indexes.is_empty() {
                 let old = stored_row(txn, address).await?;
                 index::delete_row(&mut txn.writes, &entry.def, &old, address).await?;
+                if referenced {
+                    removed.push(old);
+                }
             }
             txn.writes.delete(address).await?;
         }
@@ -472,6 +511,10 @@ async fn delete_rows(
         } else {
             table_batch(&Arc::new(Schema::empty()), Vec::new(), batch.num_rows())?
         });
+    }
+    // After every row is gone: a self-referencing table may be emptied in one statement.
+    if referenced {
+        constraint::after_delete(&mut txn.writes, planner.catalog(), &entry.def, removed).await?;
     }
     Ok(deleted)
 }

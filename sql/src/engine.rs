@@ -260,8 +260,17 @@ pub(crate) struct WriteTxn {
     pub(crate) private_ddl: bool,
 }
 
+/// The rows of a COPY TO STDOUT, produced batch by batch as the client takes them.
+pub struct CopyOutStream(pub datafusion::execution::SendableRecordBatchStream);
+
+impl std::fmt::Debug for CopyOutStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CopyOutStream")
+    }
+}
+
 /// What a statement returns.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum QueryOutput {
     /// A result set.
     Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
@@ -274,6 +283,11 @@ pub enum QueryOutput {
     /// row; feed them to [`Session::copy_data`], then call
     /// [`Session::copy_done`] (or [`Session::copy_fail`]).
     CopyIn { columns: usize },
+    /// COPY TO STDOUT: the rows of `schema` (its names are the HEADER
+    /// line's) to send in `format`, one CopyData per row. The plan runs as
+    /// the stream is polled, a batch at a time, never the whole result at
+    /// once; a failure mid-way comes as the stream's error.
+    CopyOut { format: CopyFormat, schema: SchemaRef, rows: CopyOutStream },
 }
 
 impl QueryOutput {
@@ -357,7 +371,7 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Drop { object_type: ObjectType::Index, .. } => Kind::Write("DROP INDEX"),
         Statement::Drop { object_type: ObjectType::Sequence, .. } => Kind::Write("DROP SEQUENCE"),
         Statement::Drop { .. } => Kind::Write("DROP TABLE"),
-        Statement::Query(_) | Statement::Explain { .. } => Kind::Read,
+        Statement::Query(_) | Statement::Explain { .. } | Statement::Copy { to: true, .. } => Kind::Read,
         other => {
             let text = other.to_string();
             let words: Vec<&str> = text.split_whitespace().take(2).collect();
@@ -506,6 +520,8 @@ struct CopyIn {
     parser: CopyParser,
     records: Vec<Record>,
     rows: u64,
+    /// The target table's CHECK and FOREIGN KEY constraints, if it has any.
+    checks: Option<crate::constraint::RowChecks>,
     /// The first error; later data is ignored and COPY fails at its end.
     failure: Option<SqlError>,
 }
@@ -521,8 +537,11 @@ impl CopyIn {
 
     async fn flush(&mut self, planner: &Planner) -> Result<(), SqlError> {
         let defaults = self.default_values(planner).await?;
-        let rows = self.target.rows(&self.records, &defaults)?;
+        let (rows, batch) = self.target.rows(&self.records, &defaults)?;
         self.records.clear();
+        if let Some(checks) = &self.checks {
+            checks.check_values(&batch)?;
+        }
         let def = Arc::clone(&self.target.def);
         for row in rows {
             dml::insert_row(&mut self.txn, &def, row).await?;
@@ -530,6 +549,9 @@ impl CopyIn {
             if self.rows.is_multiple_of(COPY_PROGRESS_ROWS) {
                 tracing::info!(table = %def.name, rows = self.rows, "COPY in progress");
             }
+        }
+        if let Some(checks) = &self.checks {
+            checks.check_references(&self.txn.writes, &batch).await?;
         }
         Ok(())
     }
@@ -668,6 +690,7 @@ impl Session {
             self.engine.load_sequences(&catalog, Some(&txn)).await?;
         }
         self.planner.prepare(Arc::clone(&catalog), txn.writes.snapshot());
+        let checks = crate::constraint::RowChecks::new(&self.planner, &catalog, &target.def)?;
         self.copy = Some(CopyIn {
             txn,
             autocommit,
@@ -675,6 +698,7 @@ impl Session {
             parser: CopyParser::new(format),
             records: Vec::with_capacity(COPY_BATCH_ROWS),
             rows: 0,
+            checks,
             failure: None,
         });
         Ok(QueryOutput::CopyIn { columns })
@@ -783,7 +807,9 @@ impl Session {
         {
             return Ok(Described { param_types: Vec::new(), schema: Some(schema) });
         }
-        if !matches!(kind, Kind::Read | Kind::Write("INSERT" | "UPDATE" | "DELETE")) {
+        // COPY TO STDOUT answers with CopyOutResponse, not a row description.
+        let copy = matches!(statement, Statement::Copy { .. });
+        if copy || !matches!(kind, Kind::Read | Kind::Write("INSERT" | "UPDATE" | "DELETE")) {
             return Ok(Described { param_types: Vec::new(), schema: None });
         }
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
@@ -1056,6 +1082,9 @@ impl Session {
     }
 
     async fn read(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
+        if matches!(statement, Statement::Copy { .. }) {
+            return self.copy_out(statement).await;
+        }
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.engine.load_sequences(&catalog, self.open_txn()).await?;
@@ -1083,6 +1112,44 @@ impl Session {
         }
         let (schema, batches) = names::rename_batches(schema, batches, names)?;
         Ok(QueryOutput::Rows { schema, batches })
+    }
+
+    /// COPY table [(columns)] | (query) TO STDOUT: the query's rows as a
+    /// stream at the statement's snapshot (see [`QueryOutput::CopyOut`]).
+    async fn copy_out(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
+        let Statement::Copy { source, target, options, legacy_options, .. } = statement else {
+            return Err(SqlError::internal("copy_out given another statement"));
+        };
+        if !matches!(target, AstCopyTarget::Stdout) {
+            return Err(SqlError::unsupported("COPY to a file or program (use COPY TO STDOUT, or psql's \\copy)"));
+        }
+        let format = CopyFormat::from_options(&options, &legacy_options)?;
+        let mut query = match source {
+            CopySource::Table { table_name, columns } => {
+                let table = Ident::with_quote('"', ddl::table_name(&table_name)?);
+                let items = if columns.is_empty() {
+                    "*".to_string()
+                } else {
+                    let names: Vec<String> =
+                        columns.iter().map(|c| Ident::with_quote('"', ddl::normalize(c)).to_string()).collect();
+                    names.join(", ")
+                };
+                parse(&format!("SELECT {items} FROM {table}"))?
+                    .pop()
+                    .ok_or_else(|| SqlError::internal("COPY's query did not parse"))?
+            }
+            CopySource::Query(query) => Statement::Query(query),
+        };
+        let (snapshot, private_ddl) = self.statement_snapshot().await?;
+        let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
+        self.engine.load_sequences(&catalog, self.open_txn()).await?;
+        self.planner.prepare(Arc::clone(&catalog), snapshot);
+        pg_rewrite::rewrite(&mut query);
+        let names = names::postgres_column_names(&query);
+        let plan = self.planner.plan(query, None).await?;
+        let (schema, rows) = self.planner.stream(&plan).await?;
+        let (schema, _) = names::rename_batches(schema, Vec::new(), names)?;
+        Ok(QueryOutput::CopyOut { format, schema, rows: CopyOutStream(rows) })
     }
 
     /// The open write transaction of the block, if it has one.
@@ -1126,7 +1193,8 @@ impl Session {
         match statement {
             Statement::CreateTable(create) => {
                 txn.private_ddl = true;
-                ddl::create_table(txn, &catalog, &create).await
+                self.planner.prepare(Arc::clone(&catalog), snapshot);
+                ddl::create_table(txn, &self.planner, &catalog, &create).await
             }
             Statement::CreateIndex(create) => {
                 txn.private_ddl = true;
@@ -1145,11 +1213,12 @@ impl Session {
             }
             Statement::AlterTable(alter) => {
                 txn.private_ddl = true;
-                ddl::alter_table(txn, &catalog, &alter).await
+                self.planner.prepare(Arc::clone(&catalog), snapshot);
+                ddl::alter_table(txn, &self.planner, &catalog, &alter).await
             }
-            Statement::Drop { object_type, if_exists, names, .. } => {
+            Statement::Drop { object_type, if_exists, names, cascade, .. } => {
                 txn.private_ddl = true;
-                ddl::drop_tables(txn, &catalog, object_type, if_exists, &names).await
+                ddl::drop_tables(txn, &catalog, object_type, (if_exists, cascade), &names).await
             }
             mut statement => {
                 self.engine.load_sequences(&catalog, Some(txn)).await?;
@@ -1290,6 +1359,29 @@ impl Planner {
         self.returning.deregister_table(&alias.value)?;
         let (schema, batches) = result?;
         names::rename_batches(schema, batches, names)
+    }
+
+    /// A row expression (a CHECK constraint's) compiled over `schema`, with
+    /// DataFusion's type coercion; evaluated on batches of that schema.
+    pub(crate) fn physical_expr(
+        &self,
+        expr: Expr,
+        schema: &datafusion::common::DFSchema,
+    ) -> Result<Arc<dyn datafusion::physical_expr::PhysicalExpr>, SqlError> {
+        let with_alias = datafusion::sql::sqlparser::ast::ExprWithAlias { expr, alias: None };
+        let logical = self.state.create_logical_expr_from_sql_expr(with_alias, schema)?;
+        Ok(self.state.create_physical_expr(logical, schema)?)
+    }
+
+    /// Optimises and plans `plan`, and starts it as a stream of batches.
+    pub(crate) async fn stream(
+        &self,
+        plan: &LogicalPlan,
+    ) -> Result<(SchemaRef, datafusion::execution::SendableRecordBatchStream), SqlError> {
+        let physical = Box::pin(self.state.create_physical_plan(plan)).await?;
+        let schema = physical.schema();
+        let stream = datafusion::physical_plan::execute_stream(physical, self.state.task_ctx())?;
+        Ok((schema, stream))
     }
 
     /// Optimises, plans and runs `plan` to completion.

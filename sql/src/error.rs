@@ -34,6 +34,10 @@ pub mod sqlstate {
     pub const INVALID_DATETIME_FORMAT: &str = "22007";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const CHECK_VIOLATION: &str = "23514";
+    pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+    pub const INVALID_FOREIGN_KEY: &str = "42830";
+    pub const DUPLICATE_OBJECT: &str = "42710";
     pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
@@ -66,13 +70,26 @@ pub mod sqlstate {
 pub struct SqlError {
     sqlstate: &'static str,
     message: String,
+    /// PostgreSQL's DETAIL line (`Key (p_id)=(5) is not present in table "p".`), client-safe too.
+    detail: Option<String>,
 }
 
 impl SqlError {
     /// An error with an explicit SQLSTATE (5 characters, see [`sqlstate`]).
     pub fn new(sqlstate: &'static str, message: impl Into<String>) -> SqlError {
         debug_assert_eq!(sqlstate.len(), 5, "SQLSTATE {sqlstate} is not 5 characters");
-        SqlError { sqlstate, message: message.into() }
+        SqlError { sqlstate, message: message.into(), detail: None }
+    }
+
+    /// The error with a DETAIL line.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> SqlError {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The DETAIL line, if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 
     /// The five-character SQLSTATE.

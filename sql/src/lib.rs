@@ -26,6 +26,7 @@
 pub mod access;
 pub mod btree;
 pub mod catalog;
+pub mod constraint;
 pub mod copy;
 pub mod ddl;
 pub mod dml;
@@ -48,7 +49,7 @@ pub mod testing;
 pub mod types;
 pub mod volume;
 
-pub use engine::{Described, Engine, QueryOutput, Session, TransactionStatus};
+pub use engine::{CopyOutStream, Described, Engine, QueryOutput, Session, TransactionStatus};
 pub use error::{SqlError, sqlstate};
 pub use volume::{Volume, VolumeError};
 

@@ -18,7 +18,8 @@
 //!   table oid + 1 + n;
 //! - the constraint of the n-th index (primary key or unique constraint):
 //!   table oid + `OIDS_PER_TABLE / 2` + n;
-//! - sequences: as tables (their ids come from the same counter);
+//! - sequences, and CHECK and FOREIGN KEY constraints: as tables (their ids
+//!   come from the same counter);
 //! - the default of column n (from 1): `ATTRDEF_FIRST_OID + table_id *
 //!   COLUMNS_MAX + n`;
 //! - namespaces, roles, the database, access methods, types and the system
@@ -29,11 +30,15 @@
 //! PostgreSQL never renumbers. No client keeps oids across DDL, so this is
 //! allowed for now; a stored index id would remove it.
 //!
+//! CHECK and FOREIGN KEY constraints are pg_constraint rows (contype 'c' and
+//! 'f') and count in their tables' relchecks and relhastriggers, as psql's
+//! `\d` expects; information_schema's constraint views are built here too.
+//!
 //! Rows Borealis has no objects for (policies, publications, inheritance,
-//! triggers, extended statistics, comments, defaults, sequences) are empty tables with
+//! triggers, extended statistics, comments) are empty tables with
 //! PostgreSQL's columns, so queries that join them plan and return nothing.
 
-use crate::catalog::{Catalog, ColumnDef, IndexDef, TableDef};
+use crate::catalog::{Catalog, ColumnDef, ConstraintDef, ConstraintKind, IndexDef, TableDef};
 use crate::error::SqlError;
 use crate::functions::DATABASE_NAME;
 use crate::provider::CatalogView;
@@ -1007,6 +1012,89 @@ pub static SYSTEM_TABLES: &[SystemTable] = &[
         relkind: "v",
         columns: &[("schemaname", T), ("viewname", T), ("viewowner", T), ("definition", T)],
     },
+    // information_schema's constraint views (see INFORMATION_SCHEMA_VIEWS).
+    SystemTable {
+        name: "table_constraints",
+        oid: 13100,
+        relkind: "v",
+        columns: &[
+            ("constraint_catalog", T),
+            ("constraint_schema", T),
+            ("constraint_name", T),
+            ("table_catalog", T),
+            ("table_schema", T),
+            ("table_name", T),
+            ("constraint_type", T),
+            ("is_deferrable", T),
+            ("initially_deferred", T),
+            ("enforced", T),
+            ("nulls_distinct", T),
+        ],
+    },
+    SystemTable {
+        name: "key_column_usage",
+        oid: 13101,
+        relkind: "v",
+        columns: &[
+            ("constraint_catalog", T),
+            ("constraint_schema", T),
+            ("constraint_name", T),
+            ("table_catalog", T),
+            ("table_schema", T),
+            ("table_name", T),
+            ("column_name", T),
+            ("ordinal_position", I4),
+            ("position_in_unique_constraint", I4),
+        ],
+    },
+    SystemTable {
+        name: "referential_constraints",
+        oid: 13102,
+        relkind: "v",
+        columns: &[
+            ("constraint_catalog", T),
+            ("constraint_schema", T),
+            ("constraint_name", T),
+            ("unique_constraint_catalog", T),
+            ("unique_constraint_schema", T),
+            ("unique_constraint_name", T),
+            ("match_option", T),
+            ("update_rule", T),
+            ("delete_rule", T),
+        ],
+    },
+    SystemTable {
+        name: "check_constraints",
+        oid: 13103,
+        relkind: "v",
+        columns: &[("constraint_catalog", T), ("constraint_schema", T), ("constraint_name", T), ("check_clause", T)],
+    },
+    SystemTable {
+        name: "constraint_column_usage",
+        oid: 13104,
+        relkind: "v",
+        columns: &[
+            ("table_catalog", T),
+            ("table_schema", T),
+            ("table_name", T),
+            ("column_name", T),
+            ("constraint_catalog", T),
+            ("constraint_schema", T),
+            ("constraint_name", T),
+        ],
+    },
+];
+
+/// The views of PostgreSQL's information_schema that Borealis computes
+/// (DataFusion's own information_schema has tables, views and columns):
+/// listed with the system tables, in namespace information_schema; a query
+/// names them `information_schema.x`, which `crate::pg_rewrite` points here.
+pub const INFORMATION_SCHEMA_VIEWS: &[&str] = &[
+    "table_constraints",
+    "key_column_usage",
+    "referential_constraints",
+    "check_constraints",
+    "constraint_column_usage",
 ];
 
 /// Whether `name` is a table of this schema.
@@ -1029,7 +1117,12 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
     let mut rows = Rows(HashMap::new());
     fixed_rows(&mut rows);
     for system in SYSTEM_TABLES {
-        relation_rows(&mut rows, system.oid, system.name, PG_CATALOG_NAMESPACE, system.relkind, HEAP_AM, false);
+        let namespace = if INFORMATION_SCHEMA_VIEWS.contains(&system.name) {
+            INFORMATION_SCHEMA_NAMESPACE
+        } else {
+            PG_CATALOG_NAMESPACE
+        };
+        relation_rows(&mut rows, system.oid, system.name, namespace, system.relkind, HEAP_AM, false);
         let columns = system.columns.iter().map(|(name, kind)| {
             let (type_oid, length) = kind.type_oid();
             (name.to_string(), type_oid, -1, length, false, 0)
@@ -1039,6 +1132,10 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
     for def in tables(catalog) {
         table_rows(&mut rows, def);
     }
+    for constraint in catalog.constraints() {
+        constraint_row(&mut rows, catalog, &constraint.def);
+    }
+    information_schema_rows(&mut rows, catalog);
     for sequence in catalog.sequences() {
         let def = &sequence.def;
         let oid = crate::sequence::sequence_oid(def);
@@ -1358,6 +1455,172 @@ fn table_rows(rows: &mut Rows, def: &TableDef) {
                     Value::Null,
                 ],
             );
+        }
+    }
+}
+
+/// The oid of a CHECK or FOREIGN KEY constraint.
+pub fn check_or_foreign_key_oid(def: &ConstraintDef) -> i32 {
+    clamp_oid(FIRST_NORMAL_OID + def.id.0 as i64 * OIDS_PER_TABLE)
+}
+
+/// Changes column `column` of relation `oid`'s pg_class row.
+fn update_class_row(rows: &mut Rows, oid: i32, column: &str, change: impl FnOnce(&mut Value)) {
+    let at = SYSTEM_TABLES[1].columns.iter().position(|(n, _)| *n == column).expect("pg_class column");
+    if let Some(row) =
+        rows.0.get_mut("pg_class").and_then(|r| r.iter_mut().rev().find(|row| row[0] == Value::from(oid)))
+    {
+        change(&mut row[at]);
+    }
+}
+
+/// The pg_constraint row of a CHECK or FOREIGN KEY constraint. Also counts
+/// a CHECK in its table's relchecks, and marks both tables of a foreign key
+/// relhastriggers (PostgreSQL enforces foreign keys with triggers; psql
+/// looks for foreign keys only on tables that have some).
+fn constraint_row(rows: &mut Rows, catalog: &Catalog, constraint: &ConstraintDef) {
+    let Some(table) = catalog.table_by_id(constraint.table) else { return };
+    match &constraint.kind {
+        ConstraintKind::Check { .. } => update_class_row(rows, table_oid(&table.def), "relchecks", |value| {
+            if let Value::Int(count) = value {
+                *count += 1;
+            }
+        }),
+        ConstraintKind::ForeignKey(key) => {
+            update_class_row(rows, table_oid(&table.def), "relhastriggers", |value| *value = true.into());
+            if let Some(parent) = catalog.table_by_id(key.referenced_table) {
+                update_class_row(rows, table_oid(&parent.def), "relhastriggers", |value| *value = true.into());
+            }
+        }
+    }
+    let attnums = |columns: &[usize]| Value::IntList(columns.iter().map(|&c| c as i64 + 1).collect());
+    let (contype, key, referenced, index, references, actions, expression) = match &constraint.kind {
+        ConstraintKind::Check { expression } => {
+            let columns = crate::constraint::check_columns(&table.def, expression);
+            ("c", attnums(&columns), Value::Null, 0, 0, (" ", " ", " "), Value::from(expression.as_str()))
+        }
+        ConstraintKind::ForeignKey(key) => {
+            let parent = catalog.table_by_id(key.referenced_table);
+            let parent_oid = parent.map_or(0, |p| table_oid(&p.def));
+            let index_oid = parent
+                .and_then(|p| {
+                    let index = crate::constraint::referenced_index(&p.def, &key.referenced_columns)?;
+                    let position = p.def.indexes.iter().position(|i| i.name == index.name)?;
+                    Some(index_oid(&p.def, position))
+                })
+                .unwrap_or(0);
+            let actions = (key.on_update.code(), key.on_delete.code(), "s");
+            ("f", attnums(&key.columns), attnums(&key.referenced_columns), index_oid, parent_oid, actions, Value::Null)
+        }
+    };
+    rows.push(
+        "pg_constraint",
+        vec![
+            check_or_foreign_key_oid(constraint).into(),
+            constraint.name.as_str().into(),
+            PUBLIC_NAMESPACE.into(),
+            contype.into(),
+            false.into(),
+            false.into(),
+            true.into(),
+            table_oid(&table.def).into(),
+            0.into(),
+            index.into(),
+            0.into(),
+            references.into(),
+            actions.0.into(),
+            actions.1.into(),
+            actions.2.into(),
+            true.into(),
+            0.into(),
+            false.into(),
+            key,
+            referenced,
+            expression,
+        ],
+    );
+}
+
+/// The information_schema constraint views' rows: primary keys and unique
+/// constraints (their indexes), CHECK and FOREIGN KEY constraints.
+fn information_schema_rows(rows: &mut Rows, catalog: &Catalog) {
+    let names = |constraint: &str, table: &str| -> Vec<Value> {
+        vec![
+            DATABASE_NAME.into(),
+            "public".into(),
+            constraint.into(),
+            DATABASE_NAME.into(),
+            "public".into(),
+            table.into(),
+        ]
+    };
+    let usage = |rows: &mut Rows, table: &str, column: &str, constraint: &str| {
+        let mut row: Vec<Value> = vec![DATABASE_NAME.into(), "public".into(), table.into(), column.into()];
+        row.extend([DATABASE_NAME.into(), "public".into(), constraint.into()]);
+        rows.push("constraint_column_usage", row);
+    };
+    let rule = |action: crate::catalog::ReferentialAction| match action.sql() {
+        None => "NO ACTION",
+        Some(words) => words,
+    };
+    for def in tables(catalog) {
+        for index in def.indexes.iter().filter(|index| is_unique_constraint(def, index)) {
+            let kind = if index.primary { "PRIMARY KEY" } else { "UNIQUE" };
+            let mut row = names(&index.name, &def.name);
+            let nulls_distinct = if index.primary { Value::Null } else { "YES".into() };
+            row.extend([kind.into(), "NO".into(), "NO".into(), "YES".into(), nulls_distinct]);
+            rows.push("table_constraints", row);
+            for (position, &column) in index.columns.iter().enumerate() {
+                let mut row = names(&index.name, &def.name);
+                row.extend([def.columns[column].name.as_str().into(), (position as i32 + 1).into(), Value::Null]);
+                rows.push("key_column_usage", row);
+                usage(rows, &def.name, &def.columns[column].name, &index.name);
+            }
+        }
+    }
+    for constraint in catalog.constraints() {
+        let constraint = &constraint.def;
+        let Some(table) = catalog.table_by_id(constraint.table) else { continue };
+        let def = &table.def;
+        let kind = match &constraint.kind {
+            ConstraintKind::Check { .. } => "CHECK",
+            ConstraintKind::ForeignKey(_) => "FOREIGN KEY",
+        };
+        let mut row = names(&constraint.name, &def.name);
+        row.extend([kind.into(), "NO".into(), "NO".into(), "YES".into(), Value::Null]);
+        rows.push("table_constraints", row);
+        match &constraint.kind {
+            ConstraintKind::Check { expression } => {
+                let definition = crate::constraint::check_definition(expression, false);
+                let clause = definition.strip_prefix("CHECK ").unwrap_or(&definition);
+                let mut row: Vec<Value> = vec![DATABASE_NAME.into(), "public".into(), constraint.name.as_str().into()];
+                row.push(clause.into());
+                rows.push("check_constraints", row);
+                for column in crate::constraint::check_columns(def, expression) {
+                    usage(rows, &def.name, &def.columns[column].name, &constraint.name);
+                }
+            }
+            ConstraintKind::ForeignKey(key) => {
+                let Some(parent) = catalog.table_by_id(key.referenced_table) else { continue };
+                let parent = &parent.def;
+                let index = crate::constraint::referenced_index(parent, &key.referenced_columns);
+                for (position, (&column, referenced)) in key.columns.iter().zip(&key.referenced_columns).enumerate() {
+                    let in_unique = index.and_then(|i| i.columns.iter().position(|c| c == referenced));
+                    let mut row = names(&constraint.name, &def.name);
+                    row.extend([
+                        def.columns[column].name.as_str().into(),
+                        (position as i32 + 1).into(),
+                        in_unique.map_or(Value::Null, |p| (p as i32 + 1).into()),
+                    ]);
+                    rows.push("key_column_usage", row);
+                    usage(rows, &parent.name, &parent.columns[*referenced].name, &constraint.name);
+                }
+                let mut row: Vec<Value> = vec![DATABASE_NAME.into(), "public".into(), constraint.name.as_str().into()];
+                row.extend([DATABASE_NAME.into(), "public".into()]);
+                row.push(index.map_or(Value::Null, |i| i.name.as_str().into()));
+                row.extend(["NONE".into(), rule(key.on_update).into(), rule(key.on_delete).into()]);
+                rows.push("referential_constraints", row);
+            }
         }
     }
 }

@@ -184,6 +184,12 @@ fn indexdef(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<String>
 
 fn constraintdef(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
     let Some(oid) = args.int(0, row) else { return Ok(None) };
+    let pretty = args.int(1, row).is_some_and(|p| p != 0);
+    if let Some(constraint) =
+        catalog.constraints().find(|c| i64::from(pg_catalog::check_or_foreign_key_oid(&c.def)) == oid)
+    {
+        return Ok(crate::constraint::definition(catalog, &constraint.def, pretty));
+    }
     let half = pg_catalog::OIDS_PER_TABLE / 2;
     // A constraint's oid is its index's oid moved up by half the table's range.
     let index_oid = oid - half + 1;

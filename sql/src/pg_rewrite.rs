@@ -18,6 +18,8 @@
 //! | `information_schema._pg_expandarray(a)` | `unnest(pg_expandarray(a))` | the set of (x, n) records as an unnested struct list |
 //! | `(record).field` | `get_field(record, 'field')` | field selection from a composite value |
 //! | `generate_series(...) g`, `unnest(...) u` | `... g(g)`, `... u(u)` | a one-column function's alias names its column too |
+//! | `information_schema.table_constraints` (and the other constraint views) | `pg_catalog.table_constraints` | DataFusion's information_schema has no constraints |
+//! | `x IN (SELECT pg_partition_ancestors(t) UNION ALL VALUES (t))` | `x IN (t)` | no table is a partition |
 //! | `ARRAY(SELECT e ...)` | `(SELECT '{' \|\| coalesce(string_agg(e::text, ','), '') \|\| '}' ...)` | PostgreSQL's text form of the array |
 //!
 //! The last one changes the result type from an array to text; clients that
@@ -42,11 +44,10 @@ use datafusion::sql::sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 
 /// System tables that are empty in Borealis (see `crate::pg_catalog`), and
-/// two that are not but whose correlated subqueries DataFusion cannot plan
-/// (`pg_attrdef`, `pg_sequence`: psql's `\d` Default column and SQLAlchemy's
-/// identity options read as NULL). Plain queries on them see their rows.
+/// one that is not but whose correlated subqueries DataFusion cannot plan
+/// (`pg_sequence`: SQLAlchemy's identity options read as NULL). Plain
+/// queries on it see its rows.
 const EMPTY_SYSTEM_TABLES: &[&str] = &[
-    "pg_attrdef",
     "pg_description",
     "pg_auth_members",
     "pg_inherits",
@@ -67,7 +68,32 @@ pub fn rewrite(statement: &mut Statement) {
         rewrite_expr(expr);
         ControlFlow::<()>::Continue(())
     });
+    let _ = statement.visit(&mut InformationSchemaViews);
     alias_function_columns(statement);
+}
+
+/// `information_schema.table_constraints` and the other constraint views
+/// Borealis computes become `pg_catalog.x` (see
+/// `crate::pg_catalog::INFORMATION_SCHEMA_VIEWS`): DataFusion answers the
+/// schema `information_schema` itself, with its own tables only.
+struct InformationSchemaViews;
+
+impl VisitorMut for InformationSchemaViews {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
+        let [schema, table] = relation.0.as_slice() else { return ControlFlow::Continue(()) };
+        let is_information_schema =
+            schema.as_ident().is_some_and(|ident| ident.value.eq_ignore_ascii_case("information_schema"));
+        let view = table.as_ident().map(|ident| ident.value.to_lowercase());
+        if is_information_schema
+            && let Some(view) = view
+            && crate::pg_catalog::INFORMATION_SCHEMA_VIEWS.contains(&view.as_str())
+        {
+            *relation = ObjectName::from(vec![Ident::new("pg_catalog"), Ident::new(view)]);
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// The one rewrite writes need too (`INSERT … SELECT g FROM generate_series(1, 9) g`).
@@ -137,6 +163,11 @@ fn rewrite_expr(expr: &mut Expr) {
         Expr::CompoundFieldAccess { root, access_chain } if matches!(root.as_ref(), Expr::Nested(_)) => {
             if let Some(rewritten) = field_access(root, access_chain) {
                 *expr = rewritten;
+            }
+        }
+        Expr::InSubquery { expr: left, subquery, negated } => {
+            if let Some(list) = partition_ancestors_or_self(subquery) {
+                *expr = Expr::InList { expr: left.clone(), list, negated: *negated };
             }
         }
         Expr::Subquery(query) if query_is_empty(query) => *expr = null(),
@@ -307,8 +338,57 @@ fn single_row_subquery(query: &mut Query) {
         *expr = aggregated;
     }
     if let Some(selection) = select.selection.take() {
-        select.selection = Some(uncorrelate_filters(selection, &inner_names(&select.from)));
+        let inner = inner_names(&select.from);
+        let selection = drop_implied_has_default(selection, &select.from, &inner);
+        select.selection = Some(uncorrelate_filters(selection, &inner));
     }
+}
+
+/// psql's "Referenced by:" asks for constraints whose `confrelid IN (SELECT
+/// pg_partition_ancestors(t) UNION ALL VALUES (t))`. Borealis has no
+/// partitions, and pg_partition_ancestors of a table that is not a
+/// partition returns no rows, so the first branch goes and the VALUES
+/// become an IN list: `confrelid IN (t)`.
+fn partition_ancestors_or_self(query: &Query) -> Option<Vec<Expr>> {
+    let SetExpr::SetOperation { op: SetOperator::Union, left, right, .. } = query.body.as_ref() else { return None };
+    let SetExpr::Select(select) = left.as_ref() else { return None };
+    let ancestors = select.from.is_empty()
+        && matches!(select.projection.as_slice(), [SelectItem::UnnamedExpr(Expr::Function(function))]
+            if function.name.0.last().and_then(|part| part.as_ident())
+                .is_some_and(|name| name.value.eq_ignore_ascii_case("pg_partition_ancestors")));
+    let SetExpr::Values(values) = right.as_ref() else { return None };
+    if !ancestors || values.rows.iter().any(|row| row.content.len() != 1) {
+        return None;
+    }
+    Some(values.rows.iter().map(|row| row.content[0].clone()).collect())
+}
+
+/// psql's Default column reads `(SELECT pg_get_expr(d.adbin, ...) FROM
+/// pg_attrdef d WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum AND
+/// a.atthasdef)`. The last conjunct tests only the outer row, which
+/// DataFusion cannot decorrelate; it is implied by the others (a column has
+/// a pg_attrdef row exactly when its atthasdef is true), so it goes.
+fn drop_implied_has_default(selection: Expr, from: &[TableWithJoins], inner: &[String]) -> Expr {
+    let reads_attrdef = from.iter().any(
+        |f| matches!(&f.relation, TableFactor::Table { name, .. } if table_name(name).as_deref() == Some("pg_attrdef")),
+    );
+    if !reads_attrdef {
+        return selection;
+    }
+    let mut conjuncts = Vec::new();
+    split_conjunction(selection, &mut conjuncts);
+    // `a.atthasdef` or `pg_catalog.pg_attribute.atthasdef` (SQLAlchemy), naming an outer relation.
+    let implied = |conjunct: &Expr| {
+        matches!(conjunct, Expr::CompoundIdentifier(parts)
+            if parts.len() >= 2
+                && parts[parts.len() - 1].value == "atthasdef"
+                && !inner.contains(&parts[parts.len() - 2].value))
+    };
+    conjuncts
+        .into_iter()
+        .filter(|conjunct| !implied(conjunct))
+        .reduce(|left, right| Expr::BinaryOp { left: Box::new(left), op: BinaryOperator::And, right: Box::new(right) })
+        .unwrap_or_else(|| Expr::Value(ValueWithSpan::from(Value::Boolean(true))))
 }
 
 /// The names a FROM list binds (aliases, else table names).
@@ -641,11 +721,22 @@ mod tests {
         );
         assert_eq!(
             rewritten(
-                "SELECT (SELECT d.adbin FROM pg_attrdef d WHERE d.adrelid = a.attrelid AND a.atthasdef) FROM pg_attribute a"
+                "SELECT (SELECT d.adbin FROM pg_attrdef d WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum AND a.atthasdef) FROM pg_attribute a"
             ),
-            "SELECT NULL FROM pg_attribute a"
+            "SELECT (SELECT max(d.adbin) FROM pg_attrdef d WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) FROM pg_attribute a"
         );
         assert_eq!(rewritten("SELECT (SELECT x FROM t) FROM u"), "SELECT (SELECT x FROM t) FROM u");
+    }
+
+    #[test]
+    fn partition_ancestors_of_unpartitioned_tables_are_none() {
+        assert_eq!(
+            rewritten(
+                "SELECT conname FROM pg_constraint c WHERE confrelid IN (SELECT pg_catalog.pg_partition_ancestors('16390') \
+                 UNION ALL VALUES ('16390'::pg_catalog.regclass)) AND contype = 'f'"
+            ),
+            "SELECT conname FROM pg_constraint c WHERE confrelid IN (regclassin('16390')) AND contype = 'f'"
+        );
     }
 
     #[test]

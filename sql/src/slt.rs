@@ -110,4 +110,16 @@ macro_rules! slt_tests {
     )*};
 }
 
-slt_tests!(basic, transactions, errors, indexes, maintenance, pg_catalog, drivers, reflection, sequences);
+slt_tests!(
+    basic,
+    transactions,
+    errors,
+    indexes,
+    maintenance,
+    pg_catalog,
+    drivers,
+    reflection,
+    sequences,
+    check_constraints,
+    foreign_keys,
+);

@@ -761,3 +761,66 @@ async fn copy_fills_columns_it_omits_with_their_defaults() {
     );
     assert_eq!(query(&mut session, "SELECT nextval('t_id_seq')").await, strings(&[&["4"]]));
 }
+
+#[tokio::test]
+async fn copy_from_stdin_enforces_check_and_foreign_key_constraints() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE p (id int PRIMARY KEY)").await;
+    one(&mut session, "CREATE TABLE c (id int CHECK (id > 0), p_id int REFERENCES p)").await;
+    one(&mut session, "INSERT INTO p VALUES (1), (2)").await;
+    one(&mut session, "COPY c FROM STDIN").await;
+    session.copy_data(b"1\t1\n2\t\\N\n3\t2\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 3");
+    one(&mut session, "COPY c FROM STDIN").await;
+    session.copy_data(b"4\t1\n-5\t1\n").await;
+    let error = session.copy_done().await.unwrap_err();
+    assert_eq!(error.sqlstate(), "23514");
+    assert_eq!(error.message(), "new row for relation \"c\" violates check constraint \"c_id_check\"");
+    assert_eq!(error.detail(), Some("Failing row contains (-5, 1)."));
+    one(&mut session, "COPY c FROM STDIN WITH (FORMAT csv)").await;
+    session.copy_data(b"6,1\n7,5\n").await;
+    let error = session.copy_done().await.unwrap_err();
+    assert_eq!(error.sqlstate(), "23503");
+    assert_eq!(error.message(), "insert or update on table \"c\" violates foreign key constraint \"c_p_id_fkey\"");
+    assert_eq!(error.detail(), Some("Key (p_id)=(5) is not present in table \"p\"."));
+    assert_eq!(query(&mut session, "SELECT count(*) FROM c").await, strings(&[&["3"]]));
+    let error = session.execute("DELETE FROM p WHERE id = 2").await.unwrap_err();
+    assert_eq!(
+        error.message(),
+        "update or delete on table \"p\" violates foreign key constraint \"c_p_id_fkey\" on table \"c\""
+    );
+    assert_eq!(error.detail(), Some("Key (id)=(2) is still referenced from table \"c\"."));
+}
+
+/// Rewrites the volume's meta with `format_version`, as an older (or newer) build left it.
+async fn set_format_version(volume: &MemoryVolume, format_version: u32) {
+    use crate::volume::Volume;
+    let read_point = volume.read_point().await.unwrap();
+    let mut writes = crate::heap::WriteSet::new(Arc::new(volume.clone()), read_point, Default::default());
+    let mut meta = writes.meta().await.unwrap();
+    meta.format_version = format_version;
+    writes.set_meta(&meta).await.unwrap();
+    volume.commit(writes.into_parts().0).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_format_3_volume_opens_and_its_first_constraint_makes_it_format_4() {
+    let (volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE p (id int PRIMARY KEY)").await;
+    drop(session);
+    set_format_version(&volume, 3).await;
+    let engine = Engine::open(Arc::new(volume.clone()), false).await.expect("a format-3 volume opens");
+    let mut session = engine.session();
+    one(&mut session, "INSERT INTO p VALUES (1)").await;
+    one(&mut session, "CREATE TABLE c (p_id int REFERENCES p)").await;
+    let read_point = crate::volume::Volume::read_point(&volume).await.unwrap();
+    let writes = crate::heap::WriteSet::new(Arc::new(volume.clone()), read_point, Default::default());
+    assert_eq!(writes.meta().await.unwrap().format_version, 4);
+    // A volume of a format this build does not know is refused with a clear error.
+    set_format_version(&volume, crate::catalog::FORMAT_VERSION + 1).await;
+    let Err(error) = Engine::open(Arc::new(volume.clone()), false).await else { panic!("opened a format-5 volume") };
+    assert_eq!(error.sqlstate(), "0A000");
+    assert!(error.message().contains("volume format 5 is not supported"), "{error}");
+}

@@ -332,12 +332,31 @@ public class JdbcClientTest {
                 }
             }
             equal(unique, 3);
-            // No foreign keys exist yet, so none reference or are referenced.
-            try (ResultSet rs = meta.getImportedKeys(null, "public", "jdbc_meta")) {
-                check(!rs.next(), "no imported keys");
+            // A two-column foreign key, seen from both ends.
+            st.execute("CREATE TABLE jdbc_lines (id int PRIMARY KEY, meta_id bigint, meta_part int,"
+                    + " FOREIGN KEY (meta_id, meta_part) REFERENCES jdbc_meta ON DELETE CASCADE)");
+            List<String> imported = new ArrayList<>();
+            try (ResultSet rs = meta.getImportedKeys(null, "public", "jdbc_lines")) {
+                while (rs.next()) {
+                    imported.add(rs.getString("PKTABLE_NAME") + "." + rs.getString("PKCOLUMN_NAME") + "<-"
+                            + rs.getString("FKTABLE_NAME") + "." + rs.getString("FKCOLUMN_NAME") + ":"
+                            + rs.getInt("KEY_SEQ") + ":" + rs.getInt("UPDATE_RULE") + ":" + rs.getInt("DELETE_RULE")
+                            + ":" + rs.getString("FK_NAME") + ":" + rs.getString("PK_NAME"));
+                }
             }
+            String fk = ":" + DatabaseMetaData.importedKeyNoAction + ":" + DatabaseMetaData.importedKeyCascade
+                    + ":jdbc_lines_meta_id_meta_part_fkey:jdbc_meta_pkey";
+            equal(imported, List.of("jdbc_meta.id<-jdbc_lines.meta_id:1" + fk,
+                    "jdbc_meta.part<-jdbc_lines.meta_part:2" + fk));
+            List<String> exported = new ArrayList<>();
             try (ResultSet rs = meta.getExportedKeys(null, "public", "jdbc_meta")) {
-                check(!rs.next(), "no exported keys");
+                while (rs.next()) {
+                    exported.add(rs.getString("FKTABLE_NAME") + "." + rs.getString("FKCOLUMN_NAME"));
+                }
+            }
+            equal(exported, List.of("jdbc_lines.meta_id", "jdbc_lines.meta_part"));
+            try (ResultSet rs = meta.getImportedKeys(null, "public", "jdbc_meta")) {
+                check(!rs.next(), "jdbc_meta references nothing");
             }
             // ResultSetMetaData of a query names the base table and column.
             try (ResultSet rs = st.executeQuery("SELECT name, price FROM jdbc_meta")) {

@@ -10,10 +10,9 @@ filter, join, update, delete and roll back. Connection parameters come from
 the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE).
 Every check runs; the script exits 1 if any failed.
 
-Borealis refuses FOREIGN KEY constraints (0A000) until it can enforce them,
-so the relationship names its join condition and foreign column in the
-model (`foreign()`) instead of a ForeignKey on the column: the ORM behaves
-the same and the DDL has no REFERENCES clause.
+The addresses reference their user with a ForeignKey, so create_all emits
+REFERENCES and the ORM deletes children before their parent; the inspector
+reflects foreign keys and CHECK constraints as PostgreSQL reports them.
 """
 
 import datetime
@@ -22,8 +21,8 @@ import os
 import sys
 from typing import List, Optional
 
-from sqlalchemy import (BigInteger, Date, DateTime, MetaData, Numeric, String, Table, Text, create_engine,
-                        delete, func, inspect, select, text, update)
+from sqlalchemy import (BigInteger, Date, DateTime, ForeignKey, MetaData, Numeric, String, Table, Text,
+                        create_engine, delete, func, inspect, select, text, update)
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 
@@ -51,16 +50,15 @@ class User(Base):
     active: Mapped[bool] = mapped_column(default=True)
     born: Mapped[Optional[datetime.date]] = mapped_column(Date)
     joined: Mapped[Optional[datetime.datetime]] = mapped_column(DateTime)
-    addresses: Mapped[List["Address"]] = relationship(
-        back_populates="user", cascade="all, delete-orphan", primaryjoin="User.id == foreign(Address.user_id)")
+    addresses: Mapped[List["Address"]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
 
 class Address(Base):
     __tablename__ = "sa_addresses"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     email: Mapped[str] = mapped_column(String(100))
-    user_id: Mapped[int]
-    user: Mapped[User] = relationship(back_populates="addresses", primaryjoin="User.id == foreign(Address.user_id)")
+    user_id: Mapped[int] = mapped_column(ForeignKey("sa_users.id"))
+    user: Mapped[User] = relationship(back_populates="addresses")
 
 
 ENGINE = create_engine(database_url())
@@ -106,12 +104,25 @@ def inspector_reflects_columns_keys_and_indexes():
         assert indexes == [("sa_reflect_name_key", True, ["name"], "sa_reflect_name_key"),
                            ("sa_reflect_note", False, ["note", "id"], None)], indexes
         assert inspector.get_foreign_keys("sa_reflect") == []
+        conn_ddl = ("CREATE TABLE sa_reflect_child (id int PRIMARY KEY CHECK (id > 0), ref_id int4, ref_part int8, "
+                    "FOREIGN KEY (ref_id, ref_part) REFERENCES sa_reflect ON DELETE CASCADE)")
+        with ENGINE.begin() as conn:
+            conn.execute(text(conn_ddl))
+        inspector = inspect(ENGINE)
+        keys = inspector.get_foreign_keys("sa_reflect_child")
+        assert keys == [{
+            "name": "sa_reflect_child_ref_id_ref_part_fkey", "constrained_columns": ["ref_id", "ref_part"],
+            "referred_schema": None, "referred_table": "sa_reflect", "referred_columns": ["id", "part"],
+            "options": {"ondelete": "CASCADE"}, "comment": None}], keys
+        checks = inspector.get_check_constraints("sa_reflect_child")
+        assert checks == [{"name": "sa_reflect_child_id_check", "sqltext": "id > 0", "comment": None}], checks
         # Reflection as applications use it: a Table loaded from the database.
         table = Table("sa_reflect", MetaData(), autoload_with=ENGINE)
         assert [c.name for c in table.primary_key.columns] == ["id", "part"]
         assert isinstance(table.c.amount.type, Numeric) and table.c.name.type.length == 20
     finally:
         with ENGINE.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS sa_reflect_child"))
             conn.execute(text("DROP TABLE sa_reflect"))
 
 
