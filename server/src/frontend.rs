@@ -438,6 +438,12 @@ impl ExtendedQueryHandler for Handler {
         self._on_describe(client, message).await
     }
 
+    /// Runs the portal's statement to completion. A row limit on Execute
+    /// (`max_rows`) is applied by pgwire to the response returned here: it
+    /// keeps the rest in the portal's state, answers PortalSuspended, and
+    /// the next Execute on the portal continues from there without
+    /// calling this again. The rows are already computed, so a suspended
+    /// portal holds no read point or lock, only memory.
     async fn do_query<C>(
         &self,
         _client: &mut C,
