@@ -5,7 +5,7 @@
 //! - page 0 (kind Meta), slot 0: the [`Meta`] tuple (magic, next free page,
 //!   next table id, catalog version, first page of the catalog chain).
 //! - page 1 (kind Heap) onwards: the catalog, a system table whose rows are
-//!   bincode-encoded [`CatalogRow`]s: one per table or sequence.
+//!   bincode-encoded [`CatalogRow`]s: one per table, sequence or role.
 //! - each sequence has a page of its own (kind Heap) whose slot 0 holds its
 //!   [`SequenceState`]. Only `crate::sequence` writes it after CREATE
 //!   SEQUENCE, in commits of their own (nextval is not transactional), so no
@@ -34,7 +34,13 @@ pub const CATALOG_FIRST_PAGE: PageId = PageId(1);
 /// "BOREALIS" in little endian: tells a Borealis volume from garbage.
 pub const META_MAGIC: u64 = u64::from_le_bytes(*b"BOREALIS");
 /// Version of the meta, catalog and row formats; bumped on incompatible change.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4 added role rows ([`CatalogRow::Role`]).
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest format this build reads. A version 3 volume is a version 4
+/// volume without roles, so it is read as it is; creating its first role
+/// raises its meta to [`FORMAT_VERSION`], so that an older build refuses it
+/// instead of failing on a row it cannot decode.
+pub const FORMAT_VERSION_OLDEST: u32 = 3;
 
 /// A table's identity, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -80,7 +86,7 @@ impl Meta {
         }
         let tuple = page.tuple(0).ok_or_else(|| SqlError::corrupt("meta page has no meta tuple"))?;
         let meta: Meta = bincode::deserialize(tuple).map_err(|e| SqlError::corrupt(format_args!("meta: {e}")))?;
-        if meta.magic != META_MAGIC || meta.format_version != FORMAT_VERSION {
+        if meta.magic != META_MAGIC || !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&meta.format_version) {
             return Err(SqlError::corrupt(format_args!(
                 "meta magic {:#x} version {} not understood",
                 meta.magic, meta.format_version
@@ -176,11 +182,49 @@ impl SequenceState {
     }
 }
 
-/// One row of the catalog.
+/// One row of the catalog. Variants are only ever appended: bincode
+/// stores the variant's position.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum CatalogRow {
     Table(TableDef),
     Sequence(SequenceDef),
+    Role(RoleDef),
+}
+
+/// A role (CREATE ROLE, CREATE USER), as stored in one catalog row. The
+/// bootstrap superuser `postgres` is not stored: it always exists and its
+/// password is the cluster file's.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleDef {
+    /// From the same counter as table ids (so oids never collide).
+    pub id: TableId,
+    pub name: String,
+    pub superuser: bool,
+    /// May connect (LOGIN); CREATE USER defaults to true, CREATE ROLE to false.
+    pub login: bool,
+    /// The SCRAM-SHA-256 verifier in PostgreSQL's text form
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`), never
+    /// the password itself. None: no password, so no password login.
+    pub password: Option<String>,
+}
+
+/// Keeps the verifier out of logs and panic messages.
+impl std::fmt::Debug for RoleDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleDef")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("superuser", &self.superuser)
+            .field("login", &self.login)
+            .field("password", &self.password.as_ref().map(|_| "<verifier>"))
+            .finish()
+    }
+}
+
+impl RoleDef {
+    fn encode(&self) -> Vec<u8> {
+        bincode::serialize(&CatalogRow::Role(self.clone())).expect("role definitions always serialise")
+    }
 }
 
 /// A table, as stored in one catalog row.
@@ -249,13 +293,21 @@ pub struct SequenceEntry {
     pub address: RowAddress,
 }
 
-/// All tables and sequences at one catalog version.
+/// A role of the catalog, with where its catalog row lives.
+#[derive(Clone, Debug)]
+pub struct RoleEntry {
+    pub def: Arc<RoleDef>,
+    pub address: RowAddress,
+}
+
+/// All tables, sequences and roles at one catalog version.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     /// The meta's catalog version this was loaded at (0 = volume not bootstrapped).
     pub version: u64,
     tables: BTreeMap<String, CatalogEntry>,
     sequences: BTreeMap<String, SequenceEntry>,
+    roles: BTreeMap<String, RoleEntry>,
 }
 
 impl Catalog {
@@ -266,6 +318,7 @@ impl Catalog {
         };
         let mut tables = BTreeMap::new();
         let mut sequences = BTreeMap::new();
+        let mut roles = BTreeMap::new();
         snapshot
             .for_each_tuple(meta.catalog_first_page, |address, tuple| {
                 let row: CatalogRow =
@@ -278,11 +331,24 @@ impl Catalog {
                     CatalogRow::Sequence(def) => {
                         sequences.insert(def.name.clone(), SequenceEntry { def: Arc::new(def), address });
                     }
+                    CatalogRow::Role(def) => {
+                        roles.insert(def.name.clone(), RoleEntry { def: Arc::new(def), address });
+                    }
                 }
                 Ok(())
             })
             .await?;
-        Ok(Catalog { version: meta.catalog_version, tables, sequences })
+        Ok(Catalog { version: meta.catalog_version, tables, sequences, roles })
+    }
+
+    /// The stored role called `name` (the bootstrap superuser is not stored).
+    pub fn role(&self, name: &str) -> Option<&RoleEntry> {
+        self.roles.get(name)
+    }
+
+    /// Stored roles in name order.
+    pub fn roles(&self) -> impl Iterator<Item = &RoleEntry> {
+        self.roles.values()
     }
 
     /// The sequence called `name` (already normalised).
@@ -368,6 +434,33 @@ fn unique_id() -> u64 {
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     RandomState::new().hash_one((count, nanos))
+}
+
+/// Creates a role in `writes`: stores its catalog row, bumps the catalog
+/// version and raises the volume's format to [`FORMAT_VERSION`] (role rows
+/// are new in it). `def.id` is assigned here. The caller checks the name.
+pub async fn create_role(writes: &mut WriteSet, mut def: RoleDef) -> Result<(), SqlError> {
+    let mut meta = writes.meta().await?;
+    def.id = meta.next_table_id;
+    meta.next_table_id = TableId(def.id.0 + 1);
+    meta.catalog_version += 1;
+    meta.format_version = FORMAT_VERSION;
+    writes.set_meta(&meta).await?;
+    writes.insert(meta.catalog_first_page, def.encode()).await?;
+    Ok(())
+}
+
+/// Replaces a role's catalog row (ALTER ROLE) and bumps the catalog version.
+pub async fn update_role(writes: &mut WriteSet, entry: &RoleEntry, def: &RoleDef) -> Result<(), SqlError> {
+    let meta = writes.meta().await?;
+    writes.update(meta.catalog_first_page, entry.address, def.encode()).await?;
+    bump_version(writes).await
+}
+
+/// Drops a role: removes its catalog row and bumps the catalog version.
+pub async fn drop_role(writes: &mut WriteSet, entry: &RoleEntry) -> Result<(), SqlError> {
+    writes.delete(entry.address).await?;
+    bump_version(writes).await
 }
 
 /// Drops a sequence: removes its catalog row and bumps the catalog version.

@@ -75,6 +75,8 @@ pub struct Settings {
     session: BTreeMap<String, String>,
     /// Values set with SET LOCAL (until the block ends).
     local: BTreeMap<String, String>,
+    /// Server-set values of this session (see [`Settings::set_reported`]).
+    reported: BTreeMap<String, String>,
 }
 
 fn canonical(name: &str) -> String {
@@ -93,7 +95,9 @@ impl Settings {
     /// The current value of `name`.
     pub fn get(&self, name: &str) -> Result<String, SqlError> {
         let name = canonical(name);
-        if let Some(value) = self.local.get(&name).or_else(|| self.session.get(&name)) {
+        if let Some(value) =
+            self.local.get(&name).or_else(|| self.session.get(&name)).or_else(|| self.reported.get(&name))
+        {
             return Ok(value.clone());
         }
         DEFAULTS
@@ -121,6 +125,14 @@ impl Settings {
         let target = if local { &mut self.local } else { &mut self.session };
         target.insert(name, value);
         Ok(())
+    }
+
+    /// Sets a parameter only the server sets (`is_superuser` at login); it
+    /// lasts for the session and RESET ALL leaves it.
+    pub fn set_reported(&mut self, name: &str, value: &str) {
+        let name = canonical(name);
+        debug_assert!(READ_ONLY.contains(&name.as_str()), "{name} is not a server-set parameter");
+        self.reported.insert(name, value.to_string());
     }
 
     /// RESET one parameter (None: RESET ALL).
