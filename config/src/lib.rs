@@ -467,9 +467,9 @@ mod tests {
     #[test]
     fn client_tls_is_optional_unless_required() {
         assert_eq!(ClusterConfig::local(None, None).unwrap().client_tls, ClientTls::Optional);
-        let text = LOCAL_CLUSTER_TOML.replacen("[cluster]", "[cluster]\nclient_tls = \"required\"", 1);
+        let text = LOCAL_CLUSTER_TOML.replacen("client_tls = \"optional\"", "client_tls = \"required\"", 1);
         assert_eq!(ClusterFile::parse(&text).unwrap().validate(None).unwrap().client_tls, ClientTls::Required);
-        let text = LOCAL_CLUSTER_TOML.replacen("[cluster]", "[cluster]\nclient_tls = \"always\"", 1);
+        let text = LOCAL_CLUSTER_TOML.replacen("client_tls = \"optional\"", "client_tls = \"always\"", 1);
         assert!(ClusterFile::parse(&text).unwrap_err().to_string().contains("always"));
     }
 
