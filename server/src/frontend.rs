@@ -17,10 +17,11 @@
 //! CopyDone ends it with `COPY n` or the first error the data caused.
 
 use crate::pgtypes;
+use crate::wire::Checked;
 use async_trait::async_trait;
 use borealis_sql::{Engine, QueryOutput, Session, SqlError};
 use futures::stream;
-use futures::{Sink, SinkExt};
+use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::auth::mechanism::AuthMechanismFactory;
 use pgwire::api::auth::sasl::scram::{ScramAuth, ScramSecret, random_nonce};
 use pgwire::api::auth::{
@@ -34,18 +35,20 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
-use pgwire::api::{ClientInfo, ConnectionManager, METADATA_USER, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ConnectionManager, METADATA_USER, PgWireConnectionState, PgWireServerHandlers, Type};
 use pgwire::api::{ClientPortalStore, DEFAULT_NAME};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
+use tokio_util::codec::{Framed, FramedParts};
 use tracing::{debug, info, warn};
 
 use borealis_sql::functions::{DATABASE_NAME, POSTGRES_VERSION};
@@ -262,10 +265,98 @@ impl Frontend {
             let tls = self.tls.clone();
             tokio::spawn(async move {
                 debug!(%peer, "connection opened");
-                if let Err(e) = pgwire::tokio::process_socket(socket, tls, connection).await {
+                if let Err(e) = serve_socket(socket, tls, connection).await {
                     debug!(%peer, "connection ended: {e}");
                 }
             });
+        }
+    }
+}
+
+/// How long a client may take from connecting to finishing authentication
+/// (pgwire's and PostgreSQL's authentication_timeout: 60 s).
+const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves one client connection: TLS negotiation, then pgwire's message
+/// loop over a stream whose frontend messages are checked first (see
+/// `crate::wire`: pgwire's decoders read past a malformed message's body).
+/// A malformed message gets a FATAL 08P01 and the connection is closed.
+/// This is pgwire's `process_socket` with that check added.
+async fn serve_socket(
+    socket: tokio::net::TcpStream,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    connection: Arc<Connection>,
+) -> std::io::Result<()> {
+    let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup_deadline);
+    let negotiated = tokio::select! {
+        _ = &mut startup_deadline => return Ok(()),
+        negotiated = negotiate_tls::<PreparedStatement>(socket, tls) => negotiated?,
+    };
+    // None: a direct TLS handshake without an acceptor; nothing to answer.
+    let Some(framed) = negotiated else { return Ok(()) };
+    let old = framed.into_parts();
+    let mut parts = FramedParts::new(Checked::new(old.io, &old.read_buf), old.codec);
+    parts.read_buf = old.read_buf;
+    parts.write_buf = old.write_buf;
+    let mut socket = Framed::from_parts(parts);
+    loop {
+        let starting = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+        );
+        let next = if starting {
+            tokio::select! {
+                _ = &mut startup_deadline => None,
+                next = socket.next() => next,
+            }
+        } else {
+            socket.next().await
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(PgWireError::IoError(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                debug!("closing a connection that sent {e}");
+                process_error(&mut socket, fatal("08P01", e.to_string()), false).await?;
+                return Ok(());
+            }
+            Some(Err(e)) => {
+                // pgwire's decode errors (unknown message type, too large, ...).
+                if !matches!(e, PgWireError::IoError(_)) {
+                    process_error(&mut socket, e, false).await?;
+                }
+                return Ok(());
+            }
+            None => return Ok(()),
+        };
+        if matches!(message, PgWireFrontendMessage::Terminate(_)) {
+            return Ok(());
+        }
+        let extended = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        let cancel_request = matches!(message, PgWireFrontendMessage::CancelRequest(_));
+        let handler = Arc::clone(&connection.handler);
+        let result = process_message(
+            message,
+            &mut socket,
+            Arc::clone(&connection.startup),
+            Arc::clone(&handler),
+            Arc::clone(&handler),
+            handler,
+            Arc::clone(&connection.cancel),
+        )
+        .await;
+        if let Err(e) = result {
+            let fatal = e.is_fatal();
+            process_error(&mut socket, e, extended).await?;
+            if fatal {
+                return Ok(());
+            }
+        }
+        if cancel_request {
+            return Ok(());
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod status;
 pub mod stream;
 pub mod volume;
+pub mod wire;
 
 use anyhow::Context;
 use borealis_config::{ClusterConfig, ClusterFile};
