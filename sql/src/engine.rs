@@ -611,6 +611,13 @@ impl Session {
         &self.user
     }
 
+    /// Points current_schema() and current_schemas() at the session's
+    /// search_path (SET, SET LOCAL and RESET change it between statements).
+    fn follow_search_path(&mut self) {
+        let search_path = self.settings.get("search_path").unwrap_or_default();
+        self.planner.follow_search_path(&search_path, &self.user);
+    }
+
     /// Whether the statement took sequence values whose marks must be written.
     fn sequences_used(&mut self) -> bool {
         let used = self.sequences.take_used();
@@ -828,6 +835,7 @@ impl Session {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.planner.prepare(catalog, snapshot);
+        self.follow_search_path();
         let empty = pg_rewrite::provably_empty(&statement);
         let mut statement = statement;
         if matches!(kind, Kind::Read) {
@@ -1099,6 +1107,7 @@ impl Session {
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.engine.load_sequences(&catalog, self.open_txn()).await?;
         self.planner.prepare(Arc::clone(&catalog), snapshot);
+        self.follow_search_path();
         // Judged before the rewrites, which may add aggregates inside subqueries.
         let empty = pg_rewrite::provably_empty(&statement);
         let mut statement = statement;
@@ -1237,6 +1246,8 @@ pub(crate) struct Planner {
     returning: Arc<MemorySchemaProvider>,
     view: Arc<CatalogView>,
     catalog: Arc<Catalog>,
+    /// The (search_path, user) current_schema() last answered for.
+    search_path: Option<(String, String)>,
 }
 
 impl Planner {
@@ -1265,7 +1276,56 @@ impl Planner {
         catalog.register_schema(ROWS_SCHEMA, rows).expect("memory catalog accepts schemas");
         let returning = Arc::new(MemorySchemaProvider::new());
         catalog.register_schema(RETURNING_SCHEMA, returning.clone()).expect("memory catalog accepts schemas");
-        Planner { state, returning, view, catalog: Arc::new(Catalog::default()) }
+        Planner { state, returning, view, catalog: Arc::new(Catalog::default()), search_path: None }
+    }
+
+    /// current_schema() and current_schemas(include implicit) answer from
+    /// `search_path` (the session's value) for `user`; re-registered only
+    /// when the value or the user changed since the last statement.
+    fn follow_search_path(&mut self, search_path: &str, user: &str) {
+        let key = (search_path.to_string(), user.to_string());
+        if self.search_path.as_ref() == Some(&key) {
+            return;
+        }
+        let explicit = settings::search_path_schemas(search_path, user, false, pg_catalog::schema_exists);
+        let implicit = settings::search_path_schemas(search_path, user, true, pg_catalog::schema_exists);
+        let list = |names: &[String]| {
+            let values: Vec<ScalarValue> = names.iter().map(|n| ScalarValue::Utf8(Some(n.clone()))).collect();
+            ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))
+        };
+        let (with, without) = (list(&implicit), list(&explicit));
+        let schemas = datafusion::logical_expr::create_udf(
+            "current_schemas",
+            vec![DataType::Boolean],
+            DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true))),
+            datafusion::logical_expr::Volatility::Stable,
+            Arc::new(move |args: &[datafusion::logical_expr::ColumnarValue]| {
+                let implicit = match args.first() {
+                    Some(datafusion::logical_expr::ColumnarValue::Scalar(ScalarValue::Boolean(Some(flag)))) => *flag,
+                    _ => true,
+                };
+                Ok(datafusion::logical_expr::ColumnarValue::Scalar(if implicit {
+                    with.clone()
+                } else {
+                    without.clone()
+                }))
+            }),
+        );
+        let first = ScalarValue::Utf8(explicit.first().cloned());
+        let schema = datafusion::logical_expr::create_udf(
+            "current_schema",
+            vec![],
+            DataType::Utf8,
+            datafusion::logical_expr::Volatility::Stable,
+            Arc::new(move |_: &[datafusion::logical_expr::ColumnarValue]| {
+                Ok(datafusion::logical_expr::ColumnarValue::Scalar(first.clone()))
+            }),
+        );
+        for udf in [schemas, schema] {
+            datafusion::execution::FunctionRegistry::register_udf(&mut self.state, Arc::new(udf))
+                .expect("registering a function on a session state succeeds");
+        }
+        self.search_path = Some(key);
     }
 
     /// current_user, session_user, user and current_role answer `name`

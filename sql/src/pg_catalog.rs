@@ -411,6 +411,11 @@ pub fn type_oid_by_name(name: &str) -> Option<i32> {
     TYPES.iter().find(|t| t.1 == alias).map(|t| t.0)
 }
 
+/// Whether the schema `name` exists (search_path skips those that do not).
+pub fn schema_exists(name: &str) -> bool {
+    NAMESPACES.iter().any(|n| n.1 == name)
+}
+
 /// The name of the namespace with `oid` (regnamespace output).
 pub fn namespace_name(oid: i64) -> Option<&'static str> {
     NAMESPACES.iter().find(|n| i64::from(n.0) == oid).map(|n| n.1)

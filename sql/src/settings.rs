@@ -174,6 +174,37 @@ impl Settings {
     }
 }
 
+/// The schemas a `search_path` value names that exist, in order, as
+/// PostgreSQL resolves it: `"$user"` is the schema named after `user`,
+/// quotes are removed, names that are not schemas are skipped. With
+/// `implicit`, `pg_catalog` comes first unless the path names it (PostgreSQL
+/// searches it first then); `current_schema()` is the first of the list
+/// without it.
+pub fn search_path_schemas(value: &str, user: &str, implicit: bool, exists: impl Fn(&str) -> bool) -> Vec<String> {
+    let named: Vec<String> = value
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            match part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                Some("$user") => user.to_string(),
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => part.to_lowercase(),
+            }
+        })
+        .filter(|name| !name.is_empty() && exists(name))
+        .collect();
+    let mut schemas = Vec::with_capacity(named.len() + 1);
+    if implicit && !named.iter().any(|name| name == "pg_catalog") {
+        schemas.push("pg_catalog".to_string());
+    }
+    for name in named {
+        if !schemas.contains(&name) {
+            schemas.push(name);
+        }
+    }
+    schemas
+}
+
 /// The text of a SET value as PostgreSQL stores it.
 pub fn value_text(values: &[Expr]) -> Result<String, SqlError> {
     let parts: Vec<String> = values
@@ -251,6 +282,18 @@ mod tests {
     }
 
     #[test]
+    fn search_path_keeps_existing_schemas_in_order() {
+        let exists = |name: &str| ["pg_catalog", "public", "information_schema", "alice"].contains(&name);
+        let path = |value: &str, implicit: bool| search_path_schemas(value, "alice", implicit, exists);
+        assert_eq!(path("\"$user\", public", false), ["alice", "public"]);
+        assert_eq!(path("\"$user\", public", true), ["pg_catalog", "alice", "public"]);
+        assert_eq!(path("myschema, PUBLIC", false), ["public"]);
+        assert_eq!(path("public, pg_catalog", true), ["public", "pg_catalog"]);
+        assert_eq!(path("\"Public\"", false), Vec::<String>::new());
+        assert_eq!(path("", true), ["pg_catalog"]);
+    }
+
+    #[test]
     fn statement_timeout_units() {
         let mut settings = Settings::default();
         assert_eq!(settings.statement_timeout(), None);
@@ -259,5 +302,34 @@ mod tests {
         settings.set("statement_timeout", "2s".into(), false).unwrap();
         assert_eq!(settings.statement_timeout(), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("1min").unwrap(), Duration::from_secs(60));
+    }
+
+    mod sessions {
+        use crate::testing::MemoryVolume;
+        use crate::{Engine, QueryOutput};
+        use datafusion::arrow::util::display::array_value_to_string;
+        use std::sync::Arc;
+
+        #[tokio::test]
+        async fn current_schema_follows_search_path() {
+            let engine = Engine::open(Arc::new(MemoryVolume::new()), false).await.unwrap();
+            let mut session = engine.session();
+            let mut ask = async |sql: &str| {
+                let outputs = session.execute(sql).await.unwrap();
+                let Some(QueryOutput::Rows { batches, .. }) = outputs.last() else { return Vec::new() };
+                let batch = &batches[0];
+                batch.columns().iter().map(|c| array_value_to_string(c, 0).unwrap()).collect::<Vec<_>>()
+            };
+            let query = "SELECT current_schema(), current_schemas(false), current_schemas(true)";
+            assert_eq!(ask(query).await, ["public", "[public]", "[pg_catalog, public]"]);
+            ask("SET search_path TO myschema, pg_catalog, public").await;
+            assert_eq!(ask(query).await, ["pg_catalog", "[pg_catalog, public]", "[pg_catalog, public]"]);
+            ask("SET search_path = ''").await;
+            assert_eq!(ask(query).await, ["", "[]", "[pg_catalog]"]);
+            ask("BEGIN; SET LOCAL search_path TO information_schema").await;
+            assert_eq!(ask("SELECT current_schema()").await, ["information_schema"]);
+            ask("COMMIT; RESET search_path").await;
+            assert_eq!(ask(query).await, ["public", "[public]", "[pg_catalog, public]"]);
+        }
     }
 }
