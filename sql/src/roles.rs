@@ -495,7 +495,9 @@ mod tests {
             run(&mut admin, "BEGIN; CREATE ROLE temp; ROLLBACK").await.unwrap();
             assert!(engine.role("temp").await.unwrap().is_none());
 
-            // A client-hashed verifier (psql's \password) is stored as given.
+            // A client-hashed verifier (psql's \password, which first asks
+            // for password_encryption) is stored as given.
+            assert_eq!(run(&mut admin, "SHOW password_encryption").await.unwrap(), [["scram-sha-256"]]);
             let hashed = super::ScramVerifier::compute("pw", b"0123456789abcdef", 4096).to_text();
             run(&mut admin, &format!("ALTER ROLE alice PASSWORD '{hashed}'")).await.unwrap();
             assert_eq!(engine.role("alice").await.unwrap().unwrap().password.as_deref(), Some(hashed.as_str()));

@@ -30,6 +30,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("lock_timeout", "0"),
     ("max_identifier_length", "63"),
     ("max_index_keys", "32"),
+    // psql's \password asks for it to hash the new password on the client.
+    ("password_encryption", "scram-sha-256"),
     ("search_path", "\"$user\", public"),
     ("server_encoding", "UTF8"),
     ("server_version", "16.6"),
