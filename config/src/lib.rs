@@ -66,6 +66,23 @@ pub struct ClusterSection {
     /// Bytes of pages each instance's buffer cache holds.
     #[serde(default = "default_buffer_cache_bytes")]
     pub buffer_cache_bytes: u64,
+    /// Whether PostgreSQL clients may connect without TLS.
+    #[serde(default)]
+    pub client_tls: ClientTls,
+}
+
+/// `cluster.client_tls`: TLS for PostgreSQL clients (the cluster CA signs
+/// every instance's certificate, so `sslmode=verify-full` works either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTls {
+    /// TLS for clients that ask (`sslmode=prefer`, `require`, ...); plain
+    /// connections are accepted too.
+    #[default]
+    Optional,
+    /// A plain connection is refused at startup with 28000, as PostgreSQL
+    /// refuses one that only `hostssl` lines of pg_hba.conf would match.
+    Required,
 }
 
 fn default_buffer_cache_bytes() -> u64 {
@@ -172,6 +189,7 @@ pub struct ClusterConfig {
     pub data_dir: PathBuf,
     pub password: String,
     pub buffer_cache_bytes: u64,
+    pub client_tls: ClientTls,
     pub protection_group_size_bytes: u64,
     pub write_quorum: usize,
     pub read_quorum: usize,
@@ -200,7 +218,7 @@ impl ClusterFile {
     /// BOREALIS_PASSWORD environment variable when set.
     pub fn validate(self, password_override: Option<String>) -> Result<ClusterConfig, ConfigError> {
         let ClusterFile { cluster, volume, storage, instance, proxy } = self;
-        let ClusterSection { name, data_dir, password, buffer_cache_bytes } = cluster;
+        let ClusterSection { name, data_dir, password, buffer_cache_bytes, client_tls } = cluster;
         if buffer_cache_bytes < 1024 * 1024 {
             return Err(invalid("cluster.buffer_cache_bytes", "must be at least 1048576 (1 MiB)"));
         }
@@ -273,6 +291,7 @@ impl ClusterFile {
             data_dir,
             password,
             buffer_cache_bytes,
+            client_tls,
             protection_group_size_bytes,
             write_quorum,
             read_quorum,
@@ -443,6 +462,15 @@ mod tests {
             };
             assert!(err.contains(key), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn client_tls_is_optional_unless_required() {
+        assert_eq!(ClusterConfig::local(None, None).unwrap().client_tls, ClientTls::Optional);
+        let text = LOCAL_CLUSTER_TOML.replacen("client_tls = \"optional\"", "client_tls = \"required\"", 1);
+        assert_eq!(ClusterFile::parse(&text).unwrap().validate(None).unwrap().client_tls, ClientTls::Required);
+        let text = LOCAL_CLUSTER_TOML.replacen("client_tls = \"optional\"", "client_tls = \"always\"", 1);
+        assert!(ClusterFile::parse(&text).unwrap_err().to_string().contains("always"));
     }
 
     #[test]

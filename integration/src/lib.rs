@@ -110,9 +110,17 @@ pub struct Cluster {
 impl Cluster {
     /// Writes a cluster file with fresh ports and starts the cluster.
     pub fn start_new(readers: usize) -> anyhow::Result<Cluster> {
+        Cluster::start_new_with(readers, "")
+    }
+
+    /// Like [`Cluster::start_new`], with `cluster_settings` (TOML lines)
+    /// added to the file's `[cluster]` section, e.g. `client_tls = "required"`.
+    pub fn start_new_with(readers: usize, cluster_settings: &str) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let ports = Ports::pick(readers)?;
-        std::fs::write(dir.path().join("cluster.toml"), cluster_file(&ports, 256 * 1024))?;
+        let file =
+            cluster_file(&ports, 256 * 1024).replacen("[cluster]\n", &format!("[cluster]\n{cluster_settings}\n"), 1);
+        std::fs::write(dir.path().join("cluster.toml"), file)?;
         let mut cluster = Cluster { dir, ports, launcher: None };
         cluster.start()?;
         Ok(cluster)

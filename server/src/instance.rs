@@ -9,7 +9,7 @@
 use crate::frontend::{self, Frontend};
 use crate::volume::{ReaderVolume, WriterVolume};
 use anyhow::Context;
-use borealis_config::{ClusterConfig, Role};
+use borealis_config::{ClientTls, ClusterConfig, Role};
 use borealis_sql::{Engine, Volume};
 use borealis_storage::client::{VolumeConfig, VolumeReader, VolumeWriter};
 use borealis_storage::ids::VolumeLayout;
@@ -53,7 +53,8 @@ pub async fn run(config: &ClusterConfig, name: &str) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("failed to open the SQL engine: {}", e.message()))?;
     let tls = frontend::tls_acceptor(&config.tls_dir()).context("failed to set up TLS for clients")?;
-    let frontend = Arc::new(Frontend::new(engine, &config.password, read_only, Some(tls)));
+    let tls_required = config.client_tls == ClientTls::Required;
+    let frontend = Arc::new(Frontend::new(engine, &config.password, read_only, Some(tls), tls_required));
     info!(name, role = %instance.role, addr = %instance.addr, "instance ready");
     frontend::listen(frontend, instance.addr).await.with_context(|| format!("failed to serve on {}", instance.addr))
 }

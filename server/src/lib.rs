@@ -6,6 +6,7 @@
 //! - `proxy`: the cluster and reader endpoints.
 //! - `launcher`: `borealis up`, which starts all of them as child processes.
 //! - `status`: what each process of a cluster is doing.
+//! - `wire`: checks of the frontend messages' framing before pgwire decodes them.
 //!
 //! A statement's path: client → proxy → instance (`frontend`) → SQL engine →
 //! `volume` (cache, storage client) → QUIC → storage daemons, and back.
@@ -19,6 +20,7 @@ pub mod proxy;
 pub mod status;
 pub mod stream;
 pub mod volume;
+pub mod wire;
 
 use anyhow::Context;
 use borealis_config::{ClusterConfig, ClusterFile};

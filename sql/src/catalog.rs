@@ -5,11 +5,11 @@
 //! - page 0 (kind Meta), slot 0: the [`Meta`] tuple (magic, next free page,
 //!   next table id, catalog version, first page of the catalog chain).
 //! - page 1 (kind Heap) onwards: the catalog, a system table whose rows are
-//!   bincode-encoded [`CatalogRow`]s: one per table or sequence.
+//!   bincode-encoded [`CatalogRow`]s: one per table, sequence, constraint or role.
 //! - CHECK and FOREIGN KEY constraints are catalog rows of their own
 //!   ([`ConstraintDef`], naming their table by id), so that a volume of
 //!   format 3, which has none, still decodes: its rows are a prefix of
-//!   format 4's [`CatalogRow`] variants.
+//!   later formats' [`CatalogRow`] variants.
 //! - each sequence has a page of its own (kind Heap) whose slot 0 holds its
 //!   [`SequenceState`]. Only `crate::sequence` writes it after CREATE
 //!   SEQUENCE, in commits of their own (nextval is not transactional), so no
@@ -38,11 +38,13 @@ pub const CATALOG_FIRST_PAGE: PageId = PageId(1);
 /// "BOREALIS" in little endian: tells a Borealis volume from garbage.
 pub const META_MAGIC: u64 = u64::from_le_bytes(*b"BOREALIS");
 /// Version of the meta, catalog and row formats; bumped on incompatible change.
-/// 4 added constraint rows ([`CatalogRow::Constraint`]).
-pub const FORMAT_VERSION: u32 = 4;
-/// The oldest format this build reads. A format-3 volume decodes as is (it
-/// has no constraint rows) and becomes format 4 with its first constraint,
-/// after which older builds refuse it.
+/// 4 added constraint rows ([`CatalogRow::Constraint`]), 5 role rows
+/// ([`CatalogRow::Role`]).
+pub const FORMAT_VERSION: u32 = 5;
+/// The oldest format this build reads. Older formats' rows are a prefix of
+/// the newer ones' variants, so a format-3 or -4 volume decodes as is; its
+/// first constraint or role raises its meta to [`FORMAT_VERSION`], after
+/// which older builds refuse it instead of failing on a row they cannot decode.
 pub const FORMAT_VERSION_OLDEST: u32 = 3;
 
 /// A table's identity, never reused.
@@ -205,6 +207,8 @@ pub enum CatalogRow {
     Sequence(SequenceDef),
     /// Since format 4.
     Constraint(ConstraintDef),
+    /// Since format 5.
+    Role(RoleDef),
 }
 
 /// A CHECK or FOREIGN KEY constraint of a table. (Primary keys and unique
@@ -285,6 +289,42 @@ pub struct ConstraintEntry {
     pub address: RowAddress,
 }
 
+/// A role (CREATE ROLE, CREATE USER), as stored in one catalog row. The
+/// bootstrap superuser `postgres` is not stored: it always exists and its
+/// password is the cluster file's.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleDef {
+    /// From the same counter as table ids (so oids never collide).
+    pub id: TableId,
+    pub name: String,
+    pub superuser: bool,
+    /// May connect (LOGIN); CREATE USER defaults to true, CREATE ROLE to false.
+    pub login: bool,
+    /// The SCRAM-SHA-256 verifier in PostgreSQL's text form
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`), never
+    /// the password itself. None: no password, so no password login.
+    pub password: Option<String>,
+}
+
+/// Keeps the verifier out of logs and panic messages.
+impl std::fmt::Debug for RoleDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleDef")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("superuser", &self.superuser)
+            .field("login", &self.login)
+            .field("password", &self.password.as_ref().map(|_| "<verifier>"))
+            .finish()
+    }
+}
+
+impl RoleDef {
+    fn encode(&self) -> Vec<u8> {
+        bincode::serialize(&CatalogRow::Role(self.clone())).expect("role definitions always serialise")
+    }
+}
+
 /// A table, as stored in one catalog row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableDef {
@@ -351,7 +391,14 @@ pub struct SequenceEntry {
     pub address: RowAddress,
 }
 
-/// All tables and sequences at one catalog version.
+/// A role of the catalog, with where its catalog row lives.
+#[derive(Clone, Debug)]
+pub struct RoleEntry {
+    pub def: Arc<RoleDef>,
+    pub address: RowAddress,
+}
+
+/// All tables, sequences and roles at one catalog version.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     /// The meta's catalog version this was loaded at (0 = volume not bootstrapped).
@@ -360,6 +407,7 @@ pub struct Catalog {
     sequences: BTreeMap<String, SequenceEntry>,
     /// In catalog row order (creation order, as PostgreSQL lists them by oid).
     constraints: Vec<ConstraintEntry>,
+    roles: BTreeMap<String, RoleEntry>,
 }
 
 impl Catalog {
@@ -371,6 +419,7 @@ impl Catalog {
         let mut tables = BTreeMap::new();
         let mut sequences = BTreeMap::new();
         let mut constraints = Vec::new();
+        let mut roles = BTreeMap::new();
         snapshot
             .for_each_tuple(meta.catalog_first_page, |address, tuple| {
                 let row: CatalogRow =
@@ -384,12 +433,15 @@ impl Catalog {
                         sequences.insert(def.name.clone(), SequenceEntry { def: Arc::new(def), address });
                     }
                     CatalogRow::Constraint(def) => constraints.push(ConstraintEntry { def: Arc::new(def), address }),
+                    CatalogRow::Role(def) => {
+                        roles.insert(def.name.clone(), RoleEntry { def: Arc::new(def), address });
+                    }
                 }
                 Ok(())
             })
             .await?;
         constraints.sort_by_key(|c: &ConstraintEntry| c.def.id);
-        Ok(Catalog { version: meta.catalog_version, tables, sequences, constraints })
+        Ok(Catalog { version: meta.catalog_version, tables, sequences, constraints, roles })
     }
 
     /// Every CHECK and FOREIGN KEY constraint, oldest first.
@@ -418,6 +470,16 @@ impl Catalog {
     /// The constraint whose id is `id`.
     pub fn constraint(&self, id: TableId) -> Option<&ConstraintEntry> {
         self.constraints.iter().find(|c| c.def.id == id)
+    }
+
+    /// The stored role called `name` (the bootstrap superuser is not stored).
+    pub fn role(&self, name: &str) -> Option<&RoleEntry> {
+        self.roles.get(name)
+    }
+
+    /// Stored roles in name order.
+    pub fn roles(&self) -> impl Iterator<Item = &RoleEntry> {
+        self.roles.values()
     }
 
     /// The sequence called `name` (already normalised).
@@ -503,6 +565,33 @@ fn unique_id() -> u64 {
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     RandomState::new().hash_one((count, nanos))
+}
+
+/// Creates a role in `writes`: stores its catalog row, bumps the catalog
+/// version and raises the volume's format to [`FORMAT_VERSION`] (role rows
+/// are new in it). `def.id` is assigned here. The caller checks the name.
+pub async fn create_role(writes: &mut WriteSet, mut def: RoleDef) -> Result<(), SqlError> {
+    let mut meta = writes.meta().await?;
+    def.id = meta.next_table_id;
+    meta.next_table_id = TableId(def.id.0 + 1);
+    meta.catalog_version += 1;
+    meta.format_version = FORMAT_VERSION;
+    writes.set_meta(&meta).await?;
+    writes.insert(meta.catalog_first_page, def.encode()).await?;
+    Ok(())
+}
+
+/// Replaces a role's catalog row (ALTER ROLE) and bumps the catalog version.
+pub async fn update_role(writes: &mut WriteSet, entry: &RoleEntry, def: &RoleDef) -> Result<(), SqlError> {
+    let meta = writes.meta().await?;
+    writes.update(meta.catalog_first_page, entry.address, def.encode()).await?;
+    bump_version(writes).await
+}
+
+/// Drops a role: removes its catalog row and bumps the catalog version.
+pub async fn drop_role(writes: &mut WriteSet, entry: &RoleEntry) -> Result<(), SqlError> {
+    writes.delete(entry.address).await?;
+    bump_version(writes).await
 }
 
 /// Drops a sequence: removes its catalog row and bumps the catalog version.

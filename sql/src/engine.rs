@@ -32,7 +32,7 @@
 //! write lock), so that ROLLBACK TO can resume on the same committed state;
 //! SET LOCAL values are not rolled back to a savepoint.
 
-use crate::catalog::{Catalog, META_PAGE, Meta, SequenceState};
+use crate::catalog::{Catalog, META_PAGE, Meta, RoleDef, SequenceState};
 use crate::copy::{CopyFormat, CopyParser, CopyTarget, Record};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::{Snapshot, WriteSet};
@@ -44,7 +44,7 @@ use crate::sequence::{SequenceContext, Sequences};
 const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
 use crate::volume::Volume;
-use crate::{ddl, dml, names, pg_rewrite};
+use crate::{ddl, dml, names, pg_rewrite, roles};
 use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
@@ -105,9 +105,19 @@ impl Engine {
         }))
     }
 
-    /// A new session (connection state: transaction, DataFusion context).
+    /// A new session (connection state: transaction, DataFusion context),
+    /// running as the bootstrap superuser until [`Session::set_user`].
     pub fn session(self: &Arc<Self>) -> Session {
         Session::new(Arc::clone(self))
+    }
+
+    /// The stored role `name` as the newest committed catalog has it (what
+    /// a login checks); None for an unknown role and for the bootstrap
+    /// superuser, which is not stored.
+    pub async fn role(&self, name: &str) -> Result<Option<Arc<RoleDef>>, SqlError> {
+        let snapshot = self.read_snapshot().await?;
+        let catalog = self.catalog_at(&snapshot, false).await?;
+        Ok(catalog.role(name).map(|entry| Arc::clone(&entry.def)))
     }
 
     /// The committed state a new statement reads.
@@ -370,6 +380,9 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Analyze(_) => Kind::Maintenance("ANALYZE"),
         Statement::Drop { object_type: ObjectType::Index, .. } => Kind::Write("DROP INDEX"),
         Statement::Drop { object_type: ObjectType::Sequence, .. } => Kind::Write("DROP SEQUENCE"),
+        Statement::Drop { object_type: ObjectType::Role | ObjectType::User, .. } => Kind::Write("DROP ROLE"),
+        Statement::CreateRole(_) => Kind::Write("CREATE ROLE"),
+        Statement::AlterRole { .. } => Kind::Write("ALTER ROLE"),
         Statement::Drop { .. } => Kind::Write("DROP TABLE"),
         Statement::Query(_) | Statement::Explain { .. } | Statement::Copy { to: true, .. } => Kind::Read,
         other => {
@@ -411,6 +424,8 @@ fn take_overriding(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Vec<(usiz
 
 /// Parses `sql` into statements (PostgreSQL dialect). Adds what sqlparser
 /// lacks: `ABORT [WORK | TRANSACTION]` (PostgreSQL's ROLLBACK),
+/// PostgreSQL's `CREATE USER` and `ALTER USER` (CREATE ROLE ... LOGIN and
+/// ALTER ROLE; sqlparser reads other dialects' USER statements),
 /// PostgreSQL's `VACUUM [options] [tables]` (sqlparser knows Redshift's),
 /// and INSERT's `OVERRIDING {SYSTEM | USER} VALUE` (see `dml::Overriding`).
 pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
@@ -432,6 +447,12 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
         if parser.parse_keyword(Keyword::ABORT) {
             let _ = parser.parse_one_of_keywords(&[Keyword::WORK, Keyword::TRANSACTION]);
             statements.push(Statement::Rollback { chain: false, savepoint: None });
+        } else if parser.parse_keywords(&[Keyword::CREATE, Keyword::USER]) {
+            let mut create = parser.parse_create_role().map_err(syntax)?;
+            create.login = Some(create.login.unwrap_or(true));
+            statements.push(Statement::CreateRole(create));
+        } else if parser.parse_keywords(&[Keyword::ALTER, Keyword::USER]) {
+            statements.push(parser.parse_alter_role().map_err(syntax)?);
         } else if parser.peek_keyword(Keyword::COPY) {
             // sqlparser's COPY refuses PostgreSQL's boolean option values
             // (`WITH (FREEZE ON)`, as pgbench sends); ours parses the modern
@@ -497,6 +518,8 @@ pub struct Session {
     sequences: Arc<SequenceContext>,
     /// The open block called nextval or setval.
     block_used_sequences: bool,
+    /// The role the session runs as (the login role).
+    user: String,
 }
 
 /// A savepoint: the block's write state when it was set.
@@ -591,7 +614,30 @@ impl Session {
             failed_txn: None,
             sequences,
             block_used_sequences: false,
+            user: crate::functions::SUPERUSER_NAME.to_string(),
         }
+    }
+
+    /// Runs the session as role `name` from now on: what current_user and
+    /// session_user answer, and whose privileges role statements check.
+    /// `superuser` is reported as `is_superuser` (the catalog decides again
+    /// at each statement that needs it).
+    pub fn set_user(&mut self, name: &str, superuser: bool) {
+        self.user = name.to_string();
+        self.settings.set_reported("is_superuser", if superuser { "on" } else { "off" });
+        self.planner.set_user(name);
+    }
+
+    /// The role the session runs as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Points current_schema() and current_schemas() at the session's
+    /// search_path (SET, SET LOCAL and RESET change it between statements).
+    fn follow_search_path(&mut self) {
+        let search_path = self.settings.get("search_path").unwrap_or_default();
+        self.planner.follow_search_path(&search_path, &self.user);
     }
 
     /// Whether the statement took sequence values whose marks must be written.
@@ -815,6 +861,7 @@ impl Session {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.planner.prepare(catalog, snapshot);
+        self.follow_search_path();
         let empty = pg_rewrite::provably_empty(&statement);
         let mut statement = statement;
         if matches!(kind, Kind::Read) {
@@ -1089,6 +1136,7 @@ impl Session {
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.engine.load_sequences(&catalog, self.open_txn()).await?;
         self.planner.prepare(Arc::clone(&catalog), snapshot);
+        self.follow_search_path();
         // Judged before the rewrites, which may add aggregates inside subqueries.
         let empty = pg_rewrite::provably_empty(&statement);
         let mut statement = statement;
@@ -1216,9 +1264,27 @@ impl Session {
                 self.planner.prepare(Arc::clone(&catalog), snapshot);
                 ddl::alter_table(txn, &self.planner, &catalog, &alter).await
             }
+            Statement::Drop { object_type: ObjectType::Role | ObjectType::User, if_exists, names, .. } => {
+                txn.private_ddl = true;
+                let actor = roles::Actor { name: &self.user, superuser: roles::is_superuser(&catalog, &self.user) };
+                roles::drop_roles(&mut txn.writes, &catalog, &actor, if_exists, &names).await?;
+                Ok(QueryOutput::command("DROP ROLE"))
+            }
             Statement::Drop { object_type, if_exists, names, cascade, .. } => {
                 txn.private_ddl = true;
                 ddl::drop_tables(txn, &catalog, object_type, (if_exists, cascade), &names).await
+            }
+            Statement::CreateRole(create) => {
+                txn.private_ddl = true;
+                let actor = roles::Actor { name: &self.user, superuser: roles::is_superuser(&catalog, &self.user) };
+                roles::create_role(&mut txn.writes, &catalog, &actor, &create).await?;
+                Ok(QueryOutput::command("CREATE ROLE"))
+            }
+            Statement::AlterRole { name, operation } => {
+                txn.private_ddl = true;
+                let actor = roles::Actor { name: &self.user, superuser: roles::is_superuser(&catalog, &self.user) };
+                roles::alter_role(&mut txn.writes, &catalog, &actor, &name, &operation).await?;
+                Ok(QueryOutput::command("ALTER ROLE"))
             }
             mut statement => {
                 self.engine.load_sequences(&catalog, Some(txn)).await?;
@@ -1249,6 +1315,8 @@ pub(crate) struct Planner {
     returning: Arc<MemorySchemaProvider>,
     view: Arc<CatalogView>,
     catalog: Arc<Catalog>,
+    /// The (search_path, user) current_schema() last answered for.
+    search_path: Option<(String, String)>,
 }
 
 impl Planner {
@@ -1277,7 +1345,75 @@ impl Planner {
         catalog.register_schema(ROWS_SCHEMA, rows).expect("memory catalog accepts schemas");
         let returning = Arc::new(MemorySchemaProvider::new());
         catalog.register_schema(RETURNING_SCHEMA, returning.clone()).expect("memory catalog accepts schemas");
-        Planner { state, returning, view, catalog: Arc::new(Catalog::default()) }
+        Planner { state, returning, view, catalog: Arc::new(Catalog::default()), search_path: None }
+    }
+
+    /// current_schema() and current_schemas(include implicit) answer from
+    /// `search_path` (the session's value) for `user`; re-registered only
+    /// when the value or the user changed since the last statement.
+    fn follow_search_path(&mut self, search_path: &str, user: &str) {
+        let key = (search_path.to_string(), user.to_string());
+        if self.search_path.as_ref() == Some(&key) {
+            return;
+        }
+        let explicit = settings::search_path_schemas(search_path, user, false, pg_catalog::schema_exists);
+        let implicit = settings::search_path_schemas(search_path, user, true, pg_catalog::schema_exists);
+        let list = |names: &[String]| {
+            let values: Vec<ScalarValue> = names.iter().map(|n| ScalarValue::Utf8(Some(n.clone()))).collect();
+            ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))
+        };
+        let (with, without) = (list(&implicit), list(&explicit));
+        let schemas = datafusion::logical_expr::create_udf(
+            "current_schemas",
+            vec![DataType::Boolean],
+            DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true))),
+            datafusion::logical_expr::Volatility::Stable,
+            Arc::new(move |args: &[datafusion::logical_expr::ColumnarValue]| {
+                let implicit = match args.first() {
+                    Some(datafusion::logical_expr::ColumnarValue::Scalar(ScalarValue::Boolean(Some(flag)))) => *flag,
+                    _ => true,
+                };
+                Ok(datafusion::logical_expr::ColumnarValue::Scalar(if implicit {
+                    with.clone()
+                } else {
+                    without.clone()
+                }))
+            }),
+        );
+        let first = ScalarValue::Utf8(explicit.first().cloned());
+        let schema = datafusion::logical_expr::create_udf(
+            "current_schema",
+            vec![],
+            DataType::Utf8,
+            datafusion::logical_expr::Volatility::Stable,
+            Arc::new(move |_: &[datafusion::logical_expr::ColumnarValue]| {
+                Ok(datafusion::logical_expr::ColumnarValue::Scalar(first.clone()))
+            }),
+        );
+        for udf in [schemas, schema] {
+            datafusion::execution::FunctionRegistry::register_udf(&mut self.state, Arc::new(udf))
+                .expect("registering a function on a session state succeeds");
+        }
+        self.search_path = Some(key);
+    }
+
+    /// current_user, session_user, user and current_role answer `name`
+    /// (replacing the functions of the same names, by name).
+    fn set_user(&mut self, name: &str) {
+        for function in ["current_user", "session_user", "user", "current_role"] {
+            let value = ScalarValue::Utf8(Some(name.to_string()));
+            let udf = datafusion::logical_expr::create_udf(
+                function,
+                vec![],
+                DataType::Utf8,
+                datafusion::logical_expr::Volatility::Stable,
+                Arc::new(move |_: &[datafusion::logical_expr::ColumnarValue]| {
+                    Ok(datafusion::logical_expr::ColumnarValue::Scalar(value.clone()))
+                }),
+            );
+            datafusion::execution::FunctionRegistry::register_udf(&mut self.state, Arc::new(udf))
+                .expect("registering a function on a session state succeeds");
+        }
     }
 
     /// Sets the catalog and snapshot for the next statement.

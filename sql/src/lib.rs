@@ -42,6 +42,7 @@ pub mod pg_catalog;
 pub mod pg_functions;
 pub mod pg_rewrite;
 pub mod provider;
+pub mod roles;
 pub mod row;
 pub mod sequence;
 pub mod settings;

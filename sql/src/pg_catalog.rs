@@ -38,7 +38,7 @@
 //! triggers, extended statistics, comments) are empty tables with
 //! PostgreSQL's columns, so queries that join them plan and return nothing.
 
-use crate::catalog::{Catalog, ColumnDef, ConstraintDef, ConstraintKind, IndexDef, TableDef};
+use crate::catalog::{Catalog, ColumnDef, ConstraintDef, ConstraintKind, IndexDef, RoleDef, TableDef};
 use crate::error::SqlError;
 use crate::functions::DATABASE_NAME;
 use crate::provider::CatalogView;
@@ -416,17 +416,25 @@ pub fn type_oid_by_name(name: &str) -> Option<i32> {
     TYPES.iter().find(|t| t.1 == alias).map(|t| t.0)
 }
 
+/// Whether the schema `name` exists (search_path skips those that do not).
+pub fn schema_exists(name: &str) -> bool {
+    NAMESPACES.iter().any(|n| n.1 == name)
+}
+
 /// The name of the namespace with `oid` (regnamespace output).
 pub fn namespace_name(oid: i64) -> Option<&'static str> {
     NAMESPACES.iter().find(|n| i64::from(n.0) == oid).map(|n| n.1)
 }
 
 /// The name of the role with `oid`, as pg_get_userbyid answers.
-pub fn role_name(oid: i64) -> String {
+pub fn role_name(catalog: &Catalog, oid: i64) -> String {
     match oid {
         10 => crate::functions::SUPERUSER_NAME.to_string(),
         6171 => "pg_database_owner".to_string(),
-        other => format!("unknown (OID={other})"),
+        other => catalog
+            .roles()
+            .find(|entry| i64::from(role_oid(&entry.def)) == other)
+            .map_or_else(|| format!("unknown (OID={other})"), |entry| entry.def.name.clone()),
     }
 }
 
@@ -797,6 +805,25 @@ pub static SYSTEM_TABLES: &[SystemTable] = &[
         ],
     },
     SystemTable {
+        name: "pg_authid",
+        oid: 1260,
+        relkind: "r",
+        columns: &[
+            ("oid", O),
+            ("rolname", T),
+            ("rolsuper", B),
+            ("rolinherit", B),
+            ("rolcreaterole", B),
+            ("rolcreatedb", B),
+            ("rolcanlogin", B),
+            ("rolreplication", B),
+            ("rolbypassrls", B),
+            ("rolconnlimit", I4),
+            ("rolpassword", T),
+            ("rolvaliduntil", Kind::TimestampTz),
+        ],
+    },
+    SystemTable {
         name: "pg_auth_members",
         oid: 1261,
         relkind: "r",
@@ -1136,6 +1163,11 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
         constraint_row(&mut rows, catalog, &constraint.def);
     }
     information_schema_rows(&mut rows, catalog);
+    for entry in catalog.roles() {
+        let def = &entry.def;
+        let role = RoleRow { name: &def.name, oid: role_oid(def), superuser: def.superuser, login: def.login };
+        role_rows(&mut rows, &role, false);
+    }
     for sequence in catalog.sequences() {
         let def = &sequence.def;
         let oid = crate::sequence::sequence_oid(def);
@@ -1186,62 +1218,90 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
     Ok(built)
 }
 
+/// One role as the role catalogs show it.
+struct RoleRow<'a> {
+    name: &'a str,
+    oid: i32,
+    superuser: bool,
+    login: bool,
+}
+
+/// The rows of one role in pg_roles, pg_user (roles that may log in) and
+/// pg_authid. `bootstrap` gives the built-in superuser every attribute, as
+/// initdb does. Passwords show as `********` in pg_roles and pg_user, as in
+/// PostgreSQL; pg_authid shows NULL: verifiers never leave the server.
+fn role_rows(rows: &mut Rows, role: &RoleRow<'_>, bootstrap: bool) {
+    let RoleRow { name, oid, superuser, login } = *role;
+    // CREATEROLE, CREATEDB, REPLICATION and BYPASSRLS are not stored.
+    let granted = bootstrap;
+    rows.push(
+        "pg_roles",
+        vec![
+            name.into(),
+            superuser.into(),
+            true.into(),
+            granted.into(),
+            granted.into(),
+            login.into(),
+            granted.into(),
+            (-1).into(),
+            "********".into(),
+            Value::Null,
+            granted.into(),
+            Value::Null,
+            oid.into(),
+        ],
+    );
+    if login {
+        rows.push(
+            "pg_user",
+            vec![
+                name.into(),
+                oid.into(),
+                granted.into(),
+                superuser.into(),
+                granted.into(),
+                granted.into(),
+                "********".into(),
+                Value::Null,
+                Value::Null,
+            ],
+        );
+    }
+    rows.push(
+        "pg_authid",
+        vec![
+            oid.into(),
+            name.into(),
+            superuser.into(),
+            true.into(),
+            granted.into(),
+            granted.into(),
+            login.into(),
+            granted.into(),
+            granted.into(),
+            (-1).into(),
+            Value::Null,
+            Value::Null,
+        ],
+    );
+}
+
+/// The oid of a stored role: as tables (role ids come from the same counter).
+pub fn role_oid(def: &RoleDef) -> i32 {
+    i32::try_from(FIRST_NORMAL_OID + def.id.0 as i64 * OIDS_PER_TABLE).unwrap_or(0)
+}
+
 /// Rows that do not depend on the user's tables: namespaces, roles, the database, types.
 fn fixed_rows(rows: &mut Rows) {
     for &(oid, name, owner) in NAMESPACES {
         rows.push("pg_namespace", vec![oid.into(), name.into(), owner.into(), Value::Null]);
     }
-    let superuser = crate::functions::SUPERUSER_NAME;
-    rows.push(
-        "pg_roles",
-        vec![
-            superuser.into(),
-            true.into(),
-            true.into(),
-            true.into(),
-            true.into(),
-            true.into(),
-            true.into(),
-            (-1).into(),
-            "********".into(),
-            Value::Null,
-            true.into(),
-            Value::Null,
-            SUPERUSER_OID.into(),
-        ],
-    );
-    rows.push(
-        "pg_roles",
-        vec![
-            "pg_database_owner".into(),
-            false.into(),
-            true.into(),
-            false.into(),
-            false.into(),
-            false.into(),
-            false.into(),
-            (-1).into(),
-            "********".into(),
-            Value::Null,
-            false.into(),
-            Value::Null,
-            DATABASE_OWNER_OID.into(),
-        ],
-    );
-    rows.push(
-        "pg_user",
-        vec![
-            superuser.into(),
-            SUPERUSER_OID.into(),
-            true.into(),
-            true.into(),
-            true.into(),
-            true.into(),
-            "********".into(),
-            Value::Null,
-            Value::Null,
-        ],
-    );
+    let superuser =
+        RoleRow { name: crate::functions::SUPERUSER_NAME, oid: SUPERUSER_OID, superuser: true, login: true };
+    role_rows(rows, &superuser, true);
+    let owner = RoleRow { name: "pg_database_owner", oid: DATABASE_OWNER_OID, superuser: false, login: false };
+    role_rows(rows, &owner, false);
     rows.push(
         "pg_database",
         vec![

@@ -156,8 +156,8 @@ fn null_text(_: &Catalog, _: &Args, _: usize) -> Result<Option<String>, SqlError
     Ok(None)
 }
 
-fn userbyid(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
-    Ok(args.int(0, row).map(pg_catalog::role_name))
+fn userbyid(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    Ok(args.int(0, row).map(|oid| pg_catalog::role_name(catalog, oid)))
 }
 
 fn format_type(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {

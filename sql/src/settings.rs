@@ -30,6 +30,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("lock_timeout", "0"),
     ("max_identifier_length", "63"),
     ("max_index_keys", "32"),
+    // psql's \password asks for it to hash the new password on the client.
+    ("password_encryption", "scram-sha-256"),
     ("search_path", "\"$user\", public"),
     ("server_encoding", "UTF8"),
     ("server_version", "16.6"),
@@ -75,6 +77,8 @@ pub struct Settings {
     session: BTreeMap<String, String>,
     /// Values set with SET LOCAL (until the block ends).
     local: BTreeMap<String, String>,
+    /// Server-set values of this session (see [`Settings::set_reported`]).
+    reported: BTreeMap<String, String>,
 }
 
 fn canonical(name: &str) -> String {
@@ -93,7 +97,9 @@ impl Settings {
     /// The current value of `name`.
     pub fn get(&self, name: &str) -> Result<String, SqlError> {
         let name = canonical(name);
-        if let Some(value) = self.local.get(&name).or_else(|| self.session.get(&name)) {
+        if let Some(value) =
+            self.local.get(&name).or_else(|| self.session.get(&name)).or_else(|| self.reported.get(&name))
+        {
             return Ok(value.clone());
         }
         DEFAULTS
@@ -121,6 +127,14 @@ impl Settings {
         let target = if local { &mut self.local } else { &mut self.session };
         target.insert(name, value);
         Ok(())
+    }
+
+    /// Sets a parameter only the server sets (`is_superuser` at login); it
+    /// lasts for the session and RESET ALL leaves it.
+    pub fn set_reported(&mut self, name: &str, value: &str) {
+        let name = canonical(name);
+        debug_assert!(READ_ONLY.contains(&name.as_str()), "{name} is not a server-set parameter");
+        self.reported.insert(name, value.to_string());
     }
 
     /// RESET one parameter (None: RESET ALL).
@@ -160,6 +174,37 @@ impl Settings {
     pub fn statement_timeout(&self) -> Option<Duration> {
         self.get("statement_timeout").ok().and_then(|value| parse_duration(&value).ok()).filter(|d| !d.is_zero())
     }
+}
+
+/// The schemas a `search_path` value names that exist, in order, as
+/// PostgreSQL resolves it: `"$user"` is the schema named after `user`,
+/// quotes are removed, names that are not schemas are skipped. With
+/// `implicit`, `pg_catalog` comes first unless the path names it (PostgreSQL
+/// searches it first then); `current_schema()` is the first of the list
+/// without it.
+pub fn search_path_schemas(value: &str, user: &str, implicit: bool, exists: impl Fn(&str) -> bool) -> Vec<String> {
+    let named: Vec<String> = value
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            match part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                Some("$user") => user.to_string(),
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => part.to_lowercase(),
+            }
+        })
+        .filter(|name| !name.is_empty() && exists(name))
+        .collect();
+    let mut schemas = Vec::with_capacity(named.len() + 1);
+    if implicit && !named.iter().any(|name| name == "pg_catalog") {
+        schemas.push("pg_catalog".to_string());
+    }
+    for name in named {
+        if !schemas.contains(&name) {
+            schemas.push(name);
+        }
+    }
+    schemas
 }
 
 /// The text of a SET value as PostgreSQL stores it.
@@ -239,6 +284,18 @@ mod tests {
     }
 
     #[test]
+    fn search_path_keeps_existing_schemas_in_order() {
+        let exists = |name: &str| ["pg_catalog", "public", "information_schema", "alice"].contains(&name);
+        let path = |value: &str, implicit: bool| search_path_schemas(value, "alice", implicit, exists);
+        assert_eq!(path("\"$user\", public", false), ["alice", "public"]);
+        assert_eq!(path("\"$user\", public", true), ["pg_catalog", "alice", "public"]);
+        assert_eq!(path("myschema, PUBLIC", false), ["public"]);
+        assert_eq!(path("public, pg_catalog", true), ["public", "pg_catalog"]);
+        assert_eq!(path("\"Public\"", false), Vec::<String>::new());
+        assert_eq!(path("", true), ["pg_catalog"]);
+    }
+
+    #[test]
     fn statement_timeout_units() {
         let mut settings = Settings::default();
         assert_eq!(settings.statement_timeout(), None);
@@ -247,5 +304,34 @@ mod tests {
         settings.set("statement_timeout", "2s".into(), false).unwrap();
         assert_eq!(settings.statement_timeout(), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("1min").unwrap(), Duration::from_secs(60));
+    }
+
+    mod sessions {
+        use crate::testing::MemoryVolume;
+        use crate::{Engine, QueryOutput};
+        use datafusion::arrow::util::display::array_value_to_string;
+        use std::sync::Arc;
+
+        #[tokio::test]
+        async fn current_schema_follows_search_path() {
+            let engine = Engine::open(Arc::new(MemoryVolume::new()), false).await.unwrap();
+            let mut session = engine.session();
+            let mut ask = async |sql: &str| {
+                let outputs = session.execute(sql).await.unwrap();
+                let Some(QueryOutput::Rows { batches, .. }) = outputs.last() else { return Vec::new() };
+                let batch = &batches[0];
+                batch.columns().iter().map(|c| array_value_to_string(c, 0).unwrap()).collect::<Vec<_>>()
+            };
+            let query = "SELECT current_schema(), current_schemas(false), current_schemas(true)";
+            assert_eq!(ask(query).await, ["public", "[public]", "[pg_catalog, public]"]);
+            ask("SET search_path TO myschema, pg_catalog, public").await;
+            assert_eq!(ask(query).await, ["pg_catalog", "[pg_catalog, public]", "[pg_catalog, public]"]);
+            ask("SET search_path = ''").await;
+            assert_eq!(ask(query).await, ["", "[]", "[pg_catalog]"]);
+            ask("BEGIN; SET LOCAL search_path TO information_schema").await;
+            assert_eq!(ask("SELECT current_schema()").await, ["information_schema"]);
+            ask("COMMIT; RESET search_path").await;
+            assert_eq!(ask(query).await, ["public", "[public]", "[pg_catalog, public]"]);
+        }
     }
 }

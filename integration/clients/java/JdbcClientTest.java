@@ -5,7 +5,7 @@
 // PreparedStatement becomes a named server-side statement from its first
 // execution (and its results may come back in binary), then one check per
 // feature applications use: batches, prepared queries of each common type,
-// transactions, SQLStates, and the DatabaseMetaData calls that tools and
+// transactions, reading in chunks with a fetch size, SQLStates, and the DatabaseMetaData calls that tools and
 // ORMs make (getTables, getColumns, getPrimaryKeys, getIndexInfo,
 // getImportedKeys), answered as PostgreSQL answers them. Connection parameters
 // come from the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD,
@@ -241,6 +241,36 @@ public class JdbcClientTest {
         }
     }
 
+    // With autocommit off and a fetch size, pgjdbc reads a query through a
+    // named portal in chunks (Execute with a row limit, then PortalSuspended).
+    static void fetchSizeStreamsRows() throws Exception {
+        try (Connection conn = connect(); Statement st = conn.createStatement()) {
+            st.execute("CREATE TABLE jdbc_fetch (id int PRIMARY KEY)");
+            st.execute("INSERT INTO jdbc_fetch SELECT x FROM generate_series(1, 120) AS g(x)");
+            conn.setAutoCommit(false);
+            for (String sql : new String[] {"SELECT id FROM jdbc_fetch ORDER BY id", "SELECT id FROM jdbc_fetch WHERE id > ? ORDER BY id"}) {
+                try (PreparedStatement select = conn.prepareStatement(sql)) {
+                    select.setFetchSize(25);
+                    if (sql.contains("?")) {
+                        select.setInt(1, 0);
+                    }
+                    List<Integer> ids = new ArrayList<>();
+                    try (ResultSet rs = select.executeQuery()) {
+                        while (rs.next()) {
+                            ids.add(rs.getInt(1));
+                        }
+                    }
+                    equal(ids.size(), 120);
+                    for (int i = 0; i < ids.size(); i++) {
+                        equal(ids.get(i), i + 1);
+                    }
+                }
+            }
+            conn.commit();
+            conn.setAutoCommit(true);
+        }
+    }
+
     static void sqlStates() throws Exception {
         try (Connection conn = connect(); Statement st = conn.createStatement()) {
             st.execute("CREATE TABLE jdbc_err (id int PRIMARY KEY, name text NOT NULL)");
@@ -368,10 +398,10 @@ public class JdbcClientTest {
 
     public static void main(String[] args) {
         String[] names = {"connectsAndReportsServer", "preparedStatementBatches", "serverSidePreparedQueries",
-                "typesRoundTrip", "transactions", "sqlStates", "databaseMetaData"};
+                "typesRoundTrip", "transactions", "fetchSizeStreamsRows", "sqlStates", "databaseMetaData"};
         Check[] checks = {JdbcClientTest::connectsAndReportsServer, JdbcClientTest::preparedStatementBatches,
                 JdbcClientTest::serverSidePreparedQueries, JdbcClientTest::typesRoundTrip, JdbcClientTest::transactions,
-                JdbcClientTest::sqlStates, JdbcClientTest::databaseMetaData};
+                JdbcClientTest::fetchSizeStreamsRows, JdbcClientTest::sqlStates, JdbcClientTest::databaseMetaData};
         int failed = 0;
         for (int i = 0; i < checks.length; i++) {
             try {
