@@ -567,18 +567,26 @@ fn unique_id() -> u64 {
     RandomState::new().hash_one((count, nanos))
 }
 
-/// Creates a role in `writes`: stores its catalog row, bumps the catalog
-/// version and raises the volume's format to [`FORMAT_VERSION`] (role rows
-/// are new in it). `def.id` is assigned here. The caller checks the name.
-pub async fn create_role(writes: &mut WriteSet, mut def: RoleDef) -> Result<(), SqlError> {
+/// Creates a role in `writes` (see [`insert_new_row`]; role rows are new in
+/// format 5). `def.id` is assigned here. The caller checks the name.
+pub async fn create_role(writes: &mut WriteSet, def: RoleDef) -> Result<(), SqlError> {
+    insert_new_row(writes, |id| CatalogRow::Role(RoleDef { id, ..def })).await?;
+    Ok(())
+}
+
+/// Stores a new catalog row whose id is taken from the table id counter,
+/// bumps the catalog version and raises the volume's format to
+/// [`FORMAT_VERSION`] (the row's kind may be new in it). Returns the id.
+async fn insert_new_row(writes: &mut WriteSet, row: impl FnOnce(TableId) -> CatalogRow) -> Result<TableId, SqlError> {
     let mut meta = writes.meta().await?;
-    def.id = meta.next_table_id;
-    meta.next_table_id = TableId(def.id.0 + 1);
+    let id = meta.next_table_id;
+    meta.next_table_id = TableId(id.0 + 1);
     meta.catalog_version += 1;
     meta.format_version = FORMAT_VERSION;
     writes.set_meta(&meta).await?;
-    writes.insert(meta.catalog_first_page, def.encode()).await?;
-    Ok(())
+    let row = bincode::serialize(&row(id)).expect("catalog rows always serialise");
+    writes.insert(meta.catalog_first_page, row).await?;
+    Ok(id)
 }
 
 /// Replaces a role's catalog row (ALTER ROLE) and bumps the catalog version.
@@ -618,19 +626,10 @@ async fn bump_version(writes: &mut WriteSet) -> Result<(), SqlError> {
     writes.set_meta(&meta).await
 }
 
-/// Adds a constraint: assigns `def.id`, stores its catalog row, marks the
-/// volume as format [`FORMAT_VERSION`] and bumps the catalog version.
-pub async fn create_constraint(writes: &mut WriteSet, mut def: ConstraintDef) -> Result<TableId, SqlError> {
-    let mut meta = writes.meta().await?;
-    def.id = meta.next_table_id;
-    meta.next_table_id = TableId(def.id.0 + 1);
-    meta.catalog_version += 1;
-    meta.format_version = FORMAT_VERSION;
-    writes.set_meta(&meta).await?;
-    let id = def.id;
-    let row = bincode::serialize(&CatalogRow::Constraint(def)).expect("constraint definitions always serialise");
-    writes.insert(meta.catalog_first_page, row).await?;
-    Ok(id)
+/// Adds a constraint (see [`insert_new_row`]; constraint rows are new in
+/// format 4) and returns the id it was given.
+pub async fn create_constraint(writes: &mut WriteSet, def: ConstraintDef) -> Result<TableId, SqlError> {
+    insert_new_row(writes, |id| CatalogRow::Constraint(ConstraintDef { id, ..def })).await
 }
 
 /// Drops a constraint: removes its catalog row and bumps the catalog version.
