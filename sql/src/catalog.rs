@@ -716,11 +716,9 @@ impl Catalog {
     pub fn creation_schema(&self, path: &SearchPath, name: &QualifiedName) -> Result<String, SqlError> {
         let schema = match &name.schema {
             Some(schema) => schema.clone(),
-            None => {
-                path.schemas.iter().find(|s| !RESERVED_SCHEMAS.contains(&s.as_str())).cloned().ok_or_else(|| {
-                    SqlError::new(sqlstate::INVALID_SCHEMA_NAME, "no schema has been selected to create in")
-                })?
-            }
+            None => path.schemas.first().cloned().ok_or_else(|| {
+                SqlError::new(sqlstate::INVALID_SCHEMA_NAME, "no schema has been selected to create in")
+            })?,
         };
         if RESERVED_SCHEMAS.contains(&schema.as_str()) {
             return Err(SqlError::new(

@@ -141,32 +141,38 @@ async fn drop_schemas(
             None => return Err(SqlError::undefined_schema(&name)),
         }
     }
+    // The relations of every named schema, dropped together (foreign keys
+    // between them go once).
+    let mut tables: Vec<CatalogEntry> = Vec::new();
     for entry in &entries {
-        let (tables, sequences) = catalog.relations_in(&entry.def.name);
+        let (in_schema, sequences) = catalog.relations_in(&entry.def.name);
         if !cascade
             && let Some(first) =
-                tables.first().map(|t| t.def.name.clone()).or_else(|| sequences.first().map(|s| s.def.name.clone()))
+                in_schema.first().map(|t| t.def.name.clone()).or_else(|| sequences.first().map(|s| s.def.name.clone()))
         {
-            let kind = if tables.is_empty() { "sequence" } else { "table" };
+            let kind = if in_schema.is_empty() { "sequence" } else { "table" };
             return Err(SqlError::new(
                 sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
                 format!("cannot drop schema {} because other objects depend on it", entry.def.name),
             )
             .with_detail(format!("{kind} {}.{first} depends on schema {}", entry.def.name, entry.def.name)));
         }
-        let tables: Vec<CatalogEntry> = tables.into_iter().cloned().collect();
-        constraint::drop_dependents(&mut txn.writes, catalog, &tables, true).await?;
-        for table in &tables {
-            catalog::drop_table(&mut txn.writes, catalog, table).await?;
-        }
-        let owned_by_dropped = |s: &&catalog::SequenceEntry| {
-            s.def.owned_by.as_ref().is_some_and(|(id, _)| tables.iter().any(|t| t.def.id == *id))
-        };
-        let dropped: Vec<&catalog::SequenceEntry> =
-            catalog.sequences().filter(|s| s.schema_name == entry.def.name || owned_by_dropped(s)).collect();
-        for sequence in dropped {
-            catalog::drop_sequence(&mut txn.writes, catalog, sequence).await?;
-        }
+        tables.extend(in_schema.into_iter().cloned());
+    }
+    constraint::drop_dependents(&mut txn.writes, catalog, &tables, true).await?;
+    for table in &tables {
+        catalog::drop_table(&mut txn.writes, catalog, table).await?;
+    }
+    let in_dropped_schema = |s: &&catalog::SequenceEntry| entries.iter().any(|e| e.def.name == s.schema_name);
+    let owned_by_dropped = |s: &&catalog::SequenceEntry| {
+        s.def.owned_by.as_ref().is_some_and(|(id, _)| tables.iter().any(|t| t.def.id == *id))
+    };
+    let sequences: Vec<&catalog::SequenceEntry> =
+        catalog.sequences().filter(|s| in_dropped_schema(s) || owned_by_dropped(s)).collect();
+    for sequence in sequences {
+        catalog::drop_sequence(&mut txn.writes, catalog, sequence).await?;
+    }
+    for entry in &entries {
         catalog::drop_schema(&mut txn.writes, entry).await?;
     }
     Ok(QueryOutput::command("DROP SCHEMA"))

@@ -869,3 +869,29 @@ async fn a_format_5_volume_keeps_its_tables_in_public_and_its_first_schema_raise
     assert_eq!((error.sqlstate(), error.message()), ("3F000", "schema \"app\" does not exist"));
     assert_eq!(query(&mut session, "SELECT id FROM t").await, strings(&[&["1"]]));
 }
+
+#[tokio::test]
+async fn copy_takes_qualified_names_and_follows_search_path() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE SCHEMA app").await;
+    one(&mut session, "CREATE TABLE t (a int)").await;
+    one(&mut session, "CREATE TABLE app.t (a int, b text)").await;
+    one(&mut session, "COPY app.t FROM STDIN").await;
+    session.copy_data(b"1\tone\n2\ttwo\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 2");
+    one(&mut session, "SET search_path = app").await;
+    one(&mut session, "COPY t (a) FROM STDIN WITH (FORMAT csv)").await;
+    session.copy_data(b"3\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 1");
+    one(&mut session, "RESET search_path").await;
+    assert_eq!(query(&mut session, "SELECT count(*) FROM t").await, strings(&[&["0"]]));
+    assert_eq!(
+        query(&mut session, "SELECT a, b FROM app.t ORDER BY a").await,
+        strings(&[&["1", "one"], &["2", "two"], &["3", "NULL"]])
+    );
+    let outputs = session.execute("COPY app.t TO STDOUT").await.unwrap();
+    assert!(matches!(outputs.last(), Some(QueryOutput::CopyOut { .. })), "{outputs:?}");
+    let error = session.execute("COPY nowhere.t FROM STDIN").await.unwrap_err();
+    assert_eq!((error.sqlstate(), error.message()), ("42P01", "relation \"nowhere.t\" does not exist"));
+}
