@@ -570,7 +570,9 @@ pub(crate) async fn create_index(
     if !create.include.is_empty() || create.predicate.is_some() || create.nulls_distinct == Some(false) {
         return Err(SqlError::unsupported("INCLUDE, partial indexes and NULLS NOT DISTINCT"));
     }
-    let entry = catalog.resolve_table(path, &qualified_name(&create.table_name)?)?;
+    let table_name = qualified_name(&create.table_name)?;
+    catalog.check_schema(&table_name)?;
+    let entry = catalog.resolve_table(path, &table_name)?;
     let schema = entry.schema_name.as_str();
     let table = entry.def.name.clone();
     let mut def = (*entry.def).clone();
@@ -666,7 +668,9 @@ pub(crate) async fn truncate(
 ) -> Result<QueryOutput, SqlError> {
     let mut entries: Vec<&CatalogEntry> = Vec::with_capacity(truncate.table_names.len());
     for target in &truncate.table_names {
-        let entry = catalog.resolve_table(path, &qualified_name(&target.name)?)?;
+        let name = qualified_name(&target.name)?;
+        catalog.check_schema(&name)?;
+        let entry = catalog.resolve_table(path, &name)?;
         if !entries.iter().any(|e| e.def.id == entry.def.id) {
             entries.push(entry);
         }

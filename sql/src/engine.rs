@@ -733,7 +733,9 @@ impl Session {
         };
         let catalog = self.engine.catalog_at(&txn.writes.snapshot(), txn.private_ddl).await?;
         self.prepare(Arc::clone(&catalog), txn.writes.snapshot());
-        let entry = catalog.resolve_table(self.planner.search_path(), &ddl::qualified_name(&table_name)?)?;
+        let name = ddl::qualified_name(&table_name)?;
+        catalog.check_schema(&name)?;
+        let entry = catalog.resolve_table(self.planner.search_path(), &name)?;
         let target = CopyTarget::new(Arc::clone(&entry.def), &columns)?;
         let columns = target.field_count();
         if !target.defaulted().is_empty() {
@@ -1173,9 +1175,11 @@ impl Session {
             return Err(SqlError::unsupported("COPY to a file or program (use COPY TO STDOUT, or psql's \\copy)"));
         }
         let format = CopyFormat::from_options(&options, &legacy_options)?;
+        let mut copied_table = None;
         let mut query = match source {
             CopySource::Table { table_name, columns } => {
                 let name = ddl::qualified_name(&table_name)?;
+                copied_table = Some(name.clone());
                 let table = match &name.schema {
                     Some(schema) => {
                         format!("{}.{}", Ident::with_quote('"', schema), Ident::with_quote('"', &name.name))
@@ -1199,6 +1203,9 @@ impl Session {
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.engine.load_sequences(&catalog, self.open_txn()).await?;
         self.prepare(Arc::clone(&catalog), snapshot);
+        if let Some(name) = &copied_table {
+            catalog.check_schema(name)?;
+        }
         pg_rewrite::rewrite(&mut query);
         let names = names::postgres_column_names(&query);
         let plan = self.planner.plan(query, None).await?;

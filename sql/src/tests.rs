@@ -892,6 +892,11 @@ async fn copy_takes_qualified_names_and_follows_search_path() {
     );
     let outputs = session.execute("COPY app.t TO STDOUT").await.unwrap();
     assert!(matches!(outputs.last(), Some(QueryOutput::CopyOut { .. })), "{outputs:?}");
+    // As PostgreSQL: a missing schema is named before the relation.
     let error = session.execute("COPY nowhere.t FROM STDIN").await.unwrap_err();
-    assert_eq!((error.sqlstate(), error.message()), ("42P01", "relation \"nowhere.t\" does not exist"));
+    assert_eq!((error.sqlstate(), error.message()), ("3F000", "schema \"nowhere\" does not exist"));
+    let error = session.execute("COPY nowhere.t TO STDOUT").await.unwrap_err();
+    assert_eq!(error.sqlstate(), "3F000");
+    let error = session.execute("COPY app.missing FROM STDIN").await.unwrap_err();
+    assert_eq!((error.sqlstate(), error.message()), ("42P01", "relation \"app.missing\" does not exist"));
 }
