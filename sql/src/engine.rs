@@ -1267,7 +1267,7 @@ impl Session {
                 options: None,
                 default_collate_spec: None,
                 with: None,
-                ..
+                clone: None,
             } => {
                 txn.private_ddl = true;
                 ddl::create_schema(txn, &catalog, &schema_name, if_not_exists).await
