@@ -2,10 +2,12 @@
 //! `\dn`, `\l`, `\du`, and the client-side `\x` and `\timing`, whose output
 //! must be what PostgreSQL prints for the same schema.
 //!
-//! Method: create a schema with a primary key, a unique constraint, a plain
+//! Method: create tables with a primary key, a unique constraint, a plain
 //! index, a unique index, a column default, CHECK constraints and a foreign
 //! key (so `\d` shows its Default column, "Check constraints:",
-//! "Foreign-key constraints:" and "Referenced by:"); run `expected/psql_meta_commands.psql` with
+//! "Foreign-key constraints:" and "Referenced by:"), and a schema `sales`
+//! with a table of its own (so `\dn`, `\dt sales.*`, `\d sales.orders` and
+//! `\dt` under another search_path show it); run `expected/psql_meta_commands.psql` with
 //! psql through the cluster endpoint; compare its output with
 //! `expected/psql_meta_commands.out` (trailing whitespace stripped). The
 //! expected file is PostgreSQL's own output for that script and schema,
@@ -28,7 +30,10 @@ CREATE INDEX accounts_name_idx ON accounts (name);
 CREATE TABLE events (id bigint PRIMARY KEY, account_id int NOT NULL REFERENCES accounts ON DELETE CASCADE, \
                       at timestamp, kind char(4), ok boolean, score double precision, \
                       CONSTRAINT positive_ids CHECK (id > 0 AND account_id > 0));
-CREATE UNIQUE INDEX events_account_at ON events (account_id, at);";
+CREATE UNIQUE INDEX events_account_at ON events (account_id, at);
+CREATE SCHEMA sales;
+CREATE TABLE sales.orders (id int PRIMARY KEY, note text NOT NULL);
+CREATE INDEX orders_note_idx ON sales.orders (note);";
 
 /// Runs `script` through psql (aligned output, as a user sees it) against `port`; returns stdout and stderr.
 fn psql_script(port: u16, script: &str) -> anyhow::Result<String> {

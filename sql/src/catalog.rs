@@ -5,7 +5,14 @@
 //! - page 0 (kind Meta), slot 0: the [`Meta`] tuple (magic, next free page,
 //!   next table id, catalog version, first page of the catalog chain).
 //! - page 1 (kind Heap) onwards: the catalog, a system table whose rows are
-//!   bincode-encoded [`CatalogRow`]s: one per table, sequence, constraint or role.
+//!   bincode-encoded [`CatalogRow`]s: one per table, sequence, constraint,
+//!   role or schema, and one per placement of a relation outside `public`.
+//! - schemas (CREATE SCHEMA) are [`SchemaRow`]s, since format 6. A table or
+//!   sequence is in `public` unless a [`SchemaRow::Placement`] puts it in
+//!   another schema, so the rows of older formats keep their meaning; an
+//!   index is in its table's schema. Every name is resolved to a relation by
+//!   [`Catalog::find_table`] and its siblings, through the session's
+//!   [`SearchPath`] when it is unqualified.
 //! - CHECK and FOREIGN KEY constraints are catalog rows of their own
 //!   ([`ConstraintDef`], naming their table by id), so that a volume of
 //!   format 3, which has none, still decodes: its rows are a prefix of
@@ -39,11 +46,11 @@ pub const CATALOG_FIRST_PAGE: PageId = PageId(1);
 pub const META_MAGIC: u64 = u64::from_le_bytes(*b"BOREALIS");
 /// Version of the meta, catalog and row formats; bumped on incompatible change.
 /// 4 added constraint rows ([`CatalogRow::Constraint`]), 5 role rows
-/// ([`CatalogRow::Role`]).
-pub const FORMAT_VERSION: u32 = 5;
+/// ([`CatalogRow::Role`]), 6 schema rows ([`CatalogRow::Schema`]).
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format this build reads. Older formats' rows are a prefix of
-/// the newer ones' variants, so a format-3 or -4 volume decodes as is; its
-/// first constraint or role raises its meta to [`FORMAT_VERSION`], after
+/// the newer ones' variants, so a format-3, -4 or -5 volume decodes as is; its
+/// first constraint, role or schema raises its meta to [`FORMAT_VERSION`], after
 /// which older builds refuse it instead of failing on a row they cannot decode.
 pub const FORMAT_VERSION_OLDEST: u32 = 3;
 
@@ -209,6 +216,76 @@ pub enum CatalogRow {
     Constraint(ConstraintDef),
     /// Since format 5.
     Role(RoleDef),
+    /// Since format 6.
+    Schema(SchemaRow),
+}
+
+/// The schema that always exists, where relations go unless placed elsewhere.
+pub const PUBLIC_SCHEMA: &str = "public";
+/// Schemas that exist without a catalog row and take no user relations.
+pub const RESERVED_SCHEMAS: [&str; 2] = ["pg_catalog", "information_schema"];
+
+/// A schema row of the catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchemaRow {
+    /// CREATE SCHEMA.
+    Schema(SchemaDef),
+    /// Table or sequence `relation` is in schema `schema` (not `public`).
+    Placement { relation: TableId, schema: TableId },
+}
+
+/// A schema created by CREATE SCHEMA (`public` is not stored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaDef {
+    /// From the same counter as table ids (so oids never collide).
+    pub id: TableId,
+    pub name: String,
+}
+
+/// A schema of the catalog, with where its catalog row lives.
+#[derive(Clone, Debug)]
+pub struct SchemaEntry {
+    pub def: Arc<SchemaDef>,
+    pub address: RowAddress,
+}
+
+/// A relation name as written: `name` or `schema.name`, normalised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QualifiedName {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl QualifiedName {
+    /// An unqualified name.
+    pub fn bare(name: impl Into<String>) -> QualifiedName {
+        QualifiedName { schema: None, name: name.into() }
+    }
+}
+
+/// As PostgreSQL names a relation in messages: `t` or `s.t`.
+impl std::fmt::Display for QualifiedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// The schemas an unqualified name is looked up in, in order: the session's
+/// search_path with `"$user"` expanded and schemas that do not exist left
+/// out. `pg_catalog` is searched first by the callers that know its tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchPath {
+    pub schemas: Vec<String>,
+}
+
+impl SearchPath {
+    /// The path of the default search_path (`"$user", public`) for a user without a schema.
+    pub fn public() -> SearchPath {
+        SearchPath { schemas: vec![PUBLIC_SCHEMA.to_string()] }
+    }
 }
 
 /// A CHECK or FOREIGN KEY constraint of a table. (Primary keys and unique
@@ -382,6 +459,20 @@ pub struct CatalogEntry {
     pub def: Arc<TableDef>,
     pub schema: SchemaRef,
     pub address: RowAddress,
+    /// The SQL schema the table is in.
+    pub schema_name: String,
+}
+
+impl CatalogEntry {
+    /// The table's name as PostgreSQL shows it outside `public` (`s.t`).
+    pub fn display_name(&self) -> String {
+        display_name(&self.schema_name, &self.def.name)
+    }
+}
+
+/// `name`, qualified by `schema` unless that is `public`.
+pub fn display_name(schema: &str, name: &str) -> String {
+    if schema == PUBLIC_SCHEMA { name.to_string() } else { format!("{schema}.{name}") }
 }
 
 /// A sequence of the catalog, with where its catalog row lives.
@@ -389,6 +480,8 @@ pub struct CatalogEntry {
 pub struct SequenceEntry {
     pub def: Arc<SequenceDef>,
     pub address: RowAddress,
+    /// The SQL schema the sequence is in.
+    pub schema_name: String,
 }
 
 /// A role of the catalog, with where its catalog row lives.
@@ -398,16 +491,22 @@ pub struct RoleEntry {
     pub address: RowAddress,
 }
 
-/// All tables, sequences and roles at one catalog version.
+/// All schemas, tables, sequences and roles at one catalog version.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     /// The meta's catalog version this was loaded at (0 = volume not bootstrapped).
     pub version: u64,
-    tables: BTreeMap<String, CatalogEntry>,
-    sequences: BTreeMap<String, SequenceEntry>,
+    /// Keyed by (schema, name).
+    tables: BTreeMap<(String, String), CatalogEntry>,
+    /// Keyed by (schema, name).
+    sequences: BTreeMap<(String, String), SequenceEntry>,
     /// In catalog row order (creation order, as PostgreSQL lists them by oid).
     constraints: Vec<ConstraintEntry>,
     roles: BTreeMap<String, RoleEntry>,
+    /// Stored schemas (not `public`) by name.
+    schemas: BTreeMap<String, SchemaEntry>,
+    /// Where each placement row of a relation outside `public` lives.
+    placements: BTreeMap<TableId, RowAddress>,
 }
 
 impl Catalog {
@@ -416,32 +515,61 @@ impl Catalog {
         let Some(meta) = Meta::from_page(&*snapshot.page(META_PAGE).await?)? else {
             return Ok(Catalog::default());
         };
-        let mut tables = BTreeMap::new();
-        let mut sequences = BTreeMap::new();
+        let mut table_rows = Vec::new();
+        let mut sequence_rows = Vec::new();
         let mut constraints = Vec::new();
         let mut roles = BTreeMap::new();
+        let mut schema_rows = Vec::new();
+        let mut placement_rows = Vec::new();
         snapshot
             .for_each_tuple(meta.catalog_first_page, |address, tuple| {
                 let row: CatalogRow =
                     bincode::deserialize(tuple).map_err(|e| SqlError::corrupt(format_args!("catalog row: {e}")))?;
                 match row {
-                    CatalogRow::Table(def) => {
-                        let entry = CatalogEntry { schema: def.arrow_schema(), def: Arc::new(def), address };
-                        tables.insert(entry.def.name.clone(), entry);
-                    }
-                    CatalogRow::Sequence(def) => {
-                        sequences.insert(def.name.clone(), SequenceEntry { def: Arc::new(def), address });
-                    }
+                    CatalogRow::Table(def) => table_rows.push((def, address)),
+                    CatalogRow::Sequence(def) => sequence_rows.push((def, address)),
                     CatalogRow::Constraint(def) => constraints.push(ConstraintEntry { def: Arc::new(def), address }),
                     CatalogRow::Role(def) => {
                         roles.insert(def.name.clone(), RoleEntry { def: Arc::new(def), address });
+                    }
+                    CatalogRow::Schema(SchemaRow::Schema(def)) => schema_rows.push((def, address)),
+                    CatalogRow::Schema(SchemaRow::Placement { relation, schema }) => {
+                        placement_rows.push((relation, schema, address));
                     }
                 }
                 Ok(())
             })
             .await?;
         constraints.sort_by_key(|c: &ConstraintEntry| c.def.id);
-        Ok(Catalog { version: meta.catalog_version, tables, sequences, constraints, roles })
+        let schema_names: BTreeMap<TableId, String> =
+            schema_rows.iter().map(|(def, _)| (def.id, def.name.clone())).collect();
+        let mut placed: BTreeMap<TableId, String> = BTreeMap::new();
+        let mut placements = BTreeMap::new();
+        for (relation, schema, address) in placement_rows {
+            let name = schema_names
+                .get(&schema)
+                .ok_or_else(|| SqlError::corrupt(format_args!("relation {relation:?} placed in missing schema")))?;
+            placed.insert(relation, name.clone());
+            placements.insert(relation, address);
+        }
+        let schema_of = |id: TableId| placed.get(&id).cloned().unwrap_or_else(|| PUBLIC_SCHEMA.to_string());
+        let mut tables = BTreeMap::new();
+        for (def, address) in table_rows {
+            let schema_name = schema_of(def.id);
+            let key = (schema_name.clone(), def.name.clone());
+            tables.insert(key, CatalogEntry { schema: def.arrow_schema(), def: Arc::new(def), address, schema_name });
+        }
+        let mut sequences = BTreeMap::new();
+        for (def, address) in sequence_rows {
+            let schema_name = schema_of(def.id);
+            let key = (schema_name.clone(), def.name.clone());
+            sequences.insert(key, SequenceEntry { def: Arc::new(def), address, schema_name });
+        }
+        let schemas = schema_rows
+            .into_iter()
+            .map(|(def, address)| (def.name.clone(), SchemaEntry { def: Arc::new(def), address }))
+            .collect();
+        Ok(Catalog { version: meta.catalog_version, tables, sequences, constraints, roles, schemas, placements })
     }
 
     /// Every CHECK and FOREIGN KEY constraint, oldest first.
@@ -482,43 +610,148 @@ impl Catalog {
         self.roles.values()
     }
 
-    /// The sequence called `name` (already normalised).
-    pub fn sequence(&self, name: &str) -> Option<&SequenceEntry> {
-        self.sequences.get(name)
+    /// The stored schema called `name` (`public` and the reserved ones are not stored).
+    pub fn schema(&self, name: &str) -> Option<&SchemaEntry> {
+        self.schemas.get(name)
     }
 
-    /// Sequences in name order.
+    /// Stored schemas in name order.
+    pub fn schemas(&self) -> impl Iterator<Item = &SchemaEntry> {
+        self.schemas.values()
+    }
+
+    /// Whether schema `name` exists: `public`, a reserved one or a stored one.
+    pub fn schema_exists(&self, name: &str) -> bool {
+        name == PUBLIC_SCHEMA || RESERVED_SCHEMAS.contains(&name) || self.schemas.contains_key(name)
+    }
+
+    /// Whether schema `name` can hold user relations (`public` or a stored one).
+    fn holds_relations(&self, name: &str) -> bool {
+        name == PUBLIC_SCHEMA || self.schemas.contains_key(name)
+    }
+
+    /// The sequence called `name` in `schema`.
+    pub fn sequence(&self, schema: &str, name: &str) -> Option<&SequenceEntry> {
+        self.sequences.get(&(schema.to_string(), name.to_string()))
+    }
+
+    /// Sequences in (schema, name) order.
     pub fn sequences(&self) -> impl Iterator<Item = &SequenceEntry> {
         self.sequences.values()
     }
 
-    /// The table called `name` (already normalised).
-    pub fn get(&self, name: &str) -> Option<&CatalogEntry> {
-        self.tables.get(name)
+    /// The table called `name` in `schema`.
+    pub fn get(&self, schema: &str, name: &str) -> Option<&CatalogEntry> {
+        self.tables.get(&(schema.to_string(), name.to_string()))
     }
 
-    /// Table names in order.
-    pub fn names(&self) -> impl Iterator<Item = &String> {
-        self.tables.keys()
+    /// Tables in (schema, name) order.
+    pub fn tables(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.tables.values()
     }
 
-    /// The table owning the index called `name`, and the index.
-    pub fn index(&self, name: &str) -> Option<(&CatalogEntry, &IndexDef)> {
-        self.tables.values().find_map(|entry| entry.def.indexes.iter().find(|i| i.name == name).map(|i| (entry, i)))
+    /// The table owning the index called `name` in `schema`, and the index.
+    pub fn index(&self, schema: &str, name: &str) -> Option<(&CatalogEntry, &IndexDef)> {
+        self.tables
+            .values()
+            .filter(|entry| entry.schema_name == schema)
+            .find_map(|entry| entry.def.indexes.iter().find(|i| i.name == name).map(|i| (entry, i)))
     }
 
-    /// Whether `name` is taken by a table or an index (one namespace, as in PostgreSQL).
-    pub fn relation_exists(&self, name: &str) -> bool {
-        self.tables.contains_key(name) || self.sequences.contains_key(name) || self.index(name).is_some()
+    /// Whether `name` is taken in `schema` by a table, a sequence or an
+    /// index (one namespace per schema, as in PostgreSQL).
+    pub fn relation_exists(&self, schema: &str, name: &str) -> bool {
+        self.get(schema, name).is_some() || self.sequence(schema, name).is_some() || self.index(schema, name).is_some()
+    }
+
+    /// The schemas `name` is looked up in: its own, or those of `path`.
+    fn candidates<'a>(&self, path: &'a SearchPath, name: &'a QualifiedName) -> Vec<&'a str> {
+        match &name.schema {
+            Some(schema) => vec![schema.as_str()],
+            None => path.schemas.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// The table `name` resolves to through `path`: the one in its schema
+    /// if qualified, else the first schema of `path` that has it. This and
+    /// its siblings are the one place names are resolved to relations.
+    pub fn find_table(&self, path: &SearchPath, name: &QualifiedName) -> Option<&CatalogEntry> {
+        self.candidates(path, name).into_iter().find_map(|schema| self.get(schema, &name.name))
+    }
+
+    /// As [`Catalog::find_table`], 42P01 if there is none.
+    pub fn resolve_table(&self, path: &SearchPath, name: &QualifiedName) -> Result<&CatalogEntry, SqlError> {
+        self.find_table(path, name).ok_or_else(|| SqlError::undefined_table(&name.to_string()))
+    }
+
+    /// The sequence `name` resolves to through `path`.
+    pub fn find_sequence(&self, path: &SearchPath, name: &QualifiedName) -> Option<&SequenceEntry> {
+        self.candidates(path, name).into_iter().find_map(|schema| self.sequence(schema, &name.name))
+    }
+
+    /// The index `name` resolves to through `path`, with its table.
+    pub fn find_index(&self, path: &SearchPath, name: &QualifiedName) -> Option<(&CatalogEntry, &IndexDef)> {
+        self.candidates(path, name).into_iter().find_map(|schema| self.index(schema, &name.name))
+    }
+
+    /// Whether `name` resolves through `path` to any relation.
+    pub fn find_relation(&self, path: &SearchPath, name: &QualifiedName) -> Option<String> {
+        self.candidates(path, name)
+            .into_iter()
+            .find(|schema| self.relation_exists(schema, &name.name))
+            .map(str::to_string)
+    }
+
+    /// 3F000 if `name` is qualified by a schema that does not exist (DROP
+    /// and ALTER report that before a missing relation, as PostgreSQL does).
+    pub fn check_schema(&self, name: &QualifiedName) -> Result<(), SqlError> {
+        match &name.schema {
+            Some(schema) if !self.schema_exists(schema) => Err(SqlError::undefined_schema(schema)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The schema a new relation called `name` goes to: its own, or the
+    /// first of `path` (3F000 if that does not exist or `path` is empty).
+    pub fn creation_schema(&self, path: &SearchPath, name: &QualifiedName) -> Result<String, SqlError> {
+        let schema = match &name.schema {
+            Some(schema) => schema.clone(),
+            None => path.schemas.first().cloned().ok_or_else(|| {
+                SqlError::new(sqlstate::INVALID_SCHEMA_NAME, "no schema has been selected to create in")
+            })?,
+        };
+        if RESERVED_SCHEMAS.contains(&schema.as_str()) {
+            return Err(SqlError::new(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!("permission denied to create \"{schema}.{}\"", name.name),
+            ));
+        }
+        if !self.holds_relations(&schema) {
+            return Err(SqlError::undefined_schema(&schema));
+        }
+        Ok(schema)
+    }
+
+    /// Tables and sequences in schema `name`.
+    pub fn relations_in(&self, name: &str) -> (Vec<&CatalogEntry>, Vec<&SequenceEntry>) {
+        (
+            self.tables.values().filter(|e| e.schema_name == name).collect(),
+            self.sequences.values().filter(|e| e.schema_name == name).collect(),
+        )
     }
 }
 
 /// Creates a table in `writes`: allocates its first page and its indexes'
 /// roots, stores its catalog row and bumps the catalog version. `def.id`,
 /// `def.first_page` and the indexes' roots are assigned here; returns the id.
-pub async fn create_table(writes: &mut WriteSet, catalog: &Catalog, mut def: TableDef) -> Result<TableId, SqlError> {
+pub async fn create_table(
+    writes: &mut WriteSet,
+    catalog: &Catalog,
+    schema: &str,
+    mut def: TableDef,
+) -> Result<TableId, SqlError> {
     for name in std::iter::once(&def.name).chain(def.indexes.iter().map(|i| &i.name)) {
-        if catalog.relation_exists(name) {
+        if catalog.relation_exists(schema, name) {
             return Err(relation_exists(name));
         }
     }
@@ -533,14 +766,61 @@ pub async fn create_table(writes: &mut WriteSet, catalog: &Catalog, mut def: Tab
     meta.catalog_version += 1;
     writes.set_meta(&meta).await?;
     writes.insert(meta.catalog_first_page, def.encode()).await?;
+    place(writes, catalog, schema, def.id).await?;
     Ok(def.id)
+}
+
+/// Stores that relation `relation` is in `schema`, unless that is `public`.
+async fn place(writes: &mut WriteSet, catalog: &Catalog, schema: &str, relation: TableId) -> Result<(), SqlError> {
+    if schema == PUBLIC_SCHEMA {
+        return Ok(());
+    }
+    let entry = catalog.schema(schema).ok_or_else(|| SqlError::undefined_schema(schema))?;
+    let row = CatalogRow::Schema(SchemaRow::Placement { relation, schema: entry.def.id });
+    let meta = writes.meta().await?;
+    writes.insert(meta.catalog_first_page, bincode::serialize(&row).expect("schema rows always serialise")).await?;
+    Ok(())
+}
+
+/// Removes the placement row of `relation`, if it has one.
+async fn unplace(writes: &mut WriteSet, catalog: &Catalog, relation: TableId) -> Result<(), SqlError> {
+    if let Some(address) = catalog.placements.get(&relation) {
+        writes.delete(*address).await?;
+    }
+    Ok(())
+}
+
+/// Creates a schema: stores its catalog row, bumps the catalog version and
+/// raises the volume's format to [`FORMAT_VERSION`] (schema rows are new in
+/// it). The caller checks the name.
+pub async fn create_schema(writes: &mut WriteSet, name: &str) -> Result<(), SqlError> {
+    let mut meta = writes.meta().await?;
+    let def = SchemaDef { id: meta.next_table_id, name: name.to_string() };
+    meta.next_table_id = TableId(def.id.0 + 1);
+    meta.catalog_version += 1;
+    meta.format_version = FORMAT_VERSION;
+    writes.set_meta(&meta).await?;
+    let row = CatalogRow::Schema(SchemaRow::Schema(def));
+    writes.insert(meta.catalog_first_page, bincode::serialize(&row).expect("schema rows always serialise")).await?;
+    Ok(())
+}
+
+/// Drops a schema's row (its relations are dropped by the caller first).
+pub async fn drop_schema(writes: &mut WriteSet, entry: &SchemaEntry) -> Result<(), SqlError> {
+    writes.delete(entry.address).await?;
+    bump_version(writes).await
 }
 
 /// Creates a sequence in `writes`: allocates its page with its initial
 /// state, stores its catalog row and bumps the catalog version. `def.id`,
 /// `def.page` and `def.uid` are assigned here.
-pub async fn create_sequence(writes: &mut WriteSet, catalog: &Catalog, mut def: SequenceDef) -> Result<(), SqlError> {
-    if catalog.relation_exists(&def.name) {
+pub async fn create_sequence(
+    writes: &mut WriteSet,
+    catalog: &Catalog,
+    schema: &str,
+    mut def: SequenceDef,
+) -> Result<(), SqlError> {
+    if catalog.relation_exists(schema, &def.name) {
         return Err(relation_exists(&def.name));
     }
     def.page = writes.allocate_page(PageKind::Heap).await?;
@@ -552,9 +832,10 @@ pub async fn create_sequence(writes: &mut WriteSet, catalog: &Catalog, mut def: 
     meta.next_table_id = TableId(def.id.0 + 1);
     meta.catalog_version += 1;
     writes.set_meta(&meta).await?;
+    let id = def.id;
     let row = bincode::serialize(&CatalogRow::Sequence(def)).expect("sequence definitions always serialise");
     writes.insert(meta.catalog_first_page, row).await?;
-    Ok(())
+    place(writes, catalog, schema, id).await
 }
 
 /// A number no other sequence of this volume has (random per process, then counted).
@@ -603,8 +884,9 @@ pub async fn drop_role(writes: &mut WriteSet, entry: &RoleEntry) -> Result<(), S
 }
 
 /// Drops a sequence: removes its catalog row and bumps the catalog version.
-pub async fn drop_sequence(writes: &mut WriteSet, entry: &SequenceEntry) -> Result<(), SqlError> {
+pub async fn drop_sequence(writes: &mut WriteSet, catalog: &Catalog, entry: &SequenceEntry) -> Result<(), SqlError> {
     writes.delete(entry.address).await?;
+    unplace(writes, catalog, entry.def.id).await?;
     bump_version(writes).await
 }
 
@@ -640,7 +922,8 @@ pub async fn drop_constraint(writes: &mut WriteSet, entry: &ConstraintEntry) -> 
 
 /// Drops a table: removes its catalog row and bumps the catalog version.
 /// Its pages are not reclaimed (no free space map yet).
-pub async fn drop_table(writes: &mut WriteSet, entry: &CatalogEntry) -> Result<(), SqlError> {
+pub async fn drop_table(writes: &mut WriteSet, catalog: &Catalog, entry: &CatalogEntry) -> Result<(), SqlError> {
     writes.delete(entry.address).await?;
+    unplace(writes, catalog, entry.def.id).await?;
     bump_version(writes).await
 }

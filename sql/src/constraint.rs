@@ -28,10 +28,10 @@
 
 use crate::btree::{self, KeyRange};
 use crate::catalog::{
-    self, Catalog, CatalogEntry, ConstraintDef, ConstraintKind, ForeignKey, IndexDef, ReferentialAction, TableDef,
-    TableId,
+    self, Catalog, CatalogEntry, ConstraintDef, ConstraintKind, ForeignKey, IndexDef, ReferentialAction, SearchPath,
+    TableDef, TableId,
 };
-use crate::ddl::{normalize, table_name};
+use crate::ddl::{normalize, qualified_name};
 use crate::engine::Planner;
 use crate::error::{SqlError, sqlstate};
 use crate::heap::{RowAddress, WriteSet};
@@ -111,9 +111,7 @@ pub(crate) async fn add(
     validate: bool,
 ) -> Result<(), SqlError> {
     let mut taken: Vec<String> = catalog.constraints().map(|c| c.def.name.clone()).collect();
-    taken.extend(
-        catalog.names().filter_map(|n| catalog.get(n)).flat_map(|e| e.def.indexes.iter().map(|i| i.name.clone())),
-    );
+    taken.extend(catalog.tables().flat_map(|e| e.def.indexes.iter().map(|i| i.name.clone())));
     taken.extend(def.indexes.iter().map(|i| i.name.clone()));
     let mut own: Vec<String> = catalog.constraints_of(def.id).map(|c| c.def.name.clone()).collect();
     own.extend(def.indexes.iter().map(|i| i.name.clone()));
@@ -126,7 +124,7 @@ pub(crate) async fn add(
                 (name, ConstraintKind::Check { expression }, Some(compiled))
             }
             Declared::ForeignKey { name, columns, constraint } => {
-                let key = foreign_key(catalog, def, &columns, &constraint, name.as_deref())?;
+                let key = foreign_key(catalog, planner.search_path(), def, &columns, &constraint, name.as_deref())?;
                 (name, ConstraintKind::ForeignKey(key), None)
             }
         };
@@ -290,6 +288,7 @@ pub fn definition(catalog: &Catalog, constraint: &ConstraintDef, pretty: bool) -
 /// Resolves a declared foreign key against the catalog.
 fn foreign_key(
     catalog: &Catalog,
+    path: &SearchPath,
     def: &Arc<TableDef>,
     columns: &[Ident],
     constraint: &ForeignKeyConstraint,
@@ -301,11 +300,14 @@ fn foreign_key(
     if constraint.characteristics.as_ref().is_some_and(|c| c.deferrable == Some(true) || c.initially.is_some()) {
         return Err(SqlError::unsupported("DEFERRABLE foreign keys"));
     }
-    let parent_name = table_name(&constraint.foreign_table)?;
-    let parent: Arc<TableDef> = if parent_name == def.name {
-        Arc::clone(def)
-    } else {
-        Arc::clone(&catalog.get(&parent_name).ok_or_else(|| SqlError::undefined_table(&parent_name))?.def)
+    let parent_name = qualified_name(&constraint.foreign_table)?;
+    let found = catalog.find_table(path, &parent_name);
+    // The table being created is not in the catalog yet: a name that finds
+    // no other table and is its own refers to itself.
+    let parent: Arc<TableDef> = match found {
+        Some(entry) if entry.def.id != def.id => Arc::clone(&entry.def),
+        None if parent_name.name != def.name => return Err(SqlError::undefined_table(&parent_name.to_string())),
+        _ => Arc::clone(def),
     };
     let columns = column_indexes(def, columns)?;
     let referenced_columns = if constraint.referred_columns.is_empty() {

@@ -16,7 +16,10 @@
 //!
 //! Also CREATE SEQUENCE and DROP SEQUENCE (`crate::sequence`).
 
-use crate::catalog::{self, Catalog, CatalogEntry, ColumnDef, Identity, IndexDef, SequenceDef, TableDef, TableId};
+use crate::catalog::{
+    self, Catalog, CatalogEntry, ColumnDef, Identity, IndexDef, QualifiedName, SearchPath, SequenceDef, TableDef,
+    TableId,
+};
 use crate::constraint::{self, Declared};
 use crate::engine::{Planner, QueryOutput, WriteTxn};
 use crate::error::{SqlError, sqlstate};
@@ -26,7 +29,7 @@ use borealis_storage::ids::PageId;
 use borealis_storage::page::PageKind;
 use datafusion::sql::sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, CreateIndex, CreateTable, DataType, Expr,
-    GeneratedAs, Ident, IndexColumn, IndexType, ObjectName, ObjectNamePart, ObjectType, SequenceOptions,
+    GeneratedAs, Ident, IndexColumn, IndexType, ObjectName, ObjectNamePart, ObjectType, SchemaName, SequenceOptions,
     TableConstraint, Truncate, visit_expressions_mut,
 };
 use std::ops::ControlFlow;
@@ -42,8 +45,8 @@ pub fn normalize(ident: &Ident) -> String {
     }
 }
 
-/// The table name of `name`: `t` or `public.t`.
-pub fn table_name(name: &ObjectName) -> Result<String, SqlError> {
+/// The relation `name` names: `t`, `s.t` or `borealis.s.t`, normalised.
+pub fn qualified_name(name: &ObjectName) -> Result<QualifiedName, SqlError> {
     let parts: Vec<&Ident> = name
         .0
         .iter()
@@ -53,13 +56,126 @@ pub fn table_name(name: &ObjectName) -> Result<String, SqlError> {
         })
         .collect::<Result<_, _>>()?;
     match parts.as_slice() {
-        [table] => Ok(normalize(table)),
-        [schema, table] if normalize(schema) == "public" => Ok(normalize(table)),
+        [table] => Ok(QualifiedName::bare(normalize(table))),
+        [schema, table] => Ok(QualifiedName { schema: Some(normalize(schema)), name: normalize(table) }),
+        [database, schema, table] if normalize(database) == crate::functions::DATABASE_NAME => {
+            Ok(QualifiedName { schema: Some(normalize(schema)), name: normalize(table) })
+        }
         _ => Err(SqlError::new(
-            sqlstate::UNDEFINED_TABLE,
-            format!("relation \"{name}\" does not exist (only schema public exists)"),
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("cross-database references are not implemented: {name}"),
         )),
     }
+}
+
+/// The relation a text argument names (`'t'`, `'s.t'`, `'"Mixed"'`, as
+/// nextval and regclass take them); text that is no name is taken as is.
+pub fn text_name(text: &str) -> QualifiedName {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let parsed = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text.trim())
+        .and_then(|mut parser| parser.parse_object_name(false))
+        .ok()
+        .and_then(|name| qualified_name(&name).ok());
+    parsed.unwrap_or_else(|| QualifiedName::bare(text.trim()))
+}
+
+/// CREATE SCHEMA [IF NOT EXISTS] name.
+pub(crate) async fn create_schema(
+    txn: &mut WriteTxn,
+    catalog: &Catalog,
+    name: &SchemaName,
+    if_not_exists: bool,
+) -> Result<QueryOutput, SqlError> {
+    let SchemaName::Simple(name) = name else {
+        return Err(SqlError::unsupported("CREATE SCHEMA AUTHORIZATION"));
+    };
+    let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
+        return Err(SqlError::new(sqlstate::SYNTAX_ERROR, format!("improper qualified name: {name}")));
+    };
+    let name = normalize(ident);
+    if catalog.schema_exists(&name) {
+        if if_not_exists {
+            tracing::debug!(schema = %name, "CREATE SCHEMA IF NOT EXISTS: already exists");
+            return Ok(QueryOutput::command("CREATE SCHEMA"));
+        }
+        return Err(SqlError::new(sqlstate::DUPLICATE_SCHEMA, format!("schema \"{name}\" already exists")));
+    }
+    if name.starts_with("pg_") {
+        return Err(SqlError::new(sqlstate::RESERVED_NAME, format!("unacceptable schema name \"{name}\""))
+            .with_detail("The prefix \"pg_\" is reserved for system schemas."));
+    }
+    catalog::create_schema(&mut txn.writes, &name).await?;
+    Ok(QueryOutput::command("CREATE SCHEMA"))
+}
+
+/// DROP SCHEMA [IF EXISTS] names [CASCADE | RESTRICT]: with CASCADE its
+/// tables (and what depends on them) and sequences go too; without, a
+/// schema that holds any is refused (2BP01).
+async fn drop_schemas(
+    txn: &mut WriteTxn,
+    catalog: &Catalog,
+    (if_exists, cascade): (bool, bool),
+    names: &[ObjectName],
+) -> Result<QueryOutput, SqlError> {
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
+        let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
+            return Err(SqlError::new(sqlstate::SYNTAX_ERROR, format!("improper qualified name: {name}")));
+        };
+        let name = normalize(ident);
+        match catalog.schema(&name) {
+            Some(entry) => {
+                if !entries.iter().any(|e: &catalog::SchemaEntry| e.def.id == entry.def.id) {
+                    entries.push(entry.clone());
+                }
+            }
+            None if name == catalog::PUBLIC_SCHEMA || catalog::RESERVED_SCHEMAS.contains(&name.as_str()) => {
+                return Err(SqlError::new(
+                    sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                    format!("cannot drop schema {name} because it is required by the database system"),
+                ));
+            }
+            None if if_exists => tracing::debug!(schema = %name, "DROP SCHEMA IF EXISTS: no such schema"),
+            None => return Err(SqlError::undefined_schema(&name)),
+        }
+    }
+    // The relations of every named schema, dropped together (foreign keys
+    // between them go once).
+    let mut tables: Vec<CatalogEntry> = Vec::new();
+    for entry in &entries {
+        let (in_schema, sequences) = catalog.relations_in(&entry.def.name);
+        if !cascade
+            && let Some(first) =
+                in_schema.first().map(|t| t.def.name.clone()).or_else(|| sequences.first().map(|s| s.def.name.clone()))
+        {
+            let kind = if in_schema.is_empty() { "sequence" } else { "table" };
+            return Err(SqlError::new(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!("cannot drop schema {} because other objects depend on it", entry.def.name),
+            )
+            .with_detail(format!("{kind} {}.{first} depends on schema {}", entry.def.name, entry.def.name)));
+        }
+        tables.extend(in_schema.into_iter().cloned());
+    }
+    constraint::drop_dependents(&mut txn.writes, catalog, &tables, true).await?;
+    for table in &tables {
+        catalog::drop_table(&mut txn.writes, catalog, table).await?;
+    }
+    let in_dropped_schema = |s: &&catalog::SequenceEntry| entries.iter().any(|e| e.def.name == s.schema_name);
+    let owned_by_dropped = |s: &&catalog::SequenceEntry| {
+        s.def.owned_by.as_ref().is_some_and(|(id, _)| tables.iter().any(|t| t.def.id == *id))
+    };
+    let sequences: Vec<&catalog::SequenceEntry> =
+        catalog.sequences().filter(|s| in_dropped_schema(s) || owned_by_dropped(s)).collect();
+    for sequence in sequences {
+        catalog::drop_sequence(&mut txn.writes, catalog, sequence).await?;
+    }
+    for entry in &entries {
+        catalog::drop_schema(&mut txn.writes, entry).await?;
+    }
+    Ok(QueryOutput::command("DROP SCHEMA"))
 }
 
 /// CREATE TABLE [IF NOT EXISTS].
@@ -70,17 +186,19 @@ pub(crate) async fn create_table(
     create: &CreateTable,
 ) -> Result<QueryOutput, SqlError> {
     refuse_unsupported_create(create)?;
-    let (def, sequences, declared) = table_def(create, catalog)?;
-    if create.if_not_exists && catalog.get(&def.name).is_some() {
+    let name = qualified_name(&create.name)?;
+    let schema = catalog.creation_schema(planner.search_path(), &name)?;
+    let (def, sequences, declared) = table_def(create, catalog, &schema)?;
+    if create.if_not_exists && catalog.get(&schema, &def.name).is_some() {
         tracing::debug!(table = %def.name, "CREATE TABLE IF NOT EXISTS: already exists");
         return Ok(QueryOutput::command("CREATE TABLE"));
     }
     let mut created = def.clone();
-    let id = catalog::create_table(&mut txn.writes, catalog, def).await?;
+    let id = catalog::create_table(&mut txn.writes, catalog, &schema, def).await?;
     created.id = id;
     for (column, mut sequence) in sequences {
         sequence.owned_by = Some((id, column));
-        catalog::create_sequence(&mut txn.writes, catalog, sequence).await?;
+        catalog::create_sequence(&mut txn.writes, catalog, &schema, sequence).await?;
     }
     if !declared.is_empty() {
         constraint::add(&mut txn.writes, planner, catalog, &std::sync::Arc::new(created), declared, false).await?;
@@ -117,9 +235,9 @@ pub fn default_text(expr: &Expr) -> Result<String, SqlError> {
     Ok(expr.to_string())
 }
 
-/// The default of a column whose values come from sequence `name`.
-fn nextval_default(name: &str) -> String {
-    format!("nextval('{}')", name.replace('\'', "''"))
+/// The default of a column whose values come from sequence `name` of `schema`.
+fn nextval_default(schema: &str, name: &str) -> String {
+    format!("nextval('{}')", catalog::display_name(schema, name).replace('\'', "''"))
 }
 
 /// The integer type of SERIAL, BIGSERIAL and SMALLSERIAL (and serial2/4/8).
@@ -140,13 +258,16 @@ fn serial_type(data_type: &DataType) -> Option<SqlType> {
 pub(crate) async fn create_sequence(
     txn: &mut WriteTxn,
     catalog: &Catalog,
+    path: &SearchPath,
     if_not_exists: bool,
     name: &ObjectName,
     data_type: Option<&DataType>,
     options: &[SequenceOptions],
 ) -> Result<QueryOutput, SqlError> {
-    let name = table_name(name)?;
-    if catalog.relation_exists(&name) {
+    let name = qualified_name(name)?;
+    let schema = catalog.creation_schema(path, &name)?;
+    let name = name.name;
+    if catalog.relation_exists(&schema, &name) {
         if if_not_exists {
             tracing::debug!(sequence = %name, "CREATE SEQUENCE IF NOT EXISTS: already exists");
             return Ok(QueryOutput::command("CREATE SEQUENCE"));
@@ -155,7 +276,7 @@ pub(crate) async fn create_sequence(
     }
     let ty = data_type.map(SqlType::from_ast).transpose()?.unwrap_or(SqlType::Int8);
     let def = crate::sequence::sequence_def(name, ty, options)?;
-    catalog::create_sequence(&mut txn.writes, catalog, def).await?;
+    catalog::create_sequence(&mut txn.writes, catalog, &schema, def).await?;
     Ok(QueryOutput::command("CREATE SEQUENCE"))
 }
 
@@ -164,24 +285,28 @@ pub(crate) async fn create_sequence(
 async fn drop_sequences(
     txn: &mut WriteTxn,
     catalog: &Catalog,
+    path: &SearchPath,
     if_exists: bool,
     names: &[ObjectName],
 ) -> Result<QueryOutput, SqlError> {
     let mut dropped: Vec<u64> = Vec::new();
     for name in names {
-        let name = table_name(name)?;
-        let Some(entry) = catalog.sequence(&name) else {
+        let name = qualified_name(name)?;
+        if !if_exists {
+            catalog.check_schema(&name)?;
+        }
+        let Some(entry) = catalog.find_sequence(path, &name) else {
             if if_exists {
                 tracing::debug!(sequence = %name, "DROP SEQUENCE IF EXISTS: no such sequence");
                 continue;
             }
-            if catalog.relation_exists(&name) {
+            if catalog.find_relation(path, &name).is_some() {
                 return Err(SqlError::new(sqlstate::WRONG_OBJECT_TYPE, format!("\"{name}\" is not a sequence")));
             }
             return Err(SqlError::new(sqlstate::UNDEFINED_TABLE, format!("sequence \"{name}\" does not exist")));
         };
         if let Some((table, column)) = &entry.def.owned_by
-            && let Some(owner) = catalog.names().filter_map(|n| catalog.get(n)).find(|e| e.def.id == *table)
+            && let Some(owner) = catalog.table_by_id(*table)
         {
             return Err(SqlError::new(
                 sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
@@ -195,7 +320,7 @@ async fn drop_sequences(
             continue;
         }
         dropped.push(entry.def.uid);
-        catalog::drop_sequence(&mut txn.writes, entry).await?;
+        catalog::drop_sequence(&mut txn.writes, catalog, entry).await?;
     }
     Ok(QueryOutput::command("DROP SEQUENCE"))
 }
@@ -222,8 +347,8 @@ fn refuse_unsupported_create(create: &CreateTable) -> Result<(), SqlError> {
 type TableParts = (TableDef, Vec<(String, SequenceDef)>, Vec<Declared>);
 
 /// The table CREATE TABLE describes (see [`TableParts`]).
-fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableParts, SqlError> {
-    let name = table_name(&create.name)?;
+fn table_def(create: &CreateTable, catalog: &Catalog, schema: &str) -> Result<TableParts, SqlError> {
+    let name = qualified_name(&create.name)?.name;
     if create.columns.len() > COLUMNS_MAX {
         return Err(SqlError::new(
             sqlstate::PROGRAM_LIMIT_EXCEEDED,
@@ -320,7 +445,7 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableParts, SqlE
         let index_name = given.unwrap_or_else(|| {
             let names: Vec<&str> = key.iter().map(|&i| columns[i].name.as_str()).collect();
             let base = index::default_name(&name, &names, if primary { "pkey" } else { "key" });
-            index::choose_name(catalog, &taken, &base)
+            index::choose_name(catalog, schema, &taken, &base)
         });
         if taken.contains(&index_name) {
             return Err(catalog::relation_exists(&index_name));
@@ -346,10 +471,10 @@ fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableParts, SqlE
     for (index, options) in sequenced {
         let column = &mut columns[index];
         let base = format!("{name}_{}_seq", column.name);
-        let sequence_name = index::choose_name(catalog, &taken, &base);
+        let sequence_name = index::choose_name(catalog, schema, &taken, &base);
         taken.push(sequence_name.clone());
         let def = crate::sequence::sequence_def(sequence_name.clone(), column.ty, &options)?;
-        column.default = Some(nextval_default(&sequence_name));
+        column.default = Some(nextval_default(schema, &sequence_name));
         sequences.push((column.name.clone(), def));
     }
     Ok((TableDef { id: TableId(0), name, columns, primary_key, indexes, first_page: PageId(0) }, sequences, declared))
@@ -395,32 +520,37 @@ fn key_column(expr: &Expr, columns: &[ColumnDef]) -> Result<usize, SqlError> {
 pub(crate) async fn drop_tables(
     txn: &mut WriteTxn,
     catalog: &Catalog,
+    path: &SearchPath,
     object_type: ObjectType,
     (if_exists, cascade): (bool, bool),
     names: &[ObjectName],
 ) -> Result<QueryOutput, SqlError> {
     match object_type {
         ObjectType::Table => {}
-        ObjectType::Index => return drop_indexes(txn, catalog, if_exists, names).await,
-        ObjectType::Sequence => return drop_sequences(txn, catalog, if_exists, names).await,
+        ObjectType::Index => return drop_indexes(txn, catalog, path, if_exists, names).await,
+        ObjectType::Sequence => return drop_sequences(txn, catalog, path, if_exists, names).await,
+        ObjectType::Schema => return drop_schemas(txn, catalog, (if_exists, cascade), names).await,
         other => return Err(SqlError::unsupported(format_args!("DROP {other}"))),
     }
     let mut entries = Vec::with_capacity(names.len());
     for name in names {
-        let name = table_name(name)?;
-        match catalog.get(&name) {
+        let name = qualified_name(name)?;
+        if !if_exists {
+            catalog.check_schema(&name)?;
+        }
+        match catalog.find_table(path, &name) {
             Some(entry) if entries.iter().any(|e: &CatalogEntry| e.def.id == entry.def.id) => {}
             Some(entry) => entries.push(entry.clone()),
             None if if_exists => tracing::debug!(table = %name, "DROP TABLE IF EXISTS: no such table"),
-            None => return Err(SqlError::undefined_table(&name)),
+            None => return Err(SqlError::undefined_table(&name.to_string())),
         }
     }
     constraint::drop_dependents(&mut txn.writes, catalog, &entries, cascade).await?;
     for entry in &entries {
-        catalog::drop_table(&mut txn.writes, entry).await?;
+        catalog::drop_table(&mut txn.writes, catalog, entry).await?;
         let owned = catalog.sequences().filter(|s| s.def.owned_by.as_ref().is_some_and(|(id, _)| *id == entry.def.id));
         for sequence in owned {
-            catalog::drop_sequence(&mut txn.writes, sequence).await?;
+            catalog::drop_sequence(&mut txn.writes, catalog, sequence).await?;
         }
     }
     Ok(QueryOutput::command("DROP TABLE"))
@@ -431,6 +561,7 @@ pub(crate) async fn drop_tables(
 pub(crate) async fn create_index(
     txn: &mut WriteTxn,
     catalog: &Catalog,
+    path: &SearchPath,
     create: &CreateIndex,
 ) -> Result<QueryOutput, SqlError> {
     if !matches!(create.using, None | Some(IndexType::BTree)) {
@@ -439,8 +570,11 @@ pub(crate) async fn create_index(
     if !create.include.is_empty() || create.predicate.is_some() || create.nulls_distinct == Some(false) {
         return Err(SqlError::unsupported("INCLUDE, partial indexes and NULLS NOT DISTINCT"));
     }
-    let table = table_name(&create.table_name)?;
-    let entry = catalog.get(&table).ok_or_else(|| SqlError::undefined_table(&table))?;
+    let table_name = qualified_name(&create.table_name)?;
+    catalog.check_schema(&table_name)?;
+    let entry = catalog.resolve_table(path, &table_name)?;
+    let schema = entry.schema_name.as_str();
+    let table = entry.def.name.clone();
     let mut def = (*entry.def).clone();
     let mut key = Vec::with_capacity(create.columns.len());
     for column in &create.columns {
@@ -451,8 +585,15 @@ pub(crate) async fn create_index(
     }
     let name = match &create.name {
         Some(name) => {
-            let name = table_name(name)?;
-            if catalog.relation_exists(&name) {
+            let name = qualified_name(name)?;
+            if name.schema.as_deref().is_some_and(|given| given != schema) {
+                return Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    "index name may not be qualified by a schema other than its table's",
+                ));
+            }
+            let name = name.name;
+            if catalog.relation_exists(schema, &name) {
                 if create.if_not_exists {
                     tracing::debug!(index = %name, "CREATE INDEX IF NOT EXISTS: already exists");
                     return Ok(QueryOutput::command("CREATE INDEX"));
@@ -463,7 +604,7 @@ pub(crate) async fn create_index(
         }
         None => {
             let names: Vec<&str> = key.iter().map(|&i| def.columns[i].name.as_str()).collect();
-            index::choose_name(catalog, &[], &index::default_name(&table, &names, "idx"))
+            index::choose_name(catalog, schema, &[], &index::default_name(&table, &names, "idx"))
         }
     };
     let root = crate::btree::create(&mut txn.writes).await?;
@@ -478,14 +619,18 @@ pub(crate) async fn create_index(
 async fn drop_indexes(
     txn: &mut WriteTxn,
     catalog: &Catalog,
+    path: &SearchPath,
     if_exists: bool,
     names: &[ObjectName],
 ) -> Result<QueryOutput, SqlError> {
     // Several indexes of one table: each drop must see the previous ones.
     let mut changed: Vec<(CatalogEntry, TableDef)> = Vec::new();
     for name in names {
-        let name = table_name(name)?;
-        let Some((entry, index)) = catalog.index(&name) else {
+        let name = qualified_name(name)?;
+        if !if_exists {
+            catalog.check_schema(&name)?;
+        }
+        let Some((entry, index)) = catalog.find_index(path, &name) else {
             if if_exists {
                 tracing::debug!(index = %name, "DROP INDEX IF EXISTS: no such index");
                 continue;
@@ -505,7 +650,7 @@ async fn drop_indexes(
                 changed.len() - 1
             }
         };
-        changed[position].1.indexes.retain(|i| i.name != name);
+        changed[position].1.indexes.retain(|i| i.name != name.name);
     }
     for (entry, def) in &changed {
         catalog::update_table(&mut txn.writes, entry, def).await?;
@@ -518,12 +663,14 @@ async fn drop_indexes(
 pub(crate) async fn truncate(
     txn: &mut WriteTxn,
     catalog: &Catalog,
+    path: &SearchPath,
     truncate: &Truncate,
 ) -> Result<QueryOutput, SqlError> {
     let mut entries: Vec<&CatalogEntry> = Vec::with_capacity(truncate.table_names.len());
     for target in &truncate.table_names {
-        let name = table_name(&target.name)?;
-        let entry = catalog.get(&name).ok_or_else(|| SqlError::undefined_table(&name))?;
+        let name = qualified_name(&target.name)?;
+        catalog.check_schema(&name)?;
+        let entry = catalog.resolve_table(path, &name)?;
         if !entries.iter().any(|e| e.def.id == entry.def.id) {
             entries.push(entry);
         }
@@ -550,14 +697,19 @@ pub(crate) async fn alter_table(
     catalog: &Catalog,
     alter: &AlterTable,
 ) -> Result<QueryOutput, SqlError> {
-    let name = table_name(&alter.name)?;
-    let Some(entry) = catalog.get(&name) else {
+    let qualified = qualified_name(&alter.name)?;
+    if !alter.if_exists {
+        catalog.check_schema(&qualified)?;
+    }
+    let Some(entry) = catalog.find_table(planner.search_path(), &qualified) else {
         if alter.if_exists {
-            tracing::debug!(table = %name, "ALTER TABLE IF EXISTS: no such table");
+            tracing::debug!(table = %qualified, "ALTER TABLE IF EXISTS: no such table");
             return Ok(QueryOutput::command("ALTER TABLE"));
         }
-        return Err(SqlError::undefined_table(&name));
+        return Err(SqlError::undefined_table(&qualified.to_string()));
     };
+    let name = entry.def.name.clone();
+    let schema = entry.schema_name.as_str();
     let mut def = (*entry.def).clone();
     let mut taken = Vec::new();
     let mut declared = Vec::new();
@@ -620,14 +772,14 @@ pub(crate) async fn alter_table(
             def.primary_key = key.clone();
         }
         let index_name = match given {
-            Some(given) if catalog.relation_exists(&given) || taken.contains(&given) => {
+            Some(given) if catalog.relation_exists(schema, &given) || taken.contains(&given) => {
                 return Err(catalog::relation_exists(&given));
             }
             Some(given) => given,
             None => {
                 let names: Vec<&str> = key.iter().map(|&i| def.columns[i].name.as_str()).collect();
                 let base = index::default_name(&name, &names, if primary { "pkey" } else { "key" });
-                index::choose_name(catalog, &taken, &base)
+                index::choose_name(catalog, schema, &taken, &base)
             }
         };
         taken.push(index_name.clone());

@@ -30,9 +30,9 @@
 //! statement's rows are all written, from the referencing side for new rows
 //! and from the referenced side (with the cascades) for deleted and updated ones.
 
-use crate::catalog::{Catalog, CatalogEntry, Identity, TableDef};
+use crate::catalog::{CatalogEntry, Identity, TableDef};
 use crate::constraint::{self, RowChecks};
-use crate::ddl::{normalize, table_name};
+use crate::ddl::{normalize, qualified_name};
 use crate::engine::{Described, Planner, QueryOutput, WriteTxn, parse};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::RowAddress;
@@ -68,7 +68,7 @@ pub(crate) async fn run(
                 return Err(SqlError::unsupported("INSERT ... ON CONFLICT"));
             }
             let returning = insert.returning.take();
-            apply_defaults(planner.catalog(), &mut insert)?;
+            apply_defaults(planner, &mut insert)?;
             let plan = planner.plan(Statement::Insert(insert), params).await?;
             let (entry, rows) = insert_rows(planner, txn, plan).await?;
             let count = rows.iter().map(RecordBatch::num_rows).sum::<usize>();
@@ -162,15 +162,11 @@ pub(crate) async fn describe(
         }
         Statement::Insert(mut insert) => {
             let returning = insert.returning.take();
-            apply_defaults(planner.catalog(), &mut insert)?;
+            apply_defaults(planner, &mut insert)?;
             let plan = planner.plan_unbound(Statement::Insert(insert)).await?;
             let returned = match (&plan, returning) {
                 (LogicalPlan::Dml(DmlStatement { table_name, .. }), Some(items)) => {
-                    let entry = planner
-                        .catalog()
-                        .get(table_name.table())
-                        .cloned()
-                        .ok_or_else(|| SqlError::undefined_table(table_name.table()))?;
+                    let entry = planner.resolve_reference(table_name)?.clone();
                     let alias = Ident::with_quote('"', entry.def.name.clone());
                     Some(returning_schema(planner, &alias, &entry, &items).await?)
                 }
@@ -290,10 +286,11 @@ fn column_name(def: &TableDef, column: usize) -> ObjectName {
 /// Rewrites an INSERT so that omitted columns and `DEFAULT` values get the
 /// columns' defaults (see the module docs). Anything it cannot resolve
 /// (unknown table or column) is left for the planner to report.
-fn apply_defaults(catalog: &Catalog, insert: &mut Insert) -> Result<(), SqlError> {
+fn apply_defaults(planner: &Planner, insert: &mut Insert) -> Result<(), SqlError> {
     let overriding = take_overriding(insert);
     let TableObject::TableName(name) = &insert.table else { return Ok(()) };
-    let Some(entry) = table_name(name).ok().and_then(|name| catalog.get(&name)) else { return Ok(()) };
+    let found = qualified_name(name).ok().and_then(|name| planner.catalog().find_table(planner.search_path(), &name));
+    let Some(entry) = found else { return Ok(()) };
     let def = Arc::clone(&entry.def);
     let has_default = |column: usize| def.columns[column].default.is_some();
     let mut named: Vec<usize> = Vec::with_capacity(insert.columns.len());
@@ -392,11 +389,7 @@ async fn insert_rows(
     if table_name.schema() == Some(ROWS_SCHEMA) {
         return Err(SqlError::undefined_table(&table_name.to_string()));
     }
-    let entry = planner
-        .catalog()
-        .get(table_name.table())
-        .cloned()
-        .ok_or_else(|| SqlError::undefined_table(table_name.table()))?;
+    let entry = planner.resolve_reference(&table_name)?.clone();
     let (_, batches) = planner.collect(&input).await?;
     let checks = RowChecks::new(planner, planner.catalog(), &entry.def)?;
     let schema = table_schema(&entry.def);
@@ -587,10 +580,10 @@ fn target(planner: &Planner, table: &TableWithJoins) -> Result<(CatalogEntry, Id
     let TableFactor::Table { name, alias, args: None, .. } = &table.relation else {
         return Err(SqlError::unsupported("this target of UPDATE or DELETE"));
     };
-    let table_name = table_name(name)?;
-    let entry = planner.catalog().get(&table_name).cloned().ok_or_else(|| SqlError::undefined_table(&table_name))?;
-    let table_ident = Ident::with_quote('"', table_name);
-    let alias = alias.as_ref().map_or_else(|| table_ident.clone(), |a| a.name.clone());
+    let entry = planner.catalog().resolve_table(planner.search_path(), &qualified_name(name)?)?.clone();
+    // The rewrite reads the row-address variant, named by table id.
+    let table_ident = Ident::with_quote('"', entry.def.id.0.to_string());
+    let alias = alias.as_ref().map_or_else(|| Ident::with_quote('"', entry.def.name.clone()), |a| a.name.clone());
     Ok((entry, table_ident, alias))
 }
 

@@ -32,12 +32,12 @@
 //! write lock), so that ROLLBACK TO can resume on the same committed state;
 //! SET LOCAL values are not rolled back to a savepoint.
 
-use crate::catalog::{Catalog, META_PAGE, Meta, RoleDef, SequenceState};
+use crate::catalog::{Catalog, CatalogEntry, META_PAGE, Meta, QualifiedName, RoleDef, SearchPath, SequenceState};
 use crate::copy::{CopyFormat, CopyParser, CopyTarget, Record};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::{Snapshot, WriteSet};
 use crate::pg_catalog::{self, PgCatalogSchema};
-use crate::provider::{CatalogView, ROWS_SCHEMA, TablesSchema};
+use crate::provider::{CatalogView, ROWS_SCHEMA, SEARCH_PATH_SCHEMA, TablesCatalog, TablesSchema};
 use crate::sequence::{SequenceContext, Sequences};
 
 /// Schema holding, while a RETURNING list is evaluated, the rows its statement wrote.
@@ -50,7 +50,7 @@ use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
-use datafusion::common::ScalarValue;
+use datafusion::common::{ScalarValue, TableReference};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
@@ -369,6 +369,8 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::Delete(_) => Kind::Write("DELETE"),
         Statement::CreateTable(_) => Kind::Write("CREATE TABLE"),
         Statement::CreateIndex(_) => Kind::Write("CREATE INDEX"),
+        Statement::CreateSchema { .. } => Kind::Write("CREATE SCHEMA"),
+        Statement::Drop { object_type: ObjectType::Schema, .. } => Kind::Write("DROP SCHEMA"),
         Statement::CreateSequence { .. } => Kind::Write("CREATE SEQUENCE"),
         Statement::Truncate(_) => Kind::Write("TRUNCATE TABLE"),
         Statement::AlterTable(_) => Kind::Write("ALTER TABLE"),
@@ -633,9 +635,11 @@ impl Session {
         &self.user
     }
 
-    /// Points current_schema() and current_schemas() at the session's
-    /// search_path (SET, SET LOCAL and RESET change it between statements).
-    fn follow_search_path(&mut self) {
+    /// Sets the planner's catalog and snapshot for the next statement, and
+    /// points name resolution, current_schema() and current_schemas() at
+    /// the session's search_path (SET, SET LOCAL and RESET change it between statements).
+    fn prepare(&mut self, catalog: Arc<Catalog>, snapshot: Snapshot) {
+        self.planner.prepare(catalog, snapshot);
         let search_path = self.settings.get("search_path").unwrap_or_default();
         self.planner.follow_search_path(&search_path, &self.user);
     }
@@ -728,14 +732,15 @@ impl Session {
             None => self.engine.begin_write().await?,
         };
         let catalog = self.engine.catalog_at(&txn.writes.snapshot(), txn.private_ddl).await?;
-        let name = ddl::table_name(&table_name)?;
-        let entry = catalog.get(&name).ok_or_else(|| SqlError::undefined_table(&name))?;
+        self.prepare(Arc::clone(&catalog), txn.writes.snapshot());
+        let name = ddl::qualified_name(&table_name)?;
+        catalog.check_schema(&name)?;
+        let entry = catalog.resolve_table(self.planner.search_path(), &name)?;
         let target = CopyTarget::new(Arc::clone(&entry.def), &columns)?;
         let columns = target.field_count();
         if !target.defaulted().is_empty() {
             self.engine.load_sequences(&catalog, Some(&txn)).await?;
         }
-        self.planner.prepare(Arc::clone(&catalog), txn.writes.snapshot());
         let checks = crate::constraint::RowChecks::new(&self.planner, &catalog, &target.def)?;
         self.copy = Some(CopyIn {
             txn,
@@ -860,8 +865,7 @@ impl Session {
         }
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
-        self.planner.prepare(catalog, snapshot);
-        self.follow_search_path();
+        self.prepare(catalog, snapshot);
         let empty = pg_rewrite::provably_empty(&statement);
         let mut statement = statement;
         if matches!(kind, Kind::Read) {
@@ -1135,8 +1139,7 @@ impl Session {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.engine.load_sequences(&catalog, self.open_txn()).await?;
-        self.planner.prepare(Arc::clone(&catalog), snapshot);
-        self.follow_search_path();
+        self.prepare(Arc::clone(&catalog), snapshot);
         // Judged before the rewrites, which may add aggregates inside subqueries.
         let empty = pg_rewrite::provably_empty(&statement);
         let mut statement = statement;
@@ -1172,9 +1175,17 @@ impl Session {
             return Err(SqlError::unsupported("COPY to a file or program (use COPY TO STDOUT, or psql's \\copy)"));
         }
         let format = CopyFormat::from_options(&options, &legacy_options)?;
+        let mut copied_table = None;
         let mut query = match source {
             CopySource::Table { table_name, columns } => {
-                let table = Ident::with_quote('"', ddl::table_name(&table_name)?);
+                let name = ddl::qualified_name(&table_name)?;
+                copied_table = Some(name.clone());
+                let table = match &name.schema {
+                    Some(schema) => {
+                        format!("{}.{}", Ident::with_quote('"', schema), Ident::with_quote('"', &name.name))
+                    }
+                    None => Ident::with_quote('"', &name.name).to_string(),
+                };
                 let items = if columns.is_empty() {
                     "*".to_string()
                 } else {
@@ -1191,7 +1202,10 @@ impl Session {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.engine.load_sequences(&catalog, self.open_txn()).await?;
-        self.planner.prepare(Arc::clone(&catalog), snapshot);
+        self.prepare(Arc::clone(&catalog), snapshot);
+        if let Some(name) = &copied_table {
+            catalog.check_schema(name)?;
+        }
         pg_rewrite::rewrite(&mut query);
         let names = names::postgres_column_names(&query);
         let plan = self.planner.plan(query, None).await?;
@@ -1238,30 +1252,45 @@ impl Session {
     ) -> Result<QueryOutput, SqlError> {
         let snapshot = txn.writes.snapshot();
         let catalog = self.engine.catalog_at(&snapshot, txn.private_ddl).await?;
+        if !matches!(statement, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) {
+            self.prepare(Arc::clone(&catalog), snapshot.clone());
+        }
+        let path = self.planner.search_path().clone();
         match statement {
             Statement::CreateTable(create) => {
                 txn.private_ddl = true;
-                self.planner.prepare(Arc::clone(&catalog), snapshot);
                 ddl::create_table(txn, &self.planner, &catalog, &create).await
             }
+            Statement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                options: None,
+                default_collate_spec: None,
+                with: None,
+                clone: None,
+            } => {
+                txn.private_ddl = true;
+                ddl::create_schema(txn, &catalog, &schema_name, if_not_exists).await
+            }
+            Statement::CreateSchema { .. } => Err(SqlError::unsupported("CREATE SCHEMA with options")),
             Statement::CreateIndex(create) => {
                 txn.private_ddl = true;
-                ddl::create_index(txn, &catalog, &create).await
+                ddl::create_index(txn, &catalog, &path, &create).await
             }
             Statement::CreateSequence { if_not_exists, name, data_type, sequence_options, owned_by, temporary } => {
                 if temporary || owned_by.is_some() {
                     return Err(SqlError::unsupported("TEMPORARY and OWNED BY sequences"));
                 }
                 txn.private_ddl = true;
-                ddl::create_sequence(txn, &catalog, if_not_exists, &name, data_type.as_ref(), &sequence_options).await
+                ddl::create_sequence(txn, &catalog, &path, if_not_exists, &name, data_type.as_ref(), &sequence_options)
+                    .await
             }
             Statement::Truncate(truncate) => {
                 txn.private_ddl = true;
-                ddl::truncate(txn, &catalog, &truncate).await
+                ddl::truncate(txn, &catalog, &path, &truncate).await
             }
             Statement::AlterTable(alter) => {
                 txn.private_ddl = true;
-                self.planner.prepare(Arc::clone(&catalog), snapshot);
                 ddl::alter_table(txn, &self.planner, &catalog, &alter).await
             }
             Statement::Drop { object_type: ObjectType::Role | ObjectType::User, if_exists, names, .. } => {
@@ -1272,7 +1301,7 @@ impl Session {
             }
             Statement::Drop { object_type, if_exists, names, cascade, .. } => {
                 txn.private_ddl = true;
-                ddl::drop_tables(txn, &catalog, object_type, (if_exists, cascade), &names).await
+                ddl::drop_tables(txn, &catalog, &path, object_type, (if_exists, cascade), &names).await
             }
             Statement::CreateRole(create) => {
                 txn.private_ddl = true;
@@ -1288,7 +1317,7 @@ impl Session {
             }
             mut statement => {
                 self.engine.load_sequences(&catalog, Some(txn)).await?;
-                self.planner.prepare(Arc::clone(&catalog), snapshot);
+                self.prepare(Arc::clone(&catalog), snapshot);
                 pg_rewrite::alias_function_columns(&mut statement);
                 let output = Box::pin(dml::run(&mut self.planner, txn, statement, params)).await?;
                 if self.sequences_used() {
@@ -1315,8 +1344,10 @@ pub(crate) struct Planner {
     returning: Arc<MemorySchemaProvider>,
     view: Arc<CatalogView>,
     catalog: Arc<Catalog>,
-    /// The (search_path, user) current_schema() last answered for.
-    search_path: Option<(String, String)>,
+    /// The (search_path, user, catalog version) `path` was computed for.
+    search_path: Option<(String, String, u64)>,
+    /// Where unqualified names are looked up (the schemas of the search path that exist).
+    path: SearchPath,
 }
 
 impl Planner {
@@ -1324,6 +1355,7 @@ impl Planner {
         let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(1);
         // Keep strings as Utf8 everywhere, the type tables store.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        config.options_mut().catalog.default_schema = SEARCH_PATH_SCHEMA.to_string();
         let builder = SessionStateBuilder::new().with_config(config).with_default_features();
         let mut state = crate::integers::install(builder).build();
         crate::functions::register(&mut state).expect("registering functions on a fresh state succeeds");
@@ -1331,33 +1363,43 @@ impl Planner {
         let view = sequences.view();
         crate::pg_functions::register(&mut state, &view).expect("registering functions on a fresh state succeeds");
         crate::sequence::register(&mut state, &sequences).expect("registering functions on a fresh state succeeds");
-        let catalog = state
+        let catalog: Arc<dyn datafusion::catalog::CatalogProvider> = Arc::new(TablesCatalog::new(Arc::clone(&view)));
+        state
             .catalog_list()
-            .catalog(&state.config().options().catalog.default_catalog)
-            .expect("default features create the default catalog");
+            .register_catalog(state.config().options().catalog.default_catalog.clone(), Arc::clone(&catalog));
         let system = Arc::new(PgCatalogSchema::new(Arc::clone(&view)));
         catalog.register_schema(pg_catalog::SCHEMA, Arc::clone(&system) as _).expect("memory catalog accepts schemas");
-        let public = Arc::new(TablesSchema::new(Arc::clone(&view), false).with_system(system));
-        let rows = Arc::new(TablesSchema::new(Arc::clone(&view), true));
-        catalog
-            .register_schema(&state.config().options().catalog.default_schema, public)
-            .expect("memory catalog accepts schemas");
+        let unqualified = Arc::new(TablesSchema::search_path(Arc::clone(&view), system));
+        catalog.register_schema(SEARCH_PATH_SCHEMA, unqualified).expect("memory catalog accepts schemas");
+        let rows = Arc::new(TablesSchema::rows(Arc::clone(&view)));
         catalog.register_schema(ROWS_SCHEMA, rows).expect("memory catalog accepts schemas");
         let returning = Arc::new(MemorySchemaProvider::new());
         catalog.register_schema(RETURNING_SCHEMA, returning.clone()).expect("memory catalog accepts schemas");
-        Planner { state, returning, view, catalog: Arc::new(Catalog::default()), search_path: None }
+        Planner {
+            state,
+            returning,
+            view,
+            catalog: Arc::new(Catalog::default()),
+            search_path: None,
+            path: SearchPath::public(),
+        }
     }
 
-    /// current_schema() and current_schemas(include implicit) answer from
-    /// `search_path` (the session's value) for `user`; re-registered only
-    /// when the value or the user changed since the last statement.
+    /// Unqualified names resolve, and current_schema() and
+    /// current_schemas(include implicit) answer, from `search_path` (the
+    /// session's value) for `user` and the schemas of the statement's
+    /// catalog; re-computed only when one of them changed since the last statement.
     fn follow_search_path(&mut self, search_path: &str, user: &str) {
-        let key = (search_path.to_string(), user.to_string());
+        let key = (search_path.to_string(), user.to_string(), self.catalog.version);
         if self.search_path.as_ref() == Some(&key) {
+            self.view.set_path(self.path.clone());
             return;
         }
-        let explicit = settings::search_path_schemas(search_path, user, false, pg_catalog::schema_exists);
-        let implicit = settings::search_path_schemas(search_path, user, true, pg_catalog::schema_exists);
+        let exists = |name: &str| self.catalog.schema_exists(name);
+        let explicit = settings::search_path_schemas(search_path, user, false, exists);
+        let implicit = settings::search_path_schemas(search_path, user, true, exists);
+        self.path = SearchPath { schemas: explicit.clone() };
+        self.view.set_path(self.path.clone());
         let list = |names: &[String]| {
             let values: Vec<ScalarValue> = names.iter().map(|n| ScalarValue::Utf8(Some(n.clone()))).collect();
             ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))
@@ -1432,15 +1474,31 @@ impl Planner {
         &self.catalog
     }
 
+    /// The search path of the current statement.
+    pub(crate) fn search_path(&self) -> &SearchPath {
+        &self.path
+    }
+
+    /// The table a DataFusion table reference names (as DML plans carry
+    /// them), resolved as the planner resolved it; 42P01 if there is none.
+    pub(crate) fn resolve_reference(&self, reference: &TableReference) -> Result<&CatalogEntry, SqlError> {
+        let schema = reference.schema().filter(|schema| *schema != SEARCH_PATH_SCHEMA);
+        let name = QualifiedName { schema: schema.map(str::to_string), name: reference.table().to_string() };
+        self.catalog.resolve_table(&self.path, &name)
+    }
+
     /// The logical plan of `statement` without binding parameters.
     pub(crate) async fn plan_unbound(&self, statement: Statement) -> Result<LogicalPlan, SqlError> {
         let statement = DfStatement::Statement(Box::new(statement));
         for reference in self.state.resolve_table_references(&statement)? {
-            let in_public = reference.schema().is_none_or(|schema| schema == "public" || schema == ROWS_SCHEMA);
-            let is_function = self.state.table_functions().contains_key(reference.table());
-            let is_system = reference.schema().is_none() && pg_catalog::is_system_table(reference.table());
-            if in_public && !is_function && !is_system && self.catalog.get(reference.table()).is_none() {
-                return Err(SqlError::undefined_table(reference.table()));
+            let schema = reference.schema();
+            let is_function = schema.is_none() && self.state.table_functions().contains_key(reference.table());
+            let is_system = schema.is_none() && pg_catalog::is_system_table(reference.table());
+            let is_fixed = schema.is_some_and(|schema| {
+                [pg_catalog::SCHEMA, "information_schema", ROWS_SCHEMA, RETURNING_SCHEMA].contains(&schema)
+            });
+            if !is_function && !is_system && !is_fixed {
+                self.resolve_reference(&reference)?;
             }
         }
         // Boxed: DataFusion's planning futures are large; keep them off the caller's stack.

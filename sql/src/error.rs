@@ -53,6 +53,10 @@ pub mod sqlstate {
     pub const QUERY_CANCELED: &str = "57014";
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
+    pub const INVALID_SCHEMA_NAME: &str = "3F000";
+    pub const DUPLICATE_SCHEMA: &str = "42P06";
+    pub const RESERVED_NAME: &str = "42939";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const SERIALIZATION_FAILURE: &str = "40001";
     pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
@@ -122,6 +126,11 @@ impl SqlError {
     /// 42P01 for a table name.
     pub fn undefined_table(name: &str) -> SqlError {
         SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{name}\" does not exist"))
+    }
+
+    /// 3F000 for a schema name.
+    pub fn undefined_schema(name: &str) -> SqlError {
+        SqlError::new(sqlstate::INVALID_SCHEMA_NAME, format!("schema \"{name}\" does not exist"))
     }
 
     /// 42601 from the SQL parser.

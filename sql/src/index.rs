@@ -135,8 +135,8 @@ pub async fn build(writes: &mut WriteSet, def: &TableDef, index: &IndexDef) -> R
 }
 
 /// A free relation name: `base`, else `base1`, `base2`... (PostgreSQL's rule).
-pub fn choose_name(catalog: &Catalog, taken: &[String], base: &str) -> String {
-    let free = |name: &str| !catalog.relation_exists(name) && !taken.iter().any(|t| t == name);
+pub fn choose_name(catalog: &Catalog, schema: &str, taken: &[String], base: &str) -> String {
+    let free = |name: &str| !catalog.relation_exists(schema, name) && !taken.iter().any(|t| t == name);
     if free(base) {
         return base.to_string();
     }

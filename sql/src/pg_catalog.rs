@@ -38,7 +38,10 @@
 //! triggers, extended statistics, comments) are empty tables with
 //! PostgreSQL's columns, so queries that join them plan and return nothing.
 
-use crate::catalog::{Catalog, ColumnDef, ConstraintDef, ConstraintKind, IndexDef, RoleDef, TableDef};
+use crate::catalog::{
+    Catalog, ColumnDef, ConstraintDef, ConstraintKind, IndexDef, QualifiedName, RoleDef, SchemaDef, SearchPath,
+    TableDef,
+};
 use crate::error::SqlError;
 use crate::functions::DATABASE_NAME;
 use crate::provider::CatalogView;
@@ -134,23 +137,61 @@ pub fn relation_by_oid(catalog: &Catalog, oid: i64) -> Option<Relation<'_>> {
     }
 }
 
-/// The oid of the relation called `name` (tables, indexes, then system tables).
-pub fn relation_oid_by_name(catalog: &Catalog, name: &str) -> Option<i32> {
-    if let Some(entry) = catalog.get(name) {
+/// The oid of the relation `name` resolves to through `path`: system
+/// tables first (for unqualified names and `pg_catalog.x`), then tables,
+/// indexes and sequences.
+pub fn relation_oid_by_name(catalog: &Catalog, path: &SearchPath, name: &QualifiedName) -> Option<i32> {
+    if name.schema.as_deref().is_none_or(|schema| schema == SCHEMA)
+        && let Some(system) = SYSTEM_TABLES.iter().find(|t| t.name == name.name)
+    {
+        return Some(system.oid);
+    }
+    let schema = catalog.find_relation(path, name)?;
+    if let Some(entry) = catalog.get(&schema, &name.name) {
         return Some(table_oid(&entry.def));
     }
-    if let Some((entry, index)) = catalog.index(name) {
+    if let Some((entry, index)) = catalog.index(&schema, &name.name) {
         let position = entry.def.indexes.iter().position(|i| i.name == index.name)?;
         return Some(index_oid(&entry.def, position));
     }
-    if let Some(entry) = catalog.sequence(name) {
-        return Some(crate::sequence::sequence_oid(&entry.def));
+    catalog.sequence(&schema, &name.name).map(|entry| crate::sequence::sequence_oid(&entry.def))
+}
+
+/// Whether the relation with `oid` is found by its unqualified name through
+/// `path` (pg_table_is_visible); system tables always are.
+pub fn is_visible(catalog: &Catalog, path: &SearchPath, oid: i64) -> bool {
+    let name = match relation_by_oid(catalog, oid) {
+        Some(Relation::System(_)) => return true,
+        Some(Relation::Table(def)) => def.name.clone(),
+        Some(Relation::Index(def, position)) => def.indexes[position].name.clone(),
+        None => match catalog.sequences().find(|s| i64::from(crate::sequence::sequence_oid(&s.def)) == oid) {
+            Some(sequence) => sequence.def.name.clone(),
+            None => return false,
+        },
+    };
+    relation_oid_by_name(catalog, path, &QualifiedName::bare(name)).is_some_and(|found| i64::from(found) == oid)
+}
+
+/// The oid of schema `name`: PostgreSQL's for the fixed ones, else from its id as tables.
+pub fn namespace_oid(catalog: &Catalog, name: &str) -> i32 {
+    if let Some(fixed) = NAMESPACES.iter().find(|n| n.1 == name) {
+        return fixed.0;
     }
-    SYSTEM_TABLES.iter().find(|t| t.name == name).map(|t| t.oid)
+    catalog.schema(name).map_or(0, |entry| schema_oid(&entry.def))
+}
+
+/// The oid of a stored schema (schema ids come from the same counter as table ids).
+pub fn schema_oid(def: &SchemaDef) -> i32 {
+    clamp_oid(FIRST_NORMAL_OID + def.id.0 as i64 * OIDS_PER_TABLE)
+}
+
+/// The schema of the table with `id` (`public` if it is gone).
+fn schema_of(catalog: &Catalog, id: crate::catalog::TableId) -> &str {
+    catalog.table_by_id(id).map_or(crate::catalog::PUBLIC_SCHEMA, |entry| entry.schema_name.as_str())
 }
 
 fn tables(catalog: &Catalog) -> impl Iterator<Item = &TableDef> {
-    catalog.names().filter_map(|name| catalog.get(name)).map(|entry| entry.def.as_ref())
+    catalog.tables().map(|entry| entry.def.as_ref())
 }
 
 /// Whether a unique index stands for a UNIQUE constraint rather than a
@@ -166,12 +207,13 @@ pub fn is_unique_constraint(def: &TableDef, index: &IndexDef) -> bool {
     index.name.strip_prefix(&base).is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// `CREATE [UNIQUE] INDEX name ON public.table USING btree (cols)`, as pg_get_indexdef prints it.
-pub fn index_definition(def: &TableDef, index: &IndexDef) -> String {
+/// `CREATE [UNIQUE] INDEX name ON schema.table USING btree (cols)`, as pg_get_indexdef prints it.
+pub fn index_definition(schema: &str, def: &TableDef, index: &IndexDef) -> String {
     format!(
-        "CREATE {}INDEX {} ON public.{} USING btree ({})",
+        "CREATE {}INDEX {} ON {}.{} USING btree ({})",
         if index.unique { "UNIQUE " } else { "" },
         quote_ident(&index.name),
+        quote_ident(schema),
         quote_ident(&def.name),
         column_list(def, index)
     )
@@ -416,14 +458,12 @@ pub fn type_oid_by_name(name: &str) -> Option<i32> {
     TYPES.iter().find(|t| t.1 == alias).map(|t| t.0)
 }
 
-/// Whether the schema `name` exists (search_path skips those that do not).
-pub fn schema_exists(name: &str) -> bool {
-    NAMESPACES.iter().any(|n| n.1 == name)
-}
-
 /// The name of the namespace with `oid` (regnamespace output).
-pub fn namespace_name(oid: i64) -> Option<&'static str> {
-    NAMESPACES.iter().find(|n| i64::from(n.0) == oid).map(|n| n.1)
+pub fn namespace_name(catalog: &Catalog, oid: i64) -> Option<String> {
+    if let Some(fixed) = NAMESPACES.iter().find(|n| i64::from(n.0) == oid) {
+        return Some(fixed.1.to_string());
+    }
+    catalog.schemas().find(|entry| i64::from(schema_oid(&entry.def)) == oid).map(|entry| entry.def.name.clone())
 }
 
 /// The name of the role with `oid`, as pg_get_userbyid answers.
@@ -1156,8 +1196,12 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
         });
         attribute_rows(&mut rows, system.oid, columns);
     }
-    for def in tables(catalog) {
-        table_rows(&mut rows, def);
+    for entry in catalog.schemas() {
+        let oid = schema_oid(&entry.def);
+        rows.push("pg_namespace", vec![oid.into(), entry.def.name.as_str().into(), SUPERUSER_OID.into(), Value::Null]);
+    }
+    for entry in catalog.tables() {
+        table_rows(&mut rows, &entry.def, &entry.schema_name, namespace_oid(catalog, &entry.schema_name));
     }
     for constraint in catalog.constraints() {
         constraint_row(&mut rows, catalog, &constraint.def);
@@ -1171,7 +1215,8 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
     for sequence in catalog.sequences() {
         let def = &sequence.def;
         let oid = crate::sequence::sequence_oid(def);
-        relation_rows(&mut rows, oid, &def.name, PUBLIC_NAMESPACE, "S", 0, false);
+        let namespace = namespace_oid(catalog, &sequence.schema_name);
+        relation_rows(&mut rows, oid, &def.name, namespace, "S", 0, false);
         rows.push(
             "pg_sequence",
             vec![
@@ -1420,15 +1465,15 @@ fn fixed_rows(rows: &mut Rows) {
 }
 
 /// pg_class, pg_attribute, pg_index, pg_constraint, pg_tables and pg_indexes rows of one user table.
-fn table_rows(rows: &mut Rows, def: &TableDef) {
+fn table_rows(rows: &mut Rows, def: &TableDef, schema: &str, namespace: i32) {
     let oid = table_oid(def);
-    relation_rows(rows, oid, &def.name, PUBLIC_NAMESPACE, "r", HEAP_AM, !def.indexes.is_empty());
+    relation_rows(rows, oid, &def.name, namespace, "r", HEAP_AM, !def.indexes.is_empty());
     attribute_rows(rows, oid, def.columns.iter().map(column_attribute));
     default_rows(rows, def, oid);
     rows.push(
         "pg_tables",
         vec![
-            "public".into(),
+            schema.into(),
             def.name.as_str().into(),
             crate::functions::SUPERUSER_NAME.into(),
             Value::Null,
@@ -1440,7 +1485,7 @@ fn table_rows(rows: &mut Rows, def: &TableDef) {
     );
     for (position, index) in def.indexes.iter().enumerate() {
         let index_oid = index_oid(def, position);
-        relation_rows(rows, index_oid, &index.name, PUBLIC_NAMESPACE, "i", BTREE_AM, false);
+        relation_rows(rows, index_oid, &index.name, namespace, "i", BTREE_AM, false);
         let columns = index.columns.iter().map(|&i| {
             let mut attribute = column_attribute(&def.columns[i]);
             attribute.4 = false;
@@ -1481,11 +1526,11 @@ fn table_rows(rows: &mut Rows, def: &TableDef) {
         rows.push(
             "pg_indexes",
             vec![
-                "public".into(),
+                schema.into(),
                 def.name.as_str().into(),
                 index.name.as_str().into(),
                 Value::Null,
-                index_definition(def, index).into(),
+                index_definition(schema, def, index).into(),
             ],
         );
         if is_unique_constraint(def, index) {
@@ -1494,7 +1539,7 @@ fn table_rows(rows: &mut Rows, def: &TableDef) {
                 vec![
                     constraint_oid(def, position).into(),
                     index.name.as_str().into(),
-                    PUBLIC_NAMESPACE.into(),
+                    namespace.into(),
                     if index.primary { "p" } else { "u" }.into(),
                     false.into(),
                     false.into(),
@@ -1578,7 +1623,7 @@ fn constraint_row(rows: &mut Rows, catalog: &Catalog, constraint: &ConstraintDef
         vec![
             check_or_foreign_key_oid(constraint).into(),
             constraint.name.as_str().into(),
-            PUBLIC_NAMESPACE.into(),
+            namespace_oid(catalog, &table.schema_name).into(),
             contype.into(),
             false.into(),
             false.into(),
@@ -1604,19 +1649,22 @@ fn constraint_row(rows: &mut Rows, catalog: &Catalog, constraint: &ConstraintDef
 /// The information_schema constraint views' rows: primary keys and unique
 /// constraints (their indexes), CHECK and FOREIGN KEY constraints.
 fn information_schema_rows(rows: &mut Rows, catalog: &Catalog) {
-    let names = |constraint: &str, table: &str| -> Vec<Value> {
+    // A constraint is in its table's schema.
+    let names = |constraint: &str, table: &TableDef| -> Vec<Value> {
+        let schema = schema_of(catalog, table.id);
         vec![
             DATABASE_NAME.into(),
-            "public".into(),
+            schema.into(),
             constraint.into(),
             DATABASE_NAME.into(),
-            "public".into(),
-            table.into(),
+            schema.into(),
+            table.name.as_str().into(),
         ]
     };
-    let usage = |rows: &mut Rows, table: &str, column: &str, constraint: &str| {
-        let mut row: Vec<Value> = vec![DATABASE_NAME.into(), "public".into(), table.into(), column.into()];
-        row.extend([DATABASE_NAME.into(), "public".into(), constraint.into()]);
+    let usage = |rows: &mut Rows, table: &TableDef, column: &str, constraint: &str, owner: &TableDef| {
+        let (schema, owner_schema) = (schema_of(catalog, table.id), schema_of(catalog, owner.id));
+        let mut row: Vec<Value> = vec![DATABASE_NAME.into(), schema.into(), table.name.as_str().into(), column.into()];
+        row.extend([DATABASE_NAME.into(), owner_schema.into(), constraint.into()]);
         rows.push("constraint_column_usage", row);
     };
     let rule = |action: crate::catalog::ReferentialAction| match action.sql() {
@@ -1626,15 +1674,15 @@ fn information_schema_rows(rows: &mut Rows, catalog: &Catalog) {
     for def in tables(catalog) {
         for index in def.indexes.iter().filter(|index| is_unique_constraint(def, index)) {
             let kind = if index.primary { "PRIMARY KEY" } else { "UNIQUE" };
-            let mut row = names(&index.name, &def.name);
+            let mut row = names(&index.name, def);
             let nulls_distinct = if index.primary { Value::Null } else { "YES".into() };
             row.extend([kind.into(), "NO".into(), "NO".into(), "YES".into(), nulls_distinct]);
             rows.push("table_constraints", row);
             for (position, &column) in index.columns.iter().enumerate() {
-                let mut row = names(&index.name, &def.name);
+                let mut row = names(&index.name, def);
                 row.extend([def.columns[column].name.as_str().into(), (position as i32 + 1).into(), Value::Null]);
                 rows.push("key_column_usage", row);
-                usage(rows, &def.name, &def.columns[column].name, &index.name);
+                usage(rows, def, &def.columns[column].name, &index.name, def);
             }
         }
     }
@@ -1646,18 +1694,19 @@ fn information_schema_rows(rows: &mut Rows, catalog: &Catalog) {
             ConstraintKind::Check { .. } => "CHECK",
             ConstraintKind::ForeignKey(_) => "FOREIGN KEY",
         };
-        let mut row = names(&constraint.name, &def.name);
+        let mut row = names(&constraint.name, def);
         row.extend([kind.into(), "NO".into(), "NO".into(), "YES".into(), Value::Null]);
         rows.push("table_constraints", row);
         match &constraint.kind {
             ConstraintKind::Check { expression } => {
                 let definition = crate::constraint::check_definition(expression, false);
                 let clause = definition.strip_prefix("CHECK ").unwrap_or(&definition);
-                let mut row: Vec<Value> = vec![DATABASE_NAME.into(), "public".into(), constraint.name.as_str().into()];
+                let schema = schema_of(catalog, def.id);
+                let mut row: Vec<Value> = vec![DATABASE_NAME.into(), schema.into(), constraint.name.as_str().into()];
                 row.push(clause.into());
                 rows.push("check_constraints", row);
                 for column in crate::constraint::check_columns(def, expression) {
-                    usage(rows, &def.name, &def.columns[column].name, &constraint.name);
+                    usage(rows, def, &def.columns[column].name, &constraint.name, def);
                 }
             }
             ConstraintKind::ForeignKey(key) => {
@@ -1666,17 +1715,18 @@ fn information_schema_rows(rows: &mut Rows, catalog: &Catalog) {
                 let index = crate::constraint::referenced_index(parent, &key.referenced_columns);
                 for (position, (&column, referenced)) in key.columns.iter().zip(&key.referenced_columns).enumerate() {
                     let in_unique = index.and_then(|i| i.columns.iter().position(|c| c == referenced));
-                    let mut row = names(&constraint.name, &def.name);
+                    let mut row = names(&constraint.name, def);
                     row.extend([
                         def.columns[column].name.as_str().into(),
                         (position as i32 + 1).into(),
                         in_unique.map_or(Value::Null, |p| (p as i32 + 1).into()),
                     ]);
                     rows.push("key_column_usage", row);
-                    usage(rows, &parent.name, &parent.columns[*referenced].name, &constraint.name);
+                    usage(rows, parent, &parent.columns[*referenced].name, &constraint.name, def);
                 }
-                let mut row: Vec<Value> = vec![DATABASE_NAME.into(), "public".into(), constraint.name.as_str().into()];
-                row.extend([DATABASE_NAME.into(), "public".into()]);
+                let (schema, parent_schema) = (schema_of(catalog, def.id), schema_of(catalog, parent.id));
+                let mut row: Vec<Value> = vec![DATABASE_NAME.into(), schema.into(), constraint.name.as_str().into()];
+                row.extend([DATABASE_NAME.into(), parent_schema.into()]);
                 row.push(index.map_or(Value::Null, |i| i.name.as_str().into()));
                 row.extend(["NONE".into(), rule(key.on_update).into(), rule(key.on_delete).into()]);
                 rows.push("referential_constraints", row);
@@ -2036,11 +2086,11 @@ mod tests {
     fn definitions_match_postgres() {
         let def = accounts();
         assert_eq!(
-            index_definition(&def, &def.indexes[0]),
+            index_definition("public", &def, &def.indexes[0]),
             "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)"
         );
         assert_eq!(
-            index_definition(&def, &def.indexes[2]),
+            index_definition("public", &def, &def.indexes[2]),
             "CREATE INDEX by_name ON public.accounts USING btree (\"Name\", id)"
         );
         assert_eq!(constraint_definition(&def, &def.indexes[0]), "PRIMARY KEY (id)");

@@ -13,7 +13,8 @@
 //! visible and the only role holds every privilege, so the visibility and
 //! privilege functions answer true for any non-null argument.
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, SearchPath, TableDef};
+use crate::ddl::text_name;
 use crate::error::SqlError;
 use crate::pg_catalog::{self, Relation};
 use crate::provider::CatalogView;
@@ -35,6 +36,8 @@ struct Args {
     ints: Vec<Option<Int64Array>>,
     texts: Vec<Option<StringArray>>,
     arrays: Vec<ArrayRef>,
+    /// The session's search path (names resolve, and relations are visible, through it).
+    path: SearchPath,
 }
 
 impl Args {
@@ -42,7 +45,7 @@ impl Args {
         let ints = arrays.iter().map(|a| cast(a, &DataType::Int64).ok().map(|a| a.as_primitive().clone())).collect();
         let texts =
             arrays.iter().map(|a| cast(a, &DataType::Utf8).ok().map(|a| a.as_string::<i32>().clone())).collect();
-        Args { ints, texts, arrays }
+        Args { ints, texts, arrays, path: SearchPath::public() }
     }
 
     /// Argument `arg` of row `row` as an integer (None if null, absent or not a number).
@@ -102,7 +105,8 @@ impl ScalarUDFImpl for PgFunction {
         let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let rows = if scalar { 1 } else { args.number_rows };
         let arrays = args.args.iter().map(|a| a.to_array(rows)).collect::<DfResult<Vec<_>>>()?;
-        let args = Args::new(arrays);
+        let mut args = Args::new(arrays);
+        args.path = self.view.path();
         let catalog = self.view.get();
         let result: ArrayRef = match self.body {
             Body::Text(f) => {
@@ -147,6 +151,21 @@ fn true_if_given(_: &Catalog, args: &Args, row: usize) -> Option<bool> {
     (!args.is_null(0, row)).then_some(true)
 }
 
+/// A relation's name as regclass shows it: qualified by its schema when
+/// the search path does not find it by its name alone.
+fn shown_name(catalog: &Catalog, path: &SearchPath, oid: i64, def: &TableDef, name: &str) -> String {
+    if pg_catalog::is_visible(catalog, path, oid) {
+        return pg_catalog::quote_ident(name);
+    }
+    let schema = catalog.table_by_id(def.id).map_or(crate::catalog::PUBLIC_SCHEMA, |e| &e.schema_name);
+    format!("{}.{}", pg_catalog::quote_ident(schema), pg_catalog::quote_ident(name))
+}
+
+/// pg_table_is_visible(oid): whether the relation's unqualified name finds it through the search path.
+fn table_is_visible(catalog: &Catalog, args: &Args, row: usize) -> Option<bool> {
+    args.int(0, row).map(|oid| pg_catalog::is_visible(catalog, &args.path, oid))
+}
+
 /// True once every argument is given (privilege checks: the one role holds every privilege).
 fn true_if_all_given(_: &Catalog, args: &Args, row: usize) -> Option<bool> {
     (0..args.arrays.len()).all(|arg| !args.is_null(arg, row)).then_some(true)
@@ -174,7 +193,10 @@ fn indexdef(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<String>
     };
     let index = &def.indexes[position];
     match args.int(1, row).unwrap_or(0) {
-        0 => Ok(Some(pg_catalog::index_definition(def, index))),
+        0 => {
+            let schema = catalog.table_by_id(def.id).map_or(crate::catalog::PUBLIC_SCHEMA, |e| e.schema_name.as_str());
+            Ok(Some(pg_catalog::index_definition(schema, def, index)))
+        }
         column => Ok(usize::try_from(column - 1)
             .ok()
             .and_then(|at| index.columns.get(at))
@@ -218,19 +240,8 @@ fn superuser(_: &Catalog, _: &Args, _: usize) -> Result<Option<String>, SqlError
     Ok(Some(crate::functions::SUPERUSER_NAME.to_string()))
 }
 
-/// A relation name as a regclass literal names it: optionally `public.` or
-/// `pg_catalog.` qualified, quoted or folded to lower case.
-fn relation_name(text: &str) -> String {
-    let text = text.trim();
-    let text = ["public.", "pg_catalog."].iter().find_map(|p| text.strip_prefix(p)).unwrap_or(text);
-    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(quoted) => quoted.replace("\"\"", "\""),
-        None => text.to_lowercase(),
-    }
-}
-
 fn to_regclass(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<i32>, SqlError> {
-    Ok(args.text(0, row).and_then(|text| pg_catalog::relation_oid_by_name(catalog, &relation_name(text))))
+    Ok(args.text(0, row).and_then(|text| pg_catalog::relation_oid_by_name(catalog, &args.path, &text_name(text))))
 }
 
 /// to_regtype(name): the type's oid, NULL if there is no such type (drivers
@@ -245,16 +256,18 @@ fn regclassin(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<i32>,
     if let Ok(oid) = text.trim().parse::<i32>() {
         return Ok(Some(oid));
     }
-    let name = relation_name(text);
-    pg_catalog::relation_oid_by_name(catalog, &name).map(Some).ok_or_else(|| SqlError::undefined_table(&name))
+    let name = text_name(text);
+    pg_catalog::relation_oid_by_name(catalog, &args.path, &name)
+        .map(Some)
+        .ok_or_else(|| SqlError::undefined_table(&name.to_string()))
 }
 
 /// `oid::regclass` shown as text: the relation's name, or the number if there is none.
 fn regclassout(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
     let Some(oid) = args.int(0, row) else { return Ok(None) };
     Ok(Some(match pg_catalog::relation_by_oid(catalog, oid) {
-        Some(Relation::Table(def)) => pg_catalog::quote_ident(&def.name),
-        Some(Relation::Index(def, position)) => pg_catalog::quote_ident(&def.indexes[position].name),
+        Some(Relation::Table(def)) => shown_name(catalog, &args.path, oid, def, &def.name),
+        Some(Relation::Index(def, position)) => shown_name(catalog, &args.path, oid, def, &def.indexes[position].name),
         Some(Relation::System(table)) => table.name.to_string(),
         None => oid.to_string(),
     }))
@@ -265,9 +278,9 @@ fn regtypeout(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, Sq
     Ok(Some(pg_catalog::type_name(oid).unwrap_or_else(|| oid.to_string())))
 }
 
-fn regnamespaceout(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+fn regnamespaceout(catalog: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
     let Some(oid) = args.int(0, row) else { return Ok(None) };
-    Ok(Some(pg_catalog::namespace_name(oid).map_or_else(|| oid.to_string(), str::to_string)))
+    Ok(Some(pg_catalog::namespace_name(catalog, oid).unwrap_or_else(|| oid.to_string())))
 }
 
 /// current_schemas(include implicit): the search path, pg_catalog first when asked.
@@ -451,7 +464,7 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         ("current_user", none(), Body::Text(superuser)),
         ("session_user", none(), Body::Text(superuser)),
         ("user", none(), Body::Text(superuser)),
-        ("pg_table_is_visible", any(), Body::Bool(true_if_given)),
+        ("pg_table_is_visible", any(), Body::Bool(table_is_visible)),
         ("pg_type_is_visible", any(), Body::Bool(true_if_given)),
         ("pg_function_is_visible", any(), Body::Bool(true_if_given)),
         ("pg_collation_is_visible", any(), Body::Bool(true_if_given)),
@@ -482,12 +495,15 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::QualifiedName;
 
     #[test]
     fn regclass_literals_fold_like_identifiers() {
-        assert_eq!(relation_name("Accounts"), "accounts");
-        assert_eq!(relation_name("public.\"Mixed\""), "Mixed");
-        assert_eq!(relation_name("pg_catalog.pg_class"), "pg_class");
+        let name =
+            |schema: Option<&str>, name: &str| QualifiedName { schema: schema.map(str::to_string), name: name.into() };
+        assert_eq!(text_name("Accounts"), name(None, "accounts"));
+        assert_eq!(text_name("public.\"Mixed\""), name(Some("public"), "Mixed"));
+        assert_eq!(text_name("pg_catalog.pg_class"), name(Some("pg_catalog"), "pg_class"));
     }
 
     #[test]

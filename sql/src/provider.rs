@@ -18,14 +18,19 @@
 //! `crate::access` and fetches their rows; otherwise it walks the whole
 //! chain. EXPLAIN shows which (`IndexScan` or `PageScan`).
 //!
-//! Two schemas are registered: `public` (the user's tables) and
-//! [`ROWS_SCHEMA`], where each table has an extra last column
-//! [`ROW_ADDRESS_COLUMN`] (u64 row address); UPDATE and DELETE are rewritten
-//! into SELECTs over it (see `crate::dml`).
+//! Names: DataFusion's default schema is [`SEARCH_PATH_SCHEMA`], whose
+//! provider resolves an unqualified name through the session's search_path
+//! (system tables first, as PostgreSQL searches `pg_catalog` first); a
+//! qualified `s.t` reaches the provider of schema `s`, which [`TablesCatalog`]
+//! answers for every schema of the catalog. Both go through
+//! `Catalog::find_table`, the one place a name becomes a table.
+//! [`ROWS_SCHEMA`] holds each table, named by its id, with an extra last
+//! column [`ROW_ADDRESS_COLUMN`] (u64 row address); UPDATE and DELETE are
+//! rewritten into SELECTs over it (see `crate::dml`).
 
 use crate::access::{self, IndexChoice};
 use crate::btree::{self, KeyRange};
-use crate::catalog::{Catalog, TableDef};
+use crate::catalog::{Catalog, QualifiedName, SearchPath, TableDef, TableId};
 use crate::error::SqlError;
 use crate::heap::{PagesRead, RowAddress, Snapshot};
 use crate::pg_catalog::PgCatalogSchema;
@@ -35,7 +40,7 @@ use borealis_storage::ids::PageId;
 use borealis_storage::page::Page;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -51,17 +56,21 @@ use datafusion::physical_plan::{
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
-/// Schema holding the row-address variants of the tables.
+/// Schema holding the row-address variants of the tables, named by table id.
 pub const ROWS_SCHEMA: &str = "__borealis_rows";
+/// DataFusion's default schema: unqualified names, resolved through search_path.
+pub const SEARCH_PATH_SCHEMA: &str = "__borealis_search_path";
 /// Name of the hidden row-address column.
 pub const ROW_ADDRESS_COLUMN: &str = "__borealis_row_address";
 /// Rows per scan batch: DataFusion's default batch size.
 pub const SCAN_BATCH_ROWS: usize = 8192;
 
-/// The catalog the session's current statement sees. The lock is never held across an await.
+/// The catalog the session's current statement sees, and the session's
+/// search path. The locks are never held across an await.
 #[derive(Debug, Default)]
 pub struct CatalogView {
     catalog: RwLock<Arc<Catalog>>,
+    path: RwLock<SearchPath>,
 }
 
 impl CatalogView {
@@ -74,38 +83,77 @@ impl CatalogView {
     pub fn get(&self) -> Arc<Catalog> {
         Arc::clone(&self.catalog.read().expect("catalog view lock poisoned"))
     }
+
+    /// Makes `path` the one unqualified names are looked up through.
+    pub fn set_path(&self, path: SearchPath) {
+        *self.path.write().expect("catalog view lock poisoned") = path;
+    }
+
+    /// The current search path.
+    pub fn path(&self) -> SearchPath {
+        self.path.read().expect("catalog view lock poisoned").clone()
+    }
+}
+
+/// Which tables a [`TablesSchema`] offers.
+#[derive(Debug, Clone)]
+enum Names {
+    /// Unqualified names, through the search path.
+    SearchPath,
+    /// The tables of one schema.
+    Schema(String),
+    /// Every table by id, with the row-address column.
+    Rows,
 }
 
 /// A DataFusion schema over the catalog view.
 #[derive(Debug)]
 pub struct TablesSchema {
     view: Arc<CatalogView>,
-    with_row_address: bool,
+    names: Names,
     /// Searched before the user's tables for unqualified names, as
     /// PostgreSQL searches `pg_catalog` first (`SELECT * FROM pg_class`).
     system: Option<Arc<PgCatalogSchema>>,
 }
 
 impl TablesSchema {
-    /// The user-visible schema (`with_row_address` false) or the row-address one.
-    pub fn new(view: Arc<CatalogView>, with_row_address: bool) -> TablesSchema {
-        TablesSchema { view, with_row_address, system: None }
+    /// Unqualified names, resolving system table names to `system` first.
+    pub fn search_path(view: Arc<CatalogView>, system: Arc<PgCatalogSchema>) -> TablesSchema {
+        TablesSchema { view, names: Names::SearchPath, system: Some(system) }
     }
 
-    /// The schema, resolving system table names to `system` first.
-    pub fn with_system(mut self, system: Arc<PgCatalogSchema>) -> TablesSchema {
-        self.system = Some(system);
-        self
+    /// The tables of schema `name`.
+    pub fn schema(view: Arc<CatalogView>, name: &str) -> TablesSchema {
+        TablesSchema { view, names: Names::Schema(name.to_string()), system: None }
+    }
+
+    /// Every table by id (`"__borealis_rows"."17"`), with the row-address column.
+    pub fn rows(view: Arc<CatalogView>) -> TablesSchema {
+        TablesSchema { view, names: Names::Rows, system: None }
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<TableDef>> {
+        let catalog = self.view.get();
+        let entry = match &self.names {
+            Names::SearchPath => catalog.find_table(&self.view.path(), &QualifiedName::bare(name)),
+            Names::Schema(schema) => catalog.get(schema, name),
+            Names::Rows => name.parse().ok().and_then(|id| catalog.table_by_id(TableId(id))),
+        };
+        entry.map(|entry| Arc::clone(&entry.def))
     }
 }
 
 #[async_trait]
 impl SchemaProvider for TablesSchema {
     fn table_names(&self) -> Vec<String> {
-        if self.with_row_address {
-            return Vec::new();
+        let catalog = self.view.get();
+        match &self.names {
+            Names::SearchPath => Vec::new(),
+            Names::Schema(schema) => {
+                catalog.tables().filter(|e| &e.schema_name == schema).map(|e| e.def.name.clone()).collect()
+            }
+            Names::Rows => Vec::new(),
         }
-        self.view.get().names().cloned().collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -114,12 +162,53 @@ impl SchemaProvider for TablesSchema {
         {
             return Ok(Some(table));
         }
-        let catalog = self.view.get();
-        Ok(catalog.get(name).map(|entry| Arc::new(PageTable::new(Arc::clone(&entry.def), self.with_row_address)) as _))
+        let with_row_address = matches!(self.names, Names::Rows);
+        Ok(self.find(name).map(|def| Arc::new(PageTable::new(def, with_row_address)) as _))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        (self.system.is_some() && crate::pg_catalog::is_system_table(name)) || self.view.get().get(name).is_some()
+        (self.system.is_some() && crate::pg_catalog::is_system_table(name)) || self.find(name).is_some()
+    }
+}
+
+/// DataFusion's default catalog: the fixed schemas (system, row-address,
+/// RETURNING, search path) plus one [`TablesSchema`] for each schema of the
+/// catalog view, made when a name asks for it.
+#[derive(Debug)]
+pub struct TablesCatalog {
+    fixed: MemoryCatalogProvider,
+    view: Arc<CatalogView>,
+}
+
+impl TablesCatalog {
+    pub fn new(view: Arc<CatalogView>) -> TablesCatalog {
+        TablesCatalog { fixed: MemoryCatalogProvider::new(), view }
+    }
+}
+
+impl CatalogProvider for TablesCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names = self.fixed.schema_names();
+        names.push(crate::catalog::PUBLIC_SCHEMA.to_string());
+        names.extend(self.view.get().schemas().map(|s| s.def.name.clone()));
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if let Some(schema) = self.fixed.schema(name) {
+            return Some(schema);
+        }
+        let catalog = self.view.get();
+        (name == crate::catalog::PUBLIC_SCHEMA || catalog.schema(name).is_some())
+            .then(|| Arc::new(TablesSchema::schema(Arc::clone(&self.view), name)) as _)
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+        self.fixed.register_schema(name, schema)
     }
 }
 

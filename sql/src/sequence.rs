@@ -22,7 +22,7 @@
 //! the `pg_catalog` functions do; a sequence is named by text
 //! (`'s'`, `'public.s'`, `'"S"'`) or by its oid (`'s'::regclass`).
 
-use crate::catalog::{Catalog, SequenceDef, SequenceEntry, SequenceState, TableId};
+use crate::catalog::{Catalog, SearchPath, SequenceDef, SequenceEntry, SequenceState, TableId};
 use crate::error::{SqlError, sqlstate};
 use crate::pg_catalog::{FIRST_NORMAL_OID, OIDS_PER_TABLE};
 use crate::provider::CatalogView;
@@ -384,18 +384,13 @@ impl SequenceContext {
     }
 }
 
-/// A relation name as text names it: optionally `public.` qualified, quoted or folded to lower case.
-fn relation_name(text: &str) -> String {
-    let text = text.trim();
-    let text = text.strip_prefix("public.").unwrap_or(text);
-    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(quoted) => quoted.replace("\"\"", "\""),
-        None => text.to_lowercase(),
-    }
-}
-
 /// The sequence argument `arg` of row `row` names: by name (text) or oid (regclass).
-fn resolve(catalog: &Catalog, array: &ArrayRef, row: usize) -> Result<Option<Arc<SequenceDef>>, SqlError> {
+fn resolve(
+    catalog: &Catalog,
+    path: &SearchPath,
+    array: &ArrayRef,
+    row: usize,
+) -> Result<Option<Arc<SequenceDef>>, SqlError> {
     if array.is_null(row) {
         return Ok(None);
     }
@@ -409,14 +404,14 @@ fn resolve(catalog: &Catalog, array: &ArrayRef, row: usize) -> Result<Option<Arc
             .ok_or_else(|| SqlError::new(sqlstate::UNDEFINED_TABLE, format!("no sequence with oid {oid}")));
     }
     let texts = cast(array, &DataType::Utf8).map_err(|e| SqlError::from_arrow(&e))?;
-    let name = relation_name(texts.as_string::<i32>().value(row));
-    if let Some(entry) = catalog.sequence(&name) {
+    let name = crate::ddl::text_name(texts.as_string::<i32>().value(row));
+    if let Some(entry) = catalog.find_sequence(path, &name) {
         return Ok(Some(Arc::clone(&entry.def)));
     }
-    if catalog.relation_exists(&name) {
+    if catalog.find_relation(path, &name).is_some() {
         return Err(SqlError::new(sqlstate::WRONG_OBJECT_TYPE, format!("\"{name}\" is not a sequence")));
     }
-    Err(SqlError::undefined_table(&name))
+    Err(SqlError::undefined_table(&name.to_string()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -460,11 +455,12 @@ impl ScalarUDFImpl for SequenceFunction {
         let rows = args.number_rows;
         let arrays = args.args.iter().map(|a| a.to_array(rows)).collect::<DfResult<Vec<_>>>()?;
         let catalog = self.context.view.get();
+        let path = self.context.view.path();
         let context = &self.context;
         if self.function == Function::SerialSequence {
             let mut out = StringBuilder::new();
             for row in 0..rows {
-                out.append_option(serial_sequence(&catalog, &arrays, row)?);
+                out.append_option(serial_sequence(&catalog, &path, &arrays, row)?);
             }
             return Ok(ColumnarValue::Array(Arc::new(out.finish())));
         }
@@ -472,7 +468,7 @@ impl ScalarUDFImpl for SequenceFunction {
         for row in 0..rows {
             let value = match self.function {
                 Function::Lastval => Some(context.lastval()?),
-                _ => match resolve(&catalog, &arrays[0], row)? {
+                _ => match resolve(&catalog, &path, &arrays[0], row)? {
                     None => None,
                     Some(def) => match self.function {
                         Function::Nextval => Some(context.nextval(&def)?),
@@ -509,7 +505,12 @@ impl ScalarUDFImpl for SequenceFunction {
 
 /// pg_get_serial_sequence(table, column): `public.t_col_seq` for a SERIAL
 /// or identity column, NULL for any other column.
-fn serial_sequence(catalog: &Catalog, arrays: &[ArrayRef], row: usize) -> Result<Option<String>, SqlError> {
+fn serial_sequence(
+    catalog: &Catalog,
+    path: &SearchPath,
+    arrays: &[ArrayRef],
+    row: usize,
+) -> Result<Option<String>, SqlError> {
     let texts: Vec<ArrayRef> = arrays
         .iter()
         .map(|a| cast(a, &DataType::Utf8))
@@ -518,9 +519,9 @@ fn serial_sequence(catalog: &Catalog, arrays: &[ArrayRef], row: usize) -> Result
     if texts.iter().any(|a| a.is_null(row)) {
         return Ok(None);
     }
-    let table = relation_name(texts[0].as_string::<i32>().value(row));
+    let table = crate::ddl::text_name(texts[0].as_string::<i32>().value(row));
     let column = texts[1].as_string::<i32>().value(row);
-    let entry = catalog.get(&table).ok_or_else(|| SqlError::undefined_table(&table))?;
+    let entry = catalog.resolve_table(path, &table)?;
     if entry.def.column_index(column).is_none() {
         return Err(SqlError::new(
             sqlstate::UNDEFINED_COLUMN,
@@ -528,10 +529,10 @@ fn serial_sequence(catalog: &Catalog, arrays: &[ArrayRef], row: usize) -> Result
         ));
     }
     let owner = Some((entry.def.id, column.to_string()));
-    Ok(catalog
-        .sequences()
-        .find(|s| s.def.owned_by == owner)
-        .map(|s| format!("public.{}", crate::pg_catalog::quote_ident(&s.def.name))))
+    Ok(catalog.sequences().find(|s| s.def.owned_by == owner).map(|s| {
+        let schema = crate::pg_catalog::quote_ident(&s.schema_name);
+        format!("{schema}.{}", crate::pg_catalog::quote_ident(&s.def.name))
+    }))
 }
 
 /// Registers the sequence functions of a session.

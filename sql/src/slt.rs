@@ -122,4 +122,5 @@ slt_tests!(
     sequences,
     check_constraints,
     foreign_keys,
+    schemas,
 );

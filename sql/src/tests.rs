@@ -526,7 +526,8 @@ async fn explain_shows_the_index_scan_and_point_dml_uses_it() {
     assert!(point.contains("IndexScan: table=t, index=t_pkey, ranges=1"), "{point}");
     let full = plan(query(&mut session, "EXPLAIN SELECT v FROM t WHERE v = 7").await);
     assert!(full.contains("PageScan: table=t") && !full.contains("IndexScan"), "{full}");
-    let update = plan(query(&mut session, "EXPLAIN SELECT * FROM __borealis_rows.t WHERE id = 7").await);
+    // UPDATE and DELETE read the row-address variant, named by table id (t is the first table).
+    let update = plan(query(&mut session, "EXPLAIN SELECT * FROM __borealis_rows.\"1\" WHERE id = 7").await);
     assert!(update.contains("IndexScan"), "{update}");
     assert_eq!(tag(&one(&mut session, "UPDATE t SET v = 70 WHERE id = 7").await), "UPDATE 1");
     assert_eq!(tag(&one(&mut session, "DELETE FROM t WHERE id = 8").await), "DELETE 1");
@@ -805,7 +806,7 @@ async fn set_format_version(volume: &MemoryVolume, format_version: u32) {
 }
 
 #[tokio::test]
-async fn a_format_3_volume_opens_and_its_first_constraint_makes_it_format_4() {
+async fn a_format_3_volume_opens_and_its_first_constraint_raises_its_format() {
     let (volume, engine) = writer().await;
     let mut session = engine.session();
     one(&mut session, "CREATE TABLE p (id int PRIMARY KEY)").await;
@@ -817,10 +818,85 @@ async fn a_format_3_volume_opens_and_its_first_constraint_makes_it_format_4() {
     one(&mut session, "CREATE TABLE c (p_id int REFERENCES p)").await;
     let read_point = crate::volume::Volume::read_point(&volume).await.unwrap();
     let writes = crate::heap::WriteSet::new(Arc::new(volume.clone()), read_point, Default::default());
-    assert_eq!(writes.meta().await.unwrap().format_version, 4);
+    assert_eq!(writes.meta().await.unwrap().format_version, crate::catalog::FORMAT_VERSION);
     // A volume of a format this build does not know is refused with a clear error.
-    set_format_version(&volume, crate::catalog::FORMAT_VERSION + 1).await;
-    let Err(error) = Engine::open(Arc::new(volume.clone()), false).await else { panic!("opened a format-5 volume") };
+    let newer = crate::catalog::FORMAT_VERSION + 1;
+    set_format_version(&volume, newer).await;
+    let Err(error) = Engine::open(Arc::new(volume.clone()), false).await else { panic!("opened a newer volume") };
     assert_eq!(error.sqlstate(), "0A000");
-    assert!(error.message().contains("volume format 5 is not supported"), "{error}");
+    assert!(error.message().contains(&format!("volume format {newer} is not supported")), "{error}");
+}
+
+#[tokio::test]
+async fn a_format_5_volume_keeps_its_tables_in_public_and_its_first_schema_raises_its_format() {
+    let (volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE t (id int PRIMARY KEY)").await;
+    one(&mut session, "INSERT INTO t VALUES (1)").await;
+    drop(session);
+    set_format_version(&volume, 5).await;
+    let engine = Engine::open(Arc::new(volume.clone()), false).await.expect("a format-5 volume opens");
+    let mut session = engine.session();
+    assert_eq!(query(&mut session, "SELECT id FROM public.t").await, strings(&[&["1"]]));
+    one(&mut session, "CREATE SCHEMA app").await;
+    one(&mut session, "CREATE TABLE app.t (id int PRIMARY KEY, w text)").await;
+    one(&mut session, "INSERT INTO app.t VALUES (2, 'two')").await;
+    let read_point = crate::volume::Volume::read_point(&volume).await.unwrap();
+    let writes = crate::heap::WriteSet::new(Arc::new(volume.clone()), read_point, Default::default());
+    assert_eq!(writes.meta().await.unwrap().format_version, crate::catalog::FORMAT_VERSION);
+    drop(session);
+    // After a restart the schema, its table and the placement are read back from the volume.
+    let engine = Engine::open(Arc::new(volume.clone()), false).await.expect("reopen");
+    let mut session = engine.session();
+    assert_eq!(query(&mut session, "SELECT id FROM t").await, strings(&[&["1"]]));
+    assert_eq!(query(&mut session, "SELECT id, w FROM app.t").await, strings(&[&["2", "two"]]));
+    one(&mut session, "SET search_path = app").await;
+    assert_eq!(query(&mut session, "SELECT id FROM t").await, strings(&[&["2"]]));
+    assert_eq!(
+        query(&mut session, "SELECT nspname FROM pg_namespace WHERE nspname = 'app'").await,
+        strings(&[&["app"]])
+    );
+    let error = session.execute("DROP SCHEMA app").await.unwrap_err();
+    assert_eq!(error.sqlstate(), "2BP01");
+    assert_eq!(error.message(), "cannot drop schema app because other objects depend on it");
+    one(&mut session, "DROP SCHEMA app CASCADE").await;
+    drop(session);
+    let engine = Engine::open(Arc::new(volume.clone()), false).await.expect("reopen");
+    let mut session = engine.session();
+    let error = session.execute("SELECT * FROM app.t").await.unwrap_err();
+    assert_eq!((error.sqlstate(), error.message()), ("42P01", "relation \"app.t\" does not exist"));
+    let error = session.execute("CREATE TABLE app.u (a int)").await.unwrap_err();
+    assert_eq!((error.sqlstate(), error.message()), ("3F000", "schema \"app\" does not exist"));
+    assert_eq!(query(&mut session, "SELECT id FROM t").await, strings(&[&["1"]]));
+}
+
+#[tokio::test]
+async fn copy_takes_qualified_names_and_follows_search_path() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE SCHEMA app").await;
+    one(&mut session, "CREATE TABLE t (a int)").await;
+    one(&mut session, "CREATE TABLE app.t (a int, b text)").await;
+    one(&mut session, "COPY app.t FROM STDIN").await;
+    session.copy_data(b"1\tone\n2\ttwo\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 2");
+    one(&mut session, "SET search_path = app").await;
+    one(&mut session, "COPY t (a) FROM STDIN WITH (FORMAT csv)").await;
+    session.copy_data(b"3\n").await;
+    assert_eq!(tag(&session.copy_done().await.unwrap()), "COPY 1");
+    one(&mut session, "RESET search_path").await;
+    assert_eq!(query(&mut session, "SELECT count(*) FROM t").await, strings(&[&["0"]]));
+    assert_eq!(
+        query(&mut session, "SELECT a, b FROM app.t ORDER BY a").await,
+        strings(&[&["1", "one"], &["2", "two"], &["3", "NULL"]])
+    );
+    let outputs = session.execute("COPY app.t TO STDOUT").await.unwrap();
+    assert!(matches!(outputs.last(), Some(QueryOutput::CopyOut { .. })), "{outputs:?}");
+    // As PostgreSQL: a missing schema is named before the relation.
+    let error = session.execute("COPY nowhere.t FROM STDIN").await.unwrap_err();
+    assert_eq!((error.sqlstate(), error.message()), ("3F000", "schema \"nowhere\" does not exist"));
+    let error = session.execute("COPY nowhere.t TO STDOUT").await.unwrap_err();
+    assert_eq!(error.sqlstate(), "3F000");
+    let error = session.execute("COPY app.missing FROM STDIN").await.unwrap_err();
+    assert_eq!((error.sqlstate(), error.message()), ("42P01", "relation \"app.missing\" does not exist"));
 }
