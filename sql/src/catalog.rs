@@ -790,18 +790,11 @@ async fn unplace(writes: &mut WriteSet, catalog: &Catalog, relation: TableId) ->
     Ok(())
 }
 
-/// Creates a schema: stores its catalog row, bumps the catalog version and
-/// raises the volume's format to [`FORMAT_VERSION`] (schema rows are new in
-/// it). The caller checks the name.
+/// Creates a schema (see [`insert_new_row`]; schema rows are new in
+/// format 6). The caller checks the name.
 pub async fn create_schema(writes: &mut WriteSet, name: &str) -> Result<(), SqlError> {
-    let mut meta = writes.meta().await?;
-    let def = SchemaDef { id: meta.next_table_id, name: name.to_string() };
-    meta.next_table_id = TableId(def.id.0 + 1);
-    meta.catalog_version += 1;
-    meta.format_version = FORMAT_VERSION;
-    writes.set_meta(&meta).await?;
-    let row = CatalogRow::Schema(SchemaRow::Schema(def));
-    writes.insert(meta.catalog_first_page, bincode::serialize(&row).expect("schema rows always serialise")).await?;
+    let name = name.to_string();
+    insert_new_row(writes, |id| CatalogRow::Schema(SchemaRow::Schema(SchemaDef { id, name }))).await?;
     Ok(())
 }
 
