@@ -128,5 +128,22 @@ async fn psql_copy_streams_csv_and_refuses_bad_rows() -> anyhow::Result<()> {
     assert_eq!((rows[0].get::<_, i32>(0), rows[0].get::<_, String>(1)), (7000, "renamed".to_string()));
     let deleted = client.execute("DELETE FROM people WHERE id >= 4990 RETURNING id", &[]).await?;
     assert_eq!(deleted, 11, "the DELETE tag counts the returned rows");
+
+    // Skipped IF [NOT] EXISTS statements say so in a NOTICE, as PostgreSQL's
+    // do, unless client_min_messages asks for warnings only.
+    let (ok, out, err) = cluster.psql(
+        port,
+        "DROP TABLE IF EXISTS no_such_table; CREATE TABLE IF NOT EXISTS people (id int); DROP INDEX IF EXISTS no_such_index",
+    )?;
+    assert!(ok, "{out}{err}");
+    for notice in [
+        "NOTICE:  table \"no_such_table\" does not exist, skipping",
+        "NOTICE:  relation \"people\" already exists, skipping",
+        "NOTICE:  index \"no_such_index\" does not exist, skipping",
+    ] {
+        assert!(err.contains(notice), "no {notice:?} in {err}");
+    }
+    let (ok, out, err) = cluster.psql(port, "SET client_min_messages = warning; DROP TABLE IF EXISTS no_such_table")?;
+    assert!(ok && !err.contains("NOTICE"), "{out}{err}");
     Ok(())
 }

@@ -588,9 +588,11 @@ impl CopyHandler for Handler {
 
 #[async_trait]
 impl SimpleQueryHandler for Handler {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut session = self.session.lock().await;
         let (outputs, error) = match session.statement_timeout() {
@@ -600,6 +602,7 @@ impl SimpleQueryHandler for Handler {
                 Err(_) => (Vec::new(), Some(statement_timeout_error())),
             },
         };
+        send_notices(client, session.take_notices()).await?;
         let mut responses = outputs
             .into_iter()
             .map(|output| respond(output, &Format::UnifiedText))
@@ -610,6 +613,20 @@ impl SimpleQueryHandler for Handler {
         }
         Ok(responses)
     }
+}
+
+/// Sends the notices statements raised (NoticeResponse, severity NOTICE,
+/// SQLSTATE 00000) ahead of their results.
+async fn send_notices<C>(client: &mut C, notices: Vec<String>) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for message in notices {
+        let info = ErrorInfo::new("NOTICE".into(), "00000".into(), message);
+        client.feed(PgWireBackendMessage::NoticeResponse(info.into())).await?;
+    }
+    Ok(())
 }
 
 /// What a statement that outlived `statement_timeout` reports; its future is
@@ -726,12 +743,14 @@ impl ExtendedQueryHandler for Handler {
     /// portal holds no read point or lock, only memory.
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<PreparedStatement>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let statement = &portal.statement.statement;
         let parameters = pgtypes::decode_parameters(portal, &statement.parameter_types)?;
@@ -742,6 +761,7 @@ impl ExtendedQueryHandler for Handler {
                 .await
                 .unwrap_or_else(|_| Err(statement_timeout_error())),
         };
+        send_notices(client, session.take_notices()).await?;
         match result {
             Ok(output) => respond(output, &portal.result_column_format),
             Err(error) => {

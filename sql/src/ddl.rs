@@ -97,7 +97,7 @@ pub(crate) async fn create_schema(
     let name = normalize(ident);
     if catalog.schema_exists(&name) {
         if if_not_exists {
-            tracing::debug!(schema = %name, "CREATE SCHEMA IF NOT EXISTS: already exists");
+            crate::notice::raise(format!("schema \"{name}\" already exists, skipping"));
             return Ok(QueryOutput::command("CREATE SCHEMA"));
         }
         return Err(SqlError::new(sqlstate::DUPLICATE_SCHEMA, format!("schema \"{name}\" already exists")));
@@ -137,7 +137,7 @@ async fn drop_schemas(
                     format!("cannot drop schema {name} because it is required by the database system"),
                 ));
             }
-            None if if_exists => tracing::debug!(schema = %name, "DROP SCHEMA IF EXISTS: no such schema"),
+            None if if_exists => crate::notice::raise(format!("schema \"{name}\" does not exist, skipping")),
             None => return Err(SqlError::undefined_schema(&name)),
         }
     }
@@ -190,7 +190,7 @@ pub(crate) async fn create_table(
     let schema = catalog.creation_schema(planner.search_path(), &name)?;
     let (def, sequences, declared) = table_def(create, catalog, &schema)?;
     if create.if_not_exists && catalog.get(&schema, &def.name).is_some() {
-        tracing::debug!(table = %def.name, "CREATE TABLE IF NOT EXISTS: already exists");
+        crate::notice::raise(format!("relation \"{}\" already exists, skipping", def.name));
         return Ok(QueryOutput::command("CREATE TABLE"));
     }
     let mut created = def.clone();
@@ -269,7 +269,7 @@ pub(crate) async fn create_sequence(
     let name = name.name;
     if catalog.relation_exists(&schema, &name) {
         if if_not_exists {
-            tracing::debug!(sequence = %name, "CREATE SEQUENCE IF NOT EXISTS: already exists");
+            crate::notice::raise(format!("relation \"{name}\" already exists, skipping"));
             return Ok(QueryOutput::command("CREATE SEQUENCE"));
         }
         return Err(catalog::relation_exists(&name));
@@ -297,7 +297,7 @@ async fn drop_sequences(
         }
         let Some(entry) = catalog.find_sequence(path, &name) else {
             if if_exists {
-                tracing::debug!(sequence = %name, "DROP SEQUENCE IF EXISTS: no such sequence");
+                crate::notice::raise(format!("sequence \"{name}\" does not exist, skipping"));
                 continue;
             }
             if catalog.find_relation(path, &name).is_some() {
@@ -541,7 +541,7 @@ pub(crate) async fn drop_tables(
         match catalog.find_table(path, &name) {
             Some(entry) if entries.iter().any(|e: &CatalogEntry| e.def.id == entry.def.id) => {}
             Some(entry) => entries.push(entry.clone()),
-            None if if_exists => tracing::debug!(table = %name, "DROP TABLE IF EXISTS: no such table"),
+            None if if_exists => crate::notice::raise(format!("table \"{name}\" does not exist, skipping")),
             None => return Err(SqlError::undefined_table(&name.to_string())),
         }
     }
@@ -595,7 +595,7 @@ pub(crate) async fn create_index(
             let name = name.name;
             if catalog.relation_exists(schema, &name) {
                 if create.if_not_exists {
-                    tracing::debug!(index = %name, "CREATE INDEX IF NOT EXISTS: already exists");
+                    crate::notice::raise(format!("relation \"{name}\" already exists, skipping"));
                     return Ok(QueryOutput::command("CREATE INDEX"));
                 }
                 return Err(catalog::relation_exists(&name));
@@ -632,7 +632,7 @@ async fn drop_indexes(
         }
         let Some((entry, index)) = catalog.find_index(path, &name) else {
             if if_exists {
-                tracing::debug!(index = %name, "DROP INDEX IF EXISTS: no such index");
+                crate::notice::raise(format!("index \"{name}\" does not exist, skipping"));
                 continue;
             }
             return Err(SqlError::new(sqlstate::UNDEFINED_OBJECT, format!("index \"{name}\" does not exist")));
@@ -703,7 +703,7 @@ pub(crate) async fn alter_table(
     }
     let Some(entry) = catalog.find_table(planner.search_path(), &qualified) else {
         if alter.if_exists {
-            tracing::debug!(table = %qualified, "ALTER TABLE IF EXISTS: no such table");
+            crate::notice::raise(format!("relation \"{qualified}\" does not exist, skipping"));
             return Ok(QueryOutput::command("ALTER TABLE"));
         }
         return Err(SqlError::undefined_table(&qualified.to_string()));
@@ -802,7 +802,9 @@ pub(crate) async fn alter_table(
                 format!("constraint \"{constraint_name}\" of relation \"{name}\" does not exist"),
             ));
         }
-        tracing::debug!(constraint = %constraint_name, "DROP CONSTRAINT IF EXISTS: no such constraint");
+        crate::notice::raise(format!(
+            "constraint \"{constraint_name}\" of relation \"{name}\" does not exist, skipping"
+        ));
     }
     if !declared.is_empty() {
         constraint::add(&mut txn.writes, planner, catalog, &std::sync::Arc::new(def), declared, true).await?;

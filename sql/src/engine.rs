@@ -522,6 +522,8 @@ pub struct Session {
     block_used_sequences: bool,
     /// The role the session runs as (the login role).
     user: String,
+    /// Notices raised by statements since the front end last took them.
+    notices: Vec<String>,
 }
 
 /// A savepoint: the block's write state when it was set.
@@ -617,7 +619,16 @@ impl Session {
             sequences,
             block_used_sequences: false,
             user: crate::functions::SUPERUSER_NAME.to_string(),
+            notices: Vec::new(),
         }
+    }
+
+    /// The notices statements raised since the last call, unless
+    /// `client_min_messages` asks for warnings or worse only.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        let notices = std::mem::take(&mut self.notices);
+        let level = self.settings.get("client_min_messages").unwrap_or_default().to_ascii_lowercase();
+        if matches!(level.as_str(), "warning" | "error" | "fatal" | "panic") { Vec::new() } else { notices }
     }
 
     /// Runs the session as role `name` from now on: what current_user and
@@ -997,7 +1008,8 @@ impl Session {
     async fn run(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
         self.statement_in_flight = true;
         // Boxed so that a statement's (large) future lives on the heap, not the caller's stack.
-        let result = Box::pin(self.dispatch(statement, params)).await;
+        let (result, notices) = crate::notice::collect(Box::pin(self.dispatch(statement, params))).await;
+        self.notices.extend(notices);
         self.statement_in_flight = false;
         if result.is_err() {
             self.fail_block();

@@ -38,6 +38,7 @@ pub mod index;
 pub mod integers;
 pub mod keys;
 pub mod names;
+pub mod notice;
 pub mod pg_catalog;
 pub mod pg_functions;
 pub mod pg_rewrite;

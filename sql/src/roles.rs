@@ -353,7 +353,7 @@ pub async fn drop_roles(
         }
         match catalog.role(&name) {
             Some(entry) => catalog::drop_role(writes, entry).await?,
-            None if if_exists => {}
+            None if if_exists => crate::notice::raise(format!("role \"{name}\" does not exist, skipping")),
             None => return Err(role_missing(&name)),
         }
     }
