@@ -38,12 +38,26 @@ pub fn borealis_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn free_udp_port() -> anyhow::Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `count` distinct loopback port numbers, each free for both TCP and UDP
+/// (storage daemons listen on UDP, instances on TCP, and the commit stream
+/// on UDP under the writer's TCP port number). Every socket stays bound until
+/// all are chosen, so no number is handed out twice.
+pub fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let mut held = Vec::with_capacity(count);
+    let mut ports = Vec::with_capacity(count);
+    for _ in 0..count * 20 {
+        if ports.len() == count {
+            break;
+        }
+        let tcp = TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
+            held.push((tcp, udp));
+            ports.push(port);
+        }
+    }
+    anyhow::ensure!(ports.len() == count, "found {} of {count} free loopback ports", ports.len());
+    Ok(ports)
 }
 
 /// Addresses of one test cluster.
@@ -57,13 +71,16 @@ pub struct Ports {
 }
 
 impl Ports {
-    fn pick(readers: usize) -> anyhow::Result<Ports> {
+    /// Fresh loopback ports, all distinct, for a cluster with `readers` readers.
+    pub fn pick(readers: usize) -> anyhow::Result<Ports> {
+        let mut ports = free_ports(6 + 1 + readers + 2)?.into_iter();
+        let mut next = || ports.next().expect("free_ports returns as many as asked");
         Ok(Ports {
-            storage: (0..6).map(|_| free_udp_port()).collect::<anyhow::Result<_>>()?,
-            writer: free_tcp_port()?,
-            readers: (0..readers).map(|_| free_tcp_port()).collect::<anyhow::Result<_>>()?,
-            cluster: free_tcp_port()?,
-            reader: free_tcp_port()?,
+            storage: (0..6).map(|_| next()).collect(),
+            writer: next(),
+            readers: (0..readers).map(|_| next()).collect(),
+            cluster: next(),
+            reader: next(),
         })
     }
 }

@@ -18,7 +18,7 @@ use borealis_storage::ids::{Lsn, NodeId, ProtectionGroupId};
 use borealis_storage::proto::{NodeStatus, PageDigest};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,19 +28,6 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Protection group size of harness clusters: small, so that a test's rows
 /// span several groups.
 pub const PROTECTION_GROUP_SIZE_BYTES: u64 = 64 * 1024;
-
-/// Fresh loopback ports for a cluster with `readers` readers.
-pub fn pick(readers: usize) -> anyhow::Result<Ports> {
-    let tcp = || -> anyhow::Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
-    let udp = || -> anyhow::Result<u16> { Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()) };
-    Ok(Ports {
-        storage: (0..6).map(|_| udp()).collect::<anyhow::Result<_>>()?,
-        writer: tcp()?,
-        readers: (0..readers).map(|_| tcp()).collect::<anyhow::Result<_>>()?,
-        cluster: tcp()?,
-        reader: tcp()?,
-    })
-}
 
 /// A cluster whose processes the test starts and stops one by one.
 pub struct ProcessCluster {
@@ -63,7 +50,7 @@ impl ProcessCluster {
     /// material; starts nothing.
     pub fn new(readers: usize, commit_timeout_ms: u64) -> anyhow::Result<ProcessCluster> {
         let dir = tempfile::tempdir()?;
-        let ports = pick(readers)?;
+        let ports = Ports::pick(readers)?;
         let text = cluster_file(&ports, PROTECTION_GROUP_SIZE_BYTES)
             .replace("commit_timeout_ms = 5000", &format!("commit_timeout_ms = {commit_timeout_ms}"));
         if !text.contains(&format!("commit_timeout_ms = {commit_timeout_ms}\n")) {
@@ -112,7 +99,7 @@ impl ProcessCluster {
     /// Adds a reader to the cluster file (a fresh loopback port) and starts
     /// it; returns its name and port. Nothing else restarts.
     pub async fn add_reader(&mut self) -> anyhow::Result<(String, u16)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = crate::free_ports(1)?[0];
         let name = format!("reader-{}", self.config.instances.len());
         let mut text = std::fs::read_to_string(self.config_path())?;
         let proxy = text.find("[proxy]").context("the cluster file has no [proxy] section")?;

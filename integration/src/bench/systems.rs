@@ -12,7 +12,6 @@
 //! systems only as two `Endpoints`.
 
 use anyhow::{Context, bail};
-use std::net::{TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -83,14 +82,6 @@ impl Endpoints {
     }
 }
 
-fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn free_udp_port() -> anyhow::Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -130,7 +121,7 @@ impl Postgres {
         let initdb = find_postgres_program("initdb")?;
         let pg_ctl = find_postgres_program("pg_ctl")?;
         let dir = tempfile::Builder::new().prefix("bench-postgres-").tempdir_in(work_dir)?;
-        let port = free_tcp_port()?;
+        let port = crate::free_ports(1)?[0];
         if is_root() {
             give_to_postgres_user(dir.path())?;
         }
@@ -278,13 +269,7 @@ impl Borealis {
     /// until it prints "is up".
     pub fn start(binary: &Path, work_dir: &Path, readers: usize, buffer_cache_bytes: u64) -> anyhow::Result<Borealis> {
         let dir = tempfile::Builder::new().prefix("bench-borealis-").tempdir_in(work_dir)?;
-        let ports = crate::Ports {
-            storage: (0..6).map(|_| free_udp_port()).collect::<anyhow::Result<_>>()?,
-            writer: free_tcp_port()?,
-            readers: (0..readers).map(|_| free_tcp_port()).collect::<anyhow::Result<_>>()?,
-            cluster: free_tcp_port()?,
-            reader: free_tcp_port()?,
-        };
+        let ports = crate::Ports::pick(readers)?;
         let config = dir.path().join("cluster.toml");
         let text = crate::cluster_file(&ports, PROTECTION_GROUP_SIZE_BYTES).replacen(
             "[cluster]\n",
