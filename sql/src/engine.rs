@@ -627,6 +627,9 @@ impl Session {
     /// `client_min_messages` asks for warnings or worse only.
     pub fn take_notices(&mut self) -> Vec<String> {
         let notices = std::mem::take(&mut self.notices);
+        if notices.is_empty() {
+            return notices;
+        }
         let level = self.settings.get("client_min_messages").unwrap_or_default().to_ascii_lowercase();
         if matches!(level.as_str(), "warning" | "error" | "fatal" | "panic") { Vec::new() } else { notices }
     }
