@@ -46,11 +46,12 @@ pub const CATALOG_FIRST_PAGE: PageId = PageId(1);
 pub const META_MAGIC: u64 = u64::from_le_bytes(*b"BOREALIS");
 /// Version of the meta, catalog and row formats; bumped on incompatible change.
 /// 4 added constraint rows ([`CatalogRow::Constraint`]), 5 role rows
-/// ([`CatalogRow::Role`]), 6 schema rows ([`CatalogRow::Schema`]).
-pub const FORMAT_VERSION: u32 = 6;
+/// ([`CatalogRow::Role`]), 6 schema rows ([`CatalogRow::Schema`]), 7 view
+/// rows ([`CatalogRow::View`]).
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format this build reads. Older formats' rows are a prefix of
-/// the newer ones' variants, so a format-3, -4 or -5 volume decodes as is; its
-/// first constraint, role or schema raises its meta to [`FORMAT_VERSION`], after
+/// the newer ones' variants, so a volume of an older format decodes as is; its
+/// first constraint, role, schema or view raises its meta to [`FORMAT_VERSION`], after
 /// which older builds refuse it instead of failing on a row they cannot decode.
 pub const FORMAT_VERSION_OLDEST: u32 = 3;
 
@@ -218,6 +219,32 @@ pub enum CatalogRow {
     Role(RoleDef),
     /// Since format 6.
     Schema(SchemaRow),
+    /// Since format 7.
+    View(ViewDef),
+}
+
+/// A view (CREATE VIEW): a stored query, expanded into the queries that
+/// name it (see `crate::views`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewDef {
+    /// From the same counter as table ids (so oids never collide).
+    pub id: TableId,
+    pub name: String,
+    /// The query, its relation names qualified by schema at creation.
+    pub query: String,
+    /// The output columns: name and PostgreSQL type oid.
+    pub columns: Vec<(String, i32)>,
+    /// The tables and views the query reads (dropping one needs CASCADE).
+    pub depends_on: Vec<TableId>,
+}
+
+/// A view of the catalog, with where its catalog row lives.
+#[derive(Clone, Debug)]
+pub struct ViewEntry {
+    pub def: Arc<ViewDef>,
+    pub address: RowAddress,
+    /// The SQL schema the view is in.
+    pub schema_name: String,
 }
 
 /// The schema that always exists, where relations go unless placed elsewhere.
@@ -507,6 +534,8 @@ pub struct Catalog {
     schemas: BTreeMap<String, SchemaEntry>,
     /// Where each placement row of a relation outside `public` lives.
     placements: BTreeMap<TableId, RowAddress>,
+    /// Keyed by (schema, name).
+    views: BTreeMap<(String, String), ViewEntry>,
 }
 
 impl Catalog {
@@ -521,6 +550,7 @@ impl Catalog {
         let mut roles = BTreeMap::new();
         let mut schema_rows = Vec::new();
         let mut placement_rows = Vec::new();
+        let mut view_rows = Vec::new();
         snapshot
             .for_each_tuple(meta.catalog_first_page, |address, tuple| {
                 let row: CatalogRow =
@@ -536,6 +566,7 @@ impl Catalog {
                     CatalogRow::Schema(SchemaRow::Placement { relation, schema }) => {
                         placement_rows.push((relation, schema, address));
                     }
+                    CatalogRow::View(def) => view_rows.push((def, address)),
                 }
                 Ok(())
             })
@@ -565,11 +596,17 @@ impl Catalog {
             let key = (schema_name.clone(), def.name.clone());
             sequences.insert(key, SequenceEntry { def: Arc::new(def), address, schema_name });
         }
+        let mut views = BTreeMap::new();
+        for (def, address) in view_rows {
+            let schema_name = schema_of(def.id);
+            let key = (schema_name.clone(), def.name.clone());
+            views.insert(key, ViewEntry { def: Arc::new(def), address, schema_name });
+        }
         let schemas = schema_rows
             .into_iter()
             .map(|(def, address)| (def.name.clone(), SchemaEntry { def: Arc::new(def), address }))
             .collect();
-        Ok(Catalog { version: meta.catalog_version, tables, sequences, constraints, roles, schemas, placements })
+        Ok(Catalog { version: meta.catalog_version, tables, sequences, constraints, roles, schemas, placements, views })
     }
 
     /// Every CHECK and FOREIGN KEY constraint, oldest first.
@@ -658,10 +695,38 @@ impl Catalog {
             .find_map(|entry| entry.def.indexes.iter().find(|i| i.name == name).map(|i| (entry, i)))
     }
 
-    /// Whether `name` is taken in `schema` by a table, a sequence or an
-    /// index (one namespace per schema, as in PostgreSQL).
+    /// Whether `name` is taken in `schema` by a table, a view, a sequence or
+    /// an index (one namespace per schema, as in PostgreSQL).
     pub fn relation_exists(&self, schema: &str, name: &str) -> bool {
-        self.get(schema, name).is_some() || self.sequence(schema, name).is_some() || self.index(schema, name).is_some()
+        self.get(schema, name).is_some()
+            || self.view(schema, name).is_some()
+            || self.sequence(schema, name).is_some()
+            || self.index(schema, name).is_some()
+    }
+
+    /// The view called `name` in `schema`.
+    pub fn view(&self, schema: &str, name: &str) -> Option<&ViewEntry> {
+        self.views.get(&(schema.to_string(), name.to_string()))
+    }
+
+    /// Views in (schema, name) order.
+    pub fn views(&self) -> impl Iterator<Item = &ViewEntry> {
+        self.views.values()
+    }
+
+    /// The view `name` resolves to through `path` (a table of the same name
+    /// earlier in the path hides it).
+    pub fn find_view(&self, path: &SearchPath, name: &QualifiedName) -> Option<&ViewEntry> {
+        self.candidates(path, name).into_iter().find_map(|schema| match self.view(schema, &name.name) {
+            Some(view) => Some(Some(view)),
+            None if self.get(schema, &name.name).is_some() => Some(None),
+            None => None,
+        })?
+    }
+
+    /// The views whose query reads relation `id`.
+    pub fn views_reading(&self, id: TableId) -> impl Iterator<Item = &ViewEntry> {
+        self.views.values().filter(move |view| view.def.depends_on.contains(&id))
     }
 
     /// The schemas `name` is looked up in: its own, or those of `path`.
@@ -730,6 +795,11 @@ impl Catalog {
             return Err(SqlError::undefined_schema(&schema));
         }
         Ok(schema)
+    }
+
+    /// Views in schema `name`.
+    pub fn views_in(&self, name: &str) -> Vec<&ViewEntry> {
+        self.views.values().filter(|e| e.schema_name == name).collect()
     }
 
     /// Tables and sequences in schema `name`.
@@ -873,6 +943,34 @@ pub async fn update_role(writes: &mut WriteSet, entry: &RoleEntry, def: &RoleDef
 /// Drops a role: removes its catalog row and bumps the catalog version.
 pub async fn drop_role(writes: &mut WriteSet, entry: &RoleEntry) -> Result<(), SqlError> {
     writes.delete(entry.address).await?;
+    bump_version(writes).await
+}
+
+/// Creates a view in `schema` (see [`insert_new_row`]; view rows are new in
+/// format 7), or replaces the row of `replacing`. `def.id` is assigned here
+/// for a new view. The caller checks the name.
+pub async fn create_view(
+    writes: &mut WriteSet,
+    catalog: &Catalog,
+    schema: &str,
+    def: ViewDef,
+    replacing: Option<&ViewEntry>,
+) -> Result<(), SqlError> {
+    if let Some(old) = replacing {
+        let row = CatalogRow::View(ViewDef { id: old.def.id, ..def });
+        let meta = writes.meta().await?;
+        let data = bincode::serialize(&row).expect("view rows always serialise");
+        writes.update(meta.catalog_first_page, old.address, data).await?;
+        return bump_version(writes).await;
+    }
+    let id = insert_new_row(writes, |id| CatalogRow::View(ViewDef { id, ..def })).await?;
+    place(writes, catalog, schema, id).await
+}
+
+/// Drops a view: removes its catalog row and bumps the catalog version.
+pub async fn drop_view(writes: &mut WriteSet, catalog: &Catalog, entry: &ViewEntry) -> Result<(), SqlError> {
+    writes.delete(entry.address).await?;
+    unplace(writes, catalog, entry.def.id).await?;
     bump_version(writes).await
 }
 

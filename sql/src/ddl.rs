@@ -144,6 +144,7 @@ async fn drop_schemas(
     // The relations of every named schema, dropped together (foreign keys
     // between them go once).
     let mut tables: Vec<CatalogEntry> = Vec::new();
+    let mut in_schema_views: Vec<catalog::ViewEntry> = Vec::new();
     for entry in &entries {
         let (in_schema, sequences) = catalog.relations_in(&entry.def.name);
         if !cascade
@@ -158,6 +159,21 @@ async fn drop_schemas(
             .with_detail(format!("{kind} {}.{first} depends on schema {}", entry.def.name, entry.def.name)));
         }
         tables.extend(in_schema.into_iter().cloned());
+        let views = catalog.views_in(&entry.def.name);
+        if let (false, Some(view)) = (cascade, views.first()) {
+            return Err(SqlError::new(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!("cannot drop schema {} because other objects depend on it", entry.def.name),
+            )
+            .with_detail(format!("view {}.{} depends on schema {}", entry.def.name, view.def.name, entry.def.name)));
+        }
+        in_schema_views.extend(views.into_iter().cloned());
+    }
+    // Views elsewhere that read what goes are dropped with it (CASCADE).
+    let gone: Vec<_> = tables.iter().map(|t| t.def.id).chain(in_schema_views.iter().map(|v| v.def.id)).collect();
+    crate::views::drop_readers(txn, catalog, &gone, true, "schema").await?;
+    for view in &in_schema_views {
+        catalog::drop_view(&mut txn.writes, catalog, view).await?;
     }
     constraint::drop_dependents(&mut txn.writes, catalog, &tables, true).await?;
     for table in &tables {
@@ -546,6 +562,8 @@ pub(crate) async fn drop_tables(
         }
     }
     constraint::drop_dependents(&mut txn.writes, catalog, &entries, cascade).await?;
+    let ids: Vec<_> = entries.iter().map(|entry| entry.def.id).collect();
+    crate::views::drop_readers(txn, catalog, &ids, cascade, "table").await?;
     for entry in &entries {
         catalog::drop_table(&mut txn.writes, catalog, entry).await?;
         let owned = catalog.sequences().filter(|s| s.def.owned_by.as_ref().is_some_and(|(id, _)| *id == entry.def.id));

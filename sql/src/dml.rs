@@ -30,29 +30,36 @@
 //! statement's rows are all written, from the referencing side for new rows
 //! and from the referenced side (with the cascades) for deleted and updated ones.
 
+use crate::btree::{self, KeyRange};
 use crate::catalog::{CatalogEntry, Identity, TableDef};
 use crate::constraint::{self, RowChecks};
 use crate::ddl::{normalize, qualified_name};
-use crate::engine::{Described, Planner, QueryOutput, WriteTxn, parse};
+use crate::engine::{Described, Planner, QueryOutput, RETURNING_SCHEMA, WriteTxn, parse};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::RowAddress;
 use crate::index;
+use crate::keys::row_key;
 use crate::provider::{ROW_ADDRESS_COLUMN, ROWS_SCHEMA};
 use crate::row::encode_row;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use crate::row::{OutputColumn, RowDecoder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array};
+use datafusion::arrow::compute::{
+    CastOptions, cast_with_options, concat_batches, filter_record_batch, take_record_batch,
+};
 use datafusion::arrow::datatypes::{DataType, UInt64Type};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr, FromTable, Ident, Insert, ObjectName, Query, SelectItem, SetExpr, Statement,
-    TableFactor, TableObject, TableWithJoins, Update, Value,
+    AssignmentTarget, ConflictTarget, Delete, DoUpdate, Expr, FromTable, Ident, Insert, ObjectName, OnConflict,
+    OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    Update, UpdateTableFromKind, Value, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// Runs INSERT, UPDATE or DELETE in `txn`.
@@ -64,18 +71,23 @@ pub(crate) async fn run(
 ) -> Result<QueryOutput, SqlError> {
     match statement {
         Statement::Insert(mut insert) => {
-            if insert.on.is_some() {
-                return Err(SqlError::unsupported("INSERT ... ON CONFLICT"));
-            }
             let returning = insert.returning.take();
+            let alias = insert.table_alias.take().map(|alias| alias.alias);
+            let conflict = take_conflict(&mut insert)?;
             apply_defaults(planner, &mut insert)?;
-            let plan = planner.plan(Statement::Insert(insert), params).await?;
-            let (entry, rows) = insert_rows(planner, txn, plan).await?;
+            let plan = match (conflict.is_some(), params.as_ref()) {
+                // DO UPDATE may use parameters the rows do not: bind them all.
+                (true, Some(values)) => {
+                    planner.plan_unbound(Statement::Insert(insert)).await?.with_param_values(values.clone())?
+                }
+                _ => planner.plan(Statement::Insert(insert), params.clone()).await?,
+            };
+            let (entry, rows) = insert_rows(planner, txn, plan, conflict, alias.clone(), params.as_deref()).await?;
             let count = rows.iter().map(RecordBatch::num_rows).sum::<usize>();
             match returning {
                 None => Ok(QueryOutput::command(format!("INSERT 0 {count}"))),
                 Some(items) => {
-                    let alias = Ident::with_quote('"', entry.def.name.clone());
+                    let alias = alias.unwrap_or_else(|| Ident::with_quote('"', entry.def.name.clone()));
                     returning_output(planner, "INSERT 0", &alias, &entry, rows, &items).await
                 }
             }
@@ -83,7 +95,9 @@ pub(crate) async fn run(
         Statement::Update(update) => {
             let rewrite = rewrite_update(planner, &update)?;
             let plan = planner.plan(rewrite.select, params).await?;
-            let rows = update_rows(planner, txn, &rewrite.entry, plan).await?;
+            let (_, batches) = planner.collect(&plan).await?;
+            let batches = if rewrite.joined { first_per_address(batches)? } else { batches };
+            let rows = update_rows(planner, txn, &rewrite.entry, batches).await?;
             match &update.returning {
                 None => Ok(QueryOutput::command(format!(
                     "UPDATE {}",
@@ -95,7 +109,9 @@ pub(crate) async fn run(
         Statement::Delete(delete) => {
             let rewrite = rewrite_delete(planner, &delete)?;
             let plan = planner.plan(rewrite.select, params).await?;
-            let rows = delete_rows(planner, txn, &rewrite.entry, plan, delete.returning.is_some()).await?;
+            let (_, batches) = planner.collect(&plan).await?;
+            let batches = if rewrite.joined { first_per_address(batches)? } else { batches };
+            let rows = delete_rows(planner, txn, &rewrite.entry, batches, delete.returning.is_some()).await?;
             match &delete.returning {
                 None => Ok(QueryOutput::command(format!(
                     "DELETE {}",
@@ -162,17 +178,34 @@ pub(crate) async fn describe(
         }
         Statement::Insert(mut insert) => {
             let returning = insert.returning.take();
+            let alias = insert.table_alias.take().map(|alias| alias.alias);
+            let conflict = take_conflict(&mut insert)?;
             apply_defaults(planner, &mut insert)?;
             let plan = planner.plan_unbound(Statement::Insert(insert)).await?;
-            let returned = match (&plan, returning) {
-                (LogicalPlan::Dml(DmlStatement { table_name, .. }), Some(items)) => {
-                    let entry = planner.resolve_reference(table_name)?.clone();
-                    let alias = Ident::with_quote('"', entry.def.name.clone());
-                    Some(returning_schema(planner, &alias, &entry, &items).await?)
-                }
-                _ => None,
+            let LogicalPlan::Dml(DmlStatement { table_name, .. }) = &plan else {
+                return Err(SqlError::internal("INSERT did not plan to a DML statement"));
             };
-            (plan, HashMap::new(), returned)
+            let entry = planner.resolve_reference(table_name)?.clone();
+            let alias = alias.unwrap_or_else(|| Ident::with_quote('"', entry.def.name.clone()));
+            let returned = match returning {
+                Some(items) => Some(returning_schema(planner, &alias, &entry, &items).await?),
+                None => None,
+            };
+            // The parameters DO UPDATE uses, typed as its plan over no rows types them.
+            let mut overrides = HashMap::new();
+            if let Some(conflict) = conflict {
+                let upsert = Upsert::resolve(&entry.def, conflict, alias)?;
+                if let Some((statement, types)) = upsert.update_statement(&entry.def)? {
+                    let tables = upsert.tables(&entry.def, Vec::new(), Vec::new())?;
+                    let update = planner.plan_over(tables, statement).await?;
+                    for (name, ty) in update.get_parameter_types()? {
+                        if let Some(ty) = types.get(&name).cloned().or(ty) {
+                            overrides.insert(name, ty);
+                        }
+                    }
+                }
+            }
+            (plan, overrides, returned)
         }
         other => {
             let plan = planner.plan_unbound(other).await?;
@@ -374,11 +407,15 @@ fn query(sql: &str) -> Result<Query, SqlError> {
     Ok(*parser.parse_query().map_err(|e| SqlError::syntax(&e))?)
 }
 
-/// Inserts the rows of an INSERT's plan; returns the table and the rows (table columns).
+/// Inserts the rows of an INSERT's plan; returns the table and the rows
+/// (table columns) inserted or, by ON CONFLICT DO UPDATE, updated.
 async fn insert_rows(
     planner: &Planner,
     txn: &mut WriteTxn,
     plan: LogicalPlan,
+    conflict: Option<OnConflict>,
+    alias: Option<Ident>,
+    params: Option<&[ScalarValue]>,
 ) -> Result<(CatalogEntry, Vec<RecordBatch>), SqlError> {
     let LogicalPlan::Dml(DmlStatement { table_name, op, input, .. }) = plan else {
         return Err(SqlError::internal("INSERT did not plan to a DML statement"));
@@ -391,6 +428,12 @@ async fn insert_rows(
     }
     let entry = planner.resolve_reference(&table_name)?.clone();
     let (_, batches) = planner.collect(&input).await?;
+    if let Some(conflict) = conflict {
+        let alias = alias.unwrap_or_else(|| Ident::with_quote('"', entry.def.name.clone()));
+        let upsert = Upsert::resolve(&entry.def, conflict, alias)?;
+        let written = upsert.run(planner, txn, &entry, batches, params).await?;
+        return Ok((entry, written));
+    }
     let checks = RowChecks::new(planner, planner.catalog(), &entry.def)?;
     let schema = table_schema(&entry.def);
     let mut rows = Vec::new();
@@ -417,19 +460,346 @@ async fn insert_rows(
     Ok((entry, written))
 }
 
+/// Takes INSERT's ON CONFLICT clause out of `insert` (DataFusion plans the rest).
+fn take_conflict(insert: &mut Insert) -> Result<Option<OnConflict>, SqlError> {
+    match insert.on.take() {
+        None => Ok(None),
+        Some(OnInsert::OnConflict(conflict)) => Ok(Some(conflict)),
+        Some(_) => Err(SqlError::unsupported("INSERT ... ON DUPLICATE KEY UPDATE (use ON CONFLICT)")),
+    }
+}
+
+/// Name of the row-number column that pairs a conflicting row with the row
+/// that was proposed for it, while DO UPDATE's assignments are evaluated.
+const PROPOSED_ROW: &str = "__borealis_proposed";
+
+/// INSERT ... ON CONFLICT, resolved against its table.
+///
+/// Each proposed row is looked up in the arbiter indexes before it is
+/// written, in order, so a row conflicts with rows the same statement
+/// inserted before it. DO NOTHING skips a conflicting row; DO UPDATE
+/// updates the existing row, its assignments and WHERE evaluated (in one
+/// query for the whole statement) over the existing row, by the table's
+/// name or alias, and the proposed row as `excluded`. As in PostgreSQL, DO
+/// UPDATE refuses to touch one row twice (21000), and a conflict in a
+/// unique index that is not an arbiter is a unique violation.
+struct Upsert {
+    /// Positions in the table's indexes of the unique indexes checked.
+    arbiters: Vec<usize>,
+    /// DO UPDATE's assignments and WHERE; None for DO NOTHING.
+    update: Option<DoUpdate>,
+    /// The name DO UPDATE refers to the existing row by.
+    alias: Ident,
+}
+
+impl Upsert {
+    fn resolve(def: &TableDef, conflict: OnConflict, alias: Ident) -> Result<Upsert, SqlError> {
+        let unique = def.indexes.iter().enumerate().filter(|(_, index)| index.unique).map(|(position, _)| position);
+        let arbiters: Vec<usize> = match &conflict.conflict_target {
+            None if matches!(conflict.action, OnConflictAction::DoUpdate(_)) => {
+                return Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    "ON CONFLICT DO UPDATE requires inference specification or constraint name",
+                ));
+            }
+            None => unique.collect(),
+            Some(ConflictTarget::Columns(columns)) => {
+                let mut wanted = Vec::with_capacity(columns.len());
+                for column in columns {
+                    let name = normalize(column);
+                    wanted.push(def.column_index(&name).ok_or_else(|| {
+                        SqlError::new(sqlstate::UNDEFINED_COLUMN, format!("column \"{name}\" does not exist"))
+                    })?);
+                }
+                wanted.sort_unstable();
+                wanted.dedup();
+                let matching: Vec<usize> = unique
+                    .filter(|&position| {
+                        let mut columns = def.indexes[position].columns.clone();
+                        columns.sort_unstable();
+                        columns == wanted
+                    })
+                    .collect();
+                if matching.is_empty() {
+                    return Err(SqlError::new(
+                        sqlstate::INVALID_COLUMN_REFERENCE,
+                        "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+                    ));
+                }
+                matching
+            }
+            Some(ConflictTarget::OnConstraint(name)) => {
+                let name = name.0.last().and_then(|part| part.as_ident()).map(normalize).unwrap_or_default();
+                match unique.into_iter().find(|&position| def.indexes[position].name == name) {
+                    Some(position) => vec![position],
+                    None => {
+                        return Err(SqlError::new(
+                            sqlstate::UNDEFINED_OBJECT,
+                            format!("constraint \"{name}\" for table \"{}\" does not exist", def.name),
+                        ));
+                    }
+                }
+            }
+        };
+        let update = match conflict.action {
+            OnConflictAction::DoNothing => None,
+            OnConflictAction::DoUpdate(update) => Some(update),
+        };
+        Ok(Upsert { arbiters, update, alias })
+    }
+
+    /// The existing row a proposed row conflicts with in an arbiter index.
+    async fn conflicting(&self, txn: &WriteTxn, def: &TableDef, row: &[u8]) -> Result<Option<RowAddress>, SqlError> {
+        let types = def.types();
+        for &position in &self.arbiters {
+            let index = &def.indexes[position];
+            let (key, has_null) = row_key(&types, &index.columns, row)?;
+            if has_null {
+                continue;
+            }
+            let mut found = None;
+            btree::scan(&txn.writes, index.root, &KeyRange::prefix(key), |entry| {
+                found = Some(btree::entry_address(entry)?);
+                Ok(false)
+            })
+            .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The query computing DO UPDATE's new rows (a proposed-row number, then
+    /// every column), and the types its parameters take from the columns
+    /// they are assigned to; None for DO NOTHING.
+    fn update_statement(&self, def: &TableDef) -> Result<Option<(Statement, HashMap<String, DataType>)>, SqlError> {
+        let Some(update) = &self.update else { return Ok(None) };
+        let alias = &self.alias;
+        let mut values: HashMap<usize, Expr> = HashMap::new();
+        let mut placeholder_types = HashMap::new();
+        for assignment in &update.assignments {
+            let AssignmentTarget::ColumnName(column) = &assignment.target else {
+                return Err(SqlError::unsupported("tuple assignments in ON CONFLICT DO UPDATE"));
+            };
+            let name = column.0.last().and_then(|part| part.as_ident()).map(normalize).unwrap_or_default();
+            let index = def.column_index(&name).ok_or_else(|| {
+                SqlError::new(
+                    sqlstate::UNDEFINED_COLUMN,
+                    format!("column \"{name}\" of relation \"{}\" does not exist", def.name),
+                )
+            })?;
+            if let Expr::Value(value) = &assignment.value
+                && let Value::Placeholder(placeholder) = &value.value
+            {
+                placeholder_types.insert(placeholder.clone(), def.columns[index].ty.arrow_type());
+            }
+            let value = if is_default_keyword(&assignment.value) {
+                default_expr(def, index)?
+            } else {
+                self.qualified(assignment.value.clone())
+            };
+            if values.insert(index, value).is_some() {
+                return Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    format!("multiple assignments to same column \"{name}\""),
+                ));
+            }
+        }
+        let mut items = vec![format!("excluded.\"{PROPOSED_ROW}\"")];
+        for (index, column) in def.columns.iter().enumerate() {
+            match values.get(&index) {
+                Some(expr) => items.push(format!("({expr})")),
+                None => items.push(format!("{alias}.{}", Ident::with_quote('"', column.name.clone()))),
+            }
+        }
+        let mut sql = format!(
+            "SELECT {} FROM \"{RETURNING_SCHEMA}\".\"{PROPOSED_ROW}_existing\" AS {alias} \
+             JOIN \"{RETURNING_SCHEMA}\".\"{PROPOSED_ROW}_excluded\" AS excluded \
+             ON {alias}.\"{PROPOSED_ROW}\" = excluded.\"{PROPOSED_ROW}\"",
+            items.join(", ")
+        );
+        if let Some(selection) = &update.selection {
+            sql.push_str(&format!(" WHERE {}", self.qualified(selection.clone())));
+        }
+        let statement = parse(&sql)?.pop().ok_or_else(|| SqlError::internal("DO UPDATE did not parse"))?;
+        Ok(Some((statement, placeholder_types)))
+    }
+
+    /// `expr` with its bare column names qualified by the table's alias:
+    /// in DO UPDATE a bare name is the existing row's column, never `excluded`'s.
+    fn qualified(&self, mut expr: Expr) -> Expr {
+        let _ = visit_expressions_mut(&mut expr, |e| {
+            if !is_default_keyword(e)
+                && let Expr::Identifier(ident) = e
+            {
+                *e = Expr::CompoundIdentifier(vec![self.alias.clone(), ident.clone()]);
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        expr
+    }
+
+    /// The existing and the proposed rows (table columns and their pairing
+    /// number) as the tables DO UPDATE's query reads.
+    fn tables(
+        &self,
+        def: &TableDef,
+        existing: Vec<RecordBatch>,
+        proposed: Vec<RecordBatch>,
+    ) -> Result<Vec<(String, SchemaRef, Vec<RecordBatch>)>, SqlError> {
+        let mut fields: Vec<Field> = table_schema(def).fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(PROPOSED_ROW, DataType::UInt64, false));
+        let schema = Arc::new(Schema::new(fields));
+        let numbered = |batches: Vec<RecordBatch>| -> Result<Vec<RecordBatch>, SqlError> {
+            let mut next = 0u64;
+            batches
+                .into_iter()
+                .map(|batch| {
+                    let rows = batch.num_rows() as u64;
+                    let mut columns = batch.columns().to_vec();
+                    columns.push(Arc::new(UInt64Array::from_iter_values(next..next + rows)));
+                    next += rows;
+                    RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| SqlError::from_arrow(&e))
+                })
+                .collect()
+        };
+        Ok(vec![
+            (format!("{PROPOSED_ROW}_existing"), Arc::clone(&schema), numbered(existing)?),
+            (format!("{PROPOSED_ROW}_excluded"), Arc::clone(&schema), numbered(proposed)?),
+        ])
+    }
+
+    /// Writes the proposed rows (`batches`, as INSERT's plan produced them);
+    /// returns the rows inserted and updated.
+    async fn run(
+        &self,
+        planner: &Planner,
+        txn: &mut WriteTxn,
+        entry: &CatalogEntry,
+        batches: Vec<RecordBatch>,
+        params: Option<&[ScalarValue]>,
+    ) -> Result<Vec<RecordBatch>, SqlError> {
+        let def = &entry.def;
+        let checks = RowChecks::new(planner, planner.catalog(), def)?;
+        let schema = table_schema(def);
+        let mut inserted = HashSet::new();
+        // Existing rows to update, in order, and the rows proposed for them.
+        let mut targets: Vec<RowAddress> = Vec::new();
+        let mut proposed = Vec::new();
+        let mut written = Vec::new();
+        // Each written row's position among the proposed ones: RETURNING
+        // lists rows in that order, inserted and updated alike.
+        let mut inserted_order = Vec::new();
+        let mut target_order = Vec::new();
+        let mut position = 0u64;
+        for batch in &batches {
+            let columns = cast_columns(def, batch.columns())?;
+            let batch = table_batch(&schema, columns, batch.num_rows())?;
+            let mut keep = Vec::with_capacity(batch.num_rows());
+            let mut conflicts = Vec::new();
+            for row in 0..batch.num_rows() {
+                position += 1;
+                let data = encode_row(def, batch.columns(), row)?;
+                match self.conflicting(txn, def, &data).await? {
+                    None => {
+                        inserted.insert(insert_row(txn, def, data).await?);
+                        inserted_order.push(position);
+                        keep.push(true);
+                    }
+                    Some(existing) => {
+                        keep.push(false);
+                        if self.update.is_none() {
+                            continue;
+                        }
+                        if inserted.contains(&existing) || targets.contains(&existing) {
+                            return Err(SqlError::new(
+                                sqlstate::CARDINALITY_VIOLATION,
+                                "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                            ));
+                        }
+                        targets.push(existing);
+                        target_order.push(position);
+                        conflicts.push(row as u64);
+                    }
+                }
+            }
+            let kept = filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|e| SqlError::from_arrow(&e))?;
+            if let Some(checks) = &checks {
+                checks.check_values(&kept)?;
+                checks.check_references(&txn.writes, &kept).await?;
+            }
+            written.push(kept);
+            if !conflicts.is_empty() {
+                let rows =
+                    take_record_batch(&batch, &UInt64Array::from(conflicts)).map_err(|e| SqlError::from_arrow(&e))?;
+                proposed.push(rows);
+            }
+        }
+        let Some((statement, _)) = self.update_statement(def)? else { return Ok(written) };
+        if targets.is_empty() {
+            return Ok(written);
+        }
+        let existing = stored_rows(txn, def, &targets).await?;
+        let plan = planner.plan_over(self.tables(def, vec![existing], proposed)?, statement).await?;
+        let plan = match params {
+            Some(values) => plan.with_param_values(values.to_vec())?,
+            None => plan,
+        };
+        let (_, results) = planner.collect(&plan).await?;
+        let mut order = inserted_order;
+        // The pairing number becomes the existing row's address.
+        let updates = results
+            .into_iter()
+            .map(|batch| {
+                let numbers = batch
+                    .column(0)
+                    .as_primitive_opt::<UInt64Type>()
+                    .ok_or_else(|| SqlError::internal("DO UPDATE lost its row numbers"))?;
+                order.extend(numbers.iter().flatten().map(|n| target_order[n as usize]));
+                let addresses: UInt64Array = numbers.iter().map(|n| n.map(|n| targets[n as usize].to_u64())).collect();
+                let mut columns = batch.columns().to_vec();
+                columns[0] = Arc::new(addresses);
+                let fields: Vec<Field> = std::iter::once(Field::new(ROW_ADDRESS_COLUMN, DataType::UInt64, false))
+                    .chain(batch.schema().fields().iter().skip(1).map(|f| f.as_ref().clone()))
+                    .collect();
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| SqlError::from_arrow(&e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        written.extend(update_rows(planner, txn, entry, updates).await?);
+        let all = concat_batches(&schema, &written).map_err(|e| SqlError::from_arrow(&e))?;
+        let mut rows: Vec<u64> = (0..all.num_rows() as u64).collect();
+        rows.sort_by_key(|&row| order[row as usize]);
+        Ok(vec![take_record_batch(&all, &UInt64Array::from(rows)).map_err(|e| SqlError::from_arrow(&e))?])
+    }
+}
+
+/// The stored rows at `addresses`, decoded into one batch of the table's columns.
+async fn stored_rows(txn: &WriteTxn, def: &TableDef, addresses: &[RowAddress]) -> Result<RecordBatch, SqlError> {
+    let outputs = (0..def.columns.len()).map(OutputColumn::Stored).collect();
+    let mut decoder = RowDecoder::new(def.types(), outputs);
+    for &address in addresses {
+        decoder.append(&stored_row(txn, address).await?, address.to_u64())?;
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(addresses.len()));
+    RecordBatch::try_new_with_options(table_schema(def), decoder.finish()?, &options)
+        .map_err(|e| SqlError::from_arrow(&e))
+}
+
 /// A batch of table rows from cast columns.
 fn table_batch(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch, SqlError> {
     let options = RecordBatchOptions::new().with_row_count(Some(rows));
     RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options).map_err(|e| SqlError::from_arrow(&e))
 }
 
+/// Applies UPDATE rows: batches of a row address then every column's new
+/// value. Returns the new rows (table columns).
 async fn update_rows(
     planner: &Planner,
     txn: &mut WriteTxn,
     entry: &CatalogEntry,
-    plan: LogicalPlan,
+    batches: Vec<RecordBatch>,
 ) -> Result<Vec<RecordBatch>, SqlError> {
-    let (_, batches) = planner.collect(&plan).await?;
     let def = &entry.def;
     let checks = RowChecks::new(planner, planner.catalog(), def)?;
     let referenced = constraint::is_referenced(planner.catalog(), def);
@@ -474,16 +844,16 @@ async fn update_rows(
     Ok(written)
 }
 
-/// Deletes the rows of a rewritten DELETE's plan; returns the deleted rows
-/// (table columns) if `returning`, else batches of their count only.
+/// Deletes the rows of a rewritten DELETE's result (a row address, then the
+/// columns if `returning`); returns the deleted rows (table columns) if
+/// `returning`, else batches of their count only.
 async fn delete_rows(
     planner: &Planner,
     txn: &mut WriteTxn,
     entry: &CatalogEntry,
-    plan: LogicalPlan,
+    batches: Vec<RecordBatch>,
     returning: bool,
 ) -> Result<Vec<RecordBatch>, SqlError> {
-    let (_, batches) = planner.collect(&plan).await?;
     let schema = table_schema(&entry.def);
     let referenced = constraint::is_referenced(planner.catalog(), &entry.def);
     let mut removed = Vec::new();
@@ -538,6 +908,24 @@ fn row_addresses(batch: &RecordBatch) -> Result<Vec<RowAddress>, SqlError> {
     Ok(addresses.iter().flatten().map(RowAddress::from_u64).collect())
 }
 
+/// The rows of `batches` whose row address (column 0) comes first: a target
+/// row of UPDATE ... FROM or DELETE ... USING joins once per matching row of
+/// the other tables, and PostgreSQL changes it once, with the first match.
+fn first_per_address(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, SqlError> {
+    let mut seen = HashSet::new();
+    batches
+        .into_iter()
+        .map(|batch| {
+            let keep: BooleanArray =
+                row_addresses(&batch)?.into_iter().map(|address| Some(seen.insert(address))).collect();
+            if keep.true_count() == batch.num_rows() {
+                return Ok(batch);
+            }
+            filter_record_batch(&batch, &keep).map_err(|e| SqlError::from_arrow(&e))
+        })
+        .collect()
+}
+
 /// Casts each value column to its table column's type (errors, not NULLs, on failure).
 fn cast_columns(def: &TableDef, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>, SqlError> {
     if columns.len() != def.columns.len() {
@@ -570,6 +958,28 @@ struct Rewrite {
     alias: Ident,
     /// `SET c = $n` gives `$n` the type of `c`.
     placeholder_types: HashMap<String, DataType>,
+    /// UPDATE ... FROM or DELETE ... USING: a target row may come once per
+    /// matching row of the other tables (see [`first_per_address`]).
+    joined: bool,
+}
+
+/// The table INSERT, UPDATE or DELETE writes, as named; None for other
+/// statements and targets of other forms (the rewrites report those).
+pub(crate) fn target_name(statement: &Statement) -> Option<&ObjectName> {
+    fn relation(table: &TableWithJoins) -> Option<&ObjectName> {
+        match &table.relation {
+            TableFactor::Table { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+    match statement {
+        Statement::Insert(Insert { table: TableObject::TableName(name), .. }) => Some(name),
+        Statement::Update(update) => relation(&update.table),
+        Statement::Delete(delete) => match &delete.from {
+            FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => tables.first().and_then(relation),
+        },
+        _ => None,
+    }
 }
 
 /// The single target table of UPDATE/DELETE and the name it is referred to by.
@@ -588,9 +998,13 @@ fn target(planner: &Planner, table: &TableWithJoins) -> Result<(CatalogEntry, Id
 }
 
 fn rewrite_update(planner: &Planner, update: &Update) -> Result<Rewrite, SqlError> {
-    if update.from.is_some() || update.limit.is_some() || !update.order_by.is_empty() {
-        return Err(SqlError::unsupported("UPDATE with FROM, ORDER BY or LIMIT"));
+    if update.limit.is_some() || !update.order_by.is_empty() {
+        return Err(SqlError::unsupported("UPDATE with ORDER BY or LIMIT"));
     }
+    let from = match &update.from {
+        None => &[][..],
+        Some(UpdateTableFromKind::AfterSet(tables) | UpdateTableFromKind::BeforeSet(tables)) => tables.as_slice(),
+    };
     let (entry, table, alias) = target(planner, &update.table)?;
     let mut values: HashMap<usize, &Expr> = HashMap::new();
     let mut placeholder_types = HashMap::new();
@@ -636,8 +1050,8 @@ fn rewrite_update(planner: &Planner, update: &Update) -> Result<Rewrite, SqlErro
             None => items.push(format!("{alias}.{}", Ident::with_quote('"', column.name.clone()))),
         }
     }
-    let select = select_statement(&items, &table, &alias, update.selection.as_ref())?;
-    Ok(Rewrite { select, entry, alias, placeholder_types })
+    let select = select_statement(&items, &table, &alias, from, update.selection.as_ref())?;
+    Ok(Rewrite { select, entry, alias, placeholder_types, joined: !from.is_empty() })
 }
 
 fn def_identity_always(def: &TableDef, column: usize) -> bool {
@@ -645,9 +1059,10 @@ fn def_identity_always(def: &TableDef, column: usize) -> bool {
 }
 
 fn rewrite_delete(planner: &Planner, delete: &Delete) -> Result<Rewrite, SqlError> {
-    if delete.using.is_some() || delete.limit.is_some() || !delete.order_by.is_empty() {
-        return Err(SqlError::unsupported("DELETE with USING, ORDER BY or LIMIT"));
+    if delete.limit.is_some() || !delete.order_by.is_empty() {
+        return Err(SqlError::unsupported("DELETE with ORDER BY or LIMIT"));
     }
+    let using = delete.using.as_deref().unwrap_or_default();
     let tables = match &delete.from {
         FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => tables,
     };
@@ -660,17 +1075,22 @@ fn rewrite_delete(planner: &Planner, delete: &Delete) -> Result<Rewrite, SqlErro
         // The deleted rows' values, for RETURNING.
         items.extend(entry.def.columns.iter().map(|c| format!("{alias}.{}", Ident::with_quote('"', c.name.clone()))));
     }
-    let select = select_statement(&items, &table, &alias, delete.selection.as_ref())?;
-    Ok(Rewrite { select, entry, alias, placeholder_types: HashMap::new() })
+    let select = select_statement(&items, &table, &alias, using, delete.selection.as_ref())?;
+    Ok(Rewrite { select, entry, alias, placeholder_types: HashMap::new(), joined: !using.is_empty() })
 }
 
+/// `SELECT items FROM <row-address table> AS alias[, others] [WHERE selection]`.
 fn select_statement(
     items: &[String],
     table: &Ident,
     alias: &Ident,
+    others: &[TableWithJoins],
     selection: Option<&Expr>,
 ) -> Result<Statement, SqlError> {
     let mut sql = format!("SELECT {} FROM \"{ROWS_SCHEMA}\".{table} AS {alias}", items.join(", "));
+    for other in others {
+        sql.push_str(&format!(", {other}"));
+    }
     if let Some(selection) = selection {
         sql.push_str(&format!(" WHERE {selection}"));
     }

@@ -41,10 +41,10 @@ use crate::provider::{CatalogView, ROWS_SCHEMA, SEARCH_PATH_SCHEMA, TablesCatalo
 use crate::sequence::{SequenceContext, Sequences};
 
 /// Schema holding, while a RETURNING list is evaluated, the rows its statement wrote.
-const RETURNING_SCHEMA: &str = "__borealis_returning";
+pub(crate) const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
 use crate::volume::Volume;
-use crate::{ddl, dml, names, pg_rewrite, roles};
+use crate::{ddl, dml, names, pg_rewrite, roles, views};
 use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
@@ -370,6 +370,8 @@ fn classify(statement: &Statement) -> Result<Kind, SqlError> {
         Statement::CreateTable(_) => Kind::Write("CREATE TABLE"),
         Statement::CreateIndex(_) => Kind::Write("CREATE INDEX"),
         Statement::CreateSchema { .. } => Kind::Write("CREATE SCHEMA"),
+        Statement::CreateView(_) => Kind::Write("CREATE VIEW"),
+        Statement::Drop { object_type: ObjectType::View, .. } => Kind::Write("DROP VIEW"),
         Statement::Drop { object_type: ObjectType::Schema, .. } => Kind::Write("DROP SCHEMA"),
         Statement::CreateSequence { .. } => Kind::Write("CREATE SEQUENCE"),
         Statement::Truncate(_) => Kind::Write("TRUNCATE TABLE"),
@@ -880,8 +882,9 @@ impl Session {
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.prepare(catalog, snapshot);
-        let empty = pg_rewrite::provably_empty(&statement);
         let mut statement = statement;
+        self.expand_views(&mut statement)?;
+        let empty = pg_rewrite::provably_empty(&statement);
         if matches!(kind, Kind::Read) {
             pg_rewrite::rewrite(&mut statement);
         }
@@ -1155,9 +1158,10 @@ impl Session {
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.engine.load_sequences(&catalog, self.open_txn()).await?;
         self.prepare(Arc::clone(&catalog), snapshot);
+        let mut statement = statement;
+        self.expand_views(&mut statement)?;
         // Judged before the rewrites, which may add aggregates inside subqueries.
         let empty = pg_rewrite::provably_empty(&statement);
-        let mut statement = statement;
         pg_rewrite::rewrite(&mut statement);
         let names = names::postgres_column_names(&statement);
         let plan = match (self.planner.plan(statement, params).await, empty) {
@@ -1229,6 +1233,16 @@ impl Session {
         Ok(QueryOutput::CopyOut { format, schema, rows: CopyOutStream(rows) })
     }
 
+    /// Replaces the views `statement` reads by their queries (after
+    /// `prepare`); 42809 if it writes to a view.
+    fn expand_views(&self, statement: &mut Statement) -> Result<(), SqlError> {
+        let (catalog, path) = (self.planner.catalog(), self.planner.search_path());
+        if let Some(target) = dml::target_name(statement) {
+            views::refuse_write(catalog, path, &ddl::qualified_name(target)?)?;
+        }
+        views::expand(statement, catalog, path)
+    }
+
     /// The open write transaction of the block, if it has one.
     fn open_txn(&self) -> Option<&WriteTxn> {
         match &self.tx {
@@ -1288,6 +1302,11 @@ impl Session {
                 ddl::create_schema(txn, &catalog, &schema_name, if_not_exists).await
             }
             Statement::CreateSchema { .. } => Err(SqlError::unsupported("CREATE SCHEMA with options")),
+            Statement::CreateView(create) => views::create(txn, &self.planner, &catalog, &path, &create).await,
+            Statement::Drop { object_type: ObjectType::View, if_exists, names, cascade, .. } => {
+                txn.private_ddl = true;
+                views::drop(txn, &catalog, &path, (if_exists, cascade), &names).await
+            }
             Statement::CreateIndex(create) => {
                 txn.private_ddl = true;
                 ddl::create_index(txn, &catalog, &path, &create).await
@@ -1333,6 +1352,7 @@ impl Session {
             mut statement => {
                 self.engine.load_sequences(&catalog, Some(txn)).await?;
                 self.prepare(Arc::clone(&catalog), snapshot);
+                self.expand_views(&mut statement)?;
                 pg_rewrite::alias_function_columns(&mut statement);
                 let output = Box::pin(dml::run(&mut self.planner, txn, statement, params)).await?;
                 if self.sequences_used() {
@@ -1558,16 +1578,38 @@ impl Planner {
         let sql = format!("SELECT {} FROM \"{RETURNING_SCHEMA}\".{alias} AS {alias}", list.join(", "));
         let statement = parse(&sql)?.pop().ok_or_else(|| SqlError::internal("RETURNING did not parse"))?;
         let names = names::postgres_column_names(&statement);
-        let table = MemTable::try_new(schema, vec![batches])?;
-        self.returning.register_table(alias.value.clone(), Arc::new(table))?;
-        let result = async {
-            let plan = self.plan_unbound(statement).await?;
-            self.collect(&plan).await
-        }
-        .await;
-        self.returning.deregister_table(&alias.value)?;
-        let (schema, batches) = result?;
+        let plan = self.plan_over(vec![(alias.value.clone(), schema, batches)], statement).await?;
+        let (schema, batches) = self.collect(&plan).await?;
         names::rename_batches(schema, batches, names)
+    }
+
+    /// The unbound plan of `statement`, planned while `tables` (name,
+    /// schema, rows) are visible as `"__borealis_returning".name`; the plan
+    /// keeps its tables after they are no longer visible.
+    pub(crate) async fn plan_over(
+        &self,
+        tables: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
+        statement: Statement,
+    ) -> Result<LogicalPlan, SqlError> {
+        let mut registered = Vec::with_capacity(tables.len());
+        let mut result = Ok(());
+        for (name, schema, batches) in tables {
+            result = MemTable::try_new(schema, vec![batches])
+                .and_then(|table| self.returning.register_table(name.clone(), Arc::new(table)))
+                .map(|_| registered.push(name))
+                .map_err(SqlError::from);
+            if result.is_err() {
+                break;
+            }
+        }
+        let plan = match result {
+            Ok(()) => self.plan_unbound(statement).await,
+            Err(error) => Err(error),
+        };
+        for name in registered {
+            self.returning.deregister_table(&name)?;
+        }
+        plan
     }
 
     /// A row expression (a CHECK constraint's) compiled over `schema`, with

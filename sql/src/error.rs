@@ -34,6 +34,8 @@ pub mod sqlstate {
     pub const INVALID_DATETIME_FORMAT: &str = "22007";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const INVALID_COLUMN_REFERENCE: &str = "42P10";
+    pub const CARDINALITY_VIOLATION: &str = "21000";
     pub const CHECK_VIOLATION: &str = "23514";
     pub const FOREIGN_KEY_VIOLATION: &str = "23503";
     pub const INVALID_FOREIGN_KEY: &str = "42830";

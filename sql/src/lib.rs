@@ -49,6 +49,7 @@ pub mod sequence;
 pub mod settings;
 pub mod testing;
 pub mod types;
+pub mod views;
 pub mod volume;
 
 pub use engine::{CopyOutStream, Described, Engine, QueryOutput, Session, TransactionStatus};

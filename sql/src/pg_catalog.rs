@@ -40,7 +40,7 @@
 
 use crate::catalog::{
     Catalog, ColumnDef, ConstraintDef, ConstraintKind, IndexDef, QualifiedName, RoleDef, SchemaDef, SearchPath,
-    TableDef,
+    TableDef, ViewDef,
 };
 use crate::error::SqlError;
 use crate::functions::DATABASE_NAME;
@@ -150,6 +150,9 @@ pub fn relation_oid_by_name(catalog: &Catalog, path: &SearchPath, name: &Qualifi
     if let Some(entry) = catalog.get(&schema, &name.name) {
         return Some(table_oid(&entry.def));
     }
+    if let Some(entry) = catalog.view(&schema, &name.name) {
+        return Some(view_oid(&entry.def));
+    }
     if let Some((entry, index)) = catalog.index(&schema, &name.name) {
         let position = entry.def.indexes.iter().position(|i| i.name == index.name)?;
         return Some(index_oid(&entry.def, position));
@@ -166,7 +169,10 @@ pub fn is_visible(catalog: &Catalog, path: &SearchPath, oid: i64) -> bool {
         Some(Relation::Index(def, position)) => def.indexes[position].name.clone(),
         None => match catalog.sequences().find(|s| i64::from(crate::sequence::sequence_oid(&s.def)) == oid) {
             Some(sequence) => sequence.def.name.clone(),
-            None => return false,
+            None => match catalog.views().find(|v| i64::from(view_oid(&v.def)) == oid) {
+                Some(view) => view.def.name.clone(),
+                None => return false,
+            },
         },
     };
     relation_oid_by_name(catalog, path, &QualifiedName::bare(name)).is_some_and(|found| i64::from(found) == oid)
@@ -1203,6 +1209,9 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
     for entry in catalog.tables() {
         table_rows(&mut rows, &entry.def, &entry.schema_name, namespace_oid(catalog, &entry.schema_name));
     }
+    for entry in catalog.views() {
+        view_rows(&mut rows, &entry.def, &entry.schema_name, namespace_oid(catalog, &entry.schema_name));
+    }
     for constraint in catalog.constraints() {
         constraint_row(&mut rows, catalog, &constraint.def);
     }
@@ -1780,6 +1789,39 @@ fn default_rows(rows: &mut Rows, def: &TableDef, oid: i32) {
 
 /// (name, type oid, typmod, length, not null, collation) of a column.
 type Attribute = (String, i32, i32, i16, bool, i32);
+
+/// The oid of view `def` (views take table ids, so oids never collide).
+pub fn view_oid(def: &ViewDef) -> i32 {
+    clamp_oid(FIRST_NORMAL_OID + def.id.0 as i64 * OIDS_PER_TABLE)
+}
+
+/// A view's pg_class, pg_attribute and pg_views rows.
+fn view_rows(rows: &mut Rows, def: &ViewDef, schema: &str, namespace: i32) {
+    let oid = view_oid(def);
+    relation_rows(rows, oid, &def.name, namespace, "v", 0, false);
+    let attributes = def.columns.iter().map(|(name, type_oid)| {
+        let length = match type_oid {
+            16 => 1,
+            21 => 2,
+            23 | 700 | 1082 => 4,
+            20 | 701 | 1083 | 1114 | 1184 => 8,
+            1186 => 16,
+            _ => -1,
+        };
+        let collation = if *type_oid == 25 { DEFAULT_COLLATION } else { 0 };
+        (name.clone(), *type_oid, -1, length, false, collation)
+    });
+    attribute_rows(rows, oid, attributes);
+    rows.push(
+        "pg_views",
+        vec![
+            schema.into(),
+            def.name.as_str().into(),
+            crate::functions::SUPERUSER_NAME.into(),
+            format!(" {};", def.query).into(),
+        ],
+    );
+}
 
 fn column_attribute(column: &ColumnDef) -> Attribute {
     let (type_oid, typmod) = type_of(column.ty);

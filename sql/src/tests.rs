@@ -739,6 +739,24 @@ async fn prepared_insert_returning_gives_serial_values() {
 }
 
 #[tokio::test]
+async fn prepared_upsert_binds_parameters_of_do_update() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE counters (name text PRIMARY KEY, hits int NOT NULL)").await;
+    // $3 appears only in DO UPDATE: Describe types it from the column it is assigned to.
+    let sql = "INSERT INTO counters VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET hits = counters.hits + $3 \
+               RETURNING hits";
+    let described = session.describe(sql).await.expect("describe");
+    assert_eq!(described.param_types, vec![DataType::Utf8, DataType::Int32, DataType::Int32]);
+    for expected in ["1", "6", "11"] {
+        let params =
+            vec![ScalarValue::Utf8(Some("home".into())), ScalarValue::Int32(Some(1)), ScalarValue::Int32(Some(5))];
+        let output = session.execute_with_params(sql, params).await.expect("upsert");
+        assert_eq!(rows(&output), strings(&[&[expected]]));
+    }
+}
+
+#[tokio::test]
 async fn copy_fills_columns_it_omits_with_their_defaults() {
     let (_volume, engine) = writer().await;
     let mut session = engine.session();
