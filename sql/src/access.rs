@@ -13,7 +13,9 @@
 use crate::btree::KeyRange;
 use crate::catalog::TableDef;
 use crate::keys::scalar_key;
-use datafusion::logical_expr::expr::InList;
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::logical_expr::expr::{InList, Placeholder};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 use std::collections::HashMap;
 
@@ -75,8 +77,27 @@ impl Bounds {
 }
 
 /// Whether `filter` could narrow a scan of `def` through one of its indexes.
+/// A typed parameter (`$1`) counts as the value it will be bound to: a
+/// prepared statement's plan is optimised before its values are known (see
+/// `Session::read`), and its scan chooses the index once they are.
 pub fn is_usable(def: &TableDef, filter: &Expr) -> bool {
-    constraint(def, filter).is_some_and(|(column, _)| def.indexes.iter().any(|index| index.columns.contains(&column)))
+    let sample = sample_values(filter);
+    constraint(def, &sample).is_some_and(|(column, _)| def.indexes.iter().any(|index| index.columns.contains(&column)))
+}
+
+/// `filter` with each typed parameter replaced by a value of its type.
+fn sample_values(filter: &Expr) -> Expr {
+    filter
+        .clone()
+        .transform(|expr| {
+            if let Expr::Placeholder(Placeholder { field: Some(field), .. }) = &expr
+                && let Ok(value) = ScalarValue::new_default(field.data_type())
+            {
+                return Ok(Transformed::yes(Expr::Literal(value, None)));
+            }
+            Ok(Transformed::no(expr))
+        })
+        .map_or_else(|_| filter.clone(), |transformed| transformed.data)
 }
 
 /// The best index scan for `filters`, or None for a full scan.

@@ -526,6 +526,28 @@ pub struct Session {
     user: String,
     /// Notices raised by statements since the front end last took them.
     notices: Vec<String>,
+    /// The SQL text of the extended-protocol statement being executed (the plan cache's key).
+    prepared_sql: Option<String>,
+    /// Counts SET, RESET and lapsed SET LOCAL values (see [`CachedPlan`]).
+    settings_generation: u64,
+    /// Optimised plans of prepared queries, by SQL text (see [`Session::read`]).
+    plans: HashMap<String, Arc<CachedPlan>>,
+}
+
+/// Prepared queries whose plans a session keeps; past it the cache starts over.
+const CACHED_PLANS_MAX: usize = 256;
+
+/// A prepared query's logical plan, optimised once with its parameters as
+/// placeholders. Valid while the catalog version, the session's settings
+/// and the role it runs as are the ones it was planned under.
+struct CachedPlan {
+    plan: LogicalPlan,
+    /// The types the parameters were inferred to have; values are cast to them.
+    param_types: Vec<DataType>,
+    /// PostgreSQL's names for the result columns.
+    names: Option<Vec<Option<String>>>,
+    catalog_version: u64,
+    settings_generation: u64,
 }
 
 /// A savepoint: the block's write state when it was set.
@@ -622,6 +644,9 @@ impl Session {
             block_used_sequences: false,
             user: crate::functions::SUPERUSER_NAME.to_string(),
             notices: Vec::new(),
+            prepared_sql: None,
+            settings_generation: 0,
+            plans: HashMap::new(),
         }
     }
 
@@ -641,6 +666,7 @@ impl Session {
     /// `superuser` is reported as `is_superuser` (the catalog decides again
     /// at each statement that needs it).
     pub fn set_user(&mut self, name: &str, superuser: bool) {
+        self.plans.clear();
         self.user = name.to_string();
         self.settings.set_reported("is_superuser", if superuser { "on" } else { "off" });
         self.planner.set_user(name);
@@ -850,7 +876,10 @@ impl Session {
     /// Runs one statement with parameter values for `$1..$n` (extended protocol Execute).
     pub async fn execute_with_params(&mut self, sql: &str, params: Vec<ScalarValue>) -> Result<QueryOutput, SqlError> {
         let statement = self.parse_one(sql)?;
-        self.run(statement, Some(params)).await
+        self.prepared_sql = Some(sql.to_string());
+        let result = self.run(statement, Some(params)).await;
+        self.prepared_sql = None;
+        result
     }
 
     /// Parameter types and result schema of one statement (extended protocol Parse/Describe).
@@ -941,7 +970,9 @@ impl Session {
 
     /// The block ended (COMMIT or ROLLBACK): its savepoints go with it.
     fn end_block(&mut self) {
-        self.settings.end_block();
+        if self.settings.end_block() {
+            self.settings_changed();
+        }
         self.savepoints.clear();
         self.failed_txn = None;
         self.block_used_sequences = false;
@@ -1096,8 +1127,17 @@ impl Session {
         QueryOutput::command("ROLLBACK")
     }
 
+    /// Settings may plan differently (time zone, search path...): cached plans go.
+    fn settings_changed(&mut self) {
+        self.settings_generation += 1;
+        self.plans.clear();
+    }
+
     /// SET, RESET and SHOW.
     fn setting(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
+        if !matches!(statement, Statement::ShowVariable { .. }) {
+            self.settings_changed();
+        }
         match statement {
             Statement::Set(Set::SingleAssignment { scope, variable, values, .. }) => {
                 let local = matches!(scope, Some(ContextModifier::Local));
@@ -1158,12 +1198,48 @@ impl Session {
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.engine.load_sequences(&catalog, self.open_txn()).await?;
         self.prepare(Arc::clone(&catalog), snapshot);
+        // A prepared query planned before runs its cached plan.
+        let cache_key = match (&params, private_ddl) {
+            (Some(_), false) => self.prepared_sql.take(),
+            _ => None,
+        };
+        if let (Some(sql), Some(values)) = (&cache_key, &params)
+            && let Some(cached) = self.plans.get(sql).cloned()
+        {
+            if cached.catalog_version == catalog.version && cached.settings_generation == self.settings_generation {
+                return self.run_cached(&cached, values.clone()).await;
+            }
+            self.plans.remove(sql);
+        }
         let mut statement = statement;
         self.expand_views(&mut statement)?;
         // Judged before the rewrites, which may add aggregates inside subqueries.
         let empty = pg_rewrite::provably_empty(&statement);
         pg_rewrite::rewrite(&mut statement);
         let names = names::postgres_column_names(&statement);
+        if let (Some(sql), Some(values)) = (cache_key, &params)
+            && empty.is_none()
+        {
+            let unbound = self.planner.plan_unbound(statement.clone()).await?;
+            let inferred = unbound.get_parameter_types()?;
+            // An untyped parameter (`SELECT $1`) takes the type of its value: planned per execution.
+            let typed = inferred.values().all(Option::is_some);
+            if let Some(optimized) = typed.then(|| self.planner.optimize_reusable(&unbound)).flatten() {
+                let param_types = crate::dml::ordered_param_types(&inferred)?;
+                let cached = Arc::new(CachedPlan {
+                    plan: optimized,
+                    param_types,
+                    names: names.clone(),
+                    catalog_version: catalog.version,
+                    settings_generation: self.settings_generation,
+                });
+                if self.plans.len() >= CACHED_PLANS_MAX {
+                    self.plans.clear();
+                }
+                self.plans.insert(sql, Arc::clone(&cached));
+                return self.run_cached(&cached, values.clone()).await;
+            }
+        }
         let plan = match (self.planner.plan(statement, params).await, empty) {
             (Ok(plan), _) => plan,
             (Err(error), Some(columns)) => {
@@ -1181,6 +1257,30 @@ impl Session {
             self.engine.persist_sequences(&catalog, txn).await?;
         }
         let (schema, batches) = names::rename_batches(schema, batches, names)?;
+        Ok(QueryOutput::Rows { schema, batches })
+    }
+
+    /// Runs a cached plan with `values` bound to its parameters.
+    async fn run_cached(&mut self, cached: &CachedPlan, values: Vec<ScalarValue>) -> Result<QueryOutput, SqlError> {
+        if values.len() != cached.param_types.len() {
+            return Err(SqlError::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {}",
+                    values.len(),
+                    cached.param_types.len()
+                ),
+            ));
+        }
+        // Values come typed as the client sent them: cast to what the plan expects.
+        let values = values
+            .into_iter()
+            .zip(&cached.param_types)
+            .map(|(value, ty)| if value.data_type() == *ty { Ok(value) } else { value.cast_to(ty) })
+            .collect::<Result<Vec<_>, _>>()?;
+        let plan = cached.plan.clone().with_param_values(values)?;
+        let (schema, batches) = self.planner.collect_optimized(&plan).await?;
+        let (schema, batches) = names::rename_batches(schema, batches, cached.names.clone())?;
         Ok(QueryOutput::Rows { schema, batches })
     }
 
@@ -1633,6 +1733,44 @@ impl Planner {
         let schema = physical.schema();
         let stream = datafusion::physical_plan::execute_stream(physical, self.state.task_ctx())?;
         Ok((schema, stream))
+    }
+
+    /// `plan` optimised for reuse with different parameter values, or None
+    /// if it must be planned per execution: it calls a function that is not
+    /// immutable (now(), nextval(), current_user...: the optimiser folds
+    /// stable ones to this execution's values), or its optimisation needs
+    /// the values.
+    pub(crate) fn optimize_reusable(&self, plan: &LogicalPlan) -> Option<LogicalPlan> {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        let mut reusable = true;
+        let _ = plan.apply_with_subqueries(|node| {
+            node.apply_expressions(|expr| {
+                expr.apply(|e| {
+                    if let datafusion::logical_expr::Expr::ScalarFunction(function) = e
+                        && function.func.signature().volatility != datafusion::logical_expr::Volatility::Immutable
+                    {
+                        reusable = false;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        });
+        if !reusable || matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+            return None;
+        }
+        self.state.optimize(plan).inspect_err(|error| tracing::debug!(%error, "plan kept per execution")).ok()
+    }
+
+    /// Plans and runs an optimised `plan` (see [`Planner::optimize_reusable`]).
+    pub(crate) async fn collect_optimized(
+        &self,
+        plan: &LogicalPlan,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
+        let physical = Box::pin(self.state.query_planner().create_physical_plan(plan, &self.state)).await?;
+        let schema = physical.schema();
+        let batches = Box::pin(datafusion::physical_plan::collect(physical, self.state.task_ctx())).await?;
+        Ok((schema, batches))
     }
 
     /// Optimises, plans and runs `plan` to completion.

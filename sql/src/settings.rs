@@ -156,9 +156,11 @@ impl Settings {
         Ok(())
     }
 
-    /// Ends a transaction block: SET LOCAL values lapse.
-    pub fn end_block(&mut self) {
+    /// Ends a transaction block: SET LOCAL values lapse. Returns whether any did.
+    pub fn end_block(&mut self) -> bool {
+        let lapsed = !self.local.is_empty();
         self.local.clear();
+        lapsed
     }
 
     /// Every parameter with its current value, for SHOW ALL.

@@ -757,6 +757,43 @@ async fn prepared_upsert_binds_parameters_of_do_update() {
 }
 
 #[tokio::test]
+async fn prepared_queries_reuse_their_plan_until_the_catalog_or_settings_change() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE accounts (id int PRIMARY KEY, balance int)").await;
+    one(&mut session, "INSERT INTO accounts SELECT n, n * 10 FROM generate_series(1, 50) AS s(n)").await;
+    async fn execute(session: &mut Session, id: ScalarValue) -> Vec<Vec<String>> {
+        let sql = "SELECT balance FROM accounts WHERE id = $1";
+        rows(&session.execute_with_params(sql, vec![id]).await.expect("execute"))
+    }
+    // Each execution binds its own value (also one of another integer width).
+    assert_eq!(execute(&mut session, ScalarValue::Int32(Some(7))).await, strings(&[&["70"]]));
+    assert_eq!(execute(&mut session, ScalarValue::Int32(Some(42))).await, strings(&[&["420"]]));
+    assert_eq!(execute(&mut session, ScalarValue::Int64(Some(3))).await, strings(&[&["30"]]));
+    assert_eq!(execute(&mut session, ScalarValue::Int32(Some(99))).await, Vec::<Vec<String>>::new());
+    // Rows written since are seen (the plan holds no snapshot).
+    one(&mut session, "UPDATE accounts SET balance = -1 WHERE id = 7").await;
+    assert_eq!(execute(&mut session, ScalarValue::Int32(Some(7))).await, strings(&[&["-1"]]));
+    // A new catalog version plans again: the table is now another one.
+    one(&mut session, "DROP TABLE accounts").await;
+    one(&mut session, "CREATE TABLE accounts (id int PRIMARY KEY, balance text)").await;
+    one(&mut session, "INSERT INTO accounts VALUES (7, 'seven')").await;
+    assert_eq!(execute(&mut session, ScalarValue::Int32(Some(7))).await, strings(&[&["seven"]]));
+    // So does a setting: the same text names another schema's table.
+    one(&mut session, "CREATE SCHEMA other").await;
+    one(&mut session, "CREATE TABLE other.accounts (id int, balance text)").await;
+    one(&mut session, "INSERT INTO other.accounts VALUES (7, 'other')").await;
+    one(&mut session, "SET search_path = other").await;
+    assert_eq!(execute(&mut session, ScalarValue::Int32(Some(7))).await, strings(&[&["other"]]));
+    // A stable function is evaluated per execution, never kept in a plan.
+    let now = "SELECT now()::text, $1::int";
+    let first = rows(&session.execute_with_params(now, vec![ScalarValue::Int32(Some(1))]).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = rows(&session.execute_with_params(now, vec![ScalarValue::Int32(Some(1))]).await.unwrap());
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
 async fn copy_fills_columns_it_omits_with_their_defaults() {
     let (_volume, engine) = writer().await;
     let mut session = engine.session();
