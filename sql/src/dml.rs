@@ -34,7 +34,7 @@ use crate::btree::{self, KeyRange};
 use crate::catalog::{CatalogEntry, Identity, TableDef};
 use crate::constraint::{self, RowChecks};
 use crate::ddl::{normalize, qualified_name};
-use crate::engine::{Described, Planner, QueryOutput, RETURNING_SCHEMA, WriteTxn, parse};
+use crate::engine::{Described, Planned, Planner, QueryOutput, RETURNING_SCHEMA, WriteTxn, parse};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::RowAddress;
 use crate::index;
@@ -77,10 +77,10 @@ pub(crate) async fn run(
             apply_defaults(planner, &mut insert)?;
             let plan = match (conflict.is_some(), params.as_ref()) {
                 // DO UPDATE may use parameters the rows do not: bind them all.
-                (true, Some(values)) => {
-                    planner.plan_unbound(Statement::Insert(insert)).await?.with_param_values(values.clone())?
-                }
-                _ => planner.plan(Statement::Insert(insert), params.clone()).await?,
+                (true, Some(values)) => Planned::Unoptimized(
+                    planner.plan_unbound(Statement::Insert(insert)).await?.with_param_values(values.clone())?,
+                ),
+                _ => planner.plan_for("insert", Statement::Insert(insert), params.clone()).await?,
             };
             let (entry, rows) = insert_rows(planner, txn, plan, conflict, alias.clone(), params.as_deref()).await?;
             let count = rows.iter().map(RecordBatch::num_rows).sum::<usize>();
@@ -94,8 +94,8 @@ pub(crate) async fn run(
         }
         Statement::Update(update) => {
             let rewrite = rewrite_update(planner, &update)?;
-            let plan = planner.plan(rewrite.select, params).await?;
-            let (_, batches) = planner.collect(&plan).await?;
+            let planned = planner.plan_for("update", rewrite.select, params).await?;
+            let (_, batches) = planner.collect_planned(&planned).await?;
             let batches = if rewrite.joined { first_per_address(batches)? } else { batches };
             let rows = update_rows(planner, txn, &rewrite.entry, batches).await?;
             match &update.returning {
@@ -108,8 +108,8 @@ pub(crate) async fn run(
         }
         Statement::Delete(delete) => {
             let rewrite = rewrite_delete(planner, &delete)?;
-            let plan = planner.plan(rewrite.select, params).await?;
-            let (_, batches) = planner.collect(&plan).await?;
+            let planned = planner.plan_for("delete", rewrite.select, params).await?;
+            let (_, batches) = planner.collect_planned(&planned).await?;
             let batches = if rewrite.joined { first_per_address(batches)? } else { batches };
             let rows = delete_rows(planner, txn, &rewrite.entry, batches, delete.returning.is_some()).await?;
             match &delete.returning {
@@ -412,11 +412,15 @@ fn query(sql: &str) -> Result<Query, SqlError> {
 async fn insert_rows(
     planner: &Planner,
     txn: &mut WriteTxn,
-    plan: LogicalPlan,
+    plan: Planned,
     conflict: Option<OnConflict>,
     alias: Option<Ident>,
     params: Option<&[ScalarValue]>,
 ) -> Result<(CatalogEntry, Vec<RecordBatch>), SqlError> {
+    let (plan, optimized) = match plan {
+        Planned::Optimized(plan) => (plan, true),
+        Planned::Unoptimized(plan) => (plan, false),
+    };
     let LogicalPlan::Dml(DmlStatement { table_name, op, input, .. }) = plan else {
         return Err(SqlError::internal("INSERT did not plan to a DML statement"));
     };
@@ -427,7 +431,8 @@ async fn insert_rows(
         return Err(SqlError::undefined_table(&table_name.to_string()));
     }
     let entry = planner.resolve_reference(&table_name)?.clone();
-    let (_, batches) = planner.collect(&input).await?;
+    let (_, batches) =
+        if optimized { planner.collect_optimized(&input).await? } else { planner.collect(&input).await? };
     if let Some(conflict) = conflict {
         let alias = alias.unwrap_or_else(|| Ident::with_quote('"', entry.def.name.clone()));
         let upsert = Upsert::resolve(&entry.def, conflict, alias)?;

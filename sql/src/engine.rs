@@ -526,28 +526,28 @@ pub struct Session {
     user: String,
     /// Notices raised by statements since the front end last took them.
     notices: Vec<String>,
-    /// The SQL text of the extended-protocol statement being executed (the plan cache's key).
-    prepared_sql: Option<String>,
-    /// Counts SET, RESET and lapsed SET LOCAL values (see [`CachedPlan`]).
-    settings_generation: u64,
-    /// Optimised plans of prepared queries, by SQL text (see [`Session::read`]).
-    plans: HashMap<String, Arc<CachedPlan>>,
 }
 
-/// Prepared queries whose plans a session keeps; past it the cache starts over.
+/// Prepared statements whose plans a session keeps; past it the cache starts over.
 const CACHED_PLANS_MAX: usize = 256;
 
-/// A prepared query's logical plan, optimised once with its parameters as
-/// placeholders. Valid while the catalog version, the session's settings
-/// and the role it runs as are the ones it was planned under.
-struct CachedPlan {
+/// A prepared statement's logical plan (a query's, or the query an
+/// INSERT, UPDATE or DELETE reads), optimised once with its parameters as
+/// placeholders. The planner drops it when the session's settings or role
+/// change; it is used only at the catalog version it was planned at.
+pub(crate) struct CachedPlan {
     plan: LogicalPlan,
     /// The types the parameters were inferred to have; values are cast to them.
     param_types: Vec<DataType>,
     /// PostgreSQL's names for the result columns.
     names: Option<Vec<Option<String>>>,
     catalog_version: u64,
-    settings_generation: u64,
+}
+
+/// A plan ready to run: optimised already (from the cache) or not.
+pub(crate) enum Planned {
+    Optimized(LogicalPlan),
+    Unoptimized(LogicalPlan),
 }
 
 /// A savepoint: the block's write state when it was set.
@@ -644,9 +644,6 @@ impl Session {
             block_used_sequences: false,
             user: crate::functions::SUPERUSER_NAME.to_string(),
             notices: Vec::new(),
-            prepared_sql: None,
-            settings_generation: 0,
-            plans: HashMap::new(),
         }
     }
 
@@ -666,7 +663,7 @@ impl Session {
     /// `superuser` is reported as `is_superuser` (the catalog decides again
     /// at each statement that needs it).
     pub fn set_user(&mut self, name: &str, superuser: bool) {
-        self.plans.clear();
+        self.planner.clear_plans();
         self.user = name.to_string();
         self.settings.set_reported("is_superuser", if superuser { "on" } else { "off" });
         self.planner.set_user(name);
@@ -876,9 +873,9 @@ impl Session {
     /// Runs one statement with parameter values for `$1..$n` (extended protocol Execute).
     pub async fn execute_with_params(&mut self, sql: &str, params: Vec<ScalarValue>) -> Result<QueryOutput, SqlError> {
         let statement = self.parse_one(sql)?;
-        self.prepared_sql = Some(sql.to_string());
+        self.planner.prepared_sql = Some(sql.to_string());
         let result = self.run(statement, Some(params)).await;
-        self.prepared_sql = None;
+        self.planner.prepared_sql = None;
         result
     }
 
@@ -1129,8 +1126,7 @@ impl Session {
 
     /// Settings may plan differently (time zone, search path...): cached plans go.
     fn settings_changed(&mut self) {
-        self.settings_generation += 1;
-        self.plans.clear();
+        self.planner.clear_plans();
     }
 
     /// SET, RESET and SHOW.
@@ -1199,17 +1195,13 @@ impl Session {
         self.engine.load_sequences(&catalog, self.open_txn()).await?;
         self.prepare(Arc::clone(&catalog), snapshot);
         // A prepared query planned before runs its cached plan.
-        let cache_key = match (&params, private_ddl) {
-            (Some(_), false) => self.prepared_sql.take(),
-            _ => None,
-        };
-        if let (Some(sql), Some(values)) = (&cache_key, &params)
-            && let Some(cached) = self.plans.get(sql).cloned()
+        if private_ddl {
+            self.planner.prepared_sql = None;
+        }
+        if let Some(values) = &params
+            && let Some(cached) = self.planner.cached("query")
         {
-            if cached.catalog_version == catalog.version && cached.settings_generation == self.settings_generation {
-                return self.run_cached(&cached, values.clone()).await;
-            }
-            self.plans.remove(sql);
+            return self.run_cached(&cached, values.clone()).await;
         }
         let mut statement = statement;
         self.expand_views(&mut statement)?;
@@ -1217,26 +1209,11 @@ impl Session {
         let empty = pg_rewrite::provably_empty(&statement);
         pg_rewrite::rewrite(&mut statement);
         let names = names::postgres_column_names(&statement);
-        if let (Some(sql), Some(values)) = (cache_key, &params)
-            && empty.is_none()
+        if let (Some(values), None) = (&params, &empty)
+            && self.planner.prepared_sql.is_some()
         {
             let unbound = self.planner.plan_unbound(statement.clone()).await?;
-            let inferred = unbound.get_parameter_types()?;
-            // An untyped parameter (`SELECT $1`) takes the type of its value: planned per execution.
-            let typed = inferred.values().all(Option::is_some);
-            if let Some(optimized) = typed.then(|| self.planner.optimize_reusable(&unbound)).flatten() {
-                let param_types = crate::dml::ordered_param_types(&inferred)?;
-                let cached = Arc::new(CachedPlan {
-                    plan: optimized,
-                    param_types,
-                    names: names.clone(),
-                    catalog_version: catalog.version,
-                    settings_generation: self.settings_generation,
-                });
-                if self.plans.len() >= CACHED_PLANS_MAX {
-                    self.plans.clear();
-                }
-                self.plans.insert(sql, Arc::clone(&cached));
+            if let Some(cached) = self.planner.cache("query", &unbound, names.clone())? {
                 return self.run_cached(&cached, values.clone()).await;
             }
         }
@@ -1260,25 +1237,9 @@ impl Session {
         Ok(QueryOutput::Rows { schema, batches })
     }
 
-    /// Runs a cached plan with `values` bound to its parameters.
+    /// Runs a cached query plan with `values` bound to its parameters.
     async fn run_cached(&mut self, cached: &CachedPlan, values: Vec<ScalarValue>) -> Result<QueryOutput, SqlError> {
-        if values.len() != cached.param_types.len() {
-            return Err(SqlError::new(
-                sqlstate::PROTOCOL_VIOLATION,
-                format!(
-                    "bind message supplies {} parameters, but prepared statement requires {}",
-                    values.len(),
-                    cached.param_types.len()
-                ),
-            ));
-        }
-        // Values come typed as the client sent them: cast to what the plan expects.
-        let values = values
-            .into_iter()
-            .zip(&cached.param_types)
-            .map(|(value, ty)| if value.data_type() == *ty { Ok(value) } else { value.cast_to(ty) })
-            .collect::<Result<Vec<_>, _>>()?;
-        let plan = cached.plan.clone().with_param_values(values)?;
+        let plan = Planner::bind_cached(cached, values)?;
         let (schema, batches) = self.planner.collect_optimized(&plan).await?;
         let (schema, batches) = names::rename_batches(schema, batches, cached.names.clone())?;
         Ok(QueryOutput::Rows { schema, batches })
@@ -1450,6 +1411,9 @@ impl Session {
                 Ok(QueryOutput::command("ALTER ROLE"))
             }
             mut statement => {
+                if txn.private_ddl {
+                    self.planner.prepared_sql = None;
+                }
                 self.engine.load_sequences(&catalog, Some(txn)).await?;
                 self.prepare(Arc::clone(&catalog), snapshot);
                 self.expand_views(&mut statement)?;
@@ -1483,6 +1447,12 @@ pub(crate) struct Planner {
     search_path: Option<(String, String, u64)>,
     /// Where unqualified names are looked up (the schemas of the search path that exist).
     path: SearchPath,
+    /// The SQL text of the prepared statement being executed: the plan
+    /// cache's key. None outside the extended protocol and while the
+    /// transaction's catalog is private (its version may be reused).
+    pub(crate) prepared_sql: Option<String>,
+    /// Optimised plans of prepared statements, by SQL text and purpose.
+    plans: HashMap<(String, &'static str), Arc<CachedPlan>>,
 }
 
 impl Planner {
@@ -1517,6 +1487,8 @@ impl Planner {
             catalog: Arc::new(Catalog::default()),
             search_path: None,
             path: SearchPath::public(),
+            prepared_sql: None,
+            plans: HashMap::new(),
         }
     }
 
@@ -1733,6 +1705,99 @@ impl Planner {
         let schema = physical.schema();
         let stream = datafusion::physical_plan::execute_stream(physical, self.state.task_ctx())?;
         Ok((schema, stream))
+    }
+
+    /// Forgets every cached plan (settings or role changed).
+    pub(crate) fn clear_plans(&mut self) {
+        self.plans.clear();
+    }
+
+    /// The cached plan for `purpose` of the prepared statement being
+    /// executed, if it was planned at the current catalog version.
+    pub(crate) fn cached(&mut self, purpose: &'static str) -> Option<Arc<CachedPlan>> {
+        let key = (self.prepared_sql.clone()?, purpose);
+        let cached = self.plans.get(&key)?;
+        if cached.catalog_version == self.catalog.version {
+            return Some(Arc::clone(cached));
+        }
+        self.plans.remove(&key);
+        None
+    }
+
+    /// Optimises `unbound` once for `purpose` of the prepared statement
+    /// being executed and keeps it (see [`Planner::optimize_reusable`]);
+    /// None if there is no such statement or its plan cannot be reused.
+    /// An untyped parameter (`SELECT $1`) takes the type of its value, so
+    /// its statement is planned per execution.
+    pub(crate) fn cache(
+        &mut self,
+        purpose: &'static str,
+        unbound: &LogicalPlan,
+        names: Option<Vec<Option<String>>>,
+    ) -> Result<Option<Arc<CachedPlan>>, SqlError> {
+        let Some(sql) = self.prepared_sql.clone() else { return Ok(None) };
+        let inferred = unbound.get_parameter_types()?;
+        if !inferred.values().all(Option::is_some) {
+            return Ok(None);
+        }
+        let Some(plan) = self.optimize_reusable(unbound) else { return Ok(None) };
+        let param_types = crate::dml::ordered_param_types(&inferred)?;
+        let cached = Arc::new(CachedPlan { plan, param_types, names, catalog_version: self.catalog.version });
+        if self.plans.len() >= CACHED_PLANS_MAX {
+            self.plans.clear();
+        }
+        self.plans.insert((sql, purpose), Arc::clone(&cached));
+        Ok(Some(cached))
+    }
+
+    /// `cached`'s plan with `values` bound, cast to the parameters' types.
+    pub(crate) fn bind_cached(cached: &CachedPlan, values: Vec<ScalarValue>) -> Result<LogicalPlan, SqlError> {
+        if values.len() != cached.param_types.len() {
+            return Err(SqlError::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {}",
+                    values.len(),
+                    cached.param_types.len()
+                ),
+            ));
+        }
+        let values = values
+            .into_iter()
+            .zip(&cached.param_types)
+            .map(|(value, ty)| if value.data_type() == *ty { Ok(value) } else { value.cast_to(ty) })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(cached.plan.clone().with_param_values(values)?)
+    }
+
+    /// `statement` with `params` bound, ready to run: for a prepared
+    /// statement, its cached plan for `purpose` (made on first use).
+    pub(crate) async fn plan_for(
+        &mut self,
+        purpose: &'static str,
+        statement: Statement,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<Planned, SqlError> {
+        if let Some(values) = &params {
+            if let Some(cached) = self.cached(purpose) {
+                return Ok(Planned::Optimized(Planner::bind_cached(&cached, values.clone())?));
+            }
+            if self.prepared_sql.is_some() {
+                let unbound = self.plan_unbound(statement.clone()).await?;
+                if let Some(cached) = self.cache(purpose, &unbound, None)? {
+                    return Ok(Planned::Optimized(Planner::bind_cached(&cached, values.clone())?));
+                }
+            }
+        }
+        Ok(Planned::Unoptimized(self.plan(statement, params).await?))
+    }
+
+    /// Runs a plan from [`Planner::plan_for`] to completion.
+    pub(crate) async fn collect_planned(&self, planned: &Planned) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
+        match planned {
+            Planned::Optimized(plan) => self.collect_optimized(plan).await,
+            Planned::Unoptimized(plan) => self.collect(plan).await,
+        }
     }
 
     /// `plan` optimised for reuse with different parameter values, or None

@@ -794,6 +794,37 @@ async fn prepared_queries_reuse_their_plan_until_the_catalog_or_settings_change(
 }
 
 #[tokio::test]
+async fn prepared_writes_reuse_their_plan() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL)").await;
+    let insert = "INSERT INTO accounts VALUES ($1, $2)";
+    let update = "UPDATE accounts SET balance = balance + $1 WHERE id = $2";
+    let delete = "DELETE FROM accounts WHERE id = $1";
+    for id in 1..=20 {
+        let values = vec![ScalarValue::Int32(Some(id)), ScalarValue::Int32(Some(id * 100))];
+        assert_eq!(tag(&session.execute_with_params(insert, values).await.unwrap()), "INSERT 0 1");
+    }
+    for (amount, id) in [(5, 3), (7, 3), (-1, 20), (1, 99)] {
+        let values = vec![ScalarValue::Int32(Some(amount)), ScalarValue::Int64(Some(id))];
+        let expected = if id == 99 { "UPDATE 0" } else { "UPDATE 1" };
+        assert_eq!(tag(&session.execute_with_params(update, values).await.unwrap()), expected);
+    }
+    for (id, expected) in [(4, "DELETE 1"), (5, "DELETE 1"), (4, "DELETE 0")] {
+        let output = session.execute_with_params(delete, vec![ScalarValue::Int32(Some(id))]).await.unwrap();
+        assert_eq!(tag(&output), expected);
+    }
+    assert_eq!(
+        query(&mut session, "SELECT id, balance FROM accounts WHERE id IN (3, 4, 5, 20) ORDER BY id").await,
+        strings(&[&["3", "312"], &["20", "1999"]])
+    );
+    // A violated constraint still fails the execution that violates it.
+    let values = vec![ScalarValue::Int32(Some(3)), ScalarValue::Int32(Some(0))];
+    assert_eq!(session.execute_with_params(insert, values).await.unwrap_err().sqlstate(), "23505");
+    assert_eq!(query(&mut session, "SELECT count(*) FROM accounts").await, strings(&[&["18"]]));
+}
+
+#[tokio::test]
 async fn copy_fills_columns_it_omits_with_their_defaults() {
     let (_volume, engine) = writer().await;
     let mut session = engine.session();
