@@ -14,6 +14,7 @@
 //! | `'name'::regclass`, `$1::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
 //! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
 //! | `::oid`, `::name`, `::"char"`, `::pg_catalog.int2[]`, ... | int, text, smallint[] ... | system types Borealis represents with its own |
+//! | `mod(a, b)` | `(a) % (b)` | DataFusion has the operator, not the function |
 //! | `generate_subscripts(a, d)` | `unnest(generate_series(1, array_length(a, d)))` | the set-returning form DataFusion has |
 //! | `information_schema._pg_expandarray(a)` | `unnest(pg_expandarray(a))` | the set of (x, n) records as an unnested struct list |
 //! | `(record).field` | `get_field(record, 'field')` | field selection from a composite value |
@@ -148,7 +149,7 @@ fn rewrite_expr(expr: &mut Expr) {
                 *expr = rewritten;
                 return;
             }
-            if let Some(rewritten) = generate_subscripts(function) {
+            if let Some(rewritten) = generate_subscripts(function).or_else(|| modulo(function)) {
                 *expr = rewritten;
                 return;
             }
@@ -216,6 +217,17 @@ fn generate_subscripts(function: &datafusion::sql::sqlparser::ast::Function) -> 
     let FunctionArguments::List(list) = &function.args else { return None };
     let [array, dimension] = list.args.as_slice() else { return None };
     parse_expr(&format!("unnest(generate_series(1, CAST(array_length({array}, {dimension}) AS BIGINT)))"))
+}
+
+/// `mod(a, b)`: PostgreSQL's function form of `%`, same types and the same
+/// 22012 for a zero divisor.
+fn modulo(function: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
+    if !function.name.to_string().eq_ignore_ascii_case("mod") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else { return None };
+    let [dividend, divisor] = list.args.as_slice() else { return None };
+    parse_expr(&format!("(({dividend}) % ({divisor}))"))
 }
 
 fn null() -> Expr {
@@ -656,6 +668,12 @@ mod tests {
             rewritten("SELECT pg_catalog.pg_get_userbyid(c.relowner), pg_catalog.format_type(a, b) FROM t"),
             "SELECT pg_get_userbyid(c.relowner), format_type(a, b) FROM t"
         );
+    }
+
+    #[test]
+    fn mod_becomes_the_operator() {
+        assert_eq!(rewritten("SELECT mod(a + 1, 3) FROM t"), "SELECT ((a + 1) % (3)) FROM t");
+        assert_eq!(rewritten("SELECT mod(a) FROM t"), "SELECT mod(a) FROM t");
     }
 
     #[test]
