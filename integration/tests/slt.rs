@@ -17,14 +17,19 @@
 //! sequences on Borealis; on PostgreSQL roles are cluster-wide, so a
 //! comparable file must not depend on roles another file creates.
 //!
-//! Two records are this suite's own, both spelt as `system ok` records so the
-//! crate's parser takes them:
-//! - `system ok` + `restart`: on Borealis, SIGKILL the writer process and
-//!   start it again on the same volume (durability, recovery, the catalog on
-//!   pages); on PostgreSQL, only a new session (its durability is not under
-//!   test). Sessions end either way: the runner's connections and `control`
-//!   settings start afresh.
-//! - no other system command is allowed: a file runs no shell.
+//! Records this suite adds to the format:
+//! - `system ok` + `restart` (spelt as a system record so that the crate's
+//!   parser takes it; no other command is allowed, a file runs no shell): on
+//!   Borealis, SIGKILL the writer process and start it again on the same
+//!   volume (durability, recovery, the catalog on pages); on PostgreSQL,
+//!   only a new session (its durability is not under test). Sessions end
+//!   either way: the runner's connections and `control` settings start
+//!   afresh.
+//! - `COPY ... FROM STDIN` as a statement's first line, its rows on the
+//!   lines after it (tab-separated, as psql scripts write them, optionally
+//!   ended by `\.`); `statement count N` checks the rows copied.
+//! - `COPY ... TO STDOUT` as a query: each line a row, its tab-separated
+//!   fields the values, as COPY writes them (`\N` for NULL).
 //!
 //! `skipif postgres` / `onlyif borealis` mark the records of a comparable
 //! file whose answers differ on purpose (Borealis' own catalog, its error
@@ -85,6 +90,11 @@ impl AsyncDB for Session {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SessionError> {
+        match copy_direction(sql) {
+            Some(CopyDirection::In) => return self.copy_in(sql).await,
+            Some(CopyDirection::Out) => return self.copy_out(sql).await,
+            None => {}
+        }
         use tokio_postgres::SimpleQueryMessage;
         let mut rows = Vec::new();
         let mut columns = None;
@@ -117,6 +127,61 @@ impl AsyncDB for Session {
 
     fn error_sql_state(error: &SessionError) -> Option<String> {
         error.0.code().map(|code| code.code().to_string())
+    }
+}
+
+enum CopyDirection {
+    In,
+    Out,
+}
+
+/// Whether `sql` is COPY ... FROM STDIN or COPY ... TO STDOUT, which the
+/// simple query protocol cannot carry through tokio-postgres.
+fn copy_direction(sql: &str) -> Option<CopyDirection> {
+    let statement = sql.lines().next()?.to_ascii_uppercase();
+    if !statement.trim_start().starts_with("COPY ") {
+        return None;
+    }
+    if statement.contains("FROM STDIN") {
+        Some(CopyDirection::In)
+    } else if statement.contains("TO STDOUT") {
+        Some(CopyDirection::Out)
+    } else {
+        None
+    }
+}
+
+impl Session {
+    /// `COPY ... FROM STDIN` on the record's first line, the data on the
+    /// lines after it (up to `\.`, as psql scripts write it): the count is
+    /// the rows copied.
+    async fn copy_in(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SessionError> {
+        use futures::SinkExt;
+        let mut lines = sql.lines();
+        let statement = lines.next().unwrap_or_default();
+        let mut data = String::new();
+        for line in lines.take_while(|line| *line != "\\.") {
+            data.push_str(line);
+            data.push('\n');
+        }
+        let sink = self.client.copy_in(statement).await.map_err(SessionError)?;
+        futures::pin_mut!(sink);
+        sink.send(std::io::Cursor::new(data.into_bytes())).await.map_err(SessionError)?;
+        let count = sink.finish().await.map_err(SessionError)?;
+        Ok(DBOutput::StatementComplete(count))
+    }
+
+    /// `COPY ... TO STDOUT`: each line a row, its tab-separated fields the
+    /// row's values (COPY's own text: `\N` for NULL, escapes as sent).
+    async fn copy_out(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SessionError> {
+        use futures::TryStreamExt;
+        let stream = self.client.copy_out(sql).await.map_err(SessionError)?;
+        let chunks: Vec<_> = stream.try_collect().await.map_err(SessionError)?;
+        let text = String::from_utf8_lossy(&chunks.concat()).into_owned();
+        let rows: Vec<Vec<String>> =
+            text.lines().map(|line| line.split('\t').map(|field| value_text(Some(field))).collect()).collect();
+        let columns = rows.first().map_or(1, Vec::len);
+        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; columns], rows })
     }
 }
 
