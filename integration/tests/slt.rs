@@ -288,7 +288,7 @@ async fn postgres_target(server: &SharedPostgres, name: &str) -> anyhow::Result<
         let mut slot = server.lock().expect("no test panics while holding the server");
         let started = slot.get_or_insert_with(|| {
             let work_dir = std::env::temp_dir();
-            Postgres::start(&work_dir).map_err(|error| format!("{error:#}"))
+            Postgres::start_without_fsync(&work_dir).map_err(|error| format!("{error:#}"))
         });
         match started {
             Ok(postgres) => postgres.endpoints(),
