@@ -7,8 +7,9 @@
 //! runner; the adapter sends each record with the simple query protocol, so
 //! values are compared exactly as the server's text output (as psql shows
 //! them), joined by one space, NULL as `NULL` and the empty string as
-//! `(empty)`. Error records name the
-//! SQLSTATE, `statement error (23505)`, and match only that code.
+//! `(empty)`. Error records name the SQLSTATE, `statement error (23505)`,
+//! and match only that code. A file stops at its first failing record; on
+//! Borealis the failure shows the tail of the writer's log.
 //!
 //! Isolation: Borealis has no CREATE DATABASE, so each file gets a fresh
 //! cluster of its own (six storage daemons and a writer, about a second to
@@ -31,9 +32,10 @@
 //! - `COPY ... TO STDOUT` as a query: each line a row, its tab-separated
 //!   fields the values, as COPY writes them (`\N` for NULL).
 //!
-//! `skipif postgres` / `onlyif borealis` mark the records of a comparable
-//! file whose answers differ on purpose (Borealis' own catalog, its error
-//! where PostgreSQL has the feature), each with a comment saying why.
+//! In a comparable file, `skipif borealis` marks a record Borealis cannot
+//! run yet (the answer is PostgreSQL's), `onlyif borealis` what it does
+//! instead (usually 0A000), and `skipif postgres` an answer that depends on
+//! the PostgreSQL host; each with a comment saying why.
 //!
 //! `SLT_POSTGRES=off` skips the PostgreSQL runs (for a machine without the
 //! server package); `make test` installs it, so CI runs them.
