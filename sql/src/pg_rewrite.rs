@@ -15,7 +15,7 @@
 //! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
 //! | `::oid`, `::name`, `::"char"`, `::pg_catalog.int2[]`, ... | int, text, smallint[] ... | system types Borealis represents with its own |
 //! | `mod(a, b)` | `(a) % (b)` | DataFusion has the operator, not the function |
-//! | `x > ALL (SELECT ...)`, `x = ANY (SELECT ...)` | `... (SELECT * FROM (SELECT ...) AS any_all_subquery)` | the subquery's column gets a name of its own (see [`own_name_subquery`]) |
+//! | `x > ALL (SELECT ...)`, `x = ANY (SELECT ...)` | `... (SELECT * FROM (SELECT ...) AS any_all_subquery)` | the subquery's column gets a name of its own (see `own_name_subquery`) |
 //! | `generate_subscripts(a, d)` | `unnest(generate_series(1, array_length(a, d)))` | the set-returning form DataFusion has |
 //! | `information_schema._pg_expandarray(a)` | `unnest(pg_expandarray(a))` | the set of (x, n) records as an unnested struct list |
 //! | `(record).field` | `get_field(record, 'field')` | field selection from a composite value |
