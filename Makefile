@@ -3,7 +3,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BOREALIS := $(TARGET_DIR)/debug/borealis
 
-.PHONY: build run test check fmt clippy deps deps-direction doc clean-data sim
+.PHONY: build run test slt check fmt clippy deps deps-direction doc clean-data sim
 
 build:
 	$(CARGO) build --workspace --bins
@@ -15,6 +15,12 @@ run: build
 ## Everything CI runs: installs the clients the tests drive, builds, runs every test.
 test: deps build
 	$(CARGO) test --workspace --no-fail-fast
+
+## The SQL logic tests alone (sql/tests/slt/*.slt, on Borealis and PostgreSQL);
+## `make slt SLT=basic` runs the tests whose name contains "basic".
+SLT ?=
+slt: deps build
+	$(CARGO) test --workspace --test slt -- $(SLT)
 
 ## Formatting, lints, dependency direction, then the tests.
 check: fmt clippy deps-direction test

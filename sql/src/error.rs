@@ -192,17 +192,35 @@ impl SqlError {
     }
 }
 
-/// The SQLSTATE of text that does not parse as a value: PostgreSQL reports
-/// 22007 for dates and timestamps, 22P02 for every other type. Arrow names
-/// the type it parsed to in the message ("... to value of Date32 type",
-/// "Error parsing timestamp from ...").
+/// The SQLSTATE of a value that does not cast: PostgreSQL reports 22003 for
+/// a number too large for its type (Arrow: "Can't cast value 32768 to type
+/// Int16"), 22008 for a date or timestamp whose fields are out of range
+/// ('2024-02-30'), 22007 for other text that is not a date or timestamp, and
+/// 22P02 for every other type. Arrow names the type it parsed to in the
+/// message ("... to value of Date32 type", "Error parsing timestamp from
+/// ...") and quotes the text.
 fn invalid_input_sqlstate(message: &str) -> &'static str {
     let lower = message.to_ascii_lowercase();
-    if ["date32", "date64", "timestamp", "parsing date"].iter().any(|word| lower.contains(word)) {
-        sqlstate::INVALID_DATETIME_FORMAT
+    if lower.starts_with("can't cast value") {
+        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
+    } else if ["date32", "date64", "timestamp", "parsing date"].iter().any(|word| lower.contains(word)) {
+        match message.split('\'').nth(1) {
+            Some(text) if starts_like_a_date(text) => sqlstate::DATETIME_FIELD_OVERFLOW,
+            _ => sqlstate::INVALID_DATETIME_FORMAT,
+        }
     } else {
         sqlstate::INVALID_TEXT_REPRESENTATION
     }
+}
+
+/// Whether `text` opens with year-month-day digits (`2024-02-30`, `2024-13-45
+/// 99:00`): well formed, so a failure to cast it is a field out of range.
+fn starts_like_a_date(text: &str) -> bool {
+    let mut parts = text.splitn(3, '-');
+    let (Some(year), Some(month), Some(rest)) = (parts.next(), parts.next(), parts.next()) else { return false };
+    let day_digits = rest.chars().take_while(char::is_ascii_digit).count();
+    let digits = |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit());
+    year.len() == 4 && digits(year) && (1..=2).contains(&month.len()) && digits(month) && (1..=2).contains(&day_digits)
 }
 
 fn strip_backtrace(message: &str) -> String {
@@ -282,5 +300,24 @@ impl From<VolumeError> for SqlError {
 impl From<SqlError> for DataFusionError {
     fn from(error: SqlError) -> DataFusionError {
         DataFusionError::External(Box::new(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cast_failures_get_postgres_sqlstates() {
+        for (message, want) in [
+            ("Can't cast value 32768 to type Int16", "22003"),
+            ("Cannot cast string '2024-02-30' to value of Date32 type", "22008"),
+            ("Error parsing timestamp from '2024-13-45 99:00': error parsing date", "22008"),
+            ("Cannot cast string 'not-a-date' to value of Date32 type", "22007"),
+            ("Error parsing timestamp from '24-1-2': error parsing date", "22007"),
+            ("Cannot cast string 'one' to value of Int32 type", "22P02"),
+        ] {
+            assert_eq!(invalid_input_sqlstate(message), want, "{message}");
+        }
     }
 }

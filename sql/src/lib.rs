@@ -57,6 +57,4 @@ pub use error::{SqlError, sqlstate};
 pub use volume::{Volume, VolumeError};
 
 #[cfg(test)]
-mod slt;
-#[cfg(test)]
 mod tests;

@@ -14,6 +14,8 @@
 //! | `'name'::regclass`, `$1::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
 //! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
 //! | `::oid`, `::name`, `::"char"`, `::pg_catalog.int2[]`, ... | int, text, smallint[] ... | system types Borealis represents with its own |
+//! | `mod(a, b)` | `(a) % (b)` | DataFusion has the operator, not the function |
+//! | `x > ALL (SELECT ...)`, `x = ANY (SELECT ...)` | `... (SELECT * FROM (SELECT ...) AS any_all_subquery)` | the subquery's column gets a name of its own (see `own_name_subquery`) |
 //! | `generate_subscripts(a, d)` | `unnest(generate_series(1, array_length(a, d)))` | the set-returning form DataFusion has |
 //! | `information_schema._pg_expandarray(a)` | `unnest(pg_expandarray(a))` | the set of (x, n) records as an unnested struct list |
 //! | `(record).field` | `get_field(record, 'field')` | field selection from a composite value |
@@ -148,7 +150,7 @@ fn rewrite_expr(expr: &mut Expr) {
                 *expr = rewritten;
                 return;
             }
-            if let Some(rewritten) = generate_subscripts(function) {
+            if let Some(rewritten) = generate_subscripts(function).or_else(|| modulo(function)) {
                 *expr = rewritten;
                 return;
             }
@@ -168,6 +170,11 @@ fn rewrite_expr(expr: &mut Expr) {
         Expr::InSubquery { expr: left, subquery, negated } => {
             if let Some(list) = partition_ancestors_or_self(subquery) {
                 *expr = Expr::InList { expr: left.clone(), list, negated: *negated };
+            }
+        }
+        Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => {
+            if let Expr::Subquery(query) = right.as_mut() {
+                own_name_subquery(query);
             }
         }
         Expr::Subquery(query) if query_is_empty(query) => *expr = null(),
@@ -216,6 +223,66 @@ fn generate_subscripts(function: &datafusion::sql::sqlparser::ast::Function) -> 
     let FunctionArguments::List(list) = &function.args else { return None };
     let [array, dimension] = list.args.as_slice() else { return None };
     parse_expr(&format!("unnest(generate_series(1, CAST(array_length({array}, {dimension}) AS BIGINT)))"))
+}
+
+/// The subquery of `x op ANY (...)` / `x op ALL (...)` read from a derived
+/// table of its own. DataFusion moves the comparison into the subquery, and
+/// when the subquery reads the outer query's table under the same name
+/// (`salary > ALL (SELECT salary FROM emp ...)` in a query on emp) both
+/// sides of `emp.salary > emp.salary` resolve to the inner column: every
+/// row passes or none does. Behind a derived table the column is
+/// `any_all_subquery.salary`, which cannot be taken for the outer one.
+/// DataFusion plans no outer reference inside a derived table, so a
+/// subquery that names another query's table (`o.dept`) stays as it is.
+fn own_name_subquery(query: &mut Box<Query>) {
+    if !is_self_contained(query) {
+        return;
+    }
+    let text = format!("SELECT * FROM ({query}) AS any_all_subquery");
+    let wrapped =
+        Parser::new(&PostgreSqlDialect {}).try_with_sql(&text).ok().and_then(|mut parser| parser.parse_query().ok());
+    if let Some(wrapped) = wrapped {
+        *query = wrapped;
+    }
+}
+
+/// Whether every qualified column in `query` names a table of its own FROM.
+fn is_self_contained(query: &Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else { return false };
+    let own: Vec<String> = select
+        .from
+        .iter()
+        .flat_map(|from| std::iter::once(&from.relation).chain(from.joins.iter().map(|join| &join.relation)))
+        .filter_map(|factor| match factor {
+            TableFactor::Table { alias: Some(alias), .. } | TableFactor::Derived { alias: Some(alias), .. } => {
+                Some(alias.name.value.to_lowercase())
+            }
+            TableFactor::Table { name, alias: None, .. } => table_name(name).map(|name| name.to_lowercase()),
+            _ => None,
+        })
+        .collect();
+    let mut contained = true;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(query, |expr| {
+        if let Expr::CompoundIdentifier(parts) = expr
+            && let [.., qualifier, _] = parts.as_slice()
+            && !own.contains(&qualifier.value.to_lowercase())
+        {
+            contained = false;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    contained
+}
+
+/// `mod(a, b)`: PostgreSQL's function form of `%`, same types and the same
+/// 22012 for a zero divisor.
+fn modulo(function: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
+    if !function.name.to_string().eq_ignore_ascii_case("mod") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else { return None };
+    let [dividend, divisor] = list.args.as_slice() else { return None };
+    parse_expr(&format!("(({dividend}) % ({divisor}))"))
 }
 
 fn null() -> Expr {
@@ -656,6 +723,23 @@ mod tests {
             rewritten("SELECT pg_catalog.pg_get_userbyid(c.relowner), pg_catalog.format_type(a, b) FROM t"),
             "SELECT pg_get_userbyid(c.relowner), format_type(a, b) FROM t"
         );
+    }
+
+    #[test]
+    fn any_and_all_subqueries_read_a_derived_table() {
+        assert_eq!(
+            rewritten("SELECT name FROM emp WHERE salary > ALL (SELECT salary FROM emp WHERE dept = 20)"),
+            "SELECT name FROM emp WHERE salary > ALL(SELECT * FROM (SELECT salary FROM emp WHERE dept = 20) AS any_all_subquery)"
+        );
+        let correlated =
+            "SELECT name FROM emp AS o WHERE o.salary >= ALL(SELECT i.salary FROM emp AS i WHERE i.dept = o.dept)";
+        assert_eq!(rewritten(correlated), correlated);
+    }
+
+    #[test]
+    fn mod_becomes_the_operator() {
+        assert_eq!(rewritten("SELECT mod(a + 1, 3) FROM t"), "SELECT ((a + 1) % (3)) FROM t");
+        assert_eq!(rewritten("SELECT mod(a) FROM t"), "SELECT mod(a) FROM t");
     }
 
     #[test]

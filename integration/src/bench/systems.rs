@@ -113,11 +113,24 @@ pub struct Postgres {
     port: u16,
     pg_ctl: PathBuf,
     running: bool,
+    durable: bool,
 }
 
 impl Postgres {
-    /// Runs initdb in a new directory under `work_dir` and starts the server.
+    /// Runs initdb in a new directory under `work_dir` and starts the server
+    /// with the default durability (what the bench measures).
     pub fn start(work_dir: &Path) -> anyhow::Result<Postgres> {
+        Postgres::start_with(work_dir, true)
+    }
+
+    /// Like [`Postgres::start`] with fsync off: for tests that compare
+    /// answers, where a shutdown checkpoint that syncs every database they
+    /// made would only cost time.
+    pub fn start_without_fsync(work_dir: &Path) -> anyhow::Result<Postgres> {
+        Postgres::start_with(work_dir, false)
+    }
+
+    fn start_with(work_dir: &Path, durable: bool) -> anyhow::Result<Postgres> {
         let initdb = find_postgres_program("initdb")?;
         let pg_ctl = find_postgres_program("pg_ctl")?;
         let dir = tempfile::Builder::new().prefix("bench-postgres-").tempdir_in(work_dir)?;
@@ -125,7 +138,7 @@ impl Postgres {
         if is_root() {
             give_to_postgres_user(dir.path())?;
         }
-        let mut postgres = Postgres { dir, port, pg_ctl, running: false };
+        let mut postgres = Postgres { dir, port, pg_ctl, running: false, durable };
         std::fs::write(postgres.dir.path().join("password"), crate::PASSWORD)?;
         postgres.give_file_to_owner("password")?;
         let data = postgres.data_dir();
@@ -147,8 +160,9 @@ impl Postgres {
     }
 
     fn pg_ctl_start(&mut self) -> anyhow::Result<()> {
+        let sync = if self.durable { "on" } else { "off" };
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=on -c synchronous_commit=on -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync={sync} -c synchronous_commit={sync} -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
