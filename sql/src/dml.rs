@@ -54,7 +54,7 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, ConflictTarget, Delete, DoUpdate, Expr, FromTable, Ident, Insert, ObjectName, OnConflict,
     OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
-    Update, UpdateTableFromKind, Value, visit_expressions_mut,
+    Update, UpdateTableFromKind, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -485,7 +485,8 @@ const PROPOSED_ROW: &str = "__borealis_proposed";
 /// inserted before it. DO NOTHING skips a conflicting row; DO UPDATE
 /// updates the existing row, its assignments and WHERE evaluated (in one
 /// query for the whole statement) over the existing row, by the table's
-/// name or alias, and the proposed row as `excluded`. As in PostgreSQL, DO
+/// name or alias, and the proposed row as `excluded` (a bare column name is
+/// ambiguous between the two, 42702, as in PostgreSQL). As in PostgreSQL, DO
 /// UPDATE refuses to touch one row twice (21000), and a conflict in a
 /// unique index that is not an arbiter is a unique violation.
 struct Upsert {
@@ -602,7 +603,8 @@ impl Upsert {
             let value = if is_default_keyword(&assignment.value) {
                 default_expr(def, index)?
             } else {
-                self.qualified(assignment.value.clone())
+                Upsert::refuse_bare_columns(def, &assignment.value)?;
+                assignment.value.clone()
             };
             if values.insert(index, value).is_some() {
                 return Err(SqlError::new(
@@ -625,24 +627,35 @@ impl Upsert {
             items.join(", ")
         );
         if let Some(selection) = &update.selection {
-            sql.push_str(&format!(" WHERE {}", self.qualified(selection.clone())));
+            Upsert::refuse_bare_columns(def, selection)?;
+            sql.push_str(&format!(" WHERE {selection}"));
         }
         let statement = parse(&sql)?.pop().ok_or_else(|| SqlError::internal("DO UPDATE did not parse"))?;
         Ok(Some((statement, placeholder_types)))
     }
 
-    /// `expr` with its bare column names qualified by the table's alias:
-    /// in DO UPDATE a bare name is the existing row's column, never `excluded`'s.
-    fn qualified(&self, mut expr: Expr) -> Expr {
-        let _ = visit_expressions_mut(&mut expr, |e| {
-            if !is_default_keyword(e)
-                && let Expr::Identifier(ident) = e
+    /// 42702 if `expr` names a column of the table without qualifying it:
+    /// in DO UPDATE both the existing row and `excluded` have it, and
+    /// PostgreSQL refuses to guess.
+    fn refuse_bare_columns(def: &TableDef, expr: &Expr) -> Result<(), SqlError> {
+        let mut bare = None;
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions(expr, |e| {
+            if let Expr::Identifier(ident) = e
+                && !is_default_keyword(e)
+                && def.column_index(&normalize(ident)).is_some()
             {
-                *e = Expr::CompoundIdentifier(vec![self.alias.clone(), ident.clone()]);
+                bare = Some(normalize(ident));
+                return ControlFlow::Break(());
             }
-            ControlFlow::<()>::Continue(())
+            ControlFlow::Continue(())
         });
-        expr
+        match bare {
+            Some(name) => Err(SqlError::new(
+                sqlstate::AMBIGUOUS_COLUMN,
+                format!("column reference \"{name}\" is ambiguous"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The existing and the proposed rows (table columns and their pairing
