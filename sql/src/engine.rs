@@ -1476,6 +1476,7 @@ impl Planner {
     /// Sets the catalog and snapshot for the next statement.
     pub(crate) fn prepare(&mut self, catalog: Arc<Catalog>, snapshot: Snapshot) {
         self.view.set(Arc::clone(&catalog));
+        self.view.set_snapshot(snapshot.clone());
         self.catalog = catalog;
         self.state.config_mut().set_extension(Arc::new(snapshot));
         // The statement's start time: now() and CURRENT_TIMESTAMP fold to it

@@ -117,6 +117,17 @@ impl Snapshot {
         tokio::spawn(async move { snapshot.pages(&ids).await })
     }
 
+    /// Number of pages in the chain starting at `first` (a relation's size).
+    pub async fn chain_pages(&self, first: PageId) -> Result<u64, SqlError> {
+        let mut pages = 0;
+        let mut next = Some(first);
+        while let Some(id) = next {
+            pages += 1;
+            next = self.page(id).await?.next_page();
+        }
+        Ok(pages)
+    }
+
     /// Calls `visit` on every live tuple of the chain starting at `first`.
     pub async fn for_each_tuple(
         &self,
