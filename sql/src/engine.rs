@@ -1142,8 +1142,9 @@ impl Session {
     /// free space map from the committed pages: of the table named, or of
     /// every table and the catalog (forgetting the chains of dropped and
     /// truncated tables). It takes the write lock, so that no commit lands
-    /// while it walks, and writes nothing. A reader has no map: VACUUM
-    /// there does nothing.
+    /// while it walks (it waits for an open write transaction, as a write
+    /// does), and writes nothing. A reader has no map: VACUUM there does
+    /// nothing.
     async fn vacuum(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
         let Statement::Vacuum(vacuum) = statement else {
             return Err(SqlError::internal("vacuum given another statement"));
