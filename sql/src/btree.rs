@@ -174,6 +174,34 @@ pub async fn scan(
     }
 }
 
+/// Number of pages in the tree under `root` (an index's size): level by
+/// level from the root, each inner node's children making the next level.
+pub async fn page_count(pages: &impl Pages, root: PageId) -> Result<u64, SqlError> {
+    let mut count = 0;
+    let mut level = vec![root];
+    for _ in 0..DEPTH_MAX {
+        let mut below = Vec::new();
+        for id in level {
+            count += 1;
+            let page = pages.page(id).await?;
+            match page.kind() {
+                PageKind::IndexLeaf => {}
+                PageKind::IndexInner => {
+                    for (_, tuple) in page.tuples() {
+                        below.push(split_inner(tuple)?.0);
+                    }
+                }
+                other => return Err(SqlError::corrupt(format_args!("index page of kind {other:?}"))),
+            }
+        }
+        if below.is_empty() {
+            return Ok(count);
+        }
+        level = below;
+    }
+    Err(SqlError::corrupt("index deeper than any volume allows"))
+}
+
 /// The inner pages from the root down, and the leaf whose key range holds `target`.
 async fn descend(pages: &impl Pages, root: PageId, target: &[u8]) -> Result<(Vec<PageId>, PageId), SqlError> {
     let mut path = Vec::new();
@@ -304,12 +332,12 @@ mod tests {
     use crate::catalog::Meta;
     use crate::testing::MemoryVolume;
     use crate::volume::Volume;
-    use std::collections::{BTreeSet, HashMap};
+    use std::collections::BTreeSet;
 
     async fn fresh() -> (Arc<MemoryVolume>, WriteSet) {
         let volume = Arc::new(MemoryVolume::new());
         let lsn = volume.commit(Meta::bootstrap_bodies()).await.unwrap();
-        let writes = WriteSet::new(volume.clone(), lsn, HashMap::new());
+        let writes = WriteSet::new(volume.clone(), lsn, Default::default());
         (volume, writes)
     }
 
@@ -356,10 +384,13 @@ mod tests {
         assert_eq!(all(&writes, root, &everything).await, model.iter().cloned().collect::<Vec<_>>());
         assert!(writes.page(root).await.unwrap().kind() == PageKind::IndexInner, "the root split");
 
-        let (bodies, _, _) = writes.into_parts();
+        let (bodies, pages, _) = writes.into_parts();
         let lsn = volume.commit(bodies).await.unwrap();
         let snapshot = Snapshot::committed(volume.clone(), lsn);
         assert_eq!(all(&snapshot, root, &everything).await.len(), model.len());
+        // Every node the tree allocated is counted once.
+        let nodes = pages.values().filter(|p| matches!(p.kind(), PageKind::IndexLeaf | PageKind::IndexInner)).count();
+        assert_eq!(page_count(&snapshot, root).await.unwrap(), nodes as u64);
         // A range of whole keys, and a prefix that is one key.
         let range = KeyRange { low: key(100), high: Some(key(200)) };
         let expected: Vec<Vec<u8>> = model

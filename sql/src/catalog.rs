@@ -855,7 +855,7 @@ async fn place(writes: &mut WriteSet, catalog: &Catalog, schema: &str, relation:
 /// Removes the placement row of `relation`, if it has one.
 async fn unplace(writes: &mut WriteSet, catalog: &Catalog, relation: TableId) -> Result<(), SqlError> {
     if let Some(address) = catalog.placements.get(&relation) {
-        writes.delete(*address).await?;
+        delete_row(writes, *address).await?;
     }
     Ok(())
 }
@@ -868,9 +868,15 @@ pub async fn create_schema(writes: &mut WriteSet, name: &str) -> Result<(), SqlE
     Ok(())
 }
 
+/// Frees the catalog row at `address`.
+async fn delete_row(writes: &mut WriteSet, address: RowAddress) -> Result<(), SqlError> {
+    let first = writes.meta().await?.catalog_first_page;
+    writes.delete(first, address).await
+}
+
 /// Drops a schema's row (its relations are dropped by the caller first).
 pub async fn drop_schema(writes: &mut WriteSet, entry: &SchemaEntry) -> Result<(), SqlError> {
-    writes.delete(entry.address).await?;
+    delete_row(writes, entry.address).await?;
     bump_version(writes).await
 }
 
@@ -942,7 +948,7 @@ pub async fn update_role(writes: &mut WriteSet, entry: &RoleEntry, def: &RoleDef
 
 /// Drops a role: removes its catalog row and bumps the catalog version.
 pub async fn drop_role(writes: &mut WriteSet, entry: &RoleEntry) -> Result<(), SqlError> {
-    writes.delete(entry.address).await?;
+    delete_row(writes, entry.address).await?;
     bump_version(writes).await
 }
 
@@ -976,7 +982,7 @@ pub async fn drop_view(writes: &mut WriteSet, catalog: &Catalog, entry: &ViewEnt
 
 /// Drops a sequence: removes its catalog row and bumps the catalog version.
 pub async fn drop_sequence(writes: &mut WriteSet, catalog: &Catalog, entry: &SequenceEntry) -> Result<(), SqlError> {
-    writes.delete(entry.address).await?;
+    delete_row(writes, entry.address).await?;
     unplace(writes, catalog, entry.def.id).await?;
     bump_version(writes).await
 }
@@ -1007,14 +1013,15 @@ pub async fn create_constraint(writes: &mut WriteSet, def: ConstraintDef) -> Res
 
 /// Drops a constraint: removes its catalog row and bumps the catalog version.
 pub async fn drop_constraint(writes: &mut WriteSet, entry: &ConstraintEntry) -> Result<(), SqlError> {
-    writes.delete(entry.address).await?;
+    delete_row(writes, entry.address).await?;
     bump_version(writes).await
 }
 
 /// Drops a table: removes its catalog row and bumps the catalog version.
-/// Its pages are not reclaimed (no free space map yet).
+/// Its pages are not reclaimed: they stay out of every chain (page ids are
+/// never reused), and VACUUM drops the chain from the free space map.
 pub async fn drop_table(writes: &mut WriteSet, catalog: &Catalog, entry: &CatalogEntry) -> Result<(), SqlError> {
-    writes.delete(entry.address).await?;
+    delete_row(writes, entry.address).await?;
     unplace(writes, catalog, entry.def.id).await?;
     bump_version(writes).await
 }

@@ -745,7 +745,7 @@ async fn enforce(writes: &mut WriteSet, catalog: &Catalog, first: Removal) -> Re
                     let mut rows = Vec::with_capacity(found.len());
                     for (address, tuple) in found {
                         index::delete_row(writes, &child, &tuple, address).await?;
-                        writes.delete(address).await?;
+                        writes.delete(child.first_page, address).await?;
                         rows.push(tuple);
                     }
                     cascaded_rows += rows.len();

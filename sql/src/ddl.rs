@@ -677,7 +677,9 @@ async fn drop_indexes(
 }
 
 /// TRUNCATE [TABLE] names: each table gets a new empty page chain and new
-/// empty indexes (the old pages are not reclaimed: no free space map yet).
+/// empty indexes. The old pages are not reclaimed: they leave every chain
+/// (page ids are never reused), and VACUUM drops the old chain from the
+/// free space map.
 pub(crate) async fn truncate(
     txn: &mut WriteTxn,
     catalog: &Catalog,

@@ -885,7 +885,7 @@ async fn delete_rows(
                     removed.push(old);
                 }
             }
-            txn.writes.delete(address).await?;
+            txn.writes.delete(entry.def.first_page, address).await?;
         }
         deleted.push(if returning {
             table_batch(&schema, cast_columns(&entry.def, &batch.columns()[1..])?, batch.num_rows())?

@@ -35,6 +35,7 @@
 use crate::catalog::{Catalog, CatalogEntry, META_PAGE, Meta, QualifiedName, RoleDef, SearchPath, SequenceState};
 use crate::copy::{CopyFormat, CopyParser, CopyTarget, Record};
 use crate::error::{SqlError, sqlstate};
+use crate::free_space::SharedFreeSpace;
 use crate::heap::{Snapshot, WriteSet};
 use crate::pg_catalog::{self, PgCatalogSchema};
 use crate::provider::{CatalogView, ROWS_SCHEMA, SEARCH_PATH_SCHEMA, TablesCatalog, TablesSchema};
@@ -45,7 +46,7 @@ pub(crate) const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
 use crate::volume::Volume;
 use crate::{ddl, dml, names, pg_rewrite, roles, views};
-use borealis_storage::ids::{Lsn, PageId};
+use borealis_storage::ids::Lsn;
 use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -66,7 +67,6 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedMutexGuard;
 
@@ -78,8 +78,8 @@ pub struct Engine {
     write_lock: Arc<tokio::sync::Mutex<()>>,
     /// The last catalog loaded, by catalog version.
     catalog_cache: Mutex<Arc<Catalog>>,
-    /// Last page of each heap chain as of the newest commit (hints; see `WriteSet`).
-    last_pages: Mutex<HashMap<PageId, PageId>>,
+    /// Which heap pages have room, as of the newest submitted commit (see `crate::free_space`).
+    free_space: SharedFreeSpace,
     /// Sequences' current values (see `crate::sequence`).
     sequences: Arc<Sequences>,
 }
@@ -100,7 +100,7 @@ impl Engine {
             read_only,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             catalog_cache: Mutex::new(Arc::new(Catalog::default())),
-            last_pages: Mutex::new(HashMap::new()),
+            free_space: SharedFreeSpace::default(),
             sequences: Arc::new(Sequences::default()),
         }))
     }
@@ -118,6 +118,12 @@ impl Engine {
         let snapshot = self.read_snapshot().await?;
         let catalog = self.catalog_at(&snapshot, false).await?;
         Ok(catalog.role(name).map(|entry| Arc::clone(&entry.def)))
+    }
+
+    /// The engine's free space map, for tests that look into it.
+    #[cfg(test)]
+    pub(crate) fn free_space(&self) -> &SharedFreeSpace {
+        &self.free_space
     }
 
     /// The committed state a new statement reads.
@@ -152,8 +158,7 @@ impl Engine {
     async fn begin_write(&self) -> Result<WriteTxn, SqlError> {
         let guard = Arc::clone(&self.write_lock).lock_owned().await;
         let read_point = self.volume.write_read_point().await?;
-        let last_pages = self.last_pages.lock().expect("last pages lock poisoned").clone();
-        let writes = WriteSet::new(Arc::clone(&self.volume), read_point, last_pages);
+        let writes = WriteSet::new(Arc::clone(&self.volume), read_point, Arc::clone(&self.free_space));
         Ok(WriteTxn { _guard: guard, writes, private_ddl: false })
     }
 
@@ -200,7 +205,8 @@ impl Engine {
         let mut separate = match &own {
             Some(_) => None,
             None => {
-                Some(WriteSet::new(Arc::clone(&self.volume), self.volume.write_read_point().await?, HashMap::new()))
+                let read_point = self.volume.write_read_point().await?;
+                Some(WriteSet::new(Arc::clone(&self.volume), read_point, Arc::clone(&self.free_space)))
             }
         };
         for (_, page, state) in &unpersisted {
@@ -244,17 +250,18 @@ impl Engine {
         }
         let WriteTxn { _guard: guard, writes, .. } = txn;
         let read_point = writes.read_point();
-        let (bodies, pages, last_pages) = writes.into_parts();
+        let (bodies, pages, free_space) = writes.into_parts();
         let records = bodies.len();
         let lsn = self.volume.submit(bodies, pages).await.map_err(|e| e.to_sql_error(true))?;
         // Invariant 2: LSNs rise. The transaction read the newest commit
         // under the write lock, so its commit must land above it.
         assert!(lsn > read_point, "commit LSN {lsn} is not above the transaction's read point {read_point}");
-        *self.last_pages.lock().expect("last pages lock poisoned") = last_pages;
+        // Under the write lock still: the next transaction chooses pages with it.
+        self.free_space.lock().expect("free space map lock poisoned").merge(free_space);
         drop(guard);
         if let Err(error) = self.volume.wait_durable(lsn).await {
-            // The chain hints may name pages of a commit that will not be.
-            self.last_pages.lock().expect("last pages lock poisoned").clear();
+            // The map may describe pages of a commit that will not be.
+            self.free_space.lock().expect("free space map lock poisoned").clear();
             return Err(error.to_sql_error(true));
         }
         tracing::debug!(commit_lsn = %lsn, records, "transaction committed");
@@ -346,8 +353,8 @@ enum Kind {
     Set,
     /// Changes data or schema; the name is PostgreSQL's command name.
     Write(&'static str),
-    /// VACUUM and ANALYZE: accepted, with nothing to do yet (no dead
-    /// tuples to reclaim in place, no planner statistics).
+    /// VACUUM (on the writer: refreshes the free space map, see
+    /// `Session::vacuum`), ANALYZE (no planner statistics to gather) and DEALLOCATE.
     Maintenance(&'static str),
     Read,
 }
@@ -466,20 +473,7 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
                 None => statements.push(crate::copy::parse_copy(&mut parser).map_err(syntax)?),
             }
         } else if parser.parse_keyword(Keyword::VACUUM) {
-            // Nothing of VACUUM's arguments matters while it has nothing to do.
-            while !matches!(parser.peek_token().token, Token::SemiColon | Token::EOF) {
-                parser.next_token();
-            }
-            statements.push(Statement::Vacuum(VacuumStatement {
-                full: false,
-                sort_only: false,
-                delete_only: false,
-                reindex: false,
-                recluster: false,
-                table_name: None,
-                threshold: None,
-                boost: false,
-            }));
+            statements.push(parse_vacuum(&mut parser).map_err(syntax)?);
         } else {
             statements.push(parser.parse_statement().map_err(syntax)?);
         }
@@ -497,6 +491,55 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
             ));
         }
     }
+}
+
+/// The rest of PostgreSQL's `VACUUM [(options)] [FULL] [FREEZE] [VERBOSE]
+/// [ANALYZE] [table [(columns)] [, ...]]`. Only the table matters (see
+/// `Session::vacuum`): one table named is kept; none, or several (one
+/// statement cannot carry them), means every table.
+fn parse_vacuum(parser: &mut Parser) -> Result<Statement, ParserError> {
+    if parser.consume_token(&Token::LParen) {
+        skip_parenthesized(parser)?;
+    } else {
+        for keyword in [Keyword::FULL, Keyword::FREEZE, Keyword::VERBOSE, Keyword::ANALYZE] {
+            let _ = parser.parse_keyword(keyword);
+        }
+    }
+    let mut tables = Vec::new();
+    while !matches!(parser.peek_token().token, Token::SemiColon | Token::EOF) {
+        tables.push(parser.parse_object_name(false)?);
+        if parser.consume_token(&Token::LParen) {
+            skip_parenthesized(parser)?;
+        }
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    let table_name = if tables.len() == 1 { tables.pop() } else { None };
+    Ok(Statement::Vacuum(VacuumStatement {
+        full: false,
+        sort_only: false,
+        delete_only: false,
+        reindex: false,
+        recluster: false,
+        table_name,
+        threshold: None,
+        boost: false,
+    }))
+}
+
+/// Skips to the parenthesis that closes one just consumed.
+fn skip_parenthesized(parser: &mut Parser) -> Result<(), ParserError> {
+    let mut depth = 1;
+    while depth > 0 {
+        match parser.next_token().token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::EOF => return Err(ParserError::ParserError("expected ), found end of input".into())),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// One connection's state.
@@ -1077,6 +1120,7 @@ impl Session {
                     "VACUUM cannot run inside a transaction block",
                 ));
             }
+            Kind::Maintenance("VACUUM") if !self.engine.read_only => return self.vacuum(statement).await,
             Kind::Maintenance(command) => return Ok(QueryOutput::command(command)),
             Kind::Write(_) | Kind::Read => {}
         }
@@ -1127,6 +1171,43 @@ impl Session {
     /// Settings may plan differently (time zone, search path...): cached plans go.
     fn settings_changed(&mut self) {
         self.planner.clear_plans();
+    }
+
+    /// VACUUM [table]: DELETE and UPDATE free a row's space at once, so
+    /// there are no dead rows to remove; what VACUUM does is refresh the
+    /// free space map from the committed pages: of the table named, or of
+    /// every table and the catalog (forgetting the chains of dropped and
+    /// truncated tables). It takes the write lock, so that no commit lands
+    /// while it walks (it waits for an open write transaction, as a write
+    /// does), and writes nothing. A reader has no map: VACUUM there does
+    /// nothing.
+    async fn vacuum(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
+        let Statement::Vacuum(vacuum) = statement else {
+            return Err(SqlError::internal("vacuum given another statement"));
+        };
+        let txn = self.engine.begin_write().await?;
+        let snapshot = txn.writes.snapshot();
+        let catalog = self.engine.catalog_at(&snapshot, false).await?;
+        self.prepare(Arc::clone(&catalog), snapshot);
+        let firsts: Vec<_> = match &vacuum.table_name {
+            Some(name) => {
+                let name = ddl::qualified_name(name)?;
+                catalog.check_schema(&name)?;
+                vec![catalog.resolve_table(self.planner.search_path(), &name)?.def.first_page]
+            }
+            None => {
+                let meta = txn.writes.meta().await?;
+                catalog.tables().map(|entry| entry.def.first_page).chain([meta.catalog_first_page]).collect()
+            }
+        };
+        for first in &firsts {
+            txn.writes.refresh_free_space(*first).await?;
+        }
+        if vacuum.table_name.is_none() {
+            let known = firsts.into_iter().collect();
+            self.engine.free_space.lock().expect("free space map lock poisoned").retain(&known);
+        }
+        Ok(QueryOutput::command("VACUUM"))
     }
 
     /// SET, RESET and SHOW.
@@ -1568,6 +1649,7 @@ impl Planner {
     /// Sets the catalog and snapshot for the next statement.
     pub(crate) fn prepare(&mut self, catalog: Arc<Catalog>, snapshot: Snapshot) {
         self.view.set(Arc::clone(&catalog));
+        self.view.set_snapshot(snapshot.clone());
         self.catalog = catalog;
         self.state.config_mut().set_extension(Arc::new(snapshot));
         // The statement's start time: now() and CURRENT_TIMESTAMP fold to it

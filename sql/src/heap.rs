@@ -2,9 +2,12 @@
 //! transaction's private page changes.
 //!
 //! A table is a chain of heap pages linked by `Page::next_page`, starting at
-//! the table's first page (fixed at CREATE TABLE). A row's address is (page,
-//! slot) and is stable while the row lives, except that an UPDATE whose new
-//! row no longer fits its page moves it (delete + insert at the chain's end).
+//! the table's first page (fixed at CREATE TABLE, new at TRUNCATE). A row's
+//! address is (page, slot) and is stable while the row lives, except that an
+//! UPDATE whose new row no longer fits its page moves it (delete + insert).
+//! A freed slot is reused by a later insert: the new row there is a new row
+//! at that address (its index entries are its own; the old row's went with
+//! its DELETE).
 //!
 //! Writes: a [`WriteSet`] holds private copies of the pages a transaction
 //! changed (the overlay) and the [`RedoBody`]s that made them, in order.
@@ -12,12 +15,13 @@
 //! at COMMIT the bodies go to `Volume::commit` in one call, at ROLLBACK they
 //! are dropped (invariant 1: only committed changes reach storage).
 //!
-//! Inserts go to the chain's last page if the row fits, else to a new page
-//! linked at the end; space freed by deletes in earlier pages is reused only
-//! by updates in place (a free space map comes later).
+//! Inserts go to a page of the chain with room, as the free space map
+//! (`crate::free_space`) and the transaction's own changes know them, and
+//! only when none has room to a new page linked at the chain's end.
 
 use crate::catalog::{META_PAGE, Meta};
 use crate::error::SqlError;
+use crate::free_space::{ChainSpace, FreeSpaceChanges, SharedFreeSpace};
 use crate::row::too_big;
 use crate::volume::Volume;
 use borealis_storage::ids::{Lsn, PageId};
@@ -117,6 +121,17 @@ impl Snapshot {
         tokio::spawn(async move { snapshot.pages(&ids).await })
     }
 
+    /// Number of pages in the chain starting at `first` (a relation's size).
+    pub async fn chain_pages(&self, first: PageId) -> Result<u64, SqlError> {
+        let mut pages = 0;
+        let mut next = Some(first);
+        while let Some(id) = next {
+            pages += 1;
+            next = self.page(id).await?.next_page();
+        }
+        Ok(pages)
+    }
+
     /// Calls `visit` on every live tuple of the chain starting at `first`.
     pub async fn for_each_tuple(
         &self,
@@ -146,16 +161,26 @@ pub struct WriteSet {
     read_point: Lsn,
     pages: Overlay,
     bodies: Vec<RedoBody>,
-    /// Last page of each chain (by first page) as far as known; a hint that
-    /// may lag (chains only grow) but never points outside its chain.
-    last_pages: HashMap<PageId, PageId>,
+    /// The engine's free space map: committed state, read but never changed here.
+    free_space: SharedFreeSpace,
+    /// This transaction's free space knowledge beyond the map's, merged
+    /// into it at commit (see `crate::free_space`).
+    changes: FreeSpaceChanges,
 }
 
 impl WriteSet {
     /// An empty write set over the committed state at `read_point`, which
-    /// must include every commit so far (the caller holds the write lock).
-    pub fn new(volume: Arc<dyn Volume>, read_point: Lsn, last_pages: HashMap<PageId, PageId>) -> WriteSet {
-        WriteSet { volume, read_point, pages: Overlay::new(), bodies: Vec::new(), last_pages }
+    /// must include every commit so far (the caller holds the write lock),
+    /// choosing pages for inserts with the engine's `free_space` map.
+    pub fn new(volume: Arc<dyn Volume>, read_point: Lsn, free_space: SharedFreeSpace) -> WriteSet {
+        WriteSet {
+            volume,
+            read_point,
+            pages: Overlay::new(),
+            bodies: Vec::new(),
+            free_space,
+            changes: FreeSpaceChanges::default(),
+        }
     }
 
     /// What the transaction's next statement reads.
@@ -184,10 +209,10 @@ impl WriteSet {
         self.read_point
     }
 
-    /// The redo to commit, the page images it produces, and the chain hints
-    /// valid once it is committed.
-    pub fn into_parts(self) -> (Vec<RedoBody>, Overlay, HashMap<PageId, PageId>) {
-        (self.bodies, self.pages, self.last_pages)
+    /// The redo to commit, the page images it produces, and the free space
+    /// changes to merge into the engine's map once it is committed.
+    pub fn into_parts(self) -> (Vec<RedoBody>, Overlay, FreeSpaceChanges) {
+        (self.bodies, self.pages, self.changes)
     }
 
     /// Page `id` as the transaction sees it.
@@ -238,30 +263,30 @@ impl WriteSet {
         Ok(page)
     }
 
-    /// Appends `data` to the chain starting at `first`.
+    /// Inserts `data` into the chain starting at `first`: into a page with
+    /// room (see `crate::free_space` for the choice), else into a new page
+    /// linked at the chain's end.
     pub async fn insert(&mut self, first: PageId, data: Vec<u8>) -> Result<RowAddress, SqlError> {
         if data.len() > TUPLE_SIZE_MAX {
             return Err(too_big(data.len()));
         }
-        let last = self.last_page(first).await?;
-        let page = self.page(last).await?;
-        let fits = page.fits(data.len()).then(|| page.next_slot());
-        // Release our reference so `apply` can change the page in place.
-        drop(page);
-        let (target, slot) = if let Some(slot) = fits {
-            (last, slot)
-        } else {
-            let fresh = self.allocate_page(PageKind::Heap).await?;
-            self.apply(RedoBody::SetNextPage { page: last, next: Some(fresh) }).await?;
-            self.last_pages.insert(first, fresh);
-            (fresh, 0)
+        let (target, slot) = match self.page_with_room(first, data.len()).await? {
+            Some(found) => found,
+            None => {
+                let last = self.last_page(first).await?;
+                let fresh = self.allocate_page(PageKind::Heap).await?;
+                self.apply(RedoBody::SetNextPage { page: last, next: Some(fresh) }).await?;
+                self.changes.chain(first).extended(fresh);
+                (fresh, 0)
+            }
         };
         self.apply(RedoBody::InsertTuple { page: target, slot, data }).await?;
+        self.note_room(first, target);
         Ok(RowAddress { page: target, slot })
     }
 
-    /// Replaces the row at `address` in the chain `first`; moves it to the
-    /// chain's end if it no longer fits its page. Returns its new address.
+    /// Replaces the row at `address` in the chain `first`; moves it to a
+    /// page with room if it no longer fits its own. Returns its new address.
     pub async fn update(&mut self, first: PageId, address: RowAddress, data: Vec<u8>) -> Result<RowAddress, SqlError> {
         if data.len() > TUPLE_SIZE_MAX {
             return Err(too_big(data.len()));
@@ -275,28 +300,98 @@ impl WriteSet {
         drop(page);
         if fits {
             self.apply(RedoBody::UpdateTuple { page: address.page, slot: address.slot, data }).await?;
+            self.note_room(first, address.page);
             return Ok(address);
         }
-        self.delete(address).await?;
+        self.delete(first, address).await?;
         self.insert(first, data).await
     }
 
-    /// Frees the row at `address`.
-    pub async fn delete(&mut self, address: RowAddress) -> Result<(), SqlError> {
-        self.apply(RedoBody::DeleteTuple { page: address.page, slot: address.slot }).await
+    /// Frees the row at `address` of the chain `first`.
+    pub async fn delete(&mut self, first: PageId, address: RowAddress) -> Result<(), SqlError> {
+        self.apply(RedoBody::DeleteTuple { page: address.page, slot: address.slot }).await?;
+        self.note_room(first, address.page);
+        Ok(())
     }
 
-    /// Records that `first` starts a new chain of one page.
+    /// Records that `first`, just allocated, starts a new chain of one page.
     pub fn new_chain(&mut self, first: PageId) {
-        self.last_pages.insert(first, first);
+        let page = self.pages.get(&first).expect("a new chain's first page was allocated by this write set");
+        self.changes.create(first, page);
     }
 
+    /// Records the room the private copy of `page` (of the chain `first`) has now.
+    fn note_room(&mut self, first: PageId, page: PageId) {
+        let image = self.pages.get(&page).expect("a changed page has a private copy");
+        self.changes.chain(first).note(page, image);
+    }
+
+    /// A page of the chain `first` where a row of `len` bytes fits, and the
+    /// slot it takes there; None if the chain must grow.
+    async fn page_with_room(&mut self, first: PageId, len: usize) -> Result<Option<(PageId, u16)>, SqlError> {
+        if let Some(own) = self.changes.get(first).and_then(|chain| chain.own_page_for(len)) {
+            let page = self.page(own).await?;
+            if page.fits(len) {
+                return Ok(Some((own, page.next_slot())));
+            }
+        }
+        self.know_chain(first).await?;
+        loop {
+            let candidate = {
+                let map = self.free_space.lock().expect("free space map lock poisoned");
+                match map.chain(first) {
+                    Some(space) => self.changes.chain(first).committed_page_for(space, len),
+                    None => None,
+                }
+            };
+            let Some(id) = candidate else { return Ok(None) };
+            let page = self.page(id).await?;
+            if page.fits(len) {
+                return Ok(Some((id, page.next_slot())));
+            }
+            // The map was behind: the transaction now knows the page's room.
+            self.changes.chain(first).note(id, &page);
+        }
+    }
+
+    /// Makes sure the shared map knows the chain `first` (unless this
+    /// transaction created it): walks the committed chain once.
+    async fn know_chain(&mut self, first: PageId) -> Result<(), SqlError> {
+        if self.changes.get(first).is_some_and(|chain| chain.is_created()) {
+            return Ok(());
+        }
+        if self.free_space.lock().expect("free space map lock poisoned").chain(first).is_some() {
+            return Ok(());
+        }
+        self.refresh_free_space(first).await
+    }
+
+    /// Replaces what the engine's free space map knows of the chain `first`
+    /// with a walk of its committed pages (committed: the map never holds
+    /// this transaction's changes before its commit).
+    pub async fn refresh_free_space(&self, first: PageId) -> Result<(), SqlError> {
+        let mut space = ChainSpace::new(first);
+        let mut next = Some(first);
+        while let Some(id) = next {
+            let page = self.volume.read_page(id, self.read_point).await?;
+            space.observe(id, &page);
+            next = page.next_page();
+        }
+        tracing::debug!(first_page = %first, pages_with_room = space.pages_with_room(), "heap chain walked for its free space");
+        self.free_space.lock().expect("free space map lock poisoned").install(first, space);
+        Ok(())
+    }
+
+    /// The chain's last page as the transaction sees it.
     async fn last_page(&mut self, first: PageId) -> Result<PageId, SqlError> {
-        let mut last = self.last_pages.get(&first).copied().unwrap_or(first);
+        let own = self.changes.get(first).and_then(|chain| chain.last());
+        let known = || self.free_space.lock().expect("free space map lock poisoned").chain(first).map(ChainSpace::last);
+        let mut last = own.or_else(known).unwrap_or(first);
+        // The hint never points outside the chain (pages are never reused
+        // by another chain); if it lags, the chain is followed from it.
         while let Some(next) = self.page(last).await?.next_page() {
             last = next;
         }
-        self.last_pages.insert(first, last);
         Ok(last)
     }
 }

@@ -16,7 +16,8 @@
 //! chain at that read point (`provider::ScanExec`).
 //!
 //! Module map: `volume` (the seam), `engine` (sessions, transactions,
-//! dispatch), `ddl`, `dml`, `copy` (COPY FROM STDIN), `catalog`, `heap`, `btree` (B+tree indexes in
+//! dispatch), `ddl`, `dml`, `copy` (COPY FROM STDIN), `catalog`, `heap`, `free_space` (which heap
+//! pages have room), `btree` (B+tree indexes in
 //! pages), `access` (choosing an index for a scan), `keys` (order-preserving key encoding), `index` (keeping indexes
 //! in step with rows), `row`, `types`, `provider`, `error`, `testing`
 //! (in-memory volume); `pg_catalog` (PostgreSQL's system catalogs computed
@@ -32,6 +33,7 @@ pub mod ddl;
 pub mod dml;
 pub mod engine;
 pub mod error;
+pub mod free_space;
 pub mod functions;
 pub mod heap;
 pub mod index;

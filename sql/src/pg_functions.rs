@@ -16,8 +16,10 @@
 use crate::catalog::{Catalog, SearchPath, TableDef};
 use crate::ddl::text_name;
 use crate::error::SqlError;
+use crate::heap::Snapshot;
 use crate::pg_catalog::{self, Relation};
 use crate::provider::CatalogView;
+use borealis_storage::page::PAGE_SIZE;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Int32Builder, Int64Array, ListBuilder, StringArray, StringBuilder,
 };
@@ -27,6 +29,7 @@ use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 use std::sync::Arc;
@@ -374,6 +377,143 @@ fn json_string(text: &str) -> String {
     out
 }
 
+/// pg_size_pretty(bigint): a size with a unit, as PostgreSQL writes it:
+/// bytes below 10 kB, else the largest unit (up to PB) that keeps the number
+/// below 20480, rounded half away from zero.
+fn size_pretty(_: &Catalog, args: &Args, row: usize) -> Result<Option<String>, SqlError> {
+    /// (unit, limit, rounded, bits), PostgreSQL's `size_pretty_units`.
+    const UNITS: [(&str, u64, bool, u32); 6] = [
+        ("bytes", 10 * 1024, false, 0),
+        ("kB", 20 * 1024 - 1, true, 10),
+        ("MB", 20 * 1024 - 1, true, 20),
+        ("GB", 20 * 1024 - 1, true, 30),
+        ("TB", 20 * 1024 - 1, true, 40),
+        ("PB", 20 * 1024 - 1, true, 50),
+    ];
+    let Some(mut size) = args.int(0, row) else { return Ok(None) };
+    for (at, &(name, limit, rounded, bits)) in UNITS.iter().enumerate() {
+        let next = UNITS.get(at + 1);
+        if next.is_none() || size.unsigned_abs() < limit {
+            if rounded {
+                size = (size + size.signum()) / 2;
+            }
+            return Ok(Some(format!("{size} {name}")));
+        }
+        let (_, _, next_rounded, next_bits) = next.expect("checked above");
+        size /= 1i64 << (next_bits - bits - u32::from(*next_rounded) + u32::from(rounded));
+    }
+    unreachable!("the last unit always answers")
+}
+
+/// Which size a relation size function reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum SizeOf {
+    /// pg_relation_size: the relation's own pages (a table's heap chain, an index's tree).
+    Relation,
+    /// pg_table_size: the same (no TOAST, free space or visibility map forks are stored).
+    Table,
+    /// pg_indexes_size: a table's indexes.
+    Indexes,
+    /// pg_total_relation_size: a table and its indexes.
+    Total,
+}
+
+/// The relation size functions: pages × 8192 bytes at the statement's
+/// snapshot, counted by walking the heap chain or the index tree (no page
+/// count is stored), so they cost a read of the relation's pages. NULL for
+/// an oid that names no relation, as in PostgreSQL. Async, because pages
+/// are read from the volume.
+struct RelationSize {
+    name: &'static str,
+    signature: Signature,
+    view: Arc<CatalogView>,
+    of: SizeOf,
+}
+
+crate::functions::identified_by_name!(RelationSize);
+
+impl ScalarUDFImpl for RelationSize {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        datafusion::common::internal_err!("{} runs only through its async form", self.name)
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncScalarUDFImpl for RelationSize {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let arrays = args.args.iter().map(|a| a.to_array(rows)).collect::<DfResult<Vec<_>>>()?;
+        let mut args = Args::new(arrays);
+        args.path = self.view.path();
+        let catalog = self.view.get();
+        let snapshot = self.view.snapshot().ok_or_else(|| SqlError::internal("size function without a snapshot"))?;
+        let mut sizes = datafusion::arrow::array::Int64Builder::with_capacity(rows);
+        for row in 0..rows {
+            // An oid, or a name as `'name'::regclass` reads it.
+            let oid = match args.int(0, row) {
+                Some(oid) => Some(oid),
+                None => regclassin(&catalog, &args, row)?.map(i64::from),
+            };
+            let main_fork = match args.text(1, row) {
+                None | Some("main") => true,
+                Some("fsm" | "vm" | "init") => false,
+                Some(other) => return Err(invalid_fork(other).into()),
+            };
+            let pages = match oid {
+                Some(oid) if main_fork => relation_pages(&catalog, &snapshot, oid, self.of).await?,
+                Some(_) => Some(0),
+                None => None,
+            };
+            sizes.append_option(pages.map(|pages| pages.saturating_mul(PAGE_SIZE as u64) as i64));
+        }
+        let result: ArrayRef = Arc::new(sizes.finish());
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?));
+        }
+        Ok(ColumnarValue::Array(result))
+    }
+}
+
+fn invalid_fork(name: &str) -> SqlError {
+    SqlError::new(crate::error::sqlstate::INVALID_PARAMETER_VALUE, format!("invalid fork name \"{name}\""))
+}
+
+/// Pages of the relation `oid` that `of` counts, at `snapshot`; None if no relation has that oid.
+async fn relation_pages(catalog: &Catalog, snapshot: &Snapshot, oid: i64, of: SizeOf) -> Result<Option<u64>, SqlError> {
+    let index_pages = |def: &TableDef, position: usize| crate::btree::page_count(snapshot, def.indexes[position].root);
+    Ok(Some(match pg_catalog::relation_by_oid(catalog, oid) {
+        Some(Relation::Table(def)) => {
+            let heap = if of == SizeOf::Indexes { 0 } else { snapshot.chain_pages(def.first_page).await? };
+            let mut indexes = 0;
+            if matches!(of, SizeOf::Indexes | SizeOf::Total) {
+                for position in 0..def.indexes.len() {
+                    indexes += index_pages(def, position).await?;
+                }
+            }
+            heap + indexes
+        }
+        Some(Relation::Index(_, _)) if of == SizeOf::Indexes => 0,
+        Some(Relation::Index(def, position)) => index_pages(def, position).await?,
+        Some(Relation::System(_)) => 0,
+        // A sequence is one page.
+        None if catalog.sequences().any(|s| i64::from(crate::sequence::sequence_oid(&s.def)) == oid) => 1,
+        None => return Ok(None),
+    }))
+}
+
 /// `pg_expandarray(a)`: the elements of a one-dimensional array with their
 /// subscripts, as a list of `{x, n}` structs (n from 1). Unnested, this is
 /// PostgreSQL's `information_schema._pg_expandarray(a)`, which returns the
@@ -458,6 +598,7 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
         ("shobj_description", any(), Body::Text(null_text)),
         ("pg_encoding_to_char", any(), Body::Text(encoding_to_char)),
         ("quote_ident", any(), Body::Text(quote_ident)),
+        ("pg_size_pretty", any(), Body::Text(size_pretty)),
         ("regclassout", any(), Body::Text(regclassout)),
         ("regtypeout", any(), Body::Text(regtypeout)),
         ("regnamespaceout", any(), Body::Text(regnamespaceout)),
@@ -486,6 +627,18 @@ pub fn register(state: &mut SessionState, view: &Arc<CatalogView>) -> DfResult<(
     for (name, signature, body) in functions {
         let function = PgFunction { name, signature, view: Arc::clone(view), body };
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(function)))?;
+    }
+    let sizes = [
+        ("pg_relation_size", SizeOf::Relation),
+        ("pg_table_size", SizeOf::Table),
+        ("pg_indexes_size", SizeOf::Indexes),
+        ("pg_total_relation_size", SizeOf::Total),
+    ];
+    for (name, of) in sizes {
+        // Volatile: never folded at planning, where no snapshot is set yet.
+        let signature = Signature::variadic_any(Volatility::Volatile);
+        let function = RelationSize { name, signature, view: Arc::clone(view), of };
+        state.register_udf(Arc::new(AsyncScalarUDF::new(Arc::new(function)).into_scalar_udf()))?;
     }
     let expand = ExpandArray { signature: Signature::any(1, Volatility::Immutable) };
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(expand)))?;
@@ -517,6 +670,19 @@ mod tests {
         let catalog = Catalog::default();
         assert_eq!(json_build_object(&catalog, &args, 0).unwrap().unwrap(), r#"{"name" : "C \"x\"", "k" : 1}"#);
         assert_eq!(json_build_object(&catalog, &args, 1).unwrap().unwrap(), r#"{"n" : null, "k" : 2}"#);
+    }
+
+    #[test]
+    fn sizes_print_as_postgres_prints_them() {
+        let sizes = [0, 8191, 10239, 10240, 16384, 20_971_000, 10_485_760 * 1024, -10240, i64::MAX];
+        let args = Args::new(vec![Arc::new(Int64Array::from(sizes.to_vec()))]);
+        let catalog = Catalog::default();
+        let shown: Vec<String> =
+            (0..sizes.len()).map(|row| size_pretty(&catalog, &args, row).unwrap().unwrap()).collect();
+        assert_eq!(
+            shown,
+            ["0 bytes", "8191 bytes", "10239 bytes", "10 kB", "16 kB", "20 MB", "10 GB", "-10 kB", "8192 PB"]
+        );
     }
 
     #[test]

@@ -65,12 +65,15 @@ pub const ROW_ADDRESS_COLUMN: &str = "__borealis_row_address";
 /// Rows per scan batch: DataFusion's default batch size.
 pub const SCAN_BATCH_ROWS: usize = 8192;
 
-/// The catalog the session's current statement sees, and the session's
-/// search path. The locks are never held across an await.
+/// The catalog and snapshot the session's current statement sees, and the
+/// session's search path. The locks are never held across an await.
 #[derive(Debug, Default)]
 pub struct CatalogView {
     catalog: RwLock<Arc<Catalog>>,
     path: RwLock<SearchPath>,
+    /// For functions that read pages (the relation size functions); scans
+    /// take it from the session config instead.
+    snapshot: RwLock<Option<Snapshot>>,
 }
 
 impl CatalogView {
@@ -82,6 +85,16 @@ impl CatalogView {
     /// The current catalog.
     pub fn get(&self) -> Arc<Catalog> {
         Arc::clone(&self.catalog.read().expect("catalog view lock poisoned"))
+    }
+
+    /// Makes `snapshot` the one the statement's functions read pages at.
+    pub fn set_snapshot(&self, snapshot: Snapshot) {
+        *self.snapshot.write().expect("catalog view lock poisoned") = Some(snapshot);
+    }
+
+    /// The current statement's snapshot, if a statement was prepared.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.snapshot.read().expect("catalog view lock poisoned").clone()
     }
 
     /// Makes `path` the one unqualified names are looked up through.

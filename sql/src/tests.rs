@@ -8,6 +8,8 @@ use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::ScalarValue;
 use std::sync::Arc;
 
+mod free_space;
+
 async fn writer() -> (MemoryVolume, Arc<Engine>) {
     let volume = MemoryVolume::new();
     let engine = Engine::open(Arc::new(volume.clone()), false).await.expect("open writer");

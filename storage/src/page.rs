@@ -213,6 +213,15 @@ impl Page {
         len <= TUPLE_SIZE_MAX && self.space_needed(len) <= self.free_space_total()
     }
 
+    /// Length of the largest tuple that fits (after compaction if needed):
+    /// what a free space map records, so that `len <= insertable_bytes()`
+    /// answers `fits(len)` without the page. O(1): the header counts the
+    /// free slots.
+    pub fn insertable_bytes(&self) -> usize {
+        let new_slot = if self.u16_at(OFFSET_FREE_SLOTS) > 0 { 0 } else { SLOT_SIZE };
+        self.free_space_total().saturating_sub(new_slot).min(TUPLE_SIZE_MAX)
+    }
+
     /// The slot an insert will use: the first free slot, else a new one.
     pub fn next_slot(&self) -> SlotIndex {
         self.free_slot().unwrap_or(self.slot_count())
@@ -454,6 +463,9 @@ mod tests {
             let free = (0..page.slot_count()).filter(|&s| page.tuple(s).is_none()).count();
             assert_eq!(page.u16_at(OFFSET_LIVE_BYTES) as usize, live_bytes, "step {step}");
             assert_eq!(page.u16_at(OFFSET_FREE_SLOTS) as usize, free, "step {step}");
+            let insertable = page.insertable_bytes();
+            assert!(page.fits(insertable.max(1)) || insertable == 0, "step {step}: {insertable} bytes do not fit");
+            assert!(!page.fits(insertable + 1), "step {step}: more than {insertable} bytes fit");
         }
     }
 
