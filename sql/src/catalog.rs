@@ -975,7 +975,7 @@ pub async fn create_view(
 
 /// Drops a view: removes its catalog row and bumps the catalog version.
 pub async fn drop_view(writes: &mut WriteSet, catalog: &Catalog, entry: &ViewEntry) -> Result<(), SqlError> {
-    writes.delete(entry.address).await?;
+    delete_row(writes, entry.address).await?;
     unplace(writes, catalog, entry.def.id).await?;
     bump_version(writes).await
 }
