@@ -888,7 +888,7 @@ pub fn relation_exists(name: &str) -> SqlError {
     SqlError::new(sqlstate::DUPLICATE_TABLE, format!("relation \"{name}\" already exists"))
 }
 
-/// Replaces a table's catalog row (its indexes changed) and bumps the catalog version.
+/// Replaces a table's catalog row (its columns, indexes or name changed) and bumps the catalog version.
 pub async fn update_table(writes: &mut WriteSet, entry: &CatalogEntry, def: &TableDef) -> Result<(), SqlError> {
     let meta = writes.meta().await?;
     writes.update(meta.catalog_first_page, entry.address, def.encode()).await?;
@@ -905,6 +905,26 @@ async fn bump_version(writes: &mut WriteSet) -> Result<(), SqlError> {
 /// format 4) and returns the id it was given.
 pub async fn create_constraint(writes: &mut WriteSet, def: ConstraintDef) -> Result<TableId, SqlError> {
     insert_new_row(writes, |id| CatalogRow::Constraint(ConstraintDef { id, ..def })).await
+}
+
+/// Replaces a constraint's catalog row (a column it names was renamed) and bumps the catalog version.
+pub async fn update_constraint(
+    writes: &mut WriteSet,
+    entry: &ConstraintEntry,
+    def: &ConstraintDef,
+) -> Result<(), SqlError> {
+    let meta = writes.meta().await?;
+    let row = bincode::serialize(&CatalogRow::Constraint(def.clone())).expect("constraints always serialise");
+    writes.update(meta.catalog_first_page, entry.address, row).await?;
+    bump_version(writes).await
+}
+
+/// Replaces a sequence's catalog row (the column owning it was renamed) and bumps the catalog version.
+pub async fn update_sequence(writes: &mut WriteSet, entry: &SequenceEntry, def: &SequenceDef) -> Result<(), SqlError> {
+    let meta = writes.meta().await?;
+    let row = bincode::serialize(&CatalogRow::Sequence(def.clone())).expect("sequence definitions always serialise");
+    writes.update(meta.catalog_first_page, entry.address, row).await?;
+    bump_version(writes).await
 }
 
 /// Drops a constraint: removes its catalog row and bumps the catalog version.

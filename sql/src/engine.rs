@@ -44,7 +44,7 @@ use crate::sequence::{SequenceContext, Sequences};
 const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
 use crate::volume::Volume;
-use crate::{ddl, dml, names, pg_rewrite, roles};
+use crate::{alter, ddl, dml, names, pg_rewrite, roles};
 use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
@@ -1306,7 +1306,7 @@ impl Session {
             }
             Statement::AlterTable(alter) => {
                 txn.private_ddl = true;
-                ddl::alter_table(txn, &self.planner, &catalog, &alter).await
+                alter::alter_table(txn, &self.planner, &catalog, &alter).await
             }
             Statement::Drop { object_type: ObjectType::Role | ObjectType::User, if_exists, names, .. } => {
                 txn.private_ddl = true;

@@ -123,4 +123,5 @@ slt_tests!(
     check_constraints,
     foreign_keys,
     schemas,
+    alter_table,
 );

@@ -900,3 +900,32 @@ async fn copy_takes_qualified_names_and_follows_search_path() {
     let error = session.execute("COPY app.missing FROM STDIN").await.unwrap_err();
     assert_eq!((error.sqlstate(), error.message()), ("42P01", "relation \"app.missing\" does not exist"));
 }
+
+#[tokio::test]
+async fn alter_table_if_exists_forms_skip_with_postgres_notices() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE t (a int)").await;
+    one(&mut session, "ALTER TABLE t ADD COLUMN IF NOT EXISTS a text").await;
+    one(&mut session, "ALTER TABLE t DROP COLUMN IF EXISTS b").await;
+    one(&mut session, "ALTER TABLE IF EXISTS missing ADD COLUMN b int").await;
+    assert_eq!(
+        session.take_notices(),
+        [
+            "column \"a\" of relation \"t\" already exists, skipping",
+            "column \"b\" of relation \"t\" does not exist, skipping",
+            "relation \"missing\" does not exist, skipping",
+        ]
+    );
+    one(&mut session, "CREATE TABLE p (id int PRIMARY KEY)").await;
+    one(&mut session, "CREATE TABLE c (pid int REFERENCES p (id))").await;
+    let error = session.execute("ALTER TABLE p DROP COLUMN id").await.unwrap_err();
+    assert_eq!(
+        (error.sqlstate(), error.message()),
+        ("2BP01", "cannot drop column id of table p because other objects depend on it")
+    );
+    one(&mut session, "ALTER TABLE p ADD COLUMN v int, DROP COLUMN id CASCADE").await;
+    assert_eq!(session.take_notices(), ["drop cascades to constraint c_pid_fkey on table c"]);
+    let error = session.execute("ALTER TABLE c ADD COLUMN pid int").await.unwrap_err();
+    assert_eq!((error.sqlstate(), error.message()), ("42701", "column \"pid\" of relation \"c\" already exists"));
+}
