@@ -1,5 +1,5 @@
-//! ALTER TABLE: columns (ADD, DROP, RENAME, ALTER COLUMN SET/DROP DEFAULT and
-//! SET/DROP NOT NULL), constraints (ADD PRIMARY KEY, UNIQUE, CHECK and
+//! ALTER TABLE: columns (ADD, DROP, RENAME, ALTER COLUMN SET/DROP DEFAULT,
+//! SET/DROP NOT NULL and TYPE), constraints (ADD PRIMARY KEY, UNIQUE, CHECK and
 //! FOREIGN KEY; DROP CONSTRAINT of a CHECK or FOREIGN KEY) and RENAME TO.
 //!
 //! The actions of one statement run in the order written, each over the
@@ -11,8 +11,8 @@
 //!
 //! A table's columns are positions in its rows (`crate::row`). ADD COLUMN
 //! without a default writes no row: rows stored before it have fewer
-//! columns and read the new one as NULL. ADD COLUMN with a default, and
-//! DROP COLUMN, rewrite the table (see [`rewrite`]).
+//! columns and read the new one as NULL. ADD COLUMN with a default, DROP
+//! COLUMN and ALTER COLUMN TYPE rewrite the table (see [`rewrite`]).
 
 use crate::catalog::{
     self, Catalog, CatalogEntry, ConstraintDef, ConstraintEntry, ConstraintKind, IndexDef, SequenceDef, TableDef,
@@ -23,6 +23,7 @@ use crate::engine::{Planner, QueryOutput, WriteTxn};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::WriteSet;
 use crate::index;
+use crate::types::SqlType;
 use borealis_storage::page::PageKind;
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::physical_expr::PhysicalExpr;
@@ -89,6 +90,10 @@ async fn alter_one(
         AlterTableOperation::RenameTable { table_name: RenameTableNameKind::To(name) } => {
             rename_table(&mut txn.writes, catalog, entry, name).await
         }
+        AlterTableOperation::AlterColumn {
+            column_name,
+            op: AlterColumnOperation::SetDataType { data_type, using, .. },
+        } => set_type(txn, planner, catalog, entry, column_name, data_type, using.as_ref()).await,
         AlterTableOperation::AlterColumn { column_name, op } => alter_column(txn, entry, column_name, op).await,
         AlterTableOperation::AddConstraint { constraint, .. } => {
             add_constraint(txn, planner, catalog, entry, constraint).await
@@ -482,6 +487,85 @@ async fn alter_column(
         other => return Err(SqlError::unsupported(format_args!("ALTER COLUMN ... {other}"))),
     }
     catalog::update_table(&mut txn.writes, entry, &def).await
+}
+
+/// ALTER [COLUMN] name [SET DATA] TYPE type [USING expr]: the table is
+/// rewritten with each value converted (by `expr` over the old row if
+/// given, else by a cast PostgreSQL would apply on assignment; 42804 where
+/// it has none), its indexes rebuilt and its CHECK constraints checked
+/// again. A column in a foreign key keeps its type (0A000): both sides
+/// would have to change together.
+async fn set_type(
+    txn: &mut WriteTxn,
+    planner: &Planner,
+    catalog: &Catalog,
+    entry: &CatalogEntry,
+    column: &Ident,
+    data_type: &ast::DataType,
+    using: Option<&Expr>,
+) -> Result<(), SqlError> {
+    let table = entry.def.name.as_str();
+    let name = normalize(column);
+    let position = entry.def.column_index(&name).ok_or_else(|| undefined_column(table, &name))?;
+    let ty = SqlType::from_ast(data_type)?;
+    let from = entry.def.columns[position].ty;
+    let in_foreign_key = catalog.constraints().any(|c| match &c.def.kind {
+        ConstraintKind::ForeignKey(key) => {
+            (c.def.table == entry.def.id && key.columns.contains(&position))
+                || (key.referenced_table == entry.def.id && key.referenced_columns.contains(&position))
+        }
+        ConstraintKind::Check { .. } => false,
+    });
+    if in_foreign_key {
+        return Err(SqlError::unsupported("ALTER COLUMN TYPE of a column in a foreign key"));
+    }
+    if entry.def.columns[position].identity.is_some() && !matches!(ty, SqlType::Int2 | SqlType::Int4 | SqlType::Int8) {
+        return Err(SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("identity column type must be smallint, integer, or bigint (column \"{name}\")"),
+        ));
+    }
+    let using = match using {
+        Some(expr) => Some(compile(planner, &entry.def, &expr.to_string())?),
+        None if casts_on_assignment(from, ty) => None,
+        None => {
+            return Err(SqlError::new(
+                sqlstate::DATATYPE_MISMATCH,
+                format!("column \"{name}\" cannot be cast automatically to type {ty}"),
+            ));
+        }
+    };
+    let mut def = (*entry.def).clone();
+    def.columns[position].ty = ty;
+    rewrite(&mut txn.writes, &entry.def, &mut def, |batch| {
+        let old = match &using {
+            Some(expr) => expr.evaluate(batch)?.into_array(batch.num_rows())?,
+            None => Arc::clone(batch.column(position)),
+        };
+        let mut columns = batch.columns().to_vec();
+        columns[position] = crate::dml::cast_column(&old, ty)?;
+        Ok(columns)
+    })
+    .await?;
+    catalog::update_table(&mut txn.writes, entry, &def).await?;
+    constraint::validate_checks(&txn.writes, planner, catalog, &def).await
+}
+
+/// Whether PostgreSQL converts `from` to `to` on assignment (an implicit or
+/// assignment cast): between numeric types, between string types, from
+/// anything to a string type, and between date and timestamp.
+fn casts_on_assignment(from: SqlType, to: SqlType) -> bool {
+    let numeric = |ty| {
+        matches!(
+            ty,
+            SqlType::Int2 | SqlType::Int4 | SqlType::Int8 | SqlType::Float4 | SqlType::Float8 | SqlType::Numeric { .. }
+        )
+    };
+    let string = |ty| matches!(ty, SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_));
+    from == to
+        || (numeric(from) && numeric(to))
+        || string(to)
+        || matches!((from, to), (SqlType::Date, SqlType::Timestamp) | (SqlType::Timestamp, SqlType::Date))
 }
 
 /// ADD [CONSTRAINT name] PRIMARY KEY (cols) | UNIQUE (cols) | CHECK (expr)

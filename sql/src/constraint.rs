@@ -505,6 +505,23 @@ async fn validate_check(
     Ok(())
 }
 
+/// Checks every CHECK constraint of table `def` against its rows (after
+/// ALTER COLUMN TYPE rewrote them): each must still compile and hold.
+pub(crate) async fn validate_checks(
+    writes: &WriteSet,
+    planner: &Planner,
+    catalog: &Catalog,
+    def: &TableDef,
+) -> Result<(), SqlError> {
+    for constraint in catalog.constraints_of(def.id) {
+        if let ConstraintKind::Check { expression } = &constraint.def.kind {
+            let check = compile(planner, def, expression)?;
+            validate_check(writes, def, &constraint.def.name, &check).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks a new foreign key against the rows already in the table.
 async fn validate_foreign_key(
     writes: &WriteSet,

@@ -1306,7 +1306,13 @@ impl Session {
             }
             Statement::AlterTable(alter) => {
                 txn.private_ddl = true;
-                alter::alter_table(txn, &self.planner, &catalog, &alter).await
+                // ADD COLUMN fills the stored rows with its default, which may take sequence values.
+                self.engine.load_sequences(&catalog, Some(txn)).await?;
+                let output = alter::alter_table(txn, &self.planner, &catalog, &alter).await?;
+                if self.sequences_used() {
+                    self.engine.persist_sequences(&catalog, Some(txn)).await?;
+                }
+                Ok(output)
             }
             Statement::Drop { object_type: ObjectType::Role | ObjectType::User, if_exists, names, .. } => {
                 txn.private_ddl = true;
