@@ -239,7 +239,8 @@ async fn rewrite(
 /// decoder and every position-keyed definition (indexes, foreign keys)
 /// takes a table's columns as the positions of its rows. The positions
 /// after the column move down by one in the indexes and foreign keys that
-/// stay. A table cannot lose its last column (PostgreSQL allows a
+/// stay; the column's attnum is kept as dropped, so the others keep theirs
+/// (and pg_attribute shows it as PostgreSQL does, attisdropped). A table cannot lose its last column (PostgreSQL allows a
 /// zero-column table; nothing here could scan one).
 async fn drop_column(
     writes: &mut WriteSet,
@@ -298,6 +299,8 @@ async fn drop_column(
         catalog::drop_sequence(writes, catalog, sequence).await?;
     }
     let mut def = (*entry.def).clone();
+    def.dropped_attnums.push(def.attnum(position));
+    def.dropped_attnums.sort_unstable();
     def.columns.remove(position);
     def.indexes.retain(|index| !index.columns.contains(&position));
     for index in &mut def.indexes {

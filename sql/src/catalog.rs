@@ -46,12 +46,14 @@ pub const CATALOG_FIRST_PAGE: PageId = PageId(1);
 pub const META_MAGIC: u64 = u64::from_le_bytes(*b"BOREALIS");
 /// Version of the meta, catalog and row formats; bumped on incompatible change.
 /// 4 added constraint rows ([`CatalogRow::Constraint`]), 5 role rows
-/// ([`CatalogRow::Role`]), 6 schema rows ([`CatalogRow::Schema`]).
-pub const FORMAT_VERSION: u32 = 6;
+/// ([`CatalogRow::Role`]), 6 schema rows ([`CatalogRow::Schema`]), 7 tables
+/// with dropped columns ([`CatalogRow::TableWithDroppedColumns`]).
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format this build reads. Older formats' rows are a prefix of
-/// the newer ones' variants, so a format-3, -4 or -5 volume decodes as is; its
-/// first constraint, role or schema raises its meta to [`FORMAT_VERSION`], after
-/// which older builds refuse it instead of failing on a row they cannot decode.
+/// the newer ones' variants, so a format-3 to -6 volume decodes as is; its
+/// first constraint, role, schema or dropped column raises its meta to
+/// [`FORMAT_VERSION`], after which older builds refuse it instead of failing
+/// on a row they cannot decode.
 pub const FORMAT_VERSION_OLDEST: u32 = 3;
 
 /// A table's identity, never reused.
@@ -218,6 +220,10 @@ pub enum CatalogRow {
     Role(RoleDef),
     /// Since format 6.
     Schema(SchemaRow),
+    /// Since format 7: a table that lost columns, with the attnums they had
+    /// (its `dropped_attnums`, which [`CatalogRow::Table`] leaves out), so
+    /// that a table that never dropped one is still a row older builds read.
+    TableWithDroppedColumns(TableDef, Vec<i16>),
 }
 
 /// The schema that always exists, where relations go unless placed elsewhere.
@@ -414,6 +420,12 @@ pub struct TableDef {
     pub indexes: Vec<IndexDef>,
     /// First page of the table's heap chain.
     pub first_page: PageId,
+    /// The attnums of the columns DROP COLUMN removed, ascending: PostgreSQL
+    /// never reuses a column's number, so pg_attribute, pg_index.indkey and
+    /// pg_constraint.conkey keep naming the same columns. Stored only by
+    /// [`CatalogRow::TableWithDroppedColumns`].
+    #[serde(skip)]
+    pub dropped_attnums: Vec<i16>,
 }
 
 impl TableDef {
@@ -434,8 +446,25 @@ impl TableDef {
         self.columns.iter().position(|c| c.name == name)
     }
 
+    /// PostgreSQL's attnum of the column at `position`: its place among
+    /// the columns counting the dropped ones, from 1.
+    pub fn attnum(&self, position: usize) -> i16 {
+        let mut attnum = i16::try_from(position + 1).expect("at most COLUMNS_MAX columns");
+        for &dropped in &self.dropped_attnums {
+            if dropped <= attnum {
+                attnum += 1;
+            }
+        }
+        attnum
+    }
+
+    /// The catalog row: the format-7 kind only if a column was dropped.
     fn encode(&self) -> Vec<u8> {
-        bincode::serialize(&CatalogRow::Table(self.clone())).expect("table definitions always serialise")
+        let row = match self.dropped_attnums.is_empty() {
+            true => CatalogRow::Table(self.clone()),
+            false => CatalogRow::TableWithDroppedColumns(self.clone(), self.dropped_attnums.clone()),
+        };
+        bincode::serialize(&row).expect("table definitions always serialise")
     }
 }
 
@@ -527,6 +556,10 @@ impl Catalog {
                     bincode::deserialize(tuple).map_err(|e| SqlError::corrupt(format_args!("catalog row: {e}")))?;
                 match row {
                     CatalogRow::Table(def) => table_rows.push((def, address)),
+                    CatalogRow::TableWithDroppedColumns(mut def, dropped_attnums) => {
+                        def.dropped_attnums = dropped_attnums;
+                        table_rows.push((def, address));
+                    }
                     CatalogRow::Sequence(def) => sequence_rows.push((def, address)),
                     CatalogRow::Constraint(def) => constraints.push(ConstraintEntry { def: Arc::new(def), address }),
                     CatalogRow::Role(def) => {
@@ -889,10 +922,18 @@ pub fn relation_exists(name: &str) -> SqlError {
 }
 
 /// Replaces a table's catalog row (its columns, indexes or name changed) and bumps the catalog version.
+/// A table that lost a column raises the volume's format to [`FORMAT_VERSION`]
+/// (its row is of a kind new in format 7).
 pub async fn update_table(writes: &mut WriteSet, entry: &CatalogEntry, def: &TableDef) -> Result<(), SqlError> {
-    let meta = writes.meta().await?;
-    writes.update(meta.catalog_first_page, entry.address, def.encode()).await?;
-    bump_version(writes).await
+    let first = writes.meta().await?.catalog_first_page;
+    writes.update(first, entry.address, def.encode()).await?;
+    // Read after the update, which may have taken a page.
+    let mut meta = writes.meta().await?;
+    meta.catalog_version += 1;
+    if !def.dropped_attnums.is_empty() {
+        meta.format_version = FORMAT_VERSION;
+    }
+    writes.set_meta(&meta).await
 }
 
 async fn bump_version(writes: &mut WriteSet) -> Result<(), SqlError> {

@@ -433,7 +433,16 @@ fn table_def(create: &CreateTable, catalog: &Catalog, schema: &str) -> Result<Ta
         column.default = Some(nextval_default(schema, &sequence_name));
         sequences.push((column.name.clone(), def));
     }
-    Ok((TableDef { id: TableId(0), name, columns, primary_key, indexes, first_page: PageId(0) }, sequences, declared))
+    let def = TableDef {
+        id: TableId(0),
+        name,
+        columns,
+        primary_key,
+        indexes,
+        first_page: PageId(0),
+        dropped_attnums: Vec::new(),
+    };
+    Ok((def, sequences, declared))
 }
 
 /// One column of CREATE TABLE or ALTER TABLE ADD COLUMN, and what its

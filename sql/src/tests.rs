@@ -929,3 +929,33 @@ async fn alter_table_if_exists_forms_skip_with_postgres_notices() {
     let error = session.execute("ALTER TABLE c ADD COLUMN pid int").await.unwrap_err();
     assert_eq!((error.sqlstate(), error.message()), ("42701", "column \"pid\" of relation \"c\" already exists"));
 }
+
+#[tokio::test]
+async fn a_format_6_volume_takes_added_columns_as_is_and_its_first_dropped_column_raises_its_format() {
+    let (volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE t (a int PRIMARY KEY, b text, c int)").await;
+    one(&mut session, "INSERT INTO t VALUES (1, 'one', 10)").await;
+    drop(session);
+    set_format_version(&volume, 6).await;
+    let engine = Engine::open(Arc::new(volume.clone()), false).await.expect("a format-6 volume opens");
+    let mut session = engine.session();
+    let format = || async {
+        let read_point = crate::volume::Volume::read_point(&volume).await.unwrap();
+        let writes = crate::heap::WriteSet::new(Arc::new(volume.clone()), read_point, Default::default());
+        writes.meta().await.unwrap().format_version
+    };
+    one(&mut session, "ALTER TABLE t ADD COLUMN d int DEFAULT 4, RENAME COLUMN b TO bb").await;
+    assert_eq!(format().await, 6, "a table without dropped columns is a row format 6 reads");
+    one(&mut session, "ALTER TABLE t DROP COLUMN bb").await;
+    assert_eq!(format().await, crate::catalog::FORMAT_VERSION);
+    drop(session);
+    let engine = Engine::open(Arc::new(volume.clone()), false).await.expect("reopen");
+    let mut session = engine.session();
+    one(&mut session, "ALTER TABLE t ADD COLUMN e int").await;
+    assert_eq!(
+        query(&mut session, "SELECT attname, attnum FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum").await,
+        strings(&[&["a", "1"], &["c", "3"], &["d", "4"], &["e", "5"]])
+    );
+    assert_eq!(query(&mut session, "SELECT a, c, d, e FROM t").await, strings(&[&["1", "10", "4", "NULL"]]));
+}
