@@ -117,8 +117,9 @@ fn duplicate_column(table: &str, column: &str) -> SqlError {
 
 /// ADD [COLUMN] [IF NOT EXISTS] name type [options].
 ///
-/// The rows already stored get the column's default: a table without one
-/// needs no write (those rows read the column as NULL), a table with one is
+/// The rows already stored get the column's default. A column without one
+/// needs no write (those rows read it as NULL); a SERIAL or identity column
+/// numbers them from its new sequence; with a default the table is
 /// rewritten with the default evaluated per row, so a volatile default
 /// (`random()`, `nextval`) gives each row its own value as in PostgreSQL.
 /// PostgreSQL 11+ stores a constant default once in the catalog instead
@@ -150,15 +151,27 @@ async fn add_column(
             format!("tables can have at most {} columns", ddl::COLUMNS_MAX),
         ));
     }
-    let parts = ddl::column_parts(column, table)?;
-    if parts.sequence.is_some() {
-        return Err(SqlError::unsupported("ADD COLUMN of a SERIAL or identity column"));
-    }
+    let mut parts = ddl::column_parts(column, table)?;
+    let sequence = match &parts.sequence {
+        Some(options) => {
+            let base = format!("{table}_{name}_seq");
+            let sequence_name = index::choose_name(catalog, &entry.schema_name, &[], &base);
+            let mut sequence = crate::sequence::sequence_def(sequence_name.clone(), parts.column.ty, options)?;
+            sequence.owned_by = Some((entry.def.id, name.clone()));
+            parts.column.default = Some(ddl::nextval_default(&entry.schema_name, &sequence_name));
+            Some(sequence)
+        }
+        None => None,
+    };
     let mut def = (*entry.def).clone();
     def.columns.push(parts.column.clone());
     let position = def.columns.len() - 1;
-    match &parts.column.default {
-        Some(text) => {
+    match (sequence, &parts.column.default) {
+        (Some(sequence), _) => {
+            let last_value = number_rows(&mut txn.writes, &entry.def, &mut def, &sequence).await?;
+            catalog::create_sequence(&mut txn.writes, catalog, &entry.schema_name, sequence, last_value).await?;
+        }
+        (None, Some(text)) => {
             let default = compile(planner, &entry.def, text)?;
             let column = parts.column.clone();
             rewrite(&mut txn.writes, &entry.def, &mut def, |batch| {
@@ -173,8 +186,8 @@ async fn add_column(
             })
             .await?;
         }
-        None if !parts.column.nullable => refuse_nulls(txn, &def, position).await?,
-        None => {}
+        (None, None) if !parts.column.nullable => refuse_nulls(txn, &def, position).await?,
+        (None, None) => {}
     }
     for given in parts.primary {
         add_key(txn, catalog, &entry.schema_name, &mut def, given, vec![position], true).await?;
@@ -187,6 +200,47 @@ async fn add_column(
         constraint::add(&mut txn.writes, planner, catalog, &Arc::new(def), parts.declared, true).await?;
     }
     Ok(())
+}
+
+/// Rewrites the rows of `old` as rows of `new`, whose last column (SERIAL
+/// or identity) takes the values of `sequence` in order, as nextval would
+/// give them; returns the last value given (None for an empty table).
+async fn number_rows(
+    writes: &mut WriteSet,
+    old: &TableDef,
+    new: &mut TableDef,
+    sequence: &SequenceDef,
+) -> Result<Option<i64>, SqlError> {
+    let mut last: Option<i64> = None;
+    let ty = new.columns[new.columns.len() - 1].ty;
+    rewrite(writes, old, new, |batch| {
+        let mut values = Vec::with_capacity(batch.num_rows());
+        for _ in 0..batch.num_rows() {
+            let next = match last {
+                None => Some(sequence.start),
+                Some(last) => last.checked_add(sequence.increment),
+            };
+            let next =
+                next.filter(|next| (sequence.min_value..=sequence.max_value).contains(next)).ok_or_else(|| {
+                    let (bound, value) = match sequence.increment > 0 {
+                        true => ("maximum", sequence.max_value),
+                        false => ("minimum", sequence.min_value),
+                    };
+                    SqlError::new(
+                        sqlstate::SEQUENCE_GENERATOR_LIMIT_EXCEEDED,
+                        format!("nextval: reached {bound} value of sequence \"{}\" ({value})", sequence.name),
+                    )
+                })?;
+            values.push(next);
+            last = Some(next);
+        }
+        let values: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from(values));
+        let mut columns = batch.columns().to_vec();
+        columns.push(crate::dml::cast_column(&values, ty)?);
+        Ok(columns)
+    })
+    .await?;
+    Ok(last)
 }
 
 /// A stored expression (a default) compiled for batches of `def`'s rows.

@@ -839,18 +839,24 @@ pub async fn drop_schema(writes: &mut WriteSet, entry: &SchemaEntry) -> Result<(
 
 /// Creates a sequence in `writes`: allocates its page with its initial
 /// state, stores its catalog row and bumps the catalog version. `def.id`,
-/// `def.page` and `def.uid` are assigned here.
+/// `def.page` and `def.uid` are assigned here. `last_value` is the value
+/// already handed out, if any (ADD COLUMN of a SERIAL numbers the stored
+/// rows as it creates the sequence).
 pub async fn create_sequence(
     writes: &mut WriteSet,
     catalog: &Catalog,
     schema: &str,
     mut def: SequenceDef,
+    last_value: Option<i64>,
 ) -> Result<(), SqlError> {
     if catalog.relation_exists(schema, &def.name) {
         return Err(relation_exists(&def.name));
     }
     def.page = writes.allocate_page(PageKind::Heap).await?;
-    let state = SequenceState { last_value: def.start, is_called: false };
+    let state = match last_value {
+        Some(last_value) => SequenceState { last_value, is_called: true },
+        None => SequenceState { last_value: def.start, is_called: false },
+    };
     writes.apply(RedoBody::InsertTuple { page: def.page, slot: 0, data: state.encode() }).await?;
     def.uid = unique_id();
     let mut meta = writes.meta().await?;

@@ -198,7 +198,7 @@ pub(crate) async fn create_table(
     created.id = id;
     for (column, mut sequence) in sequences {
         sequence.owned_by = Some((id, column));
-        catalog::create_sequence(&mut txn.writes, catalog, &schema, sequence).await?;
+        catalog::create_sequence(&mut txn.writes, catalog, &schema, sequence, None).await?;
     }
     if !declared.is_empty() {
         constraint::add(&mut txn.writes, planner, catalog, &std::sync::Arc::new(created), declared, false).await?;
@@ -236,7 +236,7 @@ pub fn default_text(expr: &Expr) -> Result<String, SqlError> {
 }
 
 /// The default of a column whose values come from sequence `name` of `schema`.
-fn nextval_default(schema: &str, name: &str) -> String {
+pub(crate) fn nextval_default(schema: &str, name: &str) -> String {
     format!("nextval('{}')", catalog::display_name(schema, name).replace('\'', "''"))
 }
 
@@ -276,7 +276,7 @@ pub(crate) async fn create_sequence(
     }
     let ty = data_type.map(SqlType::from_ast).transpose()?.unwrap_or(SqlType::Int8);
     let def = crate::sequence::sequence_def(name, ty, options)?;
-    catalog::create_sequence(&mut txn.writes, catalog, &schema, def).await?;
+    catalog::create_sequence(&mut txn.writes, catalog, &schema, def, None).await?;
     Ok(QueryOutput::command("CREATE SEQUENCE"))
 }
 
