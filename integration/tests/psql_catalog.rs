@@ -92,9 +92,12 @@ async fn psql_meta_commands_print_postgres_output() -> anyhow::Result<()> {
     let timing = psql_script(port, "\\timing on\nSELECT 1 AS one;\n")?;
     assert!(timing.contains("Timing is on.") && timing.contains("Time: "), "{timing}");
 
-    // The reader describes the same tables with the same oids once it has the DDL.
-    let describe = "\\d accounts\n\\d journal\n\\di\nSELECT 'accounts'::regclass::oid AS oid;\n";
+    // The reader describes the same tables with the same oids once it has the
+    // DDL, and reads the rows ALTER TABLE rewrote.
+    let describe =
+        "\\d accounts\n\\d journal\nSELECT * FROM journal;\n\\di\nSELECT 'accounts'::regclass::oid AS oid;\n";
     let on_writer = psql_script(port, describe)?;
+    assert!(on_writer.contains("| first ") && on_writer.contains("(1 row)"), "{on_writer}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match psql_script(cluster.ports.reader, describe) {
