@@ -13,6 +13,10 @@
 //!   index is in its table's schema. Every name is resolved to a relation by
 //!   [`Catalog::find_table`] and its siblings, through the session's
 //!   [`SearchPath`] when it is unqualified.
+//! - a table that lost columns (ALTER TABLE DROP COLUMN) is stored as a
+//!   [`CatalogRow::TableWithDroppedColumns`] (format 7), carrying the
+//!   attnums of those columns so the others keep theirs; any other table
+//!   stays a [`CatalogRow::Table`], which older formats read.
 //! - CHECK and FOREIGN KEY constraints are catalog rows of their own
 //!   ([`ConstraintDef`], naming their table by id), so that a volume of
 //!   format 3, which has none, still decodes: its rows are a prefix of
