@@ -7,7 +7,10 @@
 //! key (so `\d` shows its Default column, "Check constraints:",
 //! "Foreign-key constraints:" and "Referenced by:"), and a schema `sales`
 //! with a table of its own (so `\dn`, `\dt sales.*`, `\d sales.orders` and
-//! `\dt` under another search_path show it); run `expected/psql_meta_commands.psql` with
+//! `\dt` under another search_path show it), and a table reshaped by ALTER
+//! TABLE (ADD COLUMN with a default and a CHECK, DROP COLUMN of an indexed
+//! column, RENAME COLUMN of a checked one, SET NOT NULL, SET DEFAULT,
+//! RENAME TO), which `\d journal` must show as PostgreSQL does; run `expected/psql_meta_commands.psql` with
 //! psql through the cluster endpoint; compare its output with
 //! `expected/psql_meta_commands.out` (trailing whitespace stripped). The
 //! expected file is PostgreSQL's own output for that script and schema,
@@ -33,7 +36,16 @@ CREATE TABLE events (id bigint PRIMARY KEY, account_id int NOT NULL REFERENCES a
 CREATE UNIQUE INDEX events_account_at ON events (account_id, at);
 CREATE SCHEMA sales;
 CREATE TABLE sales.orders (id int PRIMARY KEY, note text NOT NULL);
-CREATE INDEX orders_note_idx ON sales.orders (note);";
+CREATE INDEX orders_note_idx ON sales.orders (note);
+CREATE TABLE ledger (id int PRIMARY KEY, memo text, legacy text, amount int);
+CREATE INDEX ledger_legacy_idx ON ledger (legacy);
+INSERT INTO ledger VALUES (1, 'first', 'x', 5);
+ALTER TABLE ledger ADD COLUMN posted boolean NOT NULL DEFAULT false, ADD COLUMN qty int CHECK (qty > 0);
+ALTER TABLE ledger DROP COLUMN legacy;
+ALTER TABLE ledger RENAME COLUMN memo TO description;
+ALTER TABLE ledger RENAME qty TO quantity;
+ALTER TABLE ledger ALTER COLUMN amount SET NOT NULL, ALTER COLUMN amount SET DEFAULT 0;
+ALTER TABLE ledger RENAME TO journal;";
 
 /// Runs `script` through psql (aligned output, as a user sees it) against `port`; returns stdout and stderr.
 fn psql_script(port: u16, script: &str) -> anyhow::Result<String> {
@@ -80,9 +92,12 @@ async fn psql_meta_commands_print_postgres_output() -> anyhow::Result<()> {
     let timing = psql_script(port, "\\timing on\nSELECT 1 AS one;\n")?;
     assert!(timing.contains("Timing is on.") && timing.contains("Time: "), "{timing}");
 
-    // The reader describes the same tables with the same oids once it has the DDL.
-    let describe = "\\d accounts\n\\di\nSELECT 'accounts'::regclass::oid AS oid;\n";
+    // The reader describes the same tables with the same oids once it has the
+    // DDL, and reads the rows ALTER TABLE rewrote.
+    let describe =
+        "\\d accounts\n\\d journal\nSELECT * FROM journal;\n\\di\nSELECT 'accounts'::regclass::oid AS oid;\n";
     let on_writer = psql_script(port, describe)?;
+    assert!(on_writer.contains("| first ") && on_writer.contains("(1 row)"), "{on_writer}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match psql_script(cluster.ports.reader, describe) {

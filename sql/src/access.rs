@@ -229,6 +229,7 @@ mod tests {
             primary_key: vec![0],
             indexes: vec![index("t_pkey", vec![0], true), index("t_b_c_idx", vec![1, 2], false)],
             first_page: PageId(2),
+            dropped_attnums: Vec::new(),
         }
     }
 

@@ -13,6 +13,12 @@
 //!   index is in its table's schema. Every name is resolved to a relation by
 //!   [`Catalog::find_table`] and its siblings, through the session's
 //!   [`SearchPath`] when it is unqualified.
+//! - views (CREATE VIEW) are [`ViewDef`] rows, since format 7, placed in
+//!   schemas as tables are (see `crate::views`).
+//! - a table that lost columns (ALTER TABLE DROP COLUMN) is stored as a
+//!   [`CatalogRow::TableWithDroppedColumns`] (format 8), carrying the
+//!   attnums of those columns so the others keep theirs; any other table
+//!   stays a [`CatalogRow::Table`], which older formats read.
 //! - CHECK and FOREIGN KEY constraints are catalog rows of their own
 //!   ([`ConstraintDef`], naming their table by id), so that a volume of
 //!   format 3, which has none, still decodes: its rows are a prefix of
@@ -47,12 +53,14 @@ pub const META_MAGIC: u64 = u64::from_le_bytes(*b"BOREALIS");
 /// Version of the meta, catalog and row formats; bumped on incompatible change.
 /// 4 added constraint rows ([`CatalogRow::Constraint`]), 5 role rows
 /// ([`CatalogRow::Role`]), 6 schema rows ([`CatalogRow::Schema`]), 7 view
-/// rows ([`CatalogRow::View`]).
-pub const FORMAT_VERSION: u32 = 7;
+/// rows ([`CatalogRow::View`]), 8 tables with dropped columns
+/// ([`CatalogRow::TableWithDroppedColumns`]).
+pub const FORMAT_VERSION: u32 = 8;
 /// The oldest format this build reads. Older formats' rows are a prefix of
-/// the newer ones' variants, so a volume of an older format decodes as is; its
-/// first constraint, role, schema or view raises its meta to [`FORMAT_VERSION`], after
-/// which older builds refuse it instead of failing on a row they cannot decode.
+/// the newer ones' variants, so a volume of an older format decodes as is;
+/// its first constraint, role, schema, view or dropped column raises its
+/// meta to [`FORMAT_VERSION`], after which older builds refuse it instead
+/// of failing on a row they cannot decode.
 pub const FORMAT_VERSION_OLDEST: u32 = 3;
 
 /// A table's identity, never reused.
@@ -221,6 +229,10 @@ pub enum CatalogRow {
     Schema(SchemaRow),
     /// Since format 7.
     View(ViewDef),
+    /// Since format 8: a table that lost columns, with the attnums they had
+    /// (its `dropped_attnums`, which [`CatalogRow::Table`] leaves out), so
+    /// that a table that never dropped one is still a row older builds read.
+    TableWithDroppedColumns(TableDef, Vec<i16>),
 }
 
 /// A view (CREATE VIEW): a stored query, expanded into the queries that
@@ -441,6 +453,12 @@ pub struct TableDef {
     pub indexes: Vec<IndexDef>,
     /// First page of the table's heap chain.
     pub first_page: PageId,
+    /// The attnums of the columns DROP COLUMN removed, ascending: PostgreSQL
+    /// never reuses a column's number, so pg_attribute, pg_index.indkey and
+    /// pg_constraint.conkey keep naming the same columns. Stored only by
+    /// [`CatalogRow::TableWithDroppedColumns`].
+    #[serde(skip)]
+    pub dropped_attnums: Vec<i16>,
 }
 
 impl TableDef {
@@ -461,8 +479,25 @@ impl TableDef {
         self.columns.iter().position(|c| c.name == name)
     }
 
+    /// PostgreSQL's attnum of the column at `position`: its place among
+    /// the columns counting the dropped ones, from 1.
+    pub fn attnum(&self, position: usize) -> i16 {
+        let mut attnum = i16::try_from(position + 1).expect("at most COLUMNS_MAX columns");
+        for &dropped in &self.dropped_attnums {
+            if dropped <= attnum {
+                attnum += 1;
+            }
+        }
+        attnum
+    }
+
+    /// The catalog row: the format-8 kind only if a column was dropped.
     fn encode(&self) -> Vec<u8> {
-        bincode::serialize(&CatalogRow::Table(self.clone())).expect("table definitions always serialise")
+        let row = match self.dropped_attnums.is_empty() {
+            true => CatalogRow::Table(self.clone()),
+            false => CatalogRow::TableWithDroppedColumns(self.clone(), self.dropped_attnums.clone()),
+        };
+        bincode::serialize(&row).expect("table definitions always serialise")
     }
 }
 
@@ -557,6 +592,10 @@ impl Catalog {
                     bincode::deserialize(tuple).map_err(|e| SqlError::corrupt(format_args!("catalog row: {e}")))?;
                 match row {
                     CatalogRow::Table(def) => table_rows.push((def, address)),
+                    CatalogRow::TableWithDroppedColumns(mut def, dropped_attnums) => {
+                        def.dropped_attnums = dropped_attnums;
+                        table_rows.push((def, address));
+                    }
                     CatalogRow::Sequence(def) => sequence_rows.push((def, address)),
                     CatalogRow::Constraint(def) => constraints.push(ConstraintEntry { def: Arc::new(def), address }),
                     CatalogRow::Role(def) => {
@@ -882,18 +921,24 @@ pub async fn drop_schema(writes: &mut WriteSet, entry: &SchemaEntry) -> Result<(
 
 /// Creates a sequence in `writes`: allocates its page with its initial
 /// state, stores its catalog row and bumps the catalog version. `def.id`,
-/// `def.page` and `def.uid` are assigned here.
+/// `def.page` and `def.uid` are assigned here. `last_value` is the value
+/// already handed out, if any (ADD COLUMN of a SERIAL numbers the stored
+/// rows as it creates the sequence).
 pub async fn create_sequence(
     writes: &mut WriteSet,
     catalog: &Catalog,
     schema: &str,
     mut def: SequenceDef,
+    last_value: Option<i64>,
 ) -> Result<(), SqlError> {
     if catalog.relation_exists(schema, &def.name) {
         return Err(relation_exists(&def.name));
     }
     def.page = writes.allocate_page(PageKind::Heap).await?;
-    let state = SequenceState { last_value: def.start, is_called: false };
+    let state = match last_value {
+        Some(last_value) => SequenceState { last_value, is_called: true },
+        None => SequenceState { last_value: def.start, is_called: false },
+    };
     writes.apply(RedoBody::InsertTuple { page: def.page, slot: 0, data: state.encode() }).await?;
     def.uid = unique_id();
     let mut meta = writes.meta().await?;
@@ -992,11 +1037,19 @@ pub fn relation_exists(name: &str) -> SqlError {
     SqlError::new(sqlstate::DUPLICATE_TABLE, format!("relation \"{name}\" already exists"))
 }
 
-/// Replaces a table's catalog row (its indexes changed) and bumps the catalog version.
+/// Replaces a table's catalog row (its columns, indexes or name changed) and bumps the catalog version.
+/// A table that lost a column raises the volume's format to [`FORMAT_VERSION`]
+/// (its row is of a kind new in format 8).
 pub async fn update_table(writes: &mut WriteSet, entry: &CatalogEntry, def: &TableDef) -> Result<(), SqlError> {
-    let meta = writes.meta().await?;
-    writes.update(meta.catalog_first_page, entry.address, def.encode()).await?;
-    bump_version(writes).await
+    let first = writes.meta().await?.catalog_first_page;
+    writes.update(first, entry.address, def.encode()).await?;
+    // Read after the update, which may have taken a page.
+    let mut meta = writes.meta().await?;
+    meta.catalog_version += 1;
+    if !def.dropped_attnums.is_empty() {
+        meta.format_version = FORMAT_VERSION;
+    }
+    writes.set_meta(&meta).await
 }
 
 async fn bump_version(writes: &mut WriteSet) -> Result<(), SqlError> {
@@ -1009,6 +1062,26 @@ async fn bump_version(writes: &mut WriteSet) -> Result<(), SqlError> {
 /// format 4) and returns the id it was given.
 pub async fn create_constraint(writes: &mut WriteSet, def: ConstraintDef) -> Result<TableId, SqlError> {
     insert_new_row(writes, |id| CatalogRow::Constraint(ConstraintDef { id, ..def })).await
+}
+
+/// Replaces a constraint's catalog row (a column it names was renamed) and bumps the catalog version.
+pub async fn update_constraint(
+    writes: &mut WriteSet,
+    entry: &ConstraintEntry,
+    def: &ConstraintDef,
+) -> Result<(), SqlError> {
+    let meta = writes.meta().await?;
+    let row = bincode::serialize(&CatalogRow::Constraint(def.clone())).expect("constraints always serialise");
+    writes.update(meta.catalog_first_page, entry.address, row).await?;
+    bump_version(writes).await
+}
+
+/// Replaces a sequence's catalog row (the column owning it was renamed) and bumps the catalog version.
+pub async fn update_sequence(writes: &mut WriteSet, entry: &SequenceEntry, def: &SequenceDef) -> Result<(), SqlError> {
+    let meta = writes.meta().await?;
+    let row = bincode::serialize(&CatalogRow::Sequence(def.clone())).expect("sequence definitions always serialise");
+    writes.update(meta.catalog_first_page, entry.address, row).await?;
+    bump_version(writes).await
 }
 
 /// Drops a constraint: removes its catalog row and bumps the catalog version.

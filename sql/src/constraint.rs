@@ -195,7 +195,7 @@ pub fn check_columns(def: &TableDef, expression: &str) -> Vec<usize> {
     columns
 }
 
-fn parse_expr(text: &str) -> Result<Expr, SqlError> {
+pub(crate) fn parse_expr(text: &str) -> Result<Expr, SqlError> {
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(|e| SqlError::syntax(&e))?;
     parser.parse_expr().map_err(|e| SqlError::syntax(&e))
@@ -448,7 +448,7 @@ fn check_violation(def: &TableDef, name: &str, batch: &RecordBatch, row: usize) 
 
 /// The rows of a table as batches of its columns, a page chain at a time,
 /// as the transaction sees them.
-struct StoredBatches {
+pub(crate) struct StoredBatches {
     snapshot: crate::heap::Snapshot,
     schema: SchemaRef,
     decoder: RowDecoder,
@@ -456,7 +456,7 @@ struct StoredBatches {
 }
 
 impl StoredBatches {
-    fn new(writes: &WriteSet, def: &TableDef) -> StoredBatches {
+    pub(crate) fn new(writes: &WriteSet, def: &TableDef) -> StoredBatches {
         let outputs = (0..def.columns.len()).map(OutputColumn::Stored).collect();
         StoredBatches {
             snapshot: writes.snapshot(),
@@ -467,7 +467,7 @@ impl StoredBatches {
     }
 
     /// The next batch of about [`crate::provider::SCAN_BATCH_ROWS`] rows; None at the end.
-    async fn next(&mut self) -> Result<Option<RecordBatch>, SqlError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<RecordBatch>, SqlError> {
         while let Some(id) = self.next {
             let page = self.snapshot.page(id).await?;
             for (_, tuple) in page.tuples() {
@@ -500,6 +500,23 @@ async fn validate_check(
                 sqlstate::CHECK_VIOLATION,
                 format!("check constraint \"{name}\" of relation \"{}\" is violated by some row", def.name),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks every CHECK constraint of table `def` against its rows (after
+/// ALTER COLUMN TYPE rewrote them): each must still compile and hold.
+pub(crate) async fn validate_checks(
+    writes: &WriteSet,
+    planner: &Planner,
+    catalog: &Catalog,
+    def: &TableDef,
+) -> Result<(), SqlError> {
+    for constraint in catalog.constraints_of(def.id) {
+        if let ConstraintKind::Check { expression } = &constraint.def.kind {
+            let check = compile(planner, def, expression)?;
+            validate_check(writes, def, &constraint.def.name, &check).await?;
         }
     }
     Ok(())

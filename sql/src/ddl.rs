@@ -1,5 +1,5 @@
-//! CREATE TABLE, DROP TABLE, TRUNCATE, ALTER TABLE ADD PRIMARY KEY / UNIQUE,
-//! CREATE INDEX and DROP INDEX.
+//! CREATE TABLE, DROP TABLE, TRUNCATE, CREATE INDEX and DROP INDEX (ALTER
+//! TABLE is `crate::alter`'s).
 //!
 //! All run inside a write transaction (`crate::engine`), change the catalog
 //! rows and bump the catalog version (`crate::catalog`). Names follow
@@ -28,9 +28,9 @@ use crate::types::SqlType;
 use borealis_storage::ids::PageId;
 use borealis_storage::page::PageKind;
 use datafusion::sql::sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, CreateIndex, CreateTable, DataType, Expr,
-    GeneratedAs, Ident, IndexColumn, IndexType, ObjectName, ObjectNamePart, ObjectType, SchemaName, SequenceOptions,
-    TableConstraint, Truncate, visit_expressions_mut,
+    self, ColumnOption, CreateIndex, CreateTable, DataType, Expr, GeneratedAs, Ident, IndexColumn, IndexType,
+    ObjectName, ObjectNamePart, ObjectType, SchemaName, SequenceOptions, TableConstraint, Truncate,
+    visit_expressions_mut,
 };
 use std::ops::ControlFlow;
 
@@ -214,7 +214,7 @@ pub(crate) async fn create_table(
     created.id = id;
     for (column, mut sequence) in sequences {
         sequence.owned_by = Some((id, column));
-        catalog::create_sequence(&mut txn.writes, catalog, &schema, sequence).await?;
+        catalog::create_sequence(&mut txn.writes, catalog, &schema, sequence, None).await?;
     }
     if !declared.is_empty() {
         constraint::add(&mut txn.writes, planner, catalog, &std::sync::Arc::new(created), declared, false).await?;
@@ -252,7 +252,7 @@ pub fn default_text(expr: &Expr) -> Result<String, SqlError> {
 }
 
 /// The default of a column whose values come from sequence `name` of `schema`.
-fn nextval_default(schema: &str, name: &str) -> String {
+pub(crate) fn nextval_default(schema: &str, name: &str) -> String {
     format!("nextval('{}')", catalog::display_name(schema, name).replace('\'', "''"))
 }
 
@@ -292,7 +292,7 @@ pub(crate) async fn create_sequence(
     }
     let ty = data_type.map(SqlType::from_ast).transpose()?.unwrap_or(SqlType::Int8);
     let def = crate::sequence::sequence_def(name, ty, options)?;
-    catalog::create_sequence(&mut txn.writes, catalog, &schema, def).await?;
+    catalog::create_sequence(&mut txn.writes, catalog, &schema, def, None).await?;
     Ok(QueryOutput::command("CREATE SEQUENCE"))
 }
 
@@ -385,60 +385,16 @@ fn table_def(create: &CreateTable, catalog: &Catalog, schema: &str) -> Result<Ta
                 format!("column \"{column_name}\" specified more than once"),
             ));
         }
-        let serial = serial_type(&column.data_type);
-        let ty = match serial {
-            Some(ty) => ty,
-            None => SqlType::from_ast(&column.data_type)?,
-        };
-        let mut nullable = serial.is_none();
-        let mut default = None;
-        let mut identity = None;
-        if serial.is_some() {
-            sequenced.push((index, Vec::new()));
+        let parts = column_parts(column, &name)?;
+        if let Some(options) = parts.sequence {
+            sequenced.push((index, options));
         }
-        for option in &column.options {
-            match &option.option {
-                ColumnOption::Null => {}
-                ColumnOption::NotNull => nullable = false,
-                ColumnOption::Default(expr) => default = Some(default_text(expr)?),
-                ColumnOption::Generated {
-                    generated_as: generated @ (GeneratedAs::Always | GeneratedAs::ByDefault),
-                    sequence_options,
-                    generation_expr: None,
-                    ..
-                } => {
-                    if !matches!(ty, SqlType::Int2 | SqlType::Int4 | SqlType::Int8) {
-                        return Err(SqlError::new(
-                            sqlstate::INVALID_PARAMETER_VALUE,
-                            format!(
-                                "identity column type must be smallint, integer, or bigint (column \"{column_name}\")"
-                            ),
-                        ));
-                    }
-                    identity = Some(match generated {
-                        GeneratedAs::Always => Identity::Always,
-                        _ => Identity::ByDefault,
-                    });
-                    nullable = false;
-                    sequenced.push((index, sequence_options.clone().unwrap_or_default()));
-                }
-                ColumnOption::PrimaryKey(pk) => {
-                    set_primary_key(&mut primary_key, pk.name.as_ref().map(normalize), vec![index], &name)?;
-                }
-                ColumnOption::Unique(constraint) => unique.push((constraint.name.as_ref().map(normalize), vec![index])),
-                ColumnOption::Check(_) | ColumnOption::ForeignKey(_) => {
-                    declared.extend(Declared::from_column_option(&column.name, option));
-                }
-                other => return Err(SqlError::unsupported(format_args!("column option {other}"))),
-            }
+        for given in parts.primary {
+            set_primary_key(&mut primary_key, given, vec![index], &name)?;
         }
-        if (serial.is_some() || identity.is_some()) && default.is_some() {
-            return Err(SqlError::new(
-                sqlstate::SYNTAX_ERROR,
-                format!("multiple default values specified for column \"{column_name}\" of table \"{name}\""),
-            ));
-        }
-        columns.push(ColumnDef { name: column_name, ty, nullable, default, identity });
+        unique.extend(parts.unique.into_iter().map(|given| (given, vec![index])));
+        declared.extend(parts.declared);
+        columns.push(parts.column);
     }
     for constraint in &create.constraints {
         match constraint {
@@ -493,10 +449,94 @@ fn table_def(create: &CreateTable, catalog: &Catalog, schema: &str) -> Result<Ta
         column.default = Some(nextval_default(schema, &sequence_name));
         sequences.push((column.name.clone(), def));
     }
-    Ok((TableDef { id: TableId(0), name, columns, primary_key, indexes, first_page: PageId(0) }, sequences, declared))
+    let def = TableDef {
+        id: TableId(0),
+        name,
+        columns,
+        primary_key,
+        indexes,
+        first_page: PageId(0),
+        dropped_attnums: Vec::new(),
+    };
+    Ok((def, sequences, declared))
 }
 
-fn key_columns(key: &[IndexColumn], columns: &[ColumnDef]) -> Result<Vec<usize>, SqlError> {
+/// One column of CREATE TABLE or ALTER TABLE ADD COLUMN, and what its
+/// options ask of the table.
+pub(crate) struct ColumnParts {
+    pub column: ColumnDef,
+    /// SERIAL or identity: the options of the sequence it takes values from.
+    pub sequence: Option<Vec<SequenceOptions>>,
+    /// One per PRIMARY KEY option, with its constraint name if given.
+    pub primary: Vec<Option<String>>,
+    /// One per UNIQUE option, with its constraint name if given.
+    pub unique: Vec<Option<String>>,
+    /// Its CHECK and REFERENCES options.
+    pub declared: Vec<Declared>,
+}
+
+/// The column `column` of table `table` describes (a SERIAL or identity
+/// column gets its default when its sequence is named).
+pub(crate) fn column_parts(column: &ast::ColumnDef, table: &str) -> Result<ColumnParts, SqlError> {
+    let column_name = normalize(&column.name);
+    let serial = serial_type(&column.data_type);
+    let ty = match serial {
+        Some(ty) => ty,
+        None => SqlType::from_ast(&column.data_type)?,
+    };
+    let mut nullable = serial.is_none();
+    let mut default = None;
+    let mut identity = None;
+    let mut parts = ColumnParts {
+        column: ColumnDef::new(column_name.clone(), ty, true),
+        sequence: serial.map(|_| Vec::new()),
+        primary: Vec::new(),
+        unique: Vec::new(),
+        declared: Vec::new(),
+    };
+    for option in &column.options {
+        match &option.option {
+            ColumnOption::Null => {}
+            ColumnOption::NotNull => nullable = false,
+            ColumnOption::Default(expr) => default = Some(default_text(expr)?),
+            ColumnOption::Generated {
+                generated_as: generated @ (GeneratedAs::Always | GeneratedAs::ByDefault),
+                sequence_options,
+                generation_expr: None,
+                ..
+            } => {
+                if !matches!(ty, SqlType::Int2 | SqlType::Int4 | SqlType::Int8) {
+                    return Err(SqlError::new(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!("identity column type must be smallint, integer, or bigint (column \"{column_name}\")"),
+                    ));
+                }
+                identity = Some(match generated {
+                    GeneratedAs::Always => Identity::Always,
+                    _ => Identity::ByDefault,
+                });
+                nullable = false;
+                parts.sequence = Some(sequence_options.clone().unwrap_or_default());
+            }
+            ColumnOption::PrimaryKey(pk) => parts.primary.push(pk.name.as_ref().map(normalize)),
+            ColumnOption::Unique(constraint) => parts.unique.push(constraint.name.as_ref().map(normalize)),
+            ColumnOption::Check(_) | ColumnOption::ForeignKey(_) => {
+                parts.declared.extend(Declared::from_column_option(&column.name, option));
+            }
+            other => return Err(SqlError::unsupported(format_args!("column option {other}"))),
+        }
+    }
+    if parts.sequence.is_some() && default.is_some() {
+        return Err(SqlError::new(
+            sqlstate::SYNTAX_ERROR,
+            format!("multiple default values specified for column \"{column_name}\" of table \"{table}\""),
+        ));
+    }
+    parts.column = ColumnDef { name: column_name, ty, nullable, default, identity };
+    Ok(parts)
+}
+
+pub(crate) fn key_columns(key: &[IndexColumn], columns: &[ColumnDef]) -> Result<Vec<usize>, SqlError> {
     key.iter().map(|c| key_column(&c.column.expr, columns)).collect()
 }
 
@@ -706,148 +746,4 @@ pub(crate) async fn truncate(
         catalog::update_table(&mut txn.writes, entry, &def).await?;
     }
     Ok(QueryOutput::command("TRUNCATE TABLE"))
-}
-
-/// ALTER TABLE t ADD [CONSTRAINT name] PRIMARY KEY (cols) | UNIQUE (cols) |
-/// CHECK (expr) | FOREIGN KEY (cols) REFERENCES ..., DROP CONSTRAINT
-/// [IF EXISTS] name (CHECK and FOREIGN KEY), ALTER COLUMN SET/DROP DEFAULT.
-pub(crate) async fn alter_table(
-    txn: &mut WriteTxn,
-    planner: &Planner,
-    catalog: &Catalog,
-    alter: &AlterTable,
-) -> Result<QueryOutput, SqlError> {
-    let qualified = qualified_name(&alter.name)?;
-    if !alter.if_exists {
-        catalog.check_schema(&qualified)?;
-    }
-    let Some(entry) = catalog.find_table(planner.search_path(), &qualified) else {
-        if alter.if_exists {
-            crate::notice::raise(format!("relation \"{qualified}\" does not exist, skipping"));
-            return Ok(QueryOutput::command("ALTER TABLE"));
-        }
-        return Err(SqlError::undefined_table(&qualified.to_string()));
-    };
-    let name = entry.def.name.clone();
-    let schema = entry.schema_name.as_str();
-    let mut def = (*entry.def).clone();
-    let mut taken = Vec::new();
-    let mut declared = Vec::new();
-    let mut dropped = Vec::new();
-    for operation in &alter.operations {
-        if let AlterTableOperation::DropConstraint { if_exists, name: constraint_name, .. } = operation {
-            dropped.push((normalize(constraint_name), *if_exists));
-            continue;
-        }
-        if let AlterTableOperation::AddConstraint { constraint, .. } = operation
-            && let Some(constraint) = Declared::from_table_constraint(constraint)
-        {
-            declared.push(constraint);
-            continue;
-        }
-        if let AlterTableOperation::AlterColumn { column_name, op } = operation {
-            let column = normalize(column_name);
-            let index = def.column_index(&column).ok_or_else(|| {
-                SqlError::new(
-                    sqlstate::UNDEFINED_COLUMN,
-                    format!("column \"{column}\" of relation \"{name}\" does not exist"),
-                )
-            })?;
-            let column = &mut def.columns[index];
-            match op {
-                AlterColumnOperation::SetDefault { value } if column.identity.is_none() => {
-                    column.default = Some(default_text(value)?);
-                }
-                AlterColumnOperation::DropDefault if column.identity.is_none() => column.default = None,
-                AlterColumnOperation::SetDefault { .. } | AlterColumnOperation::DropDefault => {
-                    return Err(SqlError::new(
-                        sqlstate::SYNTAX_ERROR,
-                        format!("column \"{}\" of relation \"{name}\" is an identity column", column.name),
-                    ));
-                }
-                other => return Err(SqlError::unsupported(format_args!("ALTER COLUMN ... {other}"))),
-            }
-            continue;
-        }
-        let AlterTableOperation::AddConstraint { constraint, .. } = operation else {
-            return Err(SqlError::unsupported(format_args!("ALTER TABLE {operation}")));
-        };
-        let (given, columns, primary) = match constraint {
-            TableConstraint::PrimaryKey(pk) => (pk.name.as_ref().map(normalize), &pk.columns, true),
-            TableConstraint::Unique(unique) => (unique.name.as_ref().map(normalize), &unique.columns, false),
-            other => return Err(SqlError::unsupported(format_args!("constraint {other}"))),
-        };
-        let key = key_columns(columns, &def.columns)?;
-        if primary {
-            if !def.primary_key.is_empty() {
-                return Err(SqlError::new(
-                    sqlstate::INVALID_TABLE_DEFINITION,
-                    format!("multiple primary keys for table \"{name}\" are not allowed"),
-                ));
-            }
-            for &column in &key {
-                refuse_nulls(txn, &def, column).await?;
-                def.columns[column].nullable = false;
-            }
-            def.primary_key = key.clone();
-        }
-        let index_name = match given {
-            Some(given) if catalog.relation_exists(schema, &given) || taken.contains(&given) => {
-                return Err(catalog::relation_exists(&given));
-            }
-            Some(given) => given,
-            None => {
-                let names: Vec<&str> = key.iter().map(|&i| def.columns[i].name.as_str()).collect();
-                let base = index::default_name(&name, &names, if primary { "pkey" } else { "key" });
-                index::choose_name(catalog, schema, &taken, &base)
-            }
-        };
-        taken.push(index_name.clone());
-        let root = crate::btree::create(&mut txn.writes).await?;
-        let index = IndexDef { name: index_name, columns: key, unique: true, primary, root };
-        index::build(&mut txn.writes, &def, &index).await?;
-        def.indexes.push(index);
-    }
-    catalog::update_table(&mut txn.writes, entry, &def).await?;
-    for (constraint_name, if_exists) in dropped {
-        if constraint::drop_named(&mut txn.writes, catalog, &def, &constraint_name).await? {
-            continue;
-        }
-        if def.indexes.iter().any(|i| i.name == constraint_name) {
-            return Err(SqlError::unsupported("dropping a primary key or unique constraint (drop its index)"));
-        }
-        if !if_exists {
-            return Err(SqlError::new(
-                sqlstate::UNDEFINED_OBJECT,
-                format!("constraint \"{constraint_name}\" of relation \"{name}\" does not exist"),
-            ));
-        }
-        crate::notice::raise(format!(
-            "constraint \"{constraint_name}\" of relation \"{name}\" does not exist, skipping"
-        ));
-    }
-    if !declared.is_empty() {
-        constraint::add(&mut txn.writes, planner, catalog, &std::sync::Arc::new(def), declared, true).await?;
-    }
-    Ok(QueryOutput::command("ALTER TABLE"))
-}
-
-/// 23502 if `column` of the table holds a NULL (before it becomes NOT NULL).
-async fn refuse_nulls(txn: &WriteTxn, def: &TableDef, column: usize) -> Result<(), SqlError> {
-    let types = def.types();
-    let mut has_null = false;
-    txn.writes
-        .snapshot()
-        .for_each_tuple(def.first_page, |_, tuple| {
-            has_null |= crate::row::column_slices(&types, tuple)?.get(column).is_none_or(Option::is_none);
-            Ok(())
-        })
-        .await?;
-    if has_null {
-        return Err(SqlError::new(
-            sqlstate::NOT_NULL_VIOLATION,
-            format!("column \"{}\" of relation \"{}\" contains null values", def.columns[column].name, def.name),
-        ));
-    }
-    Ok(())
 }

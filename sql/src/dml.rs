@@ -42,6 +42,7 @@ use crate::keys::row_key;
 use crate::provider::{ROW_ADDRESS_COLUMN, ROWS_SCHEMA};
 use crate::row::encode_row;
 use crate::row::{OutputColumn, RowDecoder};
+use crate::types::SqlType;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array};
 use datafusion::arrow::compute::{
     CastOptions, cast_with_options, concat_batches, filter_record_batch, take_record_batch,
@@ -954,18 +955,17 @@ fn cast_columns(def: &TableDef, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>, S
             def.name
         )));
     }
+    def.columns.iter().zip(columns).map(|(column, array)| cast_column(array, column.ty)).collect()
+}
+
+/// `array` as values of type `ty` (errors, not NULLs, on failure).
+pub(crate) fn cast_column(array: &ArrayRef, ty: SqlType) -> Result<ArrayRef, SqlError> {
+    let target = ty.arrow_type();
+    if array.data_type() == &target {
+        return Ok(Arc::clone(array));
+    }
     let options = CastOptions { safe: false, ..Default::default() };
-    def.columns
-        .iter()
-        .zip(columns)
-        .map(|(column, array)| {
-            let target = column.ty.arrow_type();
-            if array.data_type() == &target {
-                return Ok(Arc::clone(array));
-            }
-            cast_with_options(array.as_ref(), &target, &options).map_err(|e| SqlError::from_arrow(&e))
-        })
-        .collect()
+    cast_with_options(array.as_ref(), &target, &options).map_err(|e| SqlError::from_arrow(&e))
 }
 
 /// A DML statement rewritten into a SELECT over the row-address table.

@@ -45,8 +45,8 @@ use crate::sequence::{SequenceContext, Sequences};
 pub(crate) const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
 use crate::volume::Volume;
-use crate::{ddl, dml, names, pg_rewrite, roles, views};
-use borealis_storage::ids::Lsn;
+use crate::{alter, ddl, dml, names, pg_rewrite, roles, views};
+use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -1468,7 +1468,13 @@ impl Session {
             }
             Statement::AlterTable(alter) => {
                 txn.private_ddl = true;
-                ddl::alter_table(txn, &self.planner, &catalog, &alter).await
+                // ADD COLUMN fills the stored rows with its default, which may take sequence values.
+                self.engine.load_sequences(&catalog, Some(txn)).await?;
+                let output = alter::alter_table(txn, &self.planner, &catalog, &alter).await?;
+                if self.sequences_used() {
+                    self.engine.persist_sequences(&catalog, Some(txn)).await?;
+                }
+                Ok(output)
             }
             Statement::Drop { object_type: ObjectType::Role | ObjectType::User, if_exists, names, .. } => {
                 txn.private_ddl = true;

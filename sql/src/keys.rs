@@ -212,6 +212,7 @@ mod tests {
             primary_key: Vec::new(),
             indexes: Vec::new(),
             first_page: PageId(0),
+            dropped_attnums: Vec::new(),
         };
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(Int32Array::from(vec![Some(5), None])),

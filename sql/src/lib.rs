@@ -25,6 +25,7 @@
 //! `pg_get_indexdef`), `pg_rewrite` (catalog-query syntax DataFusion lacks).
 
 pub mod access;
+pub mod alter;
 pub mod btree;
 pub mod catalog;
 pub mod constraint;

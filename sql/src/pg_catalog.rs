@@ -1256,7 +1256,7 @@ pub fn build(catalog: &Catalog) -> Result<HashMap<&'static str, Arc<dyn TablePro
                     0.into(),
                     pg_class.into(),
                     table_oid(owner).into(),
-                    (index as i32 + 1).into(),
+                    i32::from(owner.attnum(index)).into(),
                     deptype.into(),
                 ],
             );
@@ -1477,7 +1477,13 @@ fn fixed_rows(rows: &mut Rows) {
 fn table_rows(rows: &mut Rows, def: &TableDef, schema: &str, namespace: i32) {
     let oid = table_oid(def);
     relation_rows(rows, oid, &def.name, namespace, "r", HEAP_AM, !def.indexes.is_empty());
-    attribute_rows(rows, oid, def.columns.iter().map(column_attribute));
+    let columns = def.columns.iter().enumerate().map(|(i, c)| (def.attnum(i), column_attribute(c), false));
+    // A dropped column keeps its number, as PostgreSQL shows it: no type, attisdropped.
+    let dropped = def
+        .dropped_attnums
+        .iter()
+        .map(|&attnum| (attnum, (format!("........pg.dropped.{attnum}........"), 0, -1, -1, false, 0), true));
+    numbered_attribute_rows(rows, oid, columns.chain(dropped));
     default_rows(rows, def, oid);
     rows.push(
         "pg_tables",
@@ -1501,7 +1507,7 @@ fn table_rows(rows: &mut Rows, def: &TableDef, schema: &str, namespace: i32) {
             attribute
         });
         attribute_rows(rows, index_oid, columns);
-        let key: Vec<i64> = index.columns.iter().map(|&i| i as i64 + 1).collect();
+        let key: Vec<i64> = index.columns.iter().map(|&i| i64::from(def.attnum(i))).collect();
         let count = key.len() as i16;
         let key_attributes: Vec<Attribute> = index.columns.iter().map(|&i| column_attribute(&def.columns[i])).collect();
         let collations = key_attributes.iter().map(|a| i64::from(a.5)).collect();
@@ -1607,11 +1613,12 @@ fn constraint_row(rows: &mut Rows, catalog: &Catalog, constraint: &ConstraintDef
             }
         }
     }
-    let attnums = |columns: &[usize]| Value::IntList(columns.iter().map(|&c| c as i64 + 1).collect());
+    let attnums =
+        |def: &TableDef, columns: &[usize]| Value::IntList(columns.iter().map(|&c| i64::from(def.attnum(c))).collect());
     let (contype, key, referenced, index, references, actions, expression) = match &constraint.kind {
         ConstraintKind::Check { expression } => {
             let columns = crate::constraint::check_columns(&table.def, expression);
-            ("c", attnums(&columns), Value::Null, 0, 0, (" ", " ", " "), Value::from(expression.as_str()))
+            ("c", attnums(&table.def, &columns), Value::Null, 0, 0, (" ", " ", " "), Value::from(expression.as_str()))
         }
         ConstraintKind::ForeignKey(key) => {
             let parent = catalog.table_by_id(key.referenced_table);
@@ -1624,7 +1631,8 @@ fn constraint_row(rows: &mut Rows, catalog: &Catalog, constraint: &ConstraintDef
                 })
                 .unwrap_or(0);
             let actions = (key.on_update.code(), key.on_delete.code(), "s");
-            ("f", attnums(&key.columns), attnums(&key.referenced_columns), index_oid, parent_oid, actions, Value::Null)
+            let referenced = parent.map_or(Value::Null, |p| attnums(&p.def, &key.referenced_columns));
+            ("f", attnums(&table.def, &key.columns), referenced, index_oid, parent_oid, actions, Value::Null)
         }
     };
     rows.push(
@@ -1764,7 +1772,7 @@ fn default_rows(rows: &mut Rows, def: &TableDef, oid: i32) {
         (position("attrelid"), position("attnum"), position("atthasdef"), position("attidentity"));
     for (index, column) in def.columns.iter().enumerate() {
         let Some(text) = &column.default else { continue };
-        let attnum = index as i16 + 1;
+        let attnum = def.attnum(index);
         let Some(row) = rows.0.get_mut("pg_attribute").and_then(|r| {
             r.iter_mut().rev().find(|row| row[relid] == Value::from(oid) && row[number] == Value::from(attnum))
         }) else {
@@ -1882,9 +1890,14 @@ fn relation_rows(
 
 /// pg_attribute rows of relation `oid`, numbered from 1; also sets the relation's relnatts.
 fn attribute_rows(rows: &mut Rows, oid: i32, attributes: impl Iterator<Item = Attribute>) {
+    numbered_attribute_rows(rows, oid, attributes.enumerate().map(|(i, a)| (i as i16 + 1, a, false)));
+}
+
+/// pg_attribute rows of relation `oid`: (attnum, attribute, attisdropped).
+fn numbered_attribute_rows(rows: &mut Rows, oid: i32, attributes: impl Iterator<Item = (i16, Attribute, bool)>) {
     let mut count: i16 = 0;
-    for (name, type_oid, typmod, length, not_null, collation) in attributes {
-        count += 1;
+    for (attnum, (name, type_oid, typmod, length, not_null, collation), dropped) in attributes {
+        count = count.max(attnum);
         let by_value = length > 0 && length <= 8;
         let (align, storage) = match length {
             1 => ("c", "p"),
@@ -1901,7 +1914,7 @@ fn attribute_rows(rows: &mut Rows, oid: i32, attributes: impl Iterator<Item = At
                 type_oid.into(),
                 (-1).into(),
                 length.into(),
-                count.into(),
+                attnum.into(),
                 0.into(),
                 typmod.into(),
                 by_value.into(),
@@ -1912,7 +1925,7 @@ fn attribute_rows(rows: &mut Rows, oid: i32, attributes: impl Iterator<Item = At
                 false.into(),
                 "".into(),
                 "".into(),
-                false.into(),
+                dropped.into(),
                 true.into(),
                 0.into(),
                 collation.into(),
@@ -2113,6 +2126,7 @@ mod tests {
                 index("unique_email", vec![1], true, false),
             ],
             first_page: PageId(2),
+            dropped_attnums: Vec::new(),
         }
     }
 

@@ -342,6 +342,7 @@ mod tests {
             primary_key: vec![],
             indexes: vec![],
             first_page: PageId(2),
+            dropped_attnums: Vec::new(),
         }
     }
 

@@ -988,3 +988,62 @@ async fn copy_takes_qualified_names_and_follows_search_path() {
     let error = session.execute("COPY app.missing FROM STDIN").await.unwrap_err();
     assert_eq!((error.sqlstate(), error.message()), ("42P01", "relation \"app.missing\" does not exist"));
 }
+
+#[tokio::test]
+async fn alter_table_if_exists_forms_skip_with_postgres_notices() {
+    let (_volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE t (a int)").await;
+    one(&mut session, "ALTER TABLE t ADD COLUMN IF NOT EXISTS a text").await;
+    one(&mut session, "ALTER TABLE t DROP COLUMN IF EXISTS b").await;
+    one(&mut session, "ALTER TABLE IF EXISTS missing ADD COLUMN b int").await;
+    assert_eq!(
+        session.take_notices(),
+        [
+            "column \"a\" of relation \"t\" already exists, skipping",
+            "column \"b\" of relation \"t\" does not exist, skipping",
+            "relation \"missing\" does not exist, skipping",
+        ]
+    );
+    one(&mut session, "CREATE TABLE p (id int PRIMARY KEY)").await;
+    one(&mut session, "CREATE TABLE c (pid int REFERENCES p (id))").await;
+    let error = session.execute("ALTER TABLE p DROP COLUMN id").await.unwrap_err();
+    assert_eq!(
+        (error.sqlstate(), error.message()),
+        ("2BP01", "cannot drop column id of table p because other objects depend on it")
+    );
+    one(&mut session, "ALTER TABLE p ADD COLUMN v int, DROP COLUMN id CASCADE").await;
+    assert_eq!(session.take_notices(), ["drop cascades to constraint c_pid_fkey on table c"]);
+    let error = session.execute("ALTER TABLE c ADD COLUMN pid int").await.unwrap_err();
+    assert_eq!((error.sqlstate(), error.message()), ("42701", "column \"pid\" of relation \"c\" already exists"));
+}
+
+#[tokio::test]
+async fn a_format_6_volume_takes_added_columns_as_is_and_its_first_dropped_column_raises_its_format() {
+    let (volume, engine) = writer().await;
+    let mut session = engine.session();
+    one(&mut session, "CREATE TABLE t (a int PRIMARY KEY, b text, c int)").await;
+    one(&mut session, "INSERT INTO t VALUES (1, 'one', 10)").await;
+    drop(session);
+    set_format_version(&volume, 6).await;
+    let engine = Engine::open(Arc::new(volume.clone()), false).await.expect("a format-6 volume opens");
+    let mut session = engine.session();
+    let format = || async {
+        let read_point = crate::volume::Volume::read_point(&volume).await.unwrap();
+        let writes = crate::heap::WriteSet::new(Arc::new(volume.clone()), read_point, Default::default());
+        writes.meta().await.unwrap().format_version
+    };
+    one(&mut session, "ALTER TABLE t ADD COLUMN d int DEFAULT 4, RENAME COLUMN b TO bb").await;
+    assert_eq!(format().await, 6, "a table without dropped columns is a row format 6 reads");
+    one(&mut session, "ALTER TABLE t DROP COLUMN bb").await;
+    assert_eq!(format().await, crate::catalog::FORMAT_VERSION);
+    drop(session);
+    let engine = Engine::open(Arc::new(volume.clone()), false).await.expect("reopen");
+    let mut session = engine.session();
+    one(&mut session, "ALTER TABLE t ADD COLUMN e int").await;
+    assert_eq!(
+        query(&mut session, "SELECT attname, attnum FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum").await,
+        strings(&[&["a", "1"], &["c", "3"], &["d", "4"], &["e", "5"]])
+    );
+    assert_eq!(query(&mut session, "SELECT a, c, d, e FROM t").await, strings(&[&["1", "10", "4", "NULL"]]));
+}
