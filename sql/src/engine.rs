@@ -46,7 +46,7 @@ pub(crate) const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
 use crate::volume::Volume;
 use crate::{alter, ddl, dml, names, pg_rewrite, roles, views};
-use borealis_storage::ids::{Lsn, PageId};
+use borealis_storage::ids::Lsn;
 use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
