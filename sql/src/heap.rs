@@ -12,6 +12,14 @@
 //! at COMMIT the bodies go to `Volume::commit` in one call, at ROLLBACK they
 //! are dropped (invariant 1: only committed changes reach storage).
 //!
+//! A REPEATABLE READ transaction may read an older snapshot than the newest
+//! commit its write set is built on: its statements then read the
+//! snapshot's pages with the write set's pages on top
+//! ([`Snapshot::with_writes`]), which is exact as long as the write set
+//! changed no page that a commit after the snapshot changed. The write set
+//! enforces that: it is given those pages ([`WriteSet::refuse_pages`]) and
+//! refuses to read or change any of them (40001).
+//!
 //! Inserts go to the chain's last page if the row fits, else to a new page
 //! linked at the end; space freed by deletes in earlier pages is reused only
 //! by updates in place (a free space map comes later).
@@ -23,7 +31,7 @@ use crate::volume::Volume;
 use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::page::{Page, PageKind, SlotIndex, TUPLE_SIZE_MAX};
 use borealis_storage::redo::RedoBody;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Where a row lives.
@@ -83,6 +91,13 @@ impl Snapshot {
     /// The statement's read point.
     pub fn read_point(&self) -> Lsn {
         self.read_point
+    }
+
+    /// The committed state of this snapshot with `writes`' private pages on
+    /// top: what a REPEATABLE READ transaction reads once it has written
+    /// (see the module docs for why this is exact).
+    pub fn with_writes(&self, writes: &WriteSet) -> Snapshot {
+        Snapshot { overlay: Arc::new(writes.pages.clone()), ..self.clone() }
     }
 
     /// Whether the snapshot sees private (uncommitted) pages.
@@ -149,13 +164,29 @@ pub struct WriteSet {
     /// Last page of each chain (by first page) as far as known; a hint that
     /// may lag (chains only grow) but never points outside its chain.
     last_pages: HashMap<PageId, PageId>,
+    /// Pages this write set must neither read nor change (see the module docs).
+    refused: Option<Arc<HashSet<PageId>>>,
 }
 
 impl WriteSet {
     /// An empty write set over the committed state at `read_point`, which
     /// must include every commit so far (the caller holds the write lock).
     pub fn new(volume: Arc<dyn Volume>, read_point: Lsn, last_pages: HashMap<PageId, PageId>) -> WriteSet {
-        WriteSet { volume, read_point, pages: Overlay::new(), bodies: Vec::new(), last_pages }
+        WriteSet { volume, read_point, pages: Overlay::new(), bodies: Vec::new(), last_pages, refused: None }
+    }
+
+    /// From now on, reading or changing any of `pages` fails with 40001
+    /// ("could not serialize access due to concurrent update").
+    pub fn refuse_pages(&mut self, pages: HashSet<PageId>) {
+        debug_assert!(pages.iter().all(|page| !self.pages.contains_key(page)), "a refused page is already changed");
+        self.refused = Some(Arc::new(pages));
+    }
+
+    fn check_refused(&self, id: PageId) -> Result<(), SqlError> {
+        match &self.refused {
+            Some(refused) if refused.contains(&id) => Err(crate::isolation::concurrent_update()),
+            _ => Ok(()),
+        }
     }
 
     /// What the transaction's next statement reads.
@@ -195,6 +226,7 @@ impl WriteSet {
         if let Some(page) = self.pages.get(&id) {
             return Ok(Arc::clone(page));
         }
+        self.check_refused(id)?;
         Ok(self.volume.read_page(id, self.read_point).await?)
     }
 
@@ -208,6 +240,7 @@ impl WriteSet {
     pub async fn apply(&mut self, body: RedoBody) -> Result<(), SqlError> {
         let id = body.page();
         if !self.pages.contains_key(&id) {
+            self.check_refused(id)?;
             let committed = self.volume.read_page(id, self.read_point).await?;
             self.pages.insert(id, committed);
         }
@@ -284,6 +317,21 @@ impl WriteSet {
     /// Frees the row at `address`.
     pub async fn delete(&mut self, address: RowAddress) -> Result<(), SqlError> {
         self.apply(RedoBody::DeleteTuple { page: address.page, slot: address.slot }).await
+    }
+
+    /// Whether some pages are refused (see [`WriteSet::refuse_pages`]).
+    pub fn refuses_pages(&self) -> bool {
+        self.refused.is_some()
+    }
+
+    /// Reads every page of the chain starting at `first`: 40001 if one of
+    /// them is refused.
+    pub async fn read_chain(&self, first: PageId) -> Result<(), SqlError> {
+        let mut next = Some(first);
+        while let Some(id) = next {
+            next = self.page(id).await?.next_page();
+        }
+        Ok(())
     }
 
     /// Records that `first` starts a new chain of one page.
