@@ -272,7 +272,7 @@ impl Engine {
         if !pages.is_empty() {
             txn.writes.refuse_pages(pages);
         }
-        txn.base = Some(snapshot.clone());
+        txn.base = Some(Box::new(snapshot.clone()));
         Ok(())
     }
 
@@ -339,7 +339,10 @@ impl Engine {
             let read_point = separate.read_point();
             let (bodies, pages, _) = separate.into_parts();
             let changed: Vec<PageId> = pages.keys().copied().collect();
-            let lsn = self.volume.submit(bodies, pages).await.map_err(|e| e.to_sql_error(true))?;
+            let lsn = self.volume.submit(bodies, pages).await.map_err(|e| {
+                self.commits.lock().expect("commit log lock poisoned").lose();
+                e.to_sql_error(true)
+            })?;
             assert!(lsn > read_point, "commit LSN {lsn} is not above its read point {read_point}");
             self.commits.lock().expect("commit log lock poisoned").record(lsn, changed, true);
             self.volume.wait_durable(lsn).await.map_err(|e| e.to_sql_error(true))?;
@@ -374,7 +377,10 @@ impl Engine {
         let (bodies, pages, last_pages) = writes.into_parts();
         let records = bodies.len();
         let changed: Vec<PageId> = pages.keys().copied().collect();
-        let lsn = self.volume.submit(bodies, pages).await.map_err(|e| e.to_sql_error(true))?;
+        let lsn = self.volume.submit(bodies, pages).await.map_err(|e| {
+            self.commits.lock().expect("commit log lock poisoned").lose();
+            e.to_sql_error(true)
+        })?;
         // Invariant 2: LSNs rise. The transaction read the newest commit
         // under the write lock, so its commit must land above it.
         assert!(lsn > read_point, "commit LSN {lsn} is not above the transaction's read point {read_point}");
@@ -399,7 +405,8 @@ pub(crate) struct WriteTxn {
     pub(crate) private_ddl: bool,
     /// The older snapshot its statements read, under REPEATABLE READ and
     /// SERIALIZABLE (see [`Engine::keep_snapshot`]); None: the write set's own.
-    base: Option<Snapshot>,
+    /// Boxed: every session state holds a `WriteTxn`'s room.
+    base: Option<Box<Snapshot>>,
 }
 
 impl WriteTxn {

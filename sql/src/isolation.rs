@@ -123,6 +123,9 @@ pub struct CommitLog {
     complete_above: Lsn,
     /// (commit LSN, pages changed, only sequence marks), LSNs rising.
     commits: VecDeque<(Lsn, Arc<[PageId]>, bool)>,
+    /// A commit whose LSN is not known may have landed since the last one
+    /// recorded (see [`CommitLog::lose`]).
+    lost: bool,
 }
 
 /// What changed since a snapshot (see [`CommitLog::since`]).
@@ -138,13 +141,25 @@ pub enum Changes {
 impl CommitLog {
     /// A log that knows every commit after `start` (the newest commit when the engine opened).
     pub fn new(start: Lsn) -> CommitLog {
-        CommitLog { complete_above: start, commits: VecDeque::new() }
+        CommitLog { complete_above: start, commits: VecDeque::new(), lost: false }
+    }
+
+    /// A commit failed in a way that leaves its outcome, and LSN, unknown:
+    /// no snapshot taken before it can know what changed since. It lies
+    /// below the next commit recorded, so from then on the log is complete
+    /// again just below that one.
+    pub fn lose(&mut self) {
+        self.lost = true;
     }
 
     /// Records a commit; `sequence_marks` says it only wrote sequences' high-water marks.
     pub fn record(&mut self, lsn: Lsn, pages: impl IntoIterator<Item = PageId>, sequence_marks: bool) {
         if let Some((last, _, _)) = self.commits.back() {
             assert!(lsn > *last, "commit LSN {lsn} recorded after {last}");
+        }
+        if std::mem::take(&mut self.lost) {
+            self.commits.clear();
+            self.complete_above = Lsn(lsn.0.saturating_sub(1));
         }
         self.commits.push_back((lsn, pages.into_iter().collect(), sequence_marks));
         while self.commits.len() > COMMIT_LOG_COMMITS_MAX {
@@ -155,7 +170,7 @@ impl CommitLog {
 
     /// What the commits after `snapshot` changed.
     pub fn since(&self, snapshot: Lsn) -> Changes {
-        if snapshot < self.complete_above {
+        if snapshot < self.complete_above || self.lost {
             return Changes::Unknown;
         }
         let mut pages = HashSet::new();
@@ -221,7 +236,7 @@ impl LockingRead {
     /// 55P03 for NOWAIT when another transaction holds the write lock.
     pub fn not_available(&self) -> SqlError {
         let relation = self.tables.first().and_then(|name| name.0.last()).and_then(|part| part.as_ident());
-        let relation = relation.map_or_else(String::new, |ident| crate::ddl::normalize(ident));
+        let relation = relation.map_or_else(String::new, crate::ddl::normalize);
         SqlError::new(sqlstate::LOCK_NOT_AVAILABLE, format!("could not obtain lock on row in relation \"{relation}\""))
     }
 }
@@ -278,6 +293,11 @@ mod tests {
         }
         assert_eq!(log.since(Lsn(12)), Changes::Unknown);
         assert!(matches!(log.since(Lsn(100)), Changes::Pages { data: true, .. }));
+        log.lose();
+        assert_eq!(log.since(Lsn(5000)), Changes::Unknown);
+        log.record(Lsn(9000), [PageId(2)], false);
+        assert_eq!(log.since(Lsn(5000)), Changes::Unknown);
+        assert_eq!(log.since(Lsn(8999)), Changes::Pages { pages: HashSet::from([PageId(2)]), data: true });
     }
 
     #[test]
