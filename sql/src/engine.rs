@@ -1306,6 +1306,12 @@ impl Session {
                 "SET TRANSACTION ISOLATION LEVEL must be called before any query",
             ));
         }
+        if !self.savepoints.is_empty() && mode.isolation != self.block.mode.isolation {
+            return Err(SqlError::new(
+                sqlstate::ACTIVE_SQL_TRANSACTION,
+                "SET TRANSACTION ISOLATION LEVEL must not be called in a subtransaction",
+            ));
+        }
         if self.block.queried && self.block.mode.read_only && !mode.read_only {
             return Err(SqlError::new(
                 sqlstate::ACTIVE_SQL_TRANSACTION,
