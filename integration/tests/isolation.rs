@@ -127,16 +127,19 @@ async fn isolation_levels_and_row_locks_behave_as_in_postgres() -> anyhow::Resul
     let (state, message) = failure(&a, "UPDATE counter SET x = x + 1 WHERE id = 1").await?;
     assert_eq!((state.as_str(), message.as_str()), ("40001", "could not serialize access due to concurrent update"));
     a.batch_execute("ROLLBACK").await?;
-    // ... while a write to what nobody changed since the snapshot commits,
-    // and the block keeps reading its snapshot after it.
+    // ... while a write to rows nobody changed since the snapshot commits
+    // (row 2 shares its page with row 1), and the block keeps reading its
+    // snapshot after it.
     a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
     assert_eq!(int(&a, "SELECT count(*) FROM other").await?, 0);
     b.batch_execute("UPDATE counter SET x = 22 WHERE id = 1").await?;
-    a.batch_execute("INSERT INTO other VALUES (1)").await?;
+    a.batch_execute("UPDATE counter SET x = x + 5 WHERE id = 2; INSERT INTO other VALUES (1)").await?;
     assert_eq!(int(&a, "SELECT x FROM counter WHERE id = 1").await?, 21);
+    assert_eq!(int(&a, "SELECT sum(x)::int8 FROM counter").await?, 26);
     assert_eq!(int(&a, "SELECT count(*) FROM other").await?, 1);
     a.batch_execute("COMMIT").await?;
     assert_eq!(int(&b, "SELECT count(*) FROM other").await?, 1);
+    assert_eq!(int(&b, "SELECT sum(x)::int8 FROM counter").await?, 27);
 
     // SERIALIZABLE: write skew (each reads both doctors on call, then takes
     // one off call) fails for the second to write; a read-only block never fails.

@@ -31,18 +31,19 @@
 //!   the write lock, so on the newest commit. The write set must be built
 //!   on the newest commit W (a `WriteSet` invariant), which may be newer
 //!   than S. The rule that reconciles them: at the first write, the commit
-//!   log gives the pages commits after S changed; the write set refuses to
-//!   read or change any of them (40001 "could not serialize access due to
-//!   concurrent update"), and the block's statements read S with the write
-//!   set's pages on top. Every page the write set holds is then the same at
-//!   S and at W before its own changes, so targets computed at S are the
-//!   rows it changes at W, and what it reads is exactly S plus its own
-//!   writes: rows inserted after S stay invisible, and updating or deleting
-//!   a row changed after S fails. Conflicts are found per page, not per
-//!   row, so an update of another row on a page a later commit changed
-//!   fails too (stricter than PostgreSQL; a retry succeeds). DDL committed
-//!   after S fails the first write as well (the catalog at S may lack an
-//!   index the newest one maintains).
+//!   log gives the pages commits after S changed (`WriteSet::changed_since`).
+//!   Statements compute their targets at S (plus the block's own writes);
+//!   the write set then changes a row of such a page only if the row is the
+//!   same at S and W (else 40001 "could not serialize access due to
+//!   concurrent update") and applies the change to W, and the block reads
+//!   that page as S had it plus its own rows (`heap::Merge`). So what it
+//!   reads is exactly S plus its own writes: rows inserted after S stay
+//!   invisible, and updating or deleting a row changed after S fails.
+//!   Conflicts are per row on heap pages but per page on index pages (an
+//!   insert whose index leaf a later commit changed fails, stricter than
+//!   PostgreSQL; a retry succeeds). DDL committed after S fails the first
+//!   write as well (the catalog at S may lack an index the newest one
+//!   maintains).
 //! - SERIALIZABLE: REPEATABLE READ, and a block whose first write (or
 //!   locking read) comes after any other transaction committed since its
 //!   snapshot fails with 40001. Writers being serialized by the lock, each
@@ -240,8 +241,8 @@ impl Engine {
     /// docs): SERIALIZABLE fails if anything but sequence marks was
     /// committed since the snapshot; both fail if DDL was (the snapshot's
     /// catalog may lack an index the newest one maintains), or if the
-    /// snapshot is older than the commit log; otherwise the pages changed
-    /// since the snapshot are refused to the write set.
+    /// snapshot is older than the commit log; otherwise the write set is
+    /// told which pages changed since the snapshot.
     async fn keep_snapshot(
         &self,
         txn: &mut WriteTxn,
@@ -270,7 +271,7 @@ impl Engine {
             pages.remove(&META_PAGE);
         }
         if !pages.is_empty() {
-            txn.writes.refuse_pages(pages);
+            txn.writes.changed_since(snapshot.read_point(), pages);
         }
         txn.base = Some(Box::new(snapshot.clone()));
         Ok(())
@@ -1521,12 +1522,12 @@ impl Session {
         let txn = self.take_write_txn(locking.nowait.then_some(locking)).await?;
         let TxState::InBlock(open) = &mut self.tx else { return Ok(()) };
         let txn = open.insert(txn);
-        if !txn.writes.refuses_pages() {
+        if !txn.writes.has_changes_since_snapshot() {
             return Ok(());
         }
         // REPEATABLE READ with commits since the snapshot: a locked row
         // must not have changed since, checked per page of the locked
-        // tables' heaps (the write set refuses the pages that changed).
+        // tables' heaps.
         let (snapshot, private_ddl) = (txn.snapshot(), txn.private_ddl);
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.prepare(Arc::clone(&catalog), snapshot);
@@ -1538,7 +1539,7 @@ impl Session {
         }
         let Some(txn) = self.open_txn() else { return Err(SqlError::internal("locking read lost its transaction")) };
         for first in chains {
-            txn.writes.read_chain(first).await?;
+            txn.writes.check_chain_unchanged(first).await?;
         }
         Ok(())
     }
