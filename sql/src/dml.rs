@@ -913,6 +913,7 @@ pub(crate) async fn insert_row(txn: &mut WriteTxn, def: &TableDef, row: Vec<u8>)
 
 /// The stored bytes of the row at `address`, as the transaction sees it.
 async fn stored_row(txn: &WriteTxn, address: RowAddress) -> Result<Vec<u8>, SqlError> {
+    txn.writes.check_row(address).await?;
     let page = txn.writes.page(address.page).await?;
     page.tuple(address.slot)
         .map(<[u8]>::to_vec)

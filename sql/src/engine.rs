@@ -2,20 +2,69 @@
 //!
 //! A statement's path: [`Session::execute`] parses the SQL with sqlparser
 //! (PostgreSQL dialect), then per statement:
-//! 1. transaction control (BEGIN, COMMIT, ROLLBACK) is handled here;
+//! 1. transaction control (BEGIN, COMMIT, ROLLBACK, SET TRANSACTION) is handled here;
 //! 2. writes (INSERT, UPDATE, DELETE, CREATE/DROP TABLE and SEQUENCE, ...)
 //!    run in a write transaction: the engine-wide write lock, a [`WriteSet`]
 //!    over the newest commit, then the statement (`crate::dml`,
 //!    `crate::ddl`); an autocommit statement commits at once, a block at
 //!    COMMIT;
 //! 3. queries are planned and run by DataFusion over the statement's
-//!    [`Snapshot`]: a fresh read point per statement (read committed), or the
-//!    open write transaction's private pages.
+//!    [`Snapshot`]: a fresh read point per statement (read committed), the
+//!    block's snapshot (repeatable read, serializable), or the open write
+//!    transaction's (with its private pages).
 //!
 //! Concurrency: one write transaction at a time per engine, serialized by an
-//! async mutex taken at a transaction's first write and released at COMMIT or
-//! ROLLBACK (or when the session drops or the block fails). Row locks come
-//! later. Readers never wait for it.
+//! async mutex taken at a transaction's first write (or locking read) and
+//! released at COMMIT or ROLLBACK (or when the session drops or the block
+//! fails). Readers never wait for it. A wait for it is bounded by
+//! `lock_timeout` (55P03) and cancelled by `statement_timeout`. The lock
+//! stands for every row lock at once, so no deadlock (40P01) can arise.
+//!
+//! Isolation (`crate::isolation`), per block:
+//! - READ COMMITTED (and READ UNCOMMITTED, run as it, as in PostgreSQL):
+//!   each statement reads a fresh snapshot, or once the block writes, the
+//!   newest commit under the write lock plus its own writes. So a second
+//!   `UPDATE t SET x = x + 1` waits for the first and then reads its
+//!   committed value: no update is lost.
+//! - REPEATABLE READ: one snapshot S, taken by the block's first statement
+//!   that reads or writes (not at BEGIN); if that statement writes, after
+//!   the write lock, so on the newest commit. The write set must be built
+//!   on the newest commit W (a `WriteSet` invariant), which may be newer
+//!   than S. The rule that reconciles them: at the first write, the commit
+//!   log gives the pages commits after S changed (`WriteSet::changed_since`).
+//!   Statements compute their targets at S (plus the block's own writes);
+//!   the write set then changes a row of such a page only if the row is the
+//!   same at S and W (else 40001 "could not serialize access due to
+//!   concurrent update") and applies the change to W, and the block reads
+//!   that page as S had it plus its own rows (`heap::Merge`). So what it
+//!   reads is exactly S plus its own writes: rows inserted after S stay
+//!   invisible, and updating or deleting a row changed after S fails.
+//!   Conflicts are per row on heap pages but per page on index pages (an
+//!   insert whose index leaf a later commit changed fails, stricter than
+//!   PostgreSQL; a retry succeeds). DDL committed after S fails the first
+//!   write as well (the catalog at S may lack an index the newest one
+//!   maintains).
+//! - SERIALIZABLE: REPEATABLE READ, and a block whose first write (or
+//!   locking read) comes after any other transaction committed since its
+//!   snapshot fails with 40001. Writers being serialized by the lock, each
+//!   writing block then behaves as if it ran alone at its commit, and a
+//!   read-only one reads a state between two commits: the execution is
+//!   serializable, write skew included. This first-committer-wins rule is
+//!   stricter than PostgreSQL's SSI (it fails some blocks SSI would let
+//!   commit); read-only blocks never fail, on the writer or on readers.
+//!   Sequence marks (nextval's commits) do not count, as sequences are
+//!   not transactional.
+//!
+//! Locking reads (SELECT ... FOR UPDATE / NO KEY UPDATE / SHARE / KEY
+//! SHARE [OF t]): in a block they take the write transaction, so
+//! concurrent writers wait until COMMIT or ROLLBACK, and read as the
+//! block's writes do (READ COMMITTED: the newest commit; REPEATABLE READ:
+//! 40001 if a commit since the snapshot changed a page of a locked table's
+//! heap; SERIALIZABLE: 40001 if anything was committed since). NOWAIT
+//! fails with 55P03 when another transaction holds the lock. SKIP LOCKED
+//! waits like a plain locking read: once the lock is taken no row is locked
+//! by anyone else, so nothing needs skipping and every matching row is
+//! returned. Read-only blocks and readers refuse them (25006).
 //!
 //! Error policy: a failed statement leaves the engine and the session usable;
 //! inside a block it puts the block in the failed state (25P02 until
@@ -37,6 +86,7 @@ use crate::copy::{CopyFormat, CopyParser, CopyTarget, Record};
 use crate::error::{SqlError, sqlstate};
 use crate::free_space::SharedFreeSpace;
 use crate::heap::{Snapshot, WriteSet};
+use crate::isolation::{self, Changes, CommitLog, IsolationLevel, LockingRead, TxMode};
 use crate::pg_catalog::{self, PgCatalogSchema};
 use crate::provider::{CatalogView, ROWS_SCHEMA, SEARCH_PATH_SCHEMA, TablesCatalog, TablesSchema};
 use crate::sequence::{SequenceContext, Sequences};
@@ -46,7 +96,7 @@ pub(crate) const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
 use crate::volume::Volume;
 use crate::{alter, ddl, dml, names, pg_rewrite, roles, views};
-use borealis_storage::ids::Lsn;
+use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -83,6 +133,9 @@ pub struct Engine {
     free_space: SharedFreeSpace,
     /// Sequences' current values (see `crate::sequence`).
     sequences: Arc<Sequences>,
+    /// The pages recent commits changed (REPEATABLE READ and SERIALIZABLE
+    /// writes check it); written under the write lock.
+    commits: Mutex<CommitLog>,
 }
 
 impl Engine {
@@ -96,7 +149,9 @@ impl Engine {
             let lsn = volume.commit(Meta::bootstrap_bodies()).await.map_err(|e| e.to_sql_error(true))?;
             tracing::info!(commit_lsn = %lsn, "bootstrapped an empty volume");
         }
+        let newest = if read_only { read_point } else { volume.write_read_point().await? };
         Ok(Arc::new(Engine {
+            commits: Mutex::new(CommitLog::new(newest)),
             volume,
             read_only,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -157,10 +212,75 @@ impl Engine {
     /// Starts a write transaction: waits for the write lock, then reads at
     /// the newest submitted commit (durable or not: see [`Engine::commit`]).
     async fn begin_write(&self) -> Result<WriteTxn, SqlError> {
-        let guard = Arc::clone(&self.write_lock).lock_owned().await;
+        self.begin_write_within(None).await
+    }
+
+    /// [`Engine::begin_write`], waiting at most `timeout` for the write lock
+    /// (55P03 after it, as PostgreSQL's lock_timeout). Cancel-safe: a
+    /// dropped wait takes nothing.
+    async fn begin_write_within(&self, timeout: Option<std::time::Duration>) -> Result<WriteTxn, SqlError> {
+        let lock = Arc::clone(&self.write_lock).lock_owned();
+        let guard = match timeout {
+            None => lock.await,
+            Some(timeout) => tokio::time::timeout(timeout, lock).await.map_err(|_| isolation::lock_timeout())?,
+        };
+        self.write_txn(guard).await
+    }
+
+    /// [`Engine::begin_write`] if no other transaction holds the write lock; None if one does.
+    async fn try_begin_write(&self) -> Result<Option<WriteTxn>, SqlError> {
+        match Arc::clone(&self.write_lock).try_lock_owned() {
+            Ok(guard) => Ok(Some(self.write_txn(guard).await?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn write_txn(&self, guard: OwnedMutexGuard<()>) -> Result<WriteTxn, SqlError> {
         let read_point = self.volume.write_read_point().await?;
         let writes = WriteSet::new(Arc::clone(&self.volume), read_point, Arc::clone(&self.free_space));
-        Ok(WriteTxn { _guard: guard, writes, private_ddl: false })
+        Ok(WriteTxn { _guard: guard, writes, private_ddl: false, base: None })
+    }
+
+    /// Makes `txn` (just begun, nothing written) read `snapshot`, the older
+    /// snapshot of a REPEATABLE READ or SERIALIZABLE transaction, while its
+    /// write set stays on the newest commit (see "Isolation" in the module
+    /// docs): SERIALIZABLE fails if anything but sequence marks was
+    /// committed since the snapshot; both fail if DDL was (the snapshot's
+    /// catalog may lack an index the newest one maintains), or if the
+    /// snapshot is older than the commit log; otherwise the write set is
+    /// told which pages changed since the snapshot.
+    async fn keep_snapshot(
+        &self,
+        txn: &mut WriteTxn,
+        snapshot: &Snapshot,
+        isolation: IsolationLevel,
+    ) -> Result<(), SqlError> {
+        let newest = txn.writes.read_point();
+        assert!(snapshot.read_point() <= newest, "snapshot {} above the newest commit {newest}", snapshot.read_point());
+        let conflict = || match isolation {
+            IsolationLevel::Serializable => isolation::read_write_dependencies(),
+            _ => isolation::concurrent_update(),
+        };
+        let changes = self.commits.lock().expect("commit log lock poisoned").since(snapshot.read_point());
+        let Changes::Pages { mut pages, data } = changes else { return Err(conflict()) };
+        if data && isolation == IsolationLevel::Serializable {
+            return Err(conflict());
+        }
+        if pages.contains(&META_PAGE) {
+            let version =
+                |page: &borealis_storage::page::Page| Meta::from_page(page).map(|m| m.map(|m| m.catalog_version));
+            if version(&*snapshot.page(META_PAGE).await?)? != version(&*txn.writes.page(META_PAGE).await?)? {
+                return Err(conflict());
+            }
+            // Otherwise the meta tuple only counted pages and table ids:
+            // counters the write set may take from the newest commit.
+            pages.remove(&META_PAGE);
+        }
+        if !pages.is_empty() {
+            txn.writes.changed_since(snapshot.read_point(), pages);
+        }
+        txn.base = Some(Box::new(snapshot.clone()));
+        Ok(())
     }
 
     /// Loads the state of the sequences of `catalog` not in memory yet: from
@@ -221,13 +341,18 @@ impl Engine {
             }
         }
         if let Some(own) = own {
-            self.commit(own).await?;
+            self.commit_marked(own, true).await?;
         }
         if let Some(separate) = separate.filter(|s| !s.is_empty()) {
             let read_point = separate.read_point();
             let (bodies, pages, _) = separate.into_parts();
-            let lsn = self.volume.submit(bodies, pages).await.map_err(|e| e.to_sql_error(true))?;
+            let changed: Vec<PageId> = pages.keys().copied().collect();
+            let lsn = self.volume.submit(bodies, pages).await.map_err(|e| {
+                self.commits.lock().expect("commit log lock poisoned").lose();
+                e.to_sql_error(true)
+            })?;
             assert!(lsn > read_point, "commit LSN {lsn} is not above its read point {read_point}");
+            self.commits.lock().expect("commit log lock poisoned").record(lsn, changed, true);
             self.volume.wait_durable(lsn).await.map_err(|e| e.to_sql_error(true))?;
             tracing::debug!(commit_lsn = %lsn, "sequence marks committed");
         }
@@ -246,6 +371,12 @@ impl Engine {
     /// answered only when its commit is durable, and commits become durable
     /// in LSN order, so a transaction built on one that fails fails too.
     async fn commit(&self, txn: WriteTxn) -> Result<(), SqlError> {
+        self.commit_marked(txn, false).await
+    }
+
+    /// [`Engine::commit`]; `sequence_marks` says the transaction only wrote
+    /// sequences' high-water marks (which SERIALIZABLE transactions ignore).
+    async fn commit_marked(&self, txn: WriteTxn, sequence_marks: bool) -> Result<(), SqlError> {
         if txn.writes.is_empty() {
             return Ok(());
         }
@@ -253,10 +384,15 @@ impl Engine {
         let read_point = writes.read_point();
         let (bodies, pages, free_space) = writes.into_parts();
         let records = bodies.len();
-        let lsn = self.volume.submit(bodies, pages).await.map_err(|e| e.to_sql_error(true))?;
+        let changed: Vec<PageId> = pages.keys().copied().collect();
+        let lsn = self.volume.submit(bodies, pages).await.map_err(|e| {
+            self.commits.lock().expect("commit log lock poisoned").lose();
+            e.to_sql_error(true)
+        })?;
         // Invariant 2: LSNs rise. The transaction read the newest commit
         // under the write lock, so its commit must land above it.
         assert!(lsn > read_point, "commit LSN {lsn} is not above the transaction's read point {read_point}");
+        self.commits.lock().expect("commit log lock poisoned").record(lsn, changed, sequence_marks);
         // Under the write lock still: the next transaction chooses pages with it.
         self.free_space.lock().expect("free space map lock poisoned").merge(free_space);
         drop(guard);
@@ -276,6 +412,20 @@ pub(crate) struct WriteTxn {
     pub(crate) writes: WriteSet,
     /// The transaction changed the catalog (its catalog is private).
     pub(crate) private_ddl: bool,
+    /// The older snapshot its statements read, under REPEATABLE READ and
+    /// SERIALIZABLE (see [`Engine::keep_snapshot`]); None: the write set's own.
+    /// Boxed: every session state holds a `WriteTxn`'s room.
+    base: Option<Box<Snapshot>>,
+}
+
+impl WriteTxn {
+    /// What the transaction's next statement reads: its snapshot with its own writes on top.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        match &self.base {
+            Some(base) => base.with_writes(&self.writes),
+            None => self.writes.snapshot(),
+        }
+    }
 }
 
 /// The rows of a COPY TO STDOUT, produced batch by batch as the client takes them.
@@ -434,8 +584,38 @@ fn take_overriding(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Vec<(usiz
     (kept, found)
 }
 
+/// Removes `NO KEY` from `FOR NO KEY UPDATE` and `KEY` from `FOR KEY
+/// SHARE`, lock strengths sqlparser does not know; with one write lock for
+/// every row they lock as FOR UPDATE and FOR SHARE do.
+fn weaken_lock_strengths(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let word = |token: &TokenWithSpan, text: &str| matches!(&token.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(text));
+    let significant: Vec<usize> =
+        (0..tokens.len()).filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_))).collect();
+    let mut dropped = std::collections::HashSet::new();
+    for window in significant.windows(4) {
+        let [lock, first, second, third] = window else { continue };
+        if !word(&tokens[*lock], "for") {
+            continue;
+        }
+        if word(&tokens[*first], "no") && word(&tokens[*second], "key") && word(&tokens[*third], "update") {
+            dropped.extend([*first, *second]);
+        } else if word(&tokens[*first], "key") && word(&tokens[*second], "share") {
+            dropped.insert(*first);
+        }
+    }
+    if let [.., lock, first, second] = significant[..]
+        && word(&tokens[lock], "for")
+        && word(&tokens[first], "key")
+        && word(&tokens[second], "share")
+    {
+        dropped.insert(first);
+    }
+    tokens.into_iter().enumerate().filter(|(i, _)| !dropped.contains(i)).map(|(_, token)| token).collect()
+}
+
 /// Parses `sql` into statements (PostgreSQL dialect). Adds what sqlparser
 /// lacks: `ABORT [WORK | TRANSACTION]` (PostgreSQL's ROLLBACK),
+/// `FOR NO KEY UPDATE` and `FOR KEY SHARE` (see `weaken_lock_strengths`),
 /// PostgreSQL's `CREATE USER` and `ALTER USER` (CREATE ROLE ... LOGIN and
 /// ALTER ROLE; sqlparser reads other dialects' USER statements),
 /// PostgreSQL's `VACUUM [options] [tables]` (sqlparser knows Redshift's),
@@ -447,7 +627,7 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
         .with_unescape(true)
         .tokenize_with_location()
         .map_err(|e| syntax(ParserError::from(e)))?;
-    let (tokens, overriding) = take_overriding(tokens);
+    let (tokens, overriding) = take_overriding(weaken_lock_strengths(tokens));
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {
@@ -570,6 +750,25 @@ pub struct Session {
     user: String,
     /// Notices raised by statements since the front end last took them.
     notices: Vec<String>,
+    /// The open block's characteristics and snapshot (meaningless while idle).
+    block: Block,
+}
+
+/// What a transaction block keeps besides its write transaction.
+struct Block {
+    mode: TxMode,
+    /// REPEATABLE READ and SERIALIZABLE: the snapshot every statement
+    /// reads, taken by the first statement that reads or writes.
+    snapshot: Option<Snapshot>,
+    /// A statement that reads or writes ran: the isolation level is fixed
+    /// (PostgreSQL's "before any query").
+    queried: bool,
+}
+
+impl Block {
+    fn new(mode: TxMode) -> Block {
+        Block { mode, snapshot: None, queried: false }
+    }
 }
 
 /// Prepared statements whose plans a session keeps; past it the cache starts over.
@@ -688,6 +887,7 @@ impl Session {
             block_used_sequences: false,
             user: crate::functions::SUPERUSER_NAME.to_string(),
             notices: Vec::new(),
+            block: Block::new(TxMode { isolation: IsolationLevel::ReadCommitted, read_only: false }),
         }
     }
 
@@ -806,16 +1006,9 @@ impl Session {
         }
         let format = CopyFormat::from_options(&options, &legacy_options)?;
         let autocommit = !matches!(self.tx, TxState::InBlock(_));
-        let open = match &mut self.tx {
-            TxState::InBlock(open) => open.take(),
-            _ => None,
-        };
-        let txn = match open {
-            Some(txn) => txn,
-            None => self.engine.begin_write().await?,
-        };
-        let catalog = self.engine.catalog_at(&txn.writes.snapshot(), txn.private_ddl).await?;
-        self.prepare(Arc::clone(&catalog), txn.writes.snapshot());
+        let txn = self.take_write_txn(None).await?;
+        let catalog = self.engine.catalog_at(&txn.snapshot(), txn.private_ddl).await?;
+        self.prepare(Arc::clone(&catalog), txn.snapshot());
         let name = ddl::qualified_name(&table_name)?;
         catalog.check_schema(&name)?;
         let entry = catalog.resolve_table(self.planner.search_path(), &name)?;
@@ -884,6 +1077,7 @@ impl Session {
         let mut implicit = statements.len() > 1 && matches!(self.tx, TxState::Idle);
         if implicit {
             self.tx = TxState::InBlock(None);
+            self.block = Block::new(self.settings.default_transaction_mode());
             self.implicit_block = true;
         }
         let mut outputs = Vec::with_capacity(statements.len());
@@ -897,6 +1091,7 @@ impl Session {
                 Err(error) => {
                     if implicit {
                         self.tx = TxState::Idle;
+                        self.block.snapshot = None;
                         self.implicit_block = false;
                     }
                     return (outputs, Some(error));
@@ -949,10 +1144,20 @@ impl Session {
         if copy || !matches!(kind, Kind::Read | Kind::Write("INSERT" | "UPDATE" | "DELETE")) {
             return Ok(Described { param_types: Vec::new(), schema: None });
         }
-        let (snapshot, private_ddl) = self.statement_snapshot().await?;
+        // Describe takes no snapshot for the block: a write described
+        // first must still take it after the write lock.
+        let (snapshot, private_ddl) = match (&self.tx, &self.block.snapshot) {
+            (TxState::InBlock(Some(txn)), _) => (txn.snapshot(), txn.private_ddl),
+            (TxState::InBlock(None), Some(snapshot)) => (snapshot.clone(), false),
+            _ => (self.engine.read_snapshot().await?, false),
+        };
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.prepare(catalog, snapshot);
         let mut statement = statement;
+        if let Statement::Query(query) = &mut statement {
+            // Described as the plain query; the lock is taken at Execute.
+            LockingRead::take(query);
+        }
         self.expand_views(&mut statement)?;
         let empty = pg_rewrite::provably_empty(&statement);
         if matches!(kind, Kind::Read) {
@@ -1011,6 +1216,7 @@ impl Session {
 
     /// The block ended (COMMIT or ROLLBACK): its savepoints go with it.
     fn end_block(&mut self) {
+        self.block.snapshot = None;
         if self.settings.end_block() {
             self.settings_changed();
         }
@@ -1102,14 +1308,14 @@ impl Session {
     ) -> Result<QueryOutput, SqlError> {
         let kind = classify(&statement)?;
         match kind {
-            Kind::Begin => return Ok(self.begin()),
+            Kind::Begin => return self.begin(&statement),
             Kind::Commit => return self.commit().await,
             Kind::Rollback => return Ok(self.rollback()),
             Kind::RollbackTo => return self.savepoint(statement),
             _ if matches!(self.tx, TxState::Failed) => return Err(failed_block()),
             Kind::Savepoint => return self.savepoint(statement),
             Kind::Set => return self.setting(statement),
-            Kind::Write(command) if self.engine.read_only => {
+            Kind::Write(command) if self.engine.read_only || self.transaction_mode().read_only => {
                 return Err(SqlError::new(
                     sqlstate::READ_ONLY_SQL_TRANSACTION,
                     format!("cannot execute {command} in a read-only transaction"),
@@ -1134,13 +1340,63 @@ impl Session {
         self.write(statement, params).await
     }
 
-    fn begin(&mut self) -> QueryOutput {
+    /// BEGIN / START TRANSACTION [modes]. In the implicit block of a
+    /// multi-statement query it turns that block into an explicit one, its
+    /// modes applied as SET TRANSACTION would.
+    fn begin(&mut self, statement: &Statement) -> Result<QueryOutput, SqlError> {
+        let Statement::StartTransaction { modes, .. } = statement else {
+            return Err(SqlError::internal("begin given another statement"));
+        };
         if matches!(self.tx, TxState::Idle) {
+            let mode = self.settings.default_transaction_mode().with(modes)?;
             self.tx = TxState::InBlock(None);
+            self.block = Block::new(mode);
+        } else if self.implicit_block {
+            self.set_transaction(self.block.mode.with(modes)?)?;
         } else {
             tracing::debug!("BEGIN inside a transaction block ignored");
         }
-        QueryOutput::command("BEGIN")
+        Ok(QueryOutput::command("BEGIN"))
+    }
+
+    /// The characteristics of the open transaction; while idle, those the
+    /// next one gets.
+    fn transaction_mode(&self) -> TxMode {
+        match self.tx {
+            TxState::Idle => self.settings.default_transaction_mode(),
+            _ => self.block.mode,
+        }
+    }
+
+    /// SET TRANSACTION (or SET transaction_isolation / transaction_read_only)
+    /// to `mode`: once a statement of the block has read or written, the
+    /// isolation level is fixed, and so is read-only (25001, as PostgreSQL).
+    /// Outside a block it does nothing (PostgreSQL warns).
+    fn set_transaction(&mut self, mode: TxMode) -> Result<(), SqlError> {
+        if matches!(self.tx, TxState::Idle) {
+            tracing::debug!("SET TRANSACTION outside a transaction block ignored");
+            return Ok(());
+        }
+        if self.block.queried && mode.isolation != self.block.mode.isolation {
+            return Err(SqlError::new(
+                sqlstate::ACTIVE_SQL_TRANSACTION,
+                "SET TRANSACTION ISOLATION LEVEL must be called before any query",
+            ));
+        }
+        if !self.savepoints.is_empty() && mode.isolation != self.block.mode.isolation {
+            return Err(SqlError::new(
+                sqlstate::ACTIVE_SQL_TRANSACTION,
+                "SET TRANSACTION ISOLATION LEVEL must not be called in a subtransaction",
+            ));
+        }
+        if self.block.queried && self.block.mode.read_only && !mode.read_only {
+            return Err(SqlError::new(
+                sqlstate::ACTIVE_SQL_TRANSACTION,
+                "transaction read-write mode must be set before any query",
+            ));
+        }
+        self.block.mode = mode;
+        Ok(())
     }
 
     async fn commit(&mut self) -> Result<QueryOutput, SqlError> {
@@ -1154,7 +1410,7 @@ impl Session {
                 // A ROLLBACK TO may have undone the mark of a sequence the
                 // block created (`Sequences::forget_persisted`): write it again.
                 if used_sequences && self.engine.sequences.any_unpersisted() {
-                    let catalog = self.engine.catalog_at(&txn.writes.snapshot(), txn.private_ddl).await?;
+                    let catalog = self.engine.catalog_at(&txn.snapshot(), txn.private_ddl).await?;
                     self.engine.persist_sequences(&catalog, Some(&mut txn)).await?;
                 }
                 self.engine.commit(txn).await?;
@@ -1224,6 +1480,16 @@ impl Session {
                     return Ok(QueryOutput::command("SET"));
                 }
                 let name = variable.to_string();
+                if name.eq_ignore_ascii_case("transaction_isolation") {
+                    let level = IsolationLevel::from_setting("transaction_isolation", &settings::value_text(&values)?)?;
+                    self.set_transaction(TxMode { isolation: level, ..self.block.mode })?;
+                    return Ok(QueryOutput::command("SET"));
+                }
+                if name.eq_ignore_ascii_case("transaction_read_only") {
+                    let read_only = settings::parse_bool("transaction_read_only", &settings::value_text(&values)?)?;
+                    self.set_transaction(TxMode { read_only, ..self.block.mode })?;
+                    return Ok(QueryOutput::command("SET"));
+                }
                 match values.as_slice() {
                     [Expr::Identifier(ident)] if ident.value.eq_ignore_ascii_case("default") => {
                         self.settings.reset(Some(&name))?
@@ -1236,8 +1502,22 @@ impl Session {
                 self.settings.set("timezone", settings::value_text(&[value])?, local)?;
                 Ok(QueryOutput::command("SET"))
             }
-            // SET TRANSACTION / SESSION CHARACTERISTICS, SET NAMES, roles:
-            // accepted; read committed is what every transaction gets today.
+            Statement::Set(Set::SetTransaction { snapshot: Some(_), .. }) => {
+                Err(SqlError::unsupported("SET TRANSACTION SNAPSHOT"))
+            }
+            Statement::Set(Set::SetTransaction { modes, session: false, .. }) => {
+                self.set_transaction(self.block.mode.with(&modes)?)?;
+                Ok(QueryOutput::command("SET"))
+            }
+            // SET SESSION CHARACTERISTICS AS TRANSACTION: the defaults of later transactions.
+            Statement::Set(Set::SetTransaction { modes, session: true, .. }) => {
+                let mode = self.settings.default_transaction_mode().with(&modes)?;
+                self.settings.set("default_transaction_isolation", mode.isolation.name().to_string(), false)?;
+                let read_only = if mode.read_only { "on" } else { "off" };
+                self.settings.set("default_transaction_read_only", read_only.to_string(), false)?;
+                Ok(QueryOutput::command("SET"))
+            }
+            // SET NAMES, roles: accepted.
             Statement::Set(_) => Ok(QueryOutput::command("SET")),
             Statement::Reset(reset) => {
                 match reset.reset {
@@ -1249,8 +1529,13 @@ impl Session {
             Statement::ShowVariable { variable } => {
                 let words = variable.iter().map(|ident| ident.value.as_str()).collect::<Vec<_>>().join(" ");
                 let name = settings::show_name(&words);
+                let mode = self.transaction_mode();
                 let rows = if name.eq_ignore_ascii_case("all") {
                     self.settings.all()
+                } else if name.eq_ignore_ascii_case("transaction_isolation") {
+                    vec![(name.to_ascii_lowercase(), mode.isolation.name().to_string())]
+                } else if name.eq_ignore_ascii_case("transaction_read_only") {
+                    vec![(name.to_ascii_lowercase(), if mode.read_only { "on" } else { "off" }.to_string())]
                 } else {
                     vec![(name.to_ascii_lowercase(), self.settings.get(&name)?)]
                 };
@@ -1260,17 +1545,63 @@ impl Session {
         }
     }
 
-    /// The snapshot a read statement uses, and whether it holds private DDL.
-    async fn statement_snapshot(&self) -> Result<(Snapshot, bool), SqlError> {
+    /// The snapshot a read statement uses, and whether it holds private
+    /// DDL: the open write transaction's; in a REPEATABLE READ or
+    /// SERIALIZABLE block, the block's (taken now if this is its first
+    /// statement); else a fresh one (READ COMMITTED).
+    async fn statement_snapshot(&mut self) -> Result<(Snapshot, bool), SqlError> {
+        self.block.queried |= !matches!(self.tx, TxState::Idle);
         match &self.tx {
-            TxState::InBlock(Some(txn)) => Ok((txn.writes.snapshot(), txn.private_ddl)),
+            TxState::InBlock(Some(txn)) => Ok((txn.snapshot(), txn.private_ddl)),
+            TxState::InBlock(None) if self.block.mode.isolation.keeps_snapshot() => {
+                if let Some(snapshot) = &self.block.snapshot {
+                    return Ok((snapshot.clone(), false));
+                }
+                let snapshot = self.engine.read_snapshot().await?;
+                self.block.snapshot = Some(snapshot.clone());
+                Ok((snapshot, false))
+            }
             _ => Ok((self.engine.read_snapshot().await?, false)),
         }
+    }
+
+    /// The block's write transaction, or a new one: the write lock, waited
+    /// for at most lock_timeout, or with `nowait` not at all (55P03 when
+    /// another transaction holds it). In a REPEATABLE READ or SERIALIZABLE
+    /// block a new one reads the block's snapshot, which is taken now (after
+    /// the lock, so on the newest commit) if no statement took it yet.
+    async fn take_write_txn(&mut self, nowait: Option<&LockingRead>) -> Result<WriteTxn, SqlError> {
+        self.block.queried |= !matches!(self.tx, TxState::Idle);
+        if let TxState::InBlock(open) = &mut self.tx
+            && let Some(txn) = open.take()
+        {
+            return Ok(txn);
+        }
+        let mut txn = match nowait {
+            Some(read) => self.engine.try_begin_write().await?.ok_or_else(|| read.not_available())?,
+            None => self.engine.begin_write_within(self.settings.lock_timeout()).await?,
+        };
+        let isolation = self.block.mode.isolation;
+        if matches!(self.tx, TxState::InBlock(_)) && isolation.keeps_snapshot() {
+            let snapshot = match &self.block.snapshot {
+                Some(snapshot) => snapshot.clone(),
+                None => Snapshot::committed(Arc::clone(&self.engine.volume), txn.writes.read_point()),
+            };
+            self.block.snapshot = Some(snapshot.clone());
+            self.engine.keep_snapshot(&mut txn, &snapshot, isolation).await?;
+        }
+        Ok(txn)
     }
 
     async fn read(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
         if matches!(statement, Statement::Copy { .. }) {
             return self.copy_out(statement).await;
+        }
+        let mut statement = statement;
+        if let Statement::Query(query) = &mut statement
+            && let Some(locking) = LockingRead::take(query)
+        {
+            self.lock_for_read(&locking).await?;
         }
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
@@ -1325,6 +1656,40 @@ impl Session {
         let (schema, batches) = self.planner.collect_optimized(&plan).await?;
         let (schema, batches) = names::rename_batches(schema, batches, cached.names.clone())?;
         Ok(QueryOutput::Rows { schema, batches })
+    }
+
+    /// Takes the locks of a locking read (SELECT ... FOR UPDATE and the
+    /// like; see "Locking reads" in the module docs): in a block, the
+    /// block's write transaction, kept until COMMIT or ROLLBACK, whose
+    /// snapshot the query then reads; outside one, the write lock is only
+    /// waited for (the locks would end with the statement).
+    async fn lock_for_read(&mut self, locking: &LockingRead) -> Result<(), SqlError> {
+        if self.engine.read_only || self.transaction_mode().read_only {
+            return Err(locking.read_only_error());
+        }
+        let txn = self.take_write_txn(locking.nowait.then_some(locking)).await?;
+        let TxState::InBlock(open) = &mut self.tx else { return Ok(()) };
+        let txn = open.insert(txn);
+        if !txn.writes.has_changes_since_snapshot() {
+            return Ok(());
+        }
+        // REPEATABLE READ with commits since the snapshot: a locked row
+        // must not have changed since, checked per page of the locked
+        // tables' heaps.
+        let (snapshot, private_ddl) = (txn.snapshot(), txn.private_ddl);
+        let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
+        self.prepare(Arc::clone(&catalog), snapshot);
+        let mut chains = Vec::new();
+        for name in &locking.tables {
+            if let Some(entry) = catalog.find_table(self.planner.search_path(), &ddl::qualified_name(name)?) {
+                chains.push(entry.def.first_page);
+            }
+        }
+        let Some(txn) = self.open_txn() else { return Err(SqlError::internal("locking read lost its transaction")) };
+        for first in chains {
+            txn.writes.check_chain_unchanged(first).await?;
+        }
+        Ok(())
     }
 
     /// COPY table [(columns)] | (query) TO STDOUT: the query's rows as a
@@ -1395,13 +1760,7 @@ impl Session {
     }
 
     async fn write(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
-        let mut txn = match &mut self.tx {
-            TxState::InBlock(open) => match open.take() {
-                Some(txn) => txn,
-                None => self.engine.begin_write().await?,
-            },
-            _ => self.engine.begin_write().await?,
-        };
+        let mut txn = self.take_write_txn(None).await?;
         let result = self.write_in(&mut txn, statement, params).await;
         match &mut self.tx {
             TxState::InBlock(open) => {
@@ -1422,7 +1781,7 @@ impl Session {
         statement: Statement,
         params: Option<Vec<ScalarValue>>,
     ) -> Result<QueryOutput, SqlError> {
-        let snapshot = txn.writes.snapshot();
+        let snapshot = txn.snapshot();
         let catalog = self.engine.catalog_at(&snapshot, txn.private_ddl).await?;
         if !matches!(statement, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) {
             self.prepare(Arc::clone(&catalog), snapshot.clone());

@@ -64,6 +64,7 @@ pub mod sqlstate {
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const SEQUENCE_GENERATOR_LIMIT_EXCEEDED: &str = "2200H";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
     pub const GENERATED_ALWAYS: &str = "428C9";
     pub const WRONG_OBJECT_TYPE: &str = "42809";
     pub const INTERNAL_ERROR: &str = "XX000";

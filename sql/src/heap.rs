@@ -15,6 +15,18 @@
 //! at COMMIT the bodies go to `Volume::commit` in one call, at ROLLBACK they
 //! are dropped (invariant 1: only committed changes reach storage).
 //!
+//! A REPEATABLE READ transaction may read an older snapshot S than the
+//! newest commit W its write set is built on: its statements then read S
+//! with the write set's pages on top ([`Snapshot::with_writes`]). The write
+//! set is told which pages commits after S changed
+//! ([`WriteSet::changed_since`]); a page it changes that is not one of them
+//! is the same at S and W before its changes, so it can be read as is. Of
+//! the others, heap pages are kept row by row: a row (slot) may be changed
+//! only if it is the same at S and W (else 40001, "could not serialize
+//! access due to concurrent update"), and the transaction reads the page as
+//! S had it plus its own rows (a merged view, `Merge`); any other page
+//! (index, a page allocated after S) is refused whole (40001).
+//!
 //! Inserts go to a page of the chain with room, as the free space map
 //! (`crate::free_space`) and the transaction's own changes know them, and
 //! only when none has room to a new page linked at the chain's end.
@@ -27,7 +39,7 @@ use crate::volume::Volume;
 use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::page::{Page, PageKind, SlotIndex, TUPLE_SIZE_MAX};
 use borealis_storage::redo::RedoBody;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Where a row lives.
@@ -87,6 +99,13 @@ impl Snapshot {
     /// The statement's read point.
     pub fn read_point(&self) -> Lsn {
         self.read_point
+    }
+
+    /// The committed state of this snapshot with `writes`' private pages on
+    /// top: what a REPEATABLE READ transaction reads once it has written
+    /// (see the module docs for why this is exact).
+    pub fn with_writes(&self, writes: &WriteSet) -> Snapshot {
+        Snapshot { overlay: Arc::new(writes.view_pages()), ..self.clone() }
     }
 
     /// Whether the snapshot sees private (uncommitted) pages.
@@ -166,6 +185,38 @@ pub struct WriteSet {
     /// This transaction's free space knowledge beyond the map's, merged
     /// into it at commit (see `crate::free_space`).
     changes: FreeSpaceChanges,
+    /// What changed since the older snapshot the transaction reads (see
+    /// the module docs). Boxed: rare, and every session holds a write set's room.
+    changed: Option<Box<Changed>>,
+}
+
+/// What commits after a transaction's snapshot changed, and how the write set deals with it.
+#[derive(Clone)]
+struct Changed {
+    /// The snapshot's read point.
+    snapshot: Lsn,
+    /// The pages commits after the snapshot changed.
+    pages: Arc<HashSet<PageId>>,
+    /// Those of them that are heap pages this write set changed, with what
+    /// their merged views are made of.
+    merges: HashMap<PageId, Merge>,
+}
+
+/// A heap page changed both by commits after the transaction's snapshot and
+/// by the transaction: the view its statements read is the page at the
+/// snapshot with the transaction's own slots (and link) on top.
+#[derive(Clone)]
+struct Merge {
+    /// The page at the snapshot.
+    at_snapshot: Arc<Page>,
+    /// The page at the newest commit, before the transaction changed it.
+    committed: Arc<Page>,
+    /// Slots the transaction changed.
+    slots: HashSet<SlotIndex>,
+    /// The transaction linked a next page.
+    linked: bool,
+    /// The merged page.
+    view: Arc<Page>,
 }
 
 impl WriteSet {
@@ -180,7 +231,117 @@ impl WriteSet {
             bodies: Vec::new(),
             free_space,
             changes: FreeSpaceChanges::default(),
+            changed: None,
         }
+    }
+
+    /// The transaction reads the snapshot at `snapshot`, older than this
+    /// write set's read point, and commits since changed `pages`: from now
+    /// on they are changed row by row or refused (see the module docs).
+    pub fn changed_since(&mut self, snapshot: Lsn, pages: HashSet<PageId>) {
+        assert!(snapshot < self.read_point, "snapshot {snapshot} is not older than {}", self.read_point);
+        debug_assert!(pages.iter().all(|page| !self.pages.contains_key(page)), "a changed page is already written");
+        self.changed = Some(Box::new(Changed { snapshot, pages: Arc::new(pages), merges: HashMap::new() }));
+    }
+
+    /// The snapshot's read point if commits since it changed page `id`.
+    fn changed_at(&self, id: PageId) -> Option<Lsn> {
+        self.changed.as_ref().filter(|changed| changed.pages.contains(&id)).map(|changed| changed.snapshot)
+    }
+
+    fn merge(&self, id: PageId) -> Option<&Merge> {
+        self.changed.as_ref().and_then(|changed| changed.merges.get(&id))
+    }
+
+    /// 40001 unless page `id`, changed since the snapshot, is a heap page
+    /// at the snapshot and at the newest commit; returns both.
+    async fn heap_at_both(&self, id: PageId, snapshot: Lsn) -> Result<(Arc<Page>, Arc<Page>), SqlError> {
+        let at_snapshot = self.volume.read_page(id, snapshot).await?;
+        let committed = self.volume.read_page(id, self.read_point).await?;
+        if at_snapshot.kind() != PageKind::Heap || committed.kind() != PageKind::Heap {
+            return Err(crate::isolation::concurrent_update());
+        }
+        Ok((at_snapshot, committed))
+    }
+
+    /// 40001 if the row at `address` changed (or came or went) since the
+    /// transaction's snapshot, unless the transaction itself changed it since.
+    pub async fn check_row(&self, address: RowAddress) -> Result<(), SqlError> {
+        let Some(snapshot) = self.changed_at(address.page) else { return Ok(()) };
+        if let Some(merge) = self.merge(address.page) {
+            if merge.slots.contains(&address.slot)
+                || merge.at_snapshot.tuple(address.slot) == merge.committed.tuple(address.slot)
+            {
+                return Ok(());
+            }
+            return Err(crate::isolation::concurrent_update());
+        }
+        let (at_snapshot, committed) = self.heap_at_both(address.page, snapshot).await?;
+        if at_snapshot.tuple(address.slot) != committed.tuple(address.slot) {
+            return Err(crate::isolation::concurrent_update());
+        }
+        Ok(())
+    }
+
+    /// 40001 if a page of the chain starting at `first` changed since the
+    /// transaction's snapshot (a locking read's check, by page).
+    pub async fn check_chain_unchanged(&self, first: PageId) -> Result<(), SqlError> {
+        let mut next = Some(first);
+        while let Some(id) = next {
+            if self.changed_at(id).is_some() {
+                return Err(crate::isolation::concurrent_update());
+            }
+            next = self.page(id).await?.next_page();
+        }
+        Ok(())
+    }
+
+    /// Whether commits since the transaction's snapshot changed pages it may touch.
+    pub fn has_changes_since_snapshot(&self) -> bool {
+        self.changed.is_some()
+    }
+
+    /// The pages the transaction's statements read over its snapshot: its
+    /// own, merged views for the heap pages also changed since the snapshot.
+    fn view_pages(&self) -> Overlay {
+        let mut pages = self.pages.clone();
+        for (id, merge) in self.changed.iter().flat_map(|changed| &changed.merges) {
+            pages.insert(*id, Arc::clone(&merge.view));
+        }
+        pages
+    }
+
+    /// Recomputes the merged view of page `id` after a change: the write
+    /// set's page with every slot it did not change put back as the
+    /// snapshot had it, and the snapshot's link unless it linked a page
+    /// itself. 40001 if the snapshot's rows no longer fit beside its own.
+    fn remerge(&mut self, id: PageId) -> Result<(), SqlError> {
+        let merge = self.changed.as_mut().and_then(|changed| changed.merges.get_mut(&id));
+        let (Some(merge), Some(own)) = (merge, self.pages.get(&id)) else {
+            return Err(SqlError::internal(format_args!("no merge for page {id}")));
+        };
+        let mut view = Page::clone(own);
+        if merge.at_snapshot.slot_count() > view.slot_count() {
+            return Err(crate::isolation::concurrent_update());
+        }
+        for slot in 0..view.slot_count() {
+            if merge.slots.contains(&slot) {
+                continue;
+            }
+            let (want, have) = (merge.at_snapshot.tuple(slot), view.tuple(slot).map(<[u8]>::to_vec));
+            let restored = match (want, have) {
+                (Some(want), Some(have)) if want != have.as_slice() => view.update(slot, want),
+                (Some(want), None) => view.insert(slot, want),
+                (None, Some(_)) => view.delete(slot),
+                _ => Ok(()),
+            };
+            restored.map_err(|_| crate::isolation::concurrent_update())?;
+        }
+        if !merge.linked {
+            view.set_next_page(merge.at_snapshot.next_page());
+        }
+        merge.view = Arc::new(view);
+        Ok(())
     }
 
     /// What the transaction's next statement reads.
@@ -220,6 +381,10 @@ impl WriteSet {
         if let Some(page) = self.pages.get(&id) {
             return Ok(Arc::clone(page));
         }
+        if let Some(snapshot) = self.changed_at(id) {
+            // Rows are checked where they are changed; only heap pages qualify.
+            return Ok(self.heap_at_both(id, snapshot).await?.1);
+        }
         Ok(self.volume.read_page(id, self.read_point).await?)
     }
 
@@ -232,6 +397,10 @@ impl WriteSet {
     /// transaction that owns it.
     pub async fn apply(&mut self, body: RedoBody) -> Result<(), SqlError> {
         let id = body.page();
+        let merged = match self.changed_at(id) {
+            Some(snapshot) => Some(self.merge_slot(id, snapshot, &body).await?),
+            None => None,
+        };
         if !self.pages.contains_key(&id) {
             let committed = self.volume.read_page(id, self.read_point).await?;
             self.pages.insert(id, committed);
@@ -240,6 +409,41 @@ impl WriteSet {
         body.apply_body(Arc::make_mut(page))
             .map_err(|e| SqlError::internal(format_args!("redo refused on page {id}: {e}")))?;
         self.bodies.push(body);
+        if merged.is_some() {
+            self.remerge(id)?;
+        }
+        Ok(())
+    }
+
+    /// Before `body` changes page `id`, changed since the snapshot: 40001
+    /// unless it is a heap page, the change is to a row (or the link) and
+    /// that row is the same at the snapshot and the newest commit; records
+    /// the slot as the transaction's.
+    async fn merge_slot(&mut self, id: PageId, snapshot: Lsn, body: &RedoBody) -> Result<(), SqlError> {
+        let fresh = match self.merge(id) {
+            Some(_) => None,
+            None => Some(self.heap_at_both(id, snapshot).await?),
+        };
+        let changed = self.changed.as_mut().ok_or_else(|| SqlError::internal("merge without a snapshot"))?;
+        if let Some((at_snapshot, committed)) = fresh {
+            let view = Arc::clone(&at_snapshot);
+            let merge = Merge { at_snapshot, committed, slots: HashSet::new(), linked: false, view };
+            changed.merges.insert(id, merge);
+        }
+        let merge = changed.merges.get_mut(&id).expect("inserted above");
+        match body {
+            RedoBody::InsertTuple { slot, .. }
+            | RedoBody::UpdateTuple { slot, .. }
+            | RedoBody::DeleteTuple { slot, .. } => {
+                let unchanged = merge.at_snapshot.tuple(*slot) == merge.committed.tuple(*slot);
+                if !merge.slots.contains(slot) && !unchanged {
+                    return Err(crate::isolation::concurrent_update());
+                }
+                merge.slots.insert(*slot);
+            }
+            RedoBody::SetNextPage { .. } => merge.linked = true,
+            _ => return Err(crate::isolation::concurrent_update()),
+        }
         Ok(())
     }
 
@@ -291,6 +495,7 @@ impl WriteSet {
         if data.len() > TUPLE_SIZE_MAX {
             return Err(too_big(data.len()));
         }
+        self.check_row(address).await?;
         let page = self.page(address.page).await?;
         let old_len = page.tuple(address.slot).map(<[u8]>::len).ok_or_else(|| {
             SqlError::internal(format_args!("update of free slot {} on page {}", address.slot, address.page))
@@ -309,6 +514,7 @@ impl WriteSet {
 
     /// Frees the row at `address` of the chain `first`.
     pub async fn delete(&mut self, first: PageId, address: RowAddress) -> Result<(), SqlError> {
+        self.check_row(address).await?;
         self.apply(RedoBody::DeleteTuple { page: address.page, slot: address.slot }).await?;
         self.note_room(first, address.page);
         Ok(())

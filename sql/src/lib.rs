@@ -16,8 +16,8 @@
 //! chain at that read point (`provider::ScanExec`).
 //!
 //! Module map: `volume` (the seam), `engine` (sessions, transactions,
-//! dispatch), `ddl`, `dml`, `copy` (COPY FROM STDIN), `catalog`, `heap`, `free_space` (which heap
-//! pages have room), `btree` (B+tree indexes in
+//! dispatch), `isolation` (isolation levels, locking reads), `ddl`, `dml`, `copy` (COPY FROM STDIN),
+//! `catalog`, `heap`, `free_space` (which heap pages have room), `btree` (B+tree indexes in
 //! pages), `access` (choosing an index for a scan), `keys` (order-preserving key encoding), `index` (keeping indexes
 //! in step with rows), `row`, `types`, `provider`, `error`, `testing`
 //! (in-memory volume); `pg_catalog` (PostgreSQL's system catalogs computed
@@ -39,6 +39,7 @@ pub mod functions;
 pub mod heap;
 pub mod index;
 pub mod integers;
+pub mod isolation;
 pub mod keys;
 pub mod names;
 pub mod notice;

@@ -121,9 +121,17 @@ impl Settings {
                 format!("parameter \"{name}\" cannot be changed"),
             ));
         }
-        if name == "statement_timeout" {
-            parse_duration(&value)?;
-        }
+        let value = match name.as_str() {
+            "statement_timeout" | "lock_timeout" => {
+                parse_duration(&name, &value)?;
+                value
+            }
+            "default_transaction_isolation" => {
+                crate::isolation::IsolationLevel::from_setting(&name, &value)?.name().to_string()
+            }
+            "default_transaction_read_only" => if parse_bool(&name, &value)? { "on" } else { "off" }.to_string(),
+            _ => value,
+        };
         let target = if local { &mut self.local } else { &mut self.session };
         target.insert(name, value);
         Ok(())
@@ -174,7 +182,26 @@ impl Settings {
 
     /// The statement timeout; None when 0 (off).
     pub fn statement_timeout(&self) -> Option<Duration> {
-        self.get("statement_timeout").ok().and_then(|value| parse_duration(&value).ok()).filter(|d| !d.is_zero())
+        self.duration("statement_timeout")
+    }
+
+    /// How long a statement may wait for the write lock; None when 0 (off).
+    pub fn lock_timeout(&self) -> Option<Duration> {
+        self.duration("lock_timeout")
+    }
+
+    fn duration(&self, name: &str) -> Option<Duration> {
+        self.get(name).ok().and_then(|value| parse_duration(name, &value).ok()).filter(|d| !d.is_zero())
+    }
+
+    /// The characteristics a new transaction starts with
+    /// (`default_transaction_isolation`, `default_transaction_read_only`).
+    pub fn default_transaction_mode(&self) -> crate::isolation::TxMode {
+        let isolation = self.get("default_transaction_isolation").unwrap_or_default();
+        let isolation = crate::isolation::IsolationLevel::from_setting("default_transaction_isolation", &isolation)
+            .unwrap_or(crate::isolation::IsolationLevel::ReadCommitted);
+        let read_only = self.get("default_transaction_read_only").is_ok_and(|value| value == "on");
+        crate::isolation::TxMode { isolation, read_only }
     }
 }
 
@@ -230,16 +257,25 @@ pub fn value_text(values: &[Expr]) -> Result<String, SqlError> {
     Ok(parts.join(", "))
 }
 
-/// A duration setting: milliseconds by default, or with a unit (`5s`, `100ms`, `1min`).
-pub fn parse_duration(text: &str) -> Result<Duration, SqlError> {
+/// A Boolean setting's value, in PostgreSQL's spellings.
+pub fn parse_bool(name: &str, text: &str) -> Result<bool, SqlError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" | "t" | "y" => Ok(true),
+        "off" | "false" | "no" | "0" | "f" | "n" => Ok(false),
+        _ => Err(SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("parameter \"{name}\" requires a Boolean value"),
+        )),
+    }
+}
+
+/// A duration setting `name`: milliseconds by default, or with a unit (`5s`, `100ms`, `1min`).
+pub fn parse_duration(name: &str, text: &str) -> Result<Duration, SqlError> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let invalid = || {
-        SqlError::new(
-            sqlstate::INVALID_PARAMETER_VALUE,
-            format!("invalid value for parameter \"statement_timeout\": \"{text}\""),
-        )
+        SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, format!("invalid value for parameter \"{name}\": \"{text}\""))
     };
     let amount: f64 = number.parse().map_err(|_| invalid())?;
     let millis = match unit.trim() {
@@ -305,7 +341,10 @@ mod tests {
         assert_eq!(settings.statement_timeout(), Some(Duration::from_millis(250)));
         settings.set("statement_timeout", "2s".into(), false).unwrap();
         assert_eq!(settings.statement_timeout(), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1min").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("lock_timeout", "1min").unwrap(), Duration::from_secs(60));
+        settings.set("lock_timeout", "100ms".into(), false).unwrap();
+        assert_eq!(settings.lock_timeout(), Some(Duration::from_millis(100)));
+        assert_eq!(settings.set("lock_timeout", "later".into(), false).unwrap_err().sqlstate(), "22023");
     }
 
     mod sessions {

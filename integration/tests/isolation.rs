@@ -1,0 +1,224 @@
+//! Transaction isolation and row locking with several real sessions on a
+//! real cluster (tokio-postgres against `borealis up`).
+//!
+//! Goal: what PostgreSQL users rely on holds under concurrency: no lost
+//! update at READ COMMITTED, a second writer of a row waits and then sees
+//! the committed value, REPEATABLE READ keeps its snapshot and fails with
+//! 40001 on a row changed after it, SERIALIZABLE refuses write skew,
+//! FOR UPDATE blocks writers until COMMIT, NOWAIT and lock_timeout give
+//! 55P03, statement_timeout still cancels a wait, locking reads fail on a
+//! reader, and a rolled-back transaction leaves no trace on the writer, on a
+//! reader or after a writer restart.
+//!
+//! Method: sessions run statements in turn; a statement expected to wait
+//! runs in a task, which must still be running after a short sleep (the
+//! only evidence of waiting the server offers) and must finish once the
+//! holder commits. Every wait is bounded.
+
+use borealis_integration::{Cluster, sqlstate};
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// How long a statement that must wait is watched before it is released.
+const STILL_WAITING: Duration = Duration::from_millis(300);
+/// Bound on anything expected to finish (a loaded 2-core machine).
+const FINISHES_WITHIN: Duration = Duration::from_secs(30);
+
+async fn int(client: &Client, sql: &str) -> anyhow::Result<i64> {
+    Ok(client.query_one(sql, &[]).await?.get(0))
+}
+
+/// The SQLSTATE and message `sql` fails with.
+async fn failure(client: &Client, sql: &str) -> anyhow::Result<(String, String)> {
+    match client.batch_execute(sql).await {
+        Ok(()) => anyhow::bail!("{sql} succeeded"),
+        Err(error) => {
+            let message = error.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+            Ok((sqlstate(&error).unwrap_or_default(), message))
+        }
+    }
+}
+
+/// Runs `sql` on `client` in a task; the task gives the client back.
+fn spawn_batch(
+    client: Client,
+    sql: &'static str,
+) -> tokio::task::JoinHandle<(Client, Result<(), tokio_postgres::Error>)> {
+    tokio::spawn(async move {
+        let result = client.batch_execute(sql).await;
+        (client, result)
+    })
+}
+
+/// Asserts that `task` is still waiting after [`STILL_WAITING`].
+async fn assert_waiting<T>(task: &tokio::task::JoinHandle<T>, what: &str) {
+    tokio::time::sleep(STILL_WAITING).await;
+    assert!(!task.is_finished(), "{what} did not wait");
+}
+
+async fn finished<T>(task: tokio::task::JoinHandle<T>) -> anyhow::Result<T> {
+    Ok(tokio::time::timeout(FINISHES_WITHIN, task).await??)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_levels_and_row_locks_behave_as_in_postgres() -> anyhow::Result<()> {
+    let cluster = Cluster::start_new(1)?;
+    let setup = cluster.connect(cluster.ports.writer).await?;
+    setup
+        .batch_execute(
+            "CREATE TABLE counter (id int PRIMARY KEY, x int8 NOT NULL);
+             INSERT INTO counter VALUES (1, 0);
+             CREATE TABLE other (id int);
+             CREATE TABLE doctors (name text PRIMARY KEY, on_call bool NOT NULL);
+             INSERT INTO doctors VALUES ('alice', true), ('bob', true)",
+        )
+        .await?;
+
+    // READ COMMITTED: concurrent increments are never lost. Nor are
+    // SERIALIZABLE ones whose first statement writes: their snapshot is
+    // taken once they hold the write lock, so none fails.
+    const SESSIONS: i64 = 4;
+    const INCREMENTS: i64 = 25;
+    let rounds = [
+        ("UPDATE counter SET x = x + 1 WHERE id = 1", "BEGIN; UPDATE counter SET x = x + 1 WHERE id = 1; COMMIT"),
+        (
+            "BEGIN ISOLATION LEVEL SERIALIZABLE; UPDATE counter SET x = x + 1 WHERE id = 1; COMMIT",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; UPDATE counter SET x = x + 1 WHERE id = 1; COMMIT",
+        ),
+    ];
+    for (round, (even, odd)) in rounds.into_iter().enumerate() {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for session in 0..SESSIONS {
+            let client = cluster.connect(cluster.ports.writer).await?;
+            tasks.push(tokio::spawn(async move {
+                for i in 0..INCREMENTS {
+                    client.batch_execute(if (session + i) % 2 == 0 { even } else { odd }).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            finished(task).await??;
+        }
+        let increments = SESSIONS * INCREMENTS;
+        eprintln!("{increments} increments from {SESSIONS} sessions (round {round}) in {:?}", started.elapsed());
+        let expected = increments * (round as i64 + 1);
+        assert_eq!(int(&setup, "SELECT x FROM counter WHERE id = 1").await?, expected);
+    }
+
+    // A second UPDATE of the row waits for the first and builds on its committed value.
+    let (a, b) = (cluster.connect(cluster.ports.writer).await?, cluster.connect(cluster.ports.writer).await?);
+    a.batch_execute("BEGIN; UPDATE counter SET x = 10 WHERE id = 1").await?;
+    let second = spawn_batch(b, "UPDATE counter SET x = x * 2 WHERE id = 1");
+    assert_waiting(&second, "a second UPDATE of the row").await;
+    a.batch_execute("COMMIT").await?;
+    let (b, result) = finished(second).await?;
+    result?;
+    assert_eq!(int(&a, "SELECT x FROM counter WHERE id = 1").await?, 20);
+
+    // REPEATABLE READ: the snapshot of the first statement holds, and a row
+    // changed after it cannot be updated (40001).
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
+    assert_eq!(int(&a, "SELECT x FROM counter WHERE id = 1").await?, 20);
+    b.batch_execute("UPDATE counter SET x = 21 WHERE id = 1; INSERT INTO counter VALUES (2, 0)").await?;
+    assert_eq!(int(&a, "SELECT x FROM counter WHERE id = 1").await?, 20);
+    assert_eq!(int(&a, "SELECT count(*) FROM counter").await?, 1);
+    let (state, message) = failure(&a, "UPDATE counter SET x = x + 1 WHERE id = 1").await?;
+    assert_eq!((state.as_str(), message.as_str()), ("40001", "could not serialize access due to concurrent update"));
+    a.batch_execute("ROLLBACK").await?;
+    // ... while a write to rows nobody changed since the snapshot commits
+    // (row 2 shares its page with row 1), and the block keeps reading its
+    // snapshot after it.
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
+    assert_eq!(int(&a, "SELECT count(*) FROM other").await?, 0);
+    b.batch_execute("UPDATE counter SET x = 22 WHERE id = 1").await?;
+    a.batch_execute("UPDATE counter SET x = x + 5 WHERE id = 2; INSERT INTO other VALUES (1)").await?;
+    assert_eq!(int(&a, "SELECT x FROM counter WHERE id = 1").await?, 21);
+    assert_eq!(int(&a, "SELECT sum(x)::int8 FROM counter").await?, 26);
+    assert_eq!(int(&a, "SELECT count(*) FROM other").await?, 1);
+    a.batch_execute("COMMIT").await?;
+    assert_eq!(int(&b, "SELECT count(*) FROM other").await?, 1);
+    assert_eq!(int(&b, "SELECT sum(x)::int8 FROM counter").await?, 27);
+
+    // SERIALIZABLE: write skew (each reads both doctors on call, then takes
+    // one off call) fails for the second to write; a read-only block never fails.
+    let c = cluster.connect(cluster.ports.writer).await?;
+    c.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY").await?;
+    assert_eq!(int(&c, "SELECT count(*) FROM doctors WHERE on_call").await?, 2);
+    for client in [&a, &b] {
+        client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE").await?;
+        assert_eq!(int(client, "SELECT count(*) FROM doctors WHERE on_call").await?, 2);
+    }
+    a.batch_execute("UPDATE doctors SET on_call = false WHERE name = 'alice'; COMMIT").await?;
+    let (state, _) = failure(&b, "UPDATE doctors SET on_call = false WHERE name = 'bob'").await?;
+    assert_eq!(state, "40001");
+    b.batch_execute("ROLLBACK").await?;
+    assert_eq!(int(&c, "SELECT count(*) FROM doctors WHERE on_call").await?, 2);
+    c.batch_execute("COMMIT").await?;
+    assert_eq!(int(&b, "SELECT count(*) FROM doctors WHERE on_call").await?, 1);
+
+    // FOR UPDATE blocks a concurrent UPDATE until COMMIT; NOWAIT and
+    // lock_timeout give 55P03; statement_timeout still cancels the wait.
+    a.batch_execute("BEGIN").await?;
+    assert_eq!(int(&a, "SELECT x FROM counter WHERE id = 1 FOR UPDATE").await?, 22);
+    let (state, message) = failure(&c, "SELECT x FROM counter WHERE id = 1 FOR UPDATE NOWAIT").await?;
+    assert_eq!((state.as_str(), message.as_str()), ("55P03", "could not obtain lock on row in relation \"counter\""));
+    c.batch_execute("SET lock_timeout = '100ms'").await?;
+    let started = Instant::now();
+    let (state, message) = failure(&c, "UPDATE counter SET x = 0 WHERE id = 1").await?;
+    assert_eq!((state.as_str(), message.as_str()), ("55P03", "canceling statement due to lock timeout"));
+    assert!(started.elapsed() >= Duration::from_millis(100), "lock_timeout fired after {:?}", started.elapsed());
+    eprintln!("lock_timeout = 100ms fired after {:?}", started.elapsed());
+    c.batch_execute("SET lock_timeout = 0; SET statement_timeout = '100ms'").await?;
+    let (state, _) = failure(&c, "UPDATE counter SET x = 0 WHERE id = 1").await?;
+    assert_eq!(state, "57014");
+    c.batch_execute("RESET statement_timeout").await?;
+    let blocked = spawn_batch(b, "UPDATE counter SET x = x + 1 WHERE id = 1");
+    assert_waiting(&blocked, "an UPDATE of a row locked FOR UPDATE").await;
+    a.batch_execute("UPDATE counter SET x = 100 WHERE id = 1; COMMIT").await?;
+    let released = Instant::now();
+    let (b, result) = finished(blocked).await?;
+    eprintln!("blocked UPDATE finished {:?} after the holder's COMMIT returned", released.elapsed());
+    result?;
+    assert_eq!(int(&b, "SELECT x FROM counter WHERE id = 1").await?, 101);
+
+    // A reader refuses locking reads, as a PostgreSQL standby does.
+    let reader = cluster.connect(cluster.ports.readers[0]).await?;
+    let (state, message) = failure(&reader, "SELECT * FROM counter FOR UPDATE").await?;
+    assert_eq!(
+        (state.as_str(), message.as_str()),
+        ("25006", "cannot execute SELECT FOR UPDATE in a read-only transaction")
+    );
+
+    // ROLLBACK leaves no trace: on the writer, on a reader, after a writer restart.
+    a.batch_execute(
+        "BEGIN; INSERT INTO counter VALUES (99, 99); UPDATE counter SET x = -1 WHERE id = 1;
+         DELETE FROM doctors; ROLLBACK",
+    )
+    .await?;
+    b.batch_execute("INSERT INTO other VALUES (2)").await?;
+    let deadline = Instant::now() + FINISHES_WITHIN;
+    while int(&reader, "SELECT count(*) FROM other").await? != 2 {
+        anyhow::ensure!(Instant::now() < deadline, "reader never saw the later commit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let untouched = "SELECT (SELECT count(*) FROM counter WHERE id = 99) * 1000000 \
+                     + (SELECT x FROM counter WHERE id = 1) * 1000 + (SELECT count(*) FROM doctors)";
+    let expected = 101 * 1000 + 2;
+    assert_eq!(int(&b, untouched).await?, expected, "writer");
+    assert_eq!(int(&reader, untouched).await?, expected, "reader");
+    assert!(cluster.kill9_process("writer"), "writer not found");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let client = loop {
+        if let Ok(client) = cluster.connect(cluster.ports.writer).await
+            && client.simple_query("SELECT 1").await.is_ok()
+        {
+            break client;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "writer did not come back:\n{}", cluster.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(int(&client, untouched).await?, expected, "writer after restart");
+    Ok(())
+}
