@@ -28,6 +28,7 @@ pub mod btree;
 pub mod catalog;
 pub mod constraint;
 pub mod copy;
+pub mod datetime;
 pub mod ddl;
 pub mod dml;
 pub mod engine;
@@ -48,6 +49,7 @@ pub mod row;
 pub mod sequence;
 pub mod settings;
 pub mod testing;
+pub mod text_output;
 pub mod types;
 pub mod volume;
 

@@ -318,6 +318,7 @@ pub fn type_of(ty: SqlType) -> (i32, i32) {
         }
         SqlType::Date => (1082, -1),
         SqlType::Timestamp => (1114, -1),
+        SqlType::Timestamptz => (1184, -1),
     }
 }
 
@@ -2106,6 +2107,7 @@ mod tests {
             (SqlType::Char(4), "character(4)"),
             (SqlType::Numeric { precision: 12, scale: 2 }, "numeric(12,2)"),
             (SqlType::Timestamp, "timestamp without time zone"),
+            (SqlType::Timestamptz, "timestamp with time zone"),
             (SqlType::Float8, "double precision"),
         ] {
             let (oid, typmod) = type_of(ty);

@@ -12,6 +12,8 @@
 //! | `pg_catalog.f(...)` | `f(...)` | DataFusion does not resolve qualified function names |
 //! | `x::regclass` | `regclassout(x)` (the relation's name) | regclass prints as a name |
 //! | `'name'::regclass`, `$1::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
+//! | `mod(a, b)` | `a % b` | the same operation under PostgreSQL's function name |
+//! | `x::varchar(n)`, `x::char(n)` | `left(x::text, n)`, `rpad(x::text, n)` | explicit casts cut to the length |
 //! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
 //! | `::oid`, `::name`, `::"char"`, `::pg_catalog.int2[]`, ... | int, text, smallint[] ... | system types Borealis represents with its own |
 //! | `generate_subscripts(a, d)` | `unnest(generate_series(1, array_length(a, d)))` | the set-returning form DataFusion has |
@@ -101,6 +103,19 @@ pub fn alias_function_columns(statement: &mut Statement) {
     let _ = statement.visit(&mut FunctionAliases);
 }
 
+/// The casts writes need rewritten too (`INSERT … VALUES ('abc'::varchar(2))`):
+/// those to types DataFusion lacks or plans differently.
+pub fn rewrite_casts(statement: &mut Statement) {
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Cast { kind: CastKind::DoubleColon | CastKind::Cast, expr: inner, data_type, .. } = expr
+            && let Some(rewritten) = value_cast(inner, data_type)
+        {
+            *expr = rewritten;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// In PostgreSQL the alias of a function returning one column also names
 /// that column: `SELECT g FROM generate_series(1, 3) g`.
 struct FunctionAliases;
@@ -144,6 +159,14 @@ fn rewrite_expr(expr: &mut Expr) {
                 && let FunctionArguments::List(list) = &function.args
                 && let [array] = list.args.as_slice()
                 && let Some(rewritten) = parse_expr(&format!("unnest(pg_expandarray({array}))"))
+            {
+                *expr = rewritten;
+                return;
+            }
+            if function.name.to_string().eq_ignore_ascii_case("mod")
+                && let FunctionArguments::List(list) = &function.args
+                && let [dividend, divisor] = list.args.as_slice()
+                && let Some(rewritten) = parse_expr(&format!("(({dividend}) % ({divisor}))"))
             {
                 *expr = rewritten;
                 return;
@@ -248,6 +271,9 @@ fn builtin_operator(name: &str) -> Option<BinaryOperator> {
 
 /// The rewritten cast of `inner` to `data_type`, None to keep it.
 fn cast(inner: &mut Box<Expr>, data_type: &mut DataType) -> Option<Expr> {
+    if let Some(rewritten) = value_cast(inner, data_type) {
+        return Some(rewritten);
+    }
     let name = type_name(data_type)?;
     // A parameter cast to regclass is given as a name, like a literal.
     let literal = matches!(
@@ -265,6 +291,28 @@ fn cast(inner: &mut Box<Expr>, data_type: &mut DataType) -> Option<Expr> {
         }
     };
     parse_expr(&format!("{function}({inner})"))
+}
+
+/// The rewritten cast of `inner` to a value type DataFusion casts
+/// differently, None to keep it.
+fn value_cast(inner: &Expr, data_type: &DataType) -> Option<Expr> {
+    length_cast(inner, data_type)
+}
+
+/// An explicit cast to `varchar(n)` keeps the first n characters, one to
+/// `char(n)` pads or cuts to n (PostgreSQL truncates on explicit casts,
+/// where an INSERT of a longer value fails); DataFusion drops the length.
+fn length_cast(inner: &Expr, data_type: &DataType) -> Option<Expr> {
+    use datafusion::sql::sqlparser::ast::CharacterLength;
+    let (function, length) = match data_type {
+        DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharVarying(Some(CharacterLength::IntegerLength { length, .. })) => ("left", length),
+        DataType::Char(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::Character(Some(CharacterLength::IntegerLength { length, .. })) => ("rpad", length),
+        _ => return None,
+    };
+    parse_expr(&format!("{function}(CAST({inner} AS text), {length})"))
 }
 
 /// The lower-case name of a custom (or regclass) type, without `pg_catalog.`.
@@ -656,6 +704,13 @@ mod tests {
             rewritten("SELECT pg_catalog.pg_get_userbyid(c.relowner), pg_catalog.format_type(a, b) FROM t"),
             "SELECT pg_get_userbyid(c.relowner), format_type(a, b) FROM t"
         );
+    }
+
+    #[test]
+    fn length_casts_cut() {
+        assert_eq!(rewritten("SELECT 'abc'::varchar(2)"), "SELECT left(CAST('abc' AS TEXT), 2)");
+        assert_eq!(rewritten("SELECT CAST(a AS char(3))"), "SELECT rpad(CAST(a AS TEXT), 3)");
+        assert_eq!(rewritten("SELECT a::varchar"), "SELECT a::VARCHAR");
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn encode_value(ty: SqlType, array: &dyn Array, row: usize, out: &mut Vec<u8>) -
             out.extend_from_slice(&array.as_primitive::<Decimal128Type>().value(row).to_le_bytes())
         }
         SqlType::Date => out.extend_from_slice(&array.as_primitive::<Date32Type>().value(row).to_le_bytes()),
-        SqlType::Timestamp => {
+        SqlType::Timestamp | SqlType::Timestamptz => {
             out.extend_from_slice(&array.as_primitive::<TimestampMicrosecondType>().value(row).to_le_bytes())
         }
         SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
@@ -185,6 +185,9 @@ impl ColumnBuilder {
             SqlType::Numeric { precision, scale } => ColumnBuilder::Decimal(Decimal128Builder::new(), precision, scale),
             SqlType::Date => ColumnBuilder::Date(Date32Builder::new()),
             SqlType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new()),
+            SqlType::Timestamptz => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone(crate::types::UTC))
+            }
         }
     }
 
@@ -359,6 +362,7 @@ mod tests {
             SqlType::Numeric { precision: 10, scale: 2 },
             SqlType::Date,
             SqlType::Timestamp,
+            SqlType::Timestamptz,
         ];
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(Int16Array::from(vec![Some(-3), None, Some(i16::MAX)])),
@@ -372,6 +376,7 @@ mod tests {
             Arc::new(Decimal128Array::from(vec![Some(12345), None, Some(-1)]).with_precision_and_scale(10, 2).unwrap()),
             Arc::new(Date32Array::from(vec![Some(19000), None, Some(-5)])),
             Arc::new(TimestampMicrosecondArray::from(vec![None, Some(1_700_000_000_000_000), Some(-1)])),
+            Arc::new(TimestampMicrosecondArray::from(vec![Some(0), None, Some(-1)]).with_timezone(crate::types::UTC)),
         ];
         let def = table(&types);
         let outputs: Vec<OutputColumn> = (0..types.len()).map(OutputColumn::Stored).collect();

@@ -123,4 +123,6 @@ slt_tests!(
     check_constraints,
     foreign_keys,
     schemas,
+    types,
+    functions,
 );

@@ -14,6 +14,7 @@
 //! | numeric, decimal (unconstrained) | Decimal128(38,10) | 16 |
 //! | date | Date32 | 4 |
 //! | timestamp [without time zone] | Timestamp(us, None) | 8 |
+//! | timestamptz, timestamp with time zone | Timestamp(us, "+00:00") | 8 (UTC) |
 //!
 //! Unconstrained numeric differs from PostgreSQL (which keeps any scale): it
 //! is stored with 38 digits of which 10 after the point, so values are
@@ -30,6 +31,8 @@ pub const NUMERIC_DEFAULT_PRECISION: u8 = 38;
 /// Scale of unconstrained numeric: 10 fractional digits keep money and
 /// ratios exact while leaving 28 integer digits.
 pub const NUMERIC_DEFAULT_SCALE: i8 = 10;
+/// The zone of timestamptz values (and of the session: TimeZone is UTC).
+pub const UTC: &str = "+00:00";
 /// Largest precision Decimal128 holds.
 pub const NUMERIC_PRECISION_MAX: u8 = 38;
 
@@ -54,6 +57,8 @@ pub enum SqlType {
     },
     Date,
     Timestamp,
+    /// timestamp with time zone: an instant, stored and shown in UTC.
+    Timestamptz,
 }
 
 impl SqlType {
@@ -77,6 +82,7 @@ impl SqlType {
             AstType::Numeric(info) | AstType::Decimal(info) => numeric(info)?,
             AstType::Date => SqlType::Date,
             AstType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Timestamp,
+            AstType::Timestamp(_, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone) => SqlType::Timestamptz,
             other => return Err(SqlError::unsupported(format_args!("type {other}"))),
         };
         Ok(ty)
@@ -95,6 +101,7 @@ impl SqlType {
             SqlType::Numeric { precision, scale } => DataType::Decimal128(precision, scale),
             SqlType::Date => DataType::Date32,
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            SqlType::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
         }
     }
 
@@ -104,7 +111,7 @@ impl SqlType {
             SqlType::Bool => Some(1),
             SqlType::Int2 => Some(2),
             SqlType::Int4 | SqlType::Float4 | SqlType::Date => Some(4),
-            SqlType::Int8 | SqlType::Float8 | SqlType::Timestamp => Some(8),
+            SqlType::Int8 | SqlType::Float8 | SqlType::Timestamp | SqlType::Timestamptz => Some(8),
             SqlType::Numeric { .. } => Some(16),
             SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => None,
         }
@@ -127,6 +134,7 @@ impl fmt::Display for SqlType {
             SqlType::Numeric { precision, scale } => write!(f, "numeric({precision},{scale})"),
             SqlType::Date => write!(f, "date"),
             SqlType::Timestamp => write!(f, "timestamp without time zone"),
+            SqlType::Timestamptz => write!(f, "timestamp with time zone"),
         }
     }
 }
