@@ -13,7 +13,7 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, TimeUnit};
 use borealis_sql::pg_catalog::{INT2VECTOR_ITEM, OIDVECTOR_ITEM};
-use borealis_sql::text_output;
+use borealis_sql::{json, text_output};
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::scalar::ScalarValue;
 use pgwire::api::Type;
@@ -87,7 +87,12 @@ pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
         .iter()
         .enumerate()
         .map(|(index, field)| {
-            FieldInfo::new(field.name().clone(), None, None, pg_type(field.data_type()), format.format_for(index))
+            let pg = match json::Kind::of(field) {
+                Some(json::Kind::Json) => Type::JSON,
+                Some(json::Kind::Jsonb) => Type::JSONB,
+                None => pg_type(field.data_type()),
+            };
+            FieldInfo::new(field.name().clone(), None, None, pg, format.format_for(index))
         })
         .collect()
 }
@@ -131,12 +136,36 @@ pub fn encode_batch(
     let mut rows = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         for (column, field) in columns.iter().zip(fields.iter()) {
+            if [Type::JSON, Type::JSONB].contains(field.datatype()) {
+                encode_json(&mut encoder, column, row, field)?;
+                continue;
+            }
             encode_value(&mut encoder, column, row, field.format())?;
         }
         rows.push(encoder.take_row());
     }
     Ok(rows)
 }
+
+/// A json or jsonb value: its text, which in binary format jsonb prefixes
+/// with its format version (1).
+fn encode_json(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, field: &FieldInfo) -> PgWireResult<()> {
+    if column.is_null(row) {
+        return encoder.encode_field(&None::<i32>);
+    }
+    let text = column.as_string::<i32>().value(row);
+    let options = pgwire::types::format::FormatOptions::default();
+    if field.format() == FieldFormat::Binary && *field.datatype() == Type::JSONB {
+        let mut bytes = Vec::with_capacity(text.len() + 1);
+        bytes.push(JSONB_FORMAT_VERSION);
+        bytes.extend_from_slice(text.as_bytes());
+        return encoder.encode_field_with_type_and_format(&bytes, &Type::BYTEA, field.format(), &options);
+    }
+    encoder.encode_field_with_type_and_format(&text, &Type::TEXT, field.format(), &options)
+}
+
+/// The version byte that starts jsonb's binary form.
+const JSONB_FORMAT_VERSION: u8 = 1;
 
 fn encode_value(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, format: FieldFormat) -> PgWireResult<()> {
     if column.is_null(row) {

@@ -114,6 +114,7 @@ pub fn register(state: &mut SessionState) -> DfResult<()> {
         }),
     );
     state.register_udf(Arc::new(div))?;
+    crate::json::register(state)?;
     let uuid = datafusion::functions::string::uuid().as_ref().clone().with_aliases(["gen_random_uuid"]);
     state.register_udf(Arc::new(uuid))?;
     Ok(())

@@ -62,7 +62,9 @@ fn encode_stored(ty: SqlType, stored: &[u8], out: &mut Vec<u8>) -> Result<(), Sq
         SqlType::Float4 => out.extend_from_slice(&f32_key(f32::from_le_bytes(fixed(stored).ok_or_else(corrupt)?))),
         SqlType::Float8 => out.extend_from_slice(&f64_key(f64::from_le_bytes(fixed(stored).ok_or_else(corrupt)?))),
         SqlType::Bool => out.push(u8::from(*stored.first().ok_or_else(corrupt)? != 0)),
-        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => text_key(stored, out),
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb => {
+            text_key(stored, out)
+        }
     }
     Ok(())
 }

@@ -37,6 +37,7 @@ pub mod functions;
 pub mod heap;
 pub mod index;
 pub mod integers;
+pub mod json;
 pub mod keys;
 pub mod names;
 pub mod notice;

@@ -12,6 +12,8 @@
 //! | `pg_catalog.f(...)` | `f(...)` | DataFusion does not resolve qualified function names |
 //! | `x::regclass` | `regclassout(x)` (the relation's name) | regclass prints as a name |
 //! | `'name'::regclass`, `$1::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
+//! | `x::json`, `x::jsonb` | `json_in(x)`, `jsonb_in(x)` | types DataFusion lacks (`crate::json`) |
+//! | `a -> b`, `->>`, `#>`, `#>>`, `@>`, `?` | `json_get(a, b)`, ... | the json operators as functions |
 //! | `mod(a, b)` | `a % b` | the same operation under PostgreSQL's function name |
 //! | `x::varchar(n)`, `x::char(n)` | `left(x::text, n)`, `rpad(x::text, n)` | explicit casts cut to the length |
 //! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
@@ -112,8 +114,26 @@ pub fn rewrite_casts(statement: &mut Statement) {
         {
             *expr = rewritten;
         }
+        if let Some(rewritten) = json_operator(expr) {
+            *expr = rewritten;
+        }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// `a -> b` and the other json operators as calls of `crate::json`'s functions.
+fn json_operator(expr: &Expr) -> Option<Expr> {
+    let Expr::BinaryOp { left, op, right } = expr else { return None };
+    let function = match op {
+        BinaryOperator::Arrow => "json_get",
+        BinaryOperator::LongArrow => "json_get_text",
+        BinaryOperator::HashArrow => "json_get_path",
+        BinaryOperator::HashLongArrow => "json_get_path_text",
+        BinaryOperator::AtArrow => "jsonb_contains",
+        BinaryOperator::Question => "jsonb_exists",
+        _ => return None,
+    };
+    parse_expr(&format!("{function}({left}, {right})"))
 }
 
 /// In PostgreSQL the alias of a function returning one column also names
@@ -144,6 +164,11 @@ impl VisitorMut for FunctionAliases {
 fn rewrite_expr(expr: &mut Expr) {
     match expr {
         Expr::Collate { expr: inner, .. } => *expr = std::mem::replace(inner.as_mut(), null()),
+        Expr::BinaryOp { .. } if json_operator(expr).is_some() => {
+            if let Some(rewritten) = json_operator(expr) {
+                *expr = rewritten;
+            }
+        }
         Expr::BinaryOp { op, .. } => {
             if let BinaryOperator::PGCustomBinaryOperator(parts) = op
                 && let Some(builtin) = parts.last().and_then(|name| builtin_operator(name))
@@ -296,7 +321,11 @@ fn cast(inner: &mut Box<Expr>, data_type: &mut DataType) -> Option<Expr> {
 /// The rewritten cast of `inner` to a value type DataFusion casts
 /// differently, None to keep it.
 fn value_cast(inner: &Expr, data_type: &DataType) -> Option<Expr> {
-    length_cast(inner, data_type)
+    match data_type {
+        DataType::JSON => parse_expr(&format!("json_in({inner})")),
+        DataType::JSONB => parse_expr(&format!("jsonb_in({inner})")),
+        _ => length_cast(inner, data_type),
+    }
 }
 
 /// An explicit cast to `varchar(n)` keeps the first n characters, one to
@@ -703,6 +732,14 @@ mod tests {
         assert_eq!(
             rewritten("SELECT pg_catalog.pg_get_userbyid(c.relowner), pg_catalog.format_type(a, b) FROM t"),
             "SELECT pg_get_userbyid(c.relowner), format_type(a, b) FROM t"
+        );
+    }
+
+    #[test]
+    fn json_syntax_becomes_functions() {
+        assert_eq!(
+            rewritten("SELECT '{}'::jsonb -> 'a' ->> 0, d #> '{a,b}', d @> '{}', d ? 'k'"),
+            "SELECT json_get_text(json_get(jsonb_in('{}'), 'a'), 0), json_get_path(d, '{a,b}'), jsonb_contains(d, '{}'), jsonb_exists(d, 'k')"
         );
     }
 

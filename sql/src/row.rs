@@ -70,7 +70,7 @@ fn encode_value(ty: SqlType, array: &dyn Array, row: usize, out: &mut Vec<u8>) -
         SqlType::Timestamp | SqlType::Timestamptz => {
             out.extend_from_slice(&array.as_primitive::<TimestampMicrosecondType>().value(row).to_le_bytes())
         }
-        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb => {
             let text = array.as_string::<i32>().value(row);
             let padded;
             let text = match ty {
@@ -82,6 +82,14 @@ fn encode_value(ty: SqlType, array: &dyn Array, row: usize, out: &mut Vec<u8>) -
                 }
                 SqlType::Char(length) => {
                     padded = blank_padded(text, length as usize)?;
+                    padded.as_str()
+                }
+                SqlType::Json => {
+                    padded = crate::json::Kind::Json.input(text)?;
+                    padded.as_str()
+                }
+                SqlType::Jsonb => {
+                    padded = crate::json::Kind::Jsonb.input(text)?;
                     padded.as_str()
                 }
                 _ => text,
@@ -181,7 +189,9 @@ impl ColumnBuilder {
             SqlType::Float4 => ColumnBuilder::Float32(Float32Builder::new()),
             SqlType::Float8 => ColumnBuilder::Float64(Float64Builder::new()),
             SqlType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
-            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => ColumnBuilder::Text(StringBuilder::new()),
+            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb => {
+                ColumnBuilder::Text(StringBuilder::new())
+            }
             SqlType::Numeric { precision, scale } => ColumnBuilder::Decimal(Decimal128Builder::new(), precision, scale),
             SqlType::Date => ColumnBuilder::Date(Date32Builder::new()),
             SqlType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new()),

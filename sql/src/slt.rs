@@ -125,4 +125,5 @@ slt_tests!(
     schemas,
     types,
     functions,
+    json,
 );
