@@ -159,7 +159,7 @@ fn parse_zone(text: &str) -> Result<Option<i32>, Invalid> {
         body.split(':').collect()
     } else {
         // hh, hhmm or hhmmss.
-        if !body.bytes().all(|b| b.is_ascii_digit()) || body.len() % 2 != 0 && body.len() != 1 {
+        if !body.bytes().all(|b| b.is_ascii_digit()) || !body.len().is_multiple_of(2) && body.len() != 1 {
             return Err(Invalid::Syntax);
         }
         if body.len() <= 2 {
@@ -739,7 +739,7 @@ pub fn age(later: NaiveDateTime, earlier: NaiveDateTime) -> IntervalMonthDayNano
     IntervalMonthDayNano::new(
         sign * (*year * 12 + *month) as i32,
         sign * *day as i32,
-        i64::from(sign as i32) * time_micros * 1_000,
+        i64::from(sign) * time_micros * 1_000,
     )
 }
 

@@ -99,7 +99,7 @@ pub fn register(state: &mut SessionState) -> DfResult<()> {
             let mut out = Float64Builder::new();
             for (a, b) in a.iter().zip(b.iter()) {
                 match (a, b) {
-                    (Some(_), Some(b)) if b == 0.0 => {
+                    (Some(_), Some(0.0)) => {
                         return Err(SqlError::new(sqlstate::DIVISION_BY_ZERO, "division by zero").into());
                     }
                     (Some(a), Some(b)) => out.append_value((a / b).trunc()),

@@ -399,7 +399,7 @@ impl ScalarUDFImpl for BuildObject {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        if args.args.len() % 2 != 0 {
+        if !args.args.len().is_multiple_of(2) {
             return Err(SqlError::new(
                 sqlstate::INVALID_PARAMETER_VALUE,
                 "argument list must have even number of elements",
