@@ -278,19 +278,9 @@ fn encode_list(encoder: &mut DataRowEncoder, items: &ArrayRef, vector: bool, for
     }
 }
 
-/// PostgreSQL's text form of a one-dimensional array: `{1,2}`, `{a,"b c",NULL}`.
+/// PostgreSQL's text form of a one-dimensional array (see `text_output::array_text`).
 fn array_text(items: &ArrayRef) -> PgWireResult<String> {
-    let texts = cast(items, &DataType::Utf8).map_err(|e| internal(format!("cannot encode array: {e}")))?;
-    let texts = texts.as_string::<i32>();
-    let is_bool = *items.data_type() == DataType::Boolean;
-    let elements: Vec<String> = (0..texts.len())
-        .map(|i| match (texts.is_valid(i), is_bool) {
-            (false, _) => "NULL".to_string(),
-            (true, true) => if texts.value(i) == "true" { "t" } else { "f" }.to_string(),
-            (true, false) => array_element(texts.value(i)),
-        })
-        .collect();
-    Ok(format!("{{{}}}", elements.join(",")))
+    text_output::array_text(items).map_err(|e| internal(format!("cannot encode array: {e}")))
 }
 
 /// The text form of an int2vector or oidvector: the numbers separated by spaces.
@@ -298,18 +288,6 @@ fn vector_text(items: &ArrayRef) -> PgWireResult<String> {
     let texts = cast(items, &DataType::Utf8).map_err(|e| internal(format!("cannot encode vector: {e}")))?;
     let texts = texts.as_string::<i32>();
     Ok((0..texts.len()).map(|i| if texts.is_valid(i) { texts.value(i) } else { "0" }).collect::<Vec<_>>().join(" "))
-}
-
-/// An array element as PostgreSQL's array output writes it: quoted when
-/// empty, `NULL`, or containing a delimiter, quote, backslash or space.
-fn array_element(text: &str) -> String {
-    let quote = text.is_empty()
-        || text.eq_ignore_ascii_case("null")
-        || text.chars().any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
-    if !quote {
-        return text.to_string();
-    }
-    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Days from 0001-01-01 (chrono's CE day 1) to 1970-01-01.

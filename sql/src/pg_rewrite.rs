@@ -14,6 +14,7 @@
 //! | `'name'::regclass`, `$1::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
 //! | `x::json`, `x::jsonb` | `json_in(x)`, `jsonb_in(x)` | types DataFusion lacks (`crate::json`) |
 //! | `a -> b`, `->>`, `#>`, `#>>`, `@>`, `?` | `json_get(a, b)`, ... | the json operators as functions |
+//! | `'{1,"a b"}'::t[]` | `make_array(CAST('1' AS t), CAST('a b' AS t))` | DataFusion cannot cast text to a list |
 //! | `mod(a, b)` | `a % b` | the same operation under PostgreSQL's function name |
 //! | `x::varchar(n)`, `x::char(n)` | `left(x::text, n)`, `rpad(x::text, n)` | explicit casts cut to the length |
 //! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
@@ -324,7 +325,71 @@ fn value_cast(inner: &Expr, data_type: &DataType) -> Option<Expr> {
     match data_type {
         DataType::JSON => parse_expr(&format!("json_in({inner})")),
         DataType::JSONB => parse_expr(&format!("jsonb_in({inner})")),
+        DataType::Array(ArrayElemTypeDef::SquareBracket(element, _)) if !matches!(**element, DataType::Custom(..)) => {
+            array_literal(inner, element)
+        }
         _ => length_cast(inner, data_type),
+    }
+}
+
+/// `'{1,2}'::int[]`: an array literal as `make_array` of its elements
+/// cast to the element type (DataFusion cannot cast text to a list).
+/// Elements may be double-quoted (with backslash escapes); an unquoted
+/// NULL is NULL. The empty array is left to DataFusion.
+fn array_literal(inner: &Expr, element: &DataType) -> Option<Expr> {
+    let Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(text), .. }) = inner else { return None };
+    let elements = array_elements(text)?;
+    if elements.is_empty() {
+        return None;
+    }
+    let items: Vec<String> = elements
+        .into_iter()
+        .map(|item| match item {
+            Some(item) => format!("CAST('{}' AS {element})", item.replace('\'', "''")),
+            None => format!("CAST(NULL AS {element})"),
+        })
+        .collect();
+    parse_expr(&format!("make_array({})", items.join(", ")))
+}
+
+/// The elements of PostgreSQL's text form of a one-dimensional array, None
+/// if `text` is not one.
+fn array_elements(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    if inner.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    let mut elements = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut item = String::new();
+        let quoted = chars.next_if_eq(&'"').is_some();
+        if quoted {
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => item.push(chars.next()?),
+                    c => item.push(c),
+                }
+            }
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                if matches!(c, '{' | '}' | '"') {
+                    return None;
+                }
+                item.push(c);
+            }
+            item = item.trim().to_string();
+        }
+        let null = !quoted && item.eq_ignore_ascii_case("null");
+        elements.push((!null).then_some(item));
+        match chars.next() {
+            None => return Some(elements),
+            Some(',') => {}
+            Some(_) => return None,
+        }
     }
 }
 
@@ -741,6 +806,16 @@ mod tests {
             rewritten("SELECT '{}'::jsonb -> 'a' ->> 0, d #> '{a,b}', d @> '{}', d ? 'k'"),
             "SELECT json_get_text(json_get(jsonb_in('{}'), 'a'), 0), json_get_path(d, '{a,b}'), jsonb_contains(d, '{}'), jsonb_exists(d, 'k')"
         );
+    }
+
+    #[test]
+    fn array_literals_become_lists() {
+        assert_eq!(
+            rewritten(r#"SELECT '{1, NULL,"x,\"y"}'::text[]"#),
+            r#"SELECT make_array(CAST('1' AS TEXT), CAST(NULL AS TEXT), CAST('x,"y' AS TEXT))"#
+        );
+        assert_eq!(array_elements("{a,{b}}"), None);
+        assert_eq!(array_elements("{}"), Some(vec![]));
     }
 
     #[test]

@@ -126,4 +126,5 @@ slt_tests!(
     types,
     functions,
     json,
+    arrays,
 );

@@ -1,7 +1,7 @@
 //! PostgreSQL's text output of values whose Arrow text form differs:
 //! floats (`1024`, `1e+20`, not `1024.0`, `100000000000000000000`),
 //! timestamps (`2024-01-02 03:04:05+00`, not `2024-01-02T03:04:05Z`) and
-//! intervals (`2 mons 4 days`).
+//! intervals (`2 mons 4 days`) and arrays (`{1,2}`, `{"a b",c}`).
 //!
 //! The wire layer writes result values with these functions, and
 //! [`crate::datetime::TextCasts`] turns casts of such values to text (`x::text`,
@@ -113,9 +113,39 @@ pub fn interval_text(interval: IntervalMonthDayNano) -> String {
     parts.join(" ")
 }
 
+/// PostgreSQL's text form of a one-dimensional array: `{1,2}`, `{a,"b c",NULL}`.
+pub fn array_text(items: &ArrayRef) -> DfResult<String> {
+    let texts = to_text(items)?;
+    let texts = texts.as_string::<i32>();
+    let is_bool = *items.data_type() == DataType::Boolean;
+    let elements: Vec<String> = (0..texts.len())
+        .map(|i| match (texts.is_valid(i), is_bool) {
+            (false, _) => "NULL".to_string(),
+            (true, true) => if texts.value(i) == "true" { "t" } else { "f" }.to_string(),
+            (true, false) => array_element(texts.value(i)),
+        })
+        .collect();
+    Ok(format!("{{{}}}", elements.join(",")))
+}
+
+/// An array element as PostgreSQL's array output writes it: quoted when
+/// empty, `NULL`, or containing a delimiter, quote, backslash or space.
+fn array_element(text: &str) -> String {
+    let quote = text.is_empty()
+        || text.eq_ignore_ascii_case("null")
+        || text.chars().any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
+    if !quote {
+        return text.to_string();
+    }
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// Whether `data_type`'s text form is written here rather than by Arrow.
 pub fn has_own_text(data_type: &DataType) -> bool {
-    matches!(data_type, DataType::Float32 | DataType::Float64 | DataType::Timestamp(_, _) | DataType::Interval(_))
+    matches!(
+        data_type,
+        DataType::Float32 | DataType::Float64 | DataType::Timestamp(_, _) | DataType::Interval(_) | DataType::List(_)
+    )
 }
 
 /// Values of a type [`has_own_text`] as their PostgreSQL text.
@@ -138,6 +168,12 @@ pub fn to_text(values: &ArrayRef) -> DfResult<ArrayRef> {
             for row in 0..values.len() {
                 let at = if values.is_null(row) { None } else { crate::datetime::timestamp_at(values.as_ref(), row) };
                 out.append_option(at.map(|at| timestamp_text(&at, suffix)));
+            }
+        }
+        DataType::List(_) => {
+            let lists = values.as_list::<i32>();
+            for row in 0..lists.len() {
+                out.append_option(if lists.is_null(row) { None } else { Some(array_text(&lists.value(row))?) });
             }
         }
         _ => return Ok(cast(values, &DataType::Utf8)?),
