@@ -74,6 +74,7 @@ pub fn arrow_type(pg: &Type) -> Option<DataType> {
         Type::NUMERIC => DataType::Decimal128(38, 10),
         Type::DATE => DataType::Date32,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some(borealis_sql::types::UTC.into())),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
         Type::BYTEA => DataType::Binary,
         _ => return None,
@@ -362,6 +363,22 @@ fn decode_parameter<S: Clone + Send + Sync + 'static>(
             let timestamp = portal.parameter::<NaiveDateTime>(index, pg)?;
             ScalarValue::TimestampMicrosecond(timestamp.map(|t| t.and_utc().timestamp_micros()), None)
         }
+        // Binary format, or text pgwire reads; other text as PostgreSQL reads it.
+        Type::TIMESTAMPTZ => {
+            let micros = match portal.parameter::<chrono::DateTime<chrono::FixedOffset>>(index, pg) {
+                Ok(at) => at.map(|at| at.timestamp_micros()),
+                Err(_) => {
+                    match portal.parameter::<String>(index, &Type::TEXT).map_err(|e| bad_parameter(index, pg, e))? {
+                        Some(text) => Some(
+                            borealis_sql::datetime::timestamp_micros(&text, true)
+                                .map_err(|e| bad_parameter(index, pg, e.message()))?,
+                        ),
+                        None => None,
+                    }
+                }
+            };
+            ScalarValue::TimestampMicrosecond(micros, Some(borealis_sql::types::UTC.into()))
+        }
         // Binary format: the bytes; text format: `\x` and hex digits.
         Type::BYTEA => {
             ScalarValue::Binary(portal.parameter::<Vec<u8>>(index, pg).map_err(|e| bad_parameter(index, pg, e))?)
@@ -433,6 +450,7 @@ mod tests {
             Type::NUMERIC,
             Type::DATE,
             Type::TIMESTAMP,
+            Type::TIMESTAMPTZ,
             Type::TEXT,
             Type::BYTEA,
         ] {

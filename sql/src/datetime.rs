@@ -260,7 +260,9 @@ fn is_datetime(data_type: &DataType) -> bool {
 
 /// Casts from text to a date or timestamp become [`TextToDatetime`] calls
 /// (see the module doc), and casts to text of values whose text PostgreSQL
-/// writes differently from Arrow become [`text_output::ValueToText`] calls.
+/// writes differently from Arrow become [`text_output::ValueToText`] calls,
+/// as do casts of json to text (which DataFusion would drop, keeping the
+/// json type).
 #[derive(Debug)]
 pub struct TextCasts;
 
@@ -291,7 +293,10 @@ fn rewrite_cast(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
     let Ok(from) = inner.get_type(schema) else { return Ok(Transformed::no(expr)) };
     let function = if is_datetime(data_type) && is_text(&from) {
         ScalarUDF::new_from_impl(TextToDatetime::new(data_type.clone()))
-    } else if *data_type == DataType::Utf8 && text_output::has_own_text(&from) {
+    } else if *data_type == DataType::Utf8
+        && (text_output::has_own_text(&from)
+            || inner.to_field(schema).is_ok_and(|(_, field)| crate::json::Kind::of(&field).is_some()))
+    {
         ScalarUDF::new_from_impl(text_output::ValueToText::new())
     } else {
         return Ok(Transformed::no(expr));

@@ -884,6 +884,8 @@ impl Session {
         let mut statement = statement;
         if matches!(kind, Kind::Read) {
             pg_rewrite::rewrite(&mut statement);
+        } else {
+            pg_rewrite::rewrite_casts(&mut statement);
         }
         let names = names::postgres_column_names(&statement);
         let mut described = match (dml::describe(&mut self.planner, statement, declared).await, empty) {
