@@ -11,8 +11,9 @@ use arrow::array::{
     Int16Array, Int32Array, Int64Array, TimestampMicrosecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, TimeUnit};
 use borealis_sql::pg_catalog::{INT2VECTOR_ITEM, OIDVECTOR_ITEM};
+use borealis_sql::{json, text_output};
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::scalar::ScalarValue;
 use pgwire::api::Type;
@@ -73,6 +74,7 @@ pub fn arrow_type(pg: &Type) -> Option<DataType> {
         Type::NUMERIC => DataType::Decimal128(38, 10),
         Type::DATE => DataType::Date32,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some(borealis_sql::types::UTC.into())),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
         Type::BYTEA => DataType::Binary,
         _ => return None,
@@ -86,7 +88,12 @@ pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
         .iter()
         .enumerate()
         .map(|(index, field)| {
-            FieldInfo::new(field.name().clone(), None, None, pg_type(field.data_type()), format.format_for(index))
+            let pg = match json::Kind::of(field) {
+                Some(json::Kind::Json) => Type::JSON,
+                Some(json::Kind::Jsonb) => Type::JSONB,
+                None => pg_type(field.data_type()),
+            };
+            FieldInfo::new(field.name().clone(), None, None, pg, format.format_for(index))
         })
         .collect()
 }
@@ -106,6 +113,8 @@ fn normalise(column: &ArrayRef) -> PgWireResult<ArrayRef> {
         DataType::Float16 => Some(DataType::Float32),
         DataType::LargeBinary | DataType::BinaryView => Some(DataType::Binary),
         DataType::Decimal256(_, _) => Some(DataType::Utf8),
+        DataType::Interval(IntervalUnit::MonthDayNano) => None,
+        DataType::Interval(_) => Some(DataType::Interval(IntervalUnit::MonthDayNano)),
         DataType::List(item) if matches!(item.data_type(), DataType::Utf8View | DataType::LargeUtf8) => {
             Some(DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))))
         }
@@ -128,12 +137,36 @@ pub fn encode_batch(
     let mut rows = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         for (column, field) in columns.iter().zip(fields.iter()) {
+            if [Type::JSON, Type::JSONB].contains(field.datatype()) {
+                encode_json(&mut encoder, column, row, field)?;
+                continue;
+            }
             encode_value(&mut encoder, column, row, field.format())?;
         }
         rows.push(encoder.take_row());
     }
     Ok(rows)
 }
+
+/// A json or jsonb value: its text, which in binary format jsonb prefixes
+/// with its format version (1).
+fn encode_json(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, field: &FieldInfo) -> PgWireResult<()> {
+    if column.is_null(row) {
+        return encoder.encode_field(&None::<i32>);
+    }
+    let text = column.as_string::<i32>().value(row);
+    let options = pgwire::types::format::FormatOptions::default();
+    if field.format() == FieldFormat::Binary && *field.datatype() == Type::JSONB {
+        let mut bytes = Vec::with_capacity(text.len() + 1);
+        bytes.push(JSONB_FORMAT_VERSION);
+        bytes.extend_from_slice(text.as_bytes());
+        return encoder.encode_field_with_type_and_format(&bytes, &Type::BYTEA, field.format(), &options);
+    }
+    encoder.encode_field_with_type_and_format(&text, &Type::TEXT, field.format(), &options)
+}
+
+/// The version byte that starts jsonb's binary form.
+const JSONB_FORMAT_VERSION: u8 = 1;
 
 fn encode_value(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, format: FieldFormat) -> PgWireResult<()> {
     if column.is_null(row) {
@@ -159,8 +192,20 @@ fn encode_value(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, for
         DataType::UInt16 => primitive!(UInt16Array, i32::from),
         DataType::UInt32 => primitive!(UInt32Array, i64::from),
         DataType::UInt64 => primitive!(UInt64Array, Decimal::from),
+        DataType::Float32 if format == FieldFormat::Text => {
+            let value = column.as_primitive::<arrow::datatypes::Float32Type>().value(row);
+            encoder.encode_field(&text_output::float4_text(value))
+        }
+        DataType::Float64 if format == FieldFormat::Text => {
+            let value = column.as_primitive::<arrow::datatypes::Float64Type>().value(row);
+            encoder.encode_field(&text_output::float8_text(value))
+        }
         DataType::Float32 => primitive!(Float32Array, |v: f32| v),
         DataType::Float64 => primitive!(Float64Array, |v: f64| v),
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let value = column.as_primitive::<arrow::datatypes::IntervalMonthDayNanoType>().value(row);
+            encoder.encode_field(&text_output::interval_text(value))
+        }
         DataType::Decimal128(_, scale) => {
             let array = column.as_any().downcast_ref::<Decimal128Array>().expect("type checked");
             encode_decimal(encoder, array.value(row), *scale)
@@ -178,8 +223,12 @@ fn encode_value(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, for
             let timestamp = chrono::DateTime::from_timestamp_micros(micros)
                 .ok_or_else(|| internal(format!("timestamp out of range: {micros}")))?;
             match (tz, format) {
-                (None, FieldFormat::Text) => encoder.encode_field(&timestamp_text(&timestamp.naive_utc(), "")),
-                (Some(_), FieldFormat::Text) => encoder.encode_field(&timestamp_text(&timestamp.naive_utc(), "+00")),
+                (None, FieldFormat::Text) => {
+                    encoder.encode_field(&text_output::timestamp_text(&timestamp.naive_utc(), ""))
+                }
+                (Some(_), FieldFormat::Text) => {
+                    encoder.encode_field(&text_output::timestamp_text(&timestamp.naive_utc(), "+00"))
+                }
                 (None, FieldFormat::Binary) => encoder.encode_field(&timestamp.naive_utc()),
                 (Some(_), FieldFormat::Binary) => encoder.encode_field(&timestamp),
             }
@@ -230,19 +279,9 @@ fn encode_list(encoder: &mut DataRowEncoder, items: &ArrayRef, vector: bool, for
     }
 }
 
-/// PostgreSQL's text form of a one-dimensional array: `{1,2}`, `{a,"b c",NULL}`.
+/// PostgreSQL's text form of a one-dimensional array (see `text_output::array_text`).
 fn array_text(items: &ArrayRef) -> PgWireResult<String> {
-    let texts = cast(items, &DataType::Utf8).map_err(|e| internal(format!("cannot encode array: {e}")))?;
-    let texts = texts.as_string::<i32>();
-    let is_bool = *items.data_type() == DataType::Boolean;
-    let elements: Vec<String> = (0..texts.len())
-        .map(|i| match (texts.is_valid(i), is_bool) {
-            (false, _) => "NULL".to_string(),
-            (true, true) => if texts.value(i) == "true" { "t" } else { "f" }.to_string(),
-            (true, false) => array_element(texts.value(i)),
-        })
-        .collect();
-    Ok(format!("{{{}}}", elements.join(",")))
+    text_output::array_text(items).map_err(|e| internal(format!("cannot encode array: {e}")))
 }
 
 /// The text form of an int2vector or oidvector: the numbers separated by spaces.
@@ -250,30 +289,6 @@ fn vector_text(items: &ArrayRef) -> PgWireResult<String> {
     let texts = cast(items, &DataType::Utf8).map_err(|e| internal(format!("cannot encode vector: {e}")))?;
     let texts = texts.as_string::<i32>();
     Ok((0..texts.len()).map(|i| if texts.is_valid(i) { texts.value(i) } else { "0" }).collect::<Vec<_>>().join(" "))
-}
-
-/// An array element as PostgreSQL's array output writes it: quoted when
-/// empty, `NULL`, or containing a delimiter, quote, backslash or space.
-fn array_element(text: &str) -> String {
-    let quote = text.is_empty()
-        || text.eq_ignore_ascii_case("null")
-        || text.chars().any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
-    if !quote {
-        return text.to_string();
-    }
-    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// PostgreSQL's text form of a timestamp: fractional seconds only when
-/// non-zero, without trailing zeros (`2024-01-02 03:04:05.25`).
-fn timestamp_text(timestamp: &NaiveDateTime, zone_suffix: &str) -> String {
-    let whole = timestamp.format("%Y-%m-%d %H:%M:%S");
-    let micros = timestamp.and_utc().timestamp_subsec_micros();
-    if micros == 0 {
-        return format!("{whole}{zone_suffix}");
-    }
-    let fraction = format!("{micros:06}");
-    format!("{whole}.{}{zone_suffix}", fraction.trim_end_matches('0'))
 }
 
 /// Days from 0001-01-01 (chrono's CE day 1) to 1970-01-01.
@@ -348,6 +363,22 @@ fn decode_parameter<S: Clone + Send + Sync + 'static>(
             let timestamp = portal.parameter::<NaiveDateTime>(index, pg)?;
             ScalarValue::TimestampMicrosecond(timestamp.map(|t| t.and_utc().timestamp_micros()), None)
         }
+        // Binary format, or text pgwire reads; other text as PostgreSQL reads it.
+        Type::TIMESTAMPTZ => {
+            let micros = match portal.parameter::<chrono::DateTime<chrono::FixedOffset>>(index, pg) {
+                Ok(at) => at.map(|at| at.timestamp_micros()),
+                Err(_) => {
+                    match portal.parameter::<String>(index, &Type::TEXT).map_err(|e| bad_parameter(index, pg, e))? {
+                        Some(text) => Some(
+                            borealis_sql::datetime::timestamp_micros(&text, true)
+                                .map_err(|e| bad_parameter(index, pg, e.message()))?,
+                        ),
+                        None => None,
+                    }
+                }
+            };
+            ScalarValue::TimestampMicrosecond(micros, Some(borealis_sql::types::UTC.into()))
+        }
         // Binary format: the bytes; text format: `\x` and hex digits.
         Type::BYTEA => {
             ScalarValue::Binary(portal.parameter::<Vec<u8>>(index, pg).map_err(|e| bad_parameter(index, pg, e))?)
@@ -419,6 +450,7 @@ mod tests {
             Type::NUMERIC,
             Type::DATE,
             Type::TIMESTAMP,
+            Type::TIMESTAMPTZ,
             Type::TEXT,
             Type::BYTEA,
         ] {
@@ -427,14 +459,6 @@ mod tests {
         }
         assert_eq!(arrow_type(&Type::VARCHAR), Some(DataType::Utf8));
         assert_eq!(arrow_type(&Type::UNKNOWN), None, "left to inference");
-    }
-
-    #[test]
-    fn timestamps_print_like_postgres() {
-        let at = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap();
-        assert_eq!(timestamp_text(&at("2024-01-02 03:04:05.000"), ""), "2024-01-02 03:04:05");
-        assert_eq!(timestamp_text(&at("2024-01-02 03:04:05.250"), ""), "2024-01-02 03:04:05.25");
-        assert_eq!(timestamp_text(&at("2024-01-02 03:04:05.000001"), "+00"), "2024-01-02 03:04:05.000001+00");
     }
 
     #[test]

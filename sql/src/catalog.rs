@@ -464,8 +464,7 @@ pub struct TableDef {
 impl TableDef {
     /// The Arrow schema of the table's columns.
     pub fn arrow_schema(&self) -> SchemaRef {
-        let fields: Vec<Field> =
-            self.columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), c.nullable)).collect();
+        let fields: Vec<Field> = self.columns.iter().map(|c| c.ty.arrow_field(&c.name, c.nullable)).collect();
         Arc::new(Schema::new(fields))
     }
 

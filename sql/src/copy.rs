@@ -527,16 +527,14 @@ impl CopyTarget {
             let array: ArrayRef = Arc::new(text);
             arrays.push(if array.data_type() == &target {
                 array
+            } else if matches!(column.ty, SqlType::Date | SqlType::Timestamp | SqlType::Timestamptz) {
+                crate::datetime::text_to_datetime(&array, &target)?
             } else {
                 cast_with_options(&array, &target, &options).map_err(|e| {
-                    // As PostgreSQL's input functions: 22007 for dates and
-                    // timestamps, 22P02 for the other types.
-                    let state = match column.ty {
-                        SqlType::Date | SqlType::Timestamp => sqlstate::INVALID_DATETIME_FORMAT,
-                        _ => sqlstate::INVALID_TEXT_REPRESENTATION,
-                    };
+                    // As PostgreSQL's input functions (dates and timestamps
+                    // are read above, with their own errors).
                     SqlError::new(
-                        state,
+                        sqlstate::INVALID_TEXT_REPRESENTATION,
                         format!("invalid input for column \"{}\" of type {}: {e}", column.name, column.ty),
                     )
                 })?

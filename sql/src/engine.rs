@@ -1162,6 +1162,8 @@ impl Session {
         let empty = pg_rewrite::provably_empty(&statement);
         if matches!(kind, Kind::Read) {
             pg_rewrite::rewrite(&mut statement);
+        } else {
+            pg_rewrite::rewrite_casts(&mut statement);
         }
         let names = names::postgres_column_names(&statement);
         let mut described = match (dml::describe(&mut self.planner, statement, declared).await, empty) {
@@ -1865,6 +1867,7 @@ impl Session {
                 self.prepare(Arc::clone(&catalog), snapshot);
                 self.expand_views(&mut statement)?;
                 pg_rewrite::alias_function_columns(&mut statement);
+                pg_rewrite::rewrite_casts(&mut statement);
                 let output = Box::pin(dml::run(&mut self.planner, txn, statement, params)).await?;
                 if self.sequences_used() {
                     self.engine.persist_sequences(&catalog, Some(txn)).await?;
@@ -1907,10 +1910,13 @@ impl Planner {
         let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(1);
         // Keep strings as Utf8 everywhere, the type tables store.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        // timestamptz values are instants in UTC, the only TimeZone there is.
+        config.options_mut().execution.time_zone = Some(crate::types::UTC.to_string());
         config.options_mut().catalog.default_schema = SEARCH_PATH_SCHEMA.to_string();
         let builder = SessionStateBuilder::new().with_config(config).with_default_features();
-        let mut state = crate::integers::install(builder).build();
+        let mut state = crate::datetime::install(crate::integers::install(builder)).build();
         crate::functions::register(&mut state).expect("registering functions on a fresh state succeeds");
+        crate::datetime::register(&mut state).expect("registering functions on a fresh state succeeds");
         crate::functions::register_volume(&mut state, volume).expect("registering functions on a fresh state succeeds");
         let view = sequences.view();
         crate::pg_functions::register(&mut state, &view).expect("registering functions on a fresh state succeeds");

@@ -31,6 +31,7 @@ pub mod sqlstate {
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
+    pub const NULL_VALUE_NOT_ALLOWED: &str = "22004";
     pub const INVALID_DATETIME_FORMAT: &str = "22007";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const UNIQUE_VIOLATION: &str = "23505";

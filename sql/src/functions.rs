@@ -8,15 +8,25 @@
 //! - `borealis_replica_lag()`: on a reader, milliseconds from the writer
 //!   acknowledging the newest commit to this reader's read point passing it
 //!   (NULL on the writer).
+//! - `gen_random_uuid()`: DataFusion's `uuid()` (a random version 4 UUID,
+//!   as text) under PostgreSQL's name.
+//! - `format(template, args...)`: `%s`, `%I`, `%L` and `%%`, the values
+//!   written as PostgreSQL writes them (`crate::text_output`).
+//! - `div(a, b)`: the quotient truncated toward zero.
 //! - `borealis_buffer_cache()`: the instance's buffer cache counters as JSON
 //!   (hits, misses, hit_ratio, evictions, bytes, capacity_bytes).
 
+use crate::error::{SqlError, sqlstate};
 use crate::volume::Volume;
-use datafusion::common::ScalarValue;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::common::{ScalarValue, exec_err};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionState;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
 use std::sync::Arc;
 
 /// Debug, PartialEq, Eq and Hash for a UDF struct with a `name` field:
@@ -67,18 +77,149 @@ pub fn register(state: &mut SessionState) -> DfResult<()> {
         let udf = create_udf(
             name,
             vec![],
-            datafusion::arrow::datatypes::DataType::Utf8,
+            DataType::Utf8,
             Volatility::Stable,
             Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(value.clone()))),
         );
         state.register_udf(Arc::new(udf))?;
     }
+    state.register_udf(Arc::new(ScalarUDF::new_from_impl(Format {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    })))?;
+    let div = create_udf(
+        "div",
+        vec![DataType::Float64, DataType::Float64],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let [a, b] = arrays.as_slice() else { return exec_err!("div takes two arguments") };
+            let (a, b) = (a.as_primitive::<Float64Type>(), b.as_primitive::<Float64Type>());
+            let mut out = Float64Builder::new();
+            for (a, b) in a.iter().zip(b.iter()) {
+                match (a, b) {
+                    (Some(_), Some(0.0)) => {
+                        return Err(SqlError::new(sqlstate::DIVISION_BY_ZERO, "division by zero").into());
+                    }
+                    (Some(a), Some(b)) => out.append_value((a / b).trunc()),
+                    _ => out.append_null(),
+                }
+            }
+            let result: ArrayRef = Arc::new(out.finish());
+            if scalar {
+                return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?));
+            }
+            Ok(ColumnarValue::Array(result))
+        }),
+    );
+    state.register_udf(Arc::new(div))?;
+    crate::json::register(state)?;
+    let uuid = datafusion::functions::string::uuid().as_ref().clone().with_aliases(["gen_random_uuid"]);
+    state.register_udf(Arc::new(uuid))?;
     Ok(())
+}
+
+/// `format(template, args...)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Format {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Format {
+    fn name(&self) -> &str {
+        "format"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let mut texts = Vec::with_capacity(args.args.len());
+        for arg in &args.args {
+            let array = arg.to_array(rows)?;
+            let text = match array.data_type() {
+                DataType::Null => datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
+                _ => crate::text_output::to_text(&array)?,
+            };
+            texts.push(text);
+        }
+        let mut out = StringBuilder::new();
+        for row in 0..rows {
+            let value = |index: usize| {
+                texts.get(index).and_then(|a| {
+                    let a = a.as_string::<i32>();
+                    a.is_valid(row).then(|| a.value(row))
+                })
+            };
+            let Some(template) = value(0) else {
+                out.append_null();
+                continue;
+            };
+            out.append_value(format_row(template, texts.len() - 1, |i| value(i + 1))?);
+        }
+        let result: ArrayRef = Arc::new(out.finish());
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?));
+        }
+        Ok(ColumnarValue::Array(result))
+    }
+}
+
+/// One `format` result: `%s` the value (NULL as nothing), `%I` an
+/// identifier quoted when needed, `%L` a literal quoted (NULL unquoted).
+fn format_row<'a>(template: &str, count: usize, value: impl Fn(usize) -> Option<&'a str>) -> Result<String, SqlError> {
+    let mut out = String::new();
+    let mut next = 0;
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let kind = chars
+            .next()
+            .ok_or_else(|| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, "unterminated format() type specifier"))?;
+        if kind == '%' {
+            out.push('%');
+            continue;
+        }
+        if next >= count {
+            return Err(SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, "too few arguments for format()"));
+        }
+        let argument = value(next);
+        next += 1;
+        match (kind, argument) {
+            ('s', argument) => out.push_str(argument.unwrap_or("")),
+            ('I', Some(name)) => out.push_str(&crate::pg_catalog::quote_ident(name)),
+            ('I', None) => {
+                return Err(SqlError::new(
+                    sqlstate::NULL_VALUE_NOT_ALLOWED,
+                    "null values cannot be formatted as an SQL identifier",
+                ));
+            }
+            ('L', Some(literal)) => out.push_str(&format!("'{}'", literal.replace('\'', "''"))),
+            ('L', None) => out.push_str("NULL"),
+            (other, _) => {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("unrecognized format() type specifier \"{other}\""),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Registers the functions that ask the instance's volume.
 pub fn register_volume(state: &mut SessionState, volume: &Arc<dyn Volume>) -> DfResult<()> {
-    use datafusion::arrow::datatypes::DataType;
     let lag = |volume: &dyn Volume| ScalarValue::Float64(volume.replica_lag().map(|lag| lag.as_secs_f64() * 1000.0));
     let cache = |volume: &dyn Volume| {
         ScalarValue::Utf8(volume.cache_stats().map(|s| {

@@ -19,7 +19,10 @@
 //!
 //! LIMIT and OFFSET keep their Int64 literals (DataFusion reads them as
 //! such), and so do VALUES lists, whose types DataFusion fixes when it plans
-//! them. Expression names are preserved, so plans above a rewritten node
+//! them, and statements with a recursive CTE, whose work table DataFusion
+//! types when it plans the static term (so `WITH RECURSIVE r(n) AS (SELECT 1
+//! ...)` gives bigint columns where PostgreSQL's are integer; the values
+//! are the same). Expression names are preserved, so plans above a rewritten node
 //! find their columns as before.
 
 use crate::error::{SqlError, sqlstate};
@@ -27,7 +30,7 @@ use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::kernels::numeric;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, DataFusionError, ScalarValue};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SessionStateBuilder;
@@ -89,6 +92,17 @@ pub struct IntegerLiterals;
 
 impl AnalyzerRule for IntegerLiterals {
     fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> DfResult<LogicalPlan> {
+        // A recursive CTE's work table keeps the types its static term was
+        // planned with; retyping the literals of either term would make
+        // the terms disagree with it.
+        let mut recursive = false;
+        plan.apply_with_subqueries(|node| {
+            recursive |= matches!(node, LogicalPlan::RecursiveQuery(_));
+            Ok(if recursive { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        })?;
+        if recursive {
+            return Ok(plan);
+        }
         rewrite_plan(plan, &|expr, _| match expr {
             Expr::Literal(ScalarValue::Int64(Some(value)), metadata) if metadata.is_none() => {
                 match i32::try_from(value) {

@@ -53,7 +53,7 @@ fn encode_stored(ty: SqlType, stored: &[u8], out: &mut Vec<u8>) -> Result<(), Sq
         SqlType::Int4 | SqlType::Date => {
             out.extend_from_slice(&signed_be(i32::from_le_bytes(fixed(stored).ok_or_else(corrupt)?)))
         }
-        SqlType::Int8 | SqlType::Timestamp => {
+        SqlType::Int8 | SqlType::Timestamp | SqlType::Timestamptz => {
             out.extend_from_slice(&signed_be(i64::from_le_bytes(fixed(stored).ok_or_else(corrupt)?)))
         }
         SqlType::Numeric { .. } => {
@@ -62,7 +62,9 @@ fn encode_stored(ty: SqlType, stored: &[u8], out: &mut Vec<u8>) -> Result<(), Sq
         SqlType::Float4 => out.extend_from_slice(&f32_key(f32::from_le_bytes(fixed(stored).ok_or_else(corrupt)?))),
         SqlType::Float8 => out.extend_from_slice(&f64_key(f64::from_le_bytes(fixed(stored).ok_or_else(corrupt)?))),
         SqlType::Bool => out.push(u8::from(*stored.first().ok_or_else(corrupt)? != 0)),
-        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => text_key(stored, out),
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb => {
+            text_key(stored, out)
+        }
     }
     Ok(())
 }
@@ -88,7 +90,8 @@ pub fn scalar_key(ty: SqlType, value: &ScalarValue) -> Option<Vec<u8>> {
             out.extend_from_slice(&signed_be(*v))
         }
         (SqlType::Int8, ScalarValue::Int64(Some(v)))
-        | (SqlType::Timestamp, ScalarValue::TimestampMicrosecond(Some(v), None)) => {
+        | (SqlType::Timestamp, ScalarValue::TimestampMicrosecond(Some(v), None))
+        | (SqlType::Timestamptz, ScalarValue::TimestampMicrosecond(Some(v), Some(_))) => {
             out.extend_from_slice(&signed_be(*v))
         }
         (SqlType::Numeric { .. }, ScalarValue::Decimal128(Some(v), _, _)) => out.extend_from_slice(&signed_be(*v)),

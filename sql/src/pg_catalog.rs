@@ -324,6 +324,9 @@ pub fn type_of(ty: SqlType) -> (i32, i32) {
         }
         SqlType::Date => (1082, -1),
         SqlType::Timestamp => (1114, -1),
+        SqlType::Timestamptz => (1184, -1),
+        SqlType::Json => (114, -1),
+        SqlType::Jsonb => (3802, -1),
     }
 }
 
@@ -354,6 +357,8 @@ pub const TYPES: &[TypeRow] = &[
     (1114, "timestamp", 8, true, "D", 0, 1115, 0),
     (1184, "timestamptz", 8, true, "D", 0, 1185, 0),
     (1700, "numeric", -1, false, "N", 0, 1231, 0),
+    (114, "json", -1, false, "U", 0, 199, 0),
+    (3802, "jsonb", -1, false, "U", 0, 3807, 0),
     (2205, "regclass", 4, true, "N", 0, 2210, 0),
     (1000, "_bool", -1, false, "A", 0, 0, 16),
     (1001, "_bytea", -1, false, "A", 0, 0, 17),
@@ -372,6 +377,8 @@ pub const TYPES: &[TypeRow] = &[
     (1182, "_date", -1, false, "A", 0, 0, 1082),
     (1185, "_timestamptz", -1, false, "A", 0, 0, 1184),
     (1231, "_numeric", -1, false, "A", 0, 0, 1700),
+    (199, "_json", -1, false, "A", 0, 0, 114),
+    (3807, "_jsonb", -1, false, "A", 0, 0, 3802),
     (2210, "_regclass", -1, false, "A", 0, 0, 2205),
 ];
 
@@ -2162,6 +2169,8 @@ mod tests {
             (SqlType::Char(4), "character(4)"),
             (SqlType::Numeric { precision: 12, scale: 2 }, "numeric(12,2)"),
             (SqlType::Timestamp, "timestamp without time zone"),
+            (SqlType::Timestamptz, "timestamp with time zone"),
+            (SqlType::Jsonb, "jsonb"),
             (SqlType::Float8, "double precision"),
         ] {
             let (oid, typmod) = type_of(ty);

@@ -12,6 +12,11 @@
 //! | `pg_catalog.f(...)` | `f(...)` | DataFusion does not resolve qualified function names |
 //! | `x::regclass` | `regclassout(x)` (the relation's name) | regclass prints as a name |
 //! | `'name'::regclass`, `$1::regclass` | `regclassin('name')` (its oid) | a literal regclass is looked up |
+//! | `x::json`, `x::jsonb` | `json_in(x)`, `jsonb_in(x)` | types DataFusion lacks (`crate::json`) |
+//! | `a -> b`, `->>`, `#>`, `#>>`, `@>`, `?` | `json_get(a, b)`, ... | the json operators as functions |
+//! | `'{1,"a b"}'::t[]` | `make_array(CAST('1' AS t), CAST('a b' AS t))` | DataFusion cannot cast text to a list |
+//! | `mod(a, b)` | `a % b` | the same operation under PostgreSQL's function name |
+//! | `x::varchar(n)`, `x::char(n)` | `left(x::text, n)`, `rpad(x::text, n)` | explicit casts cut to the length |
 //! | `x::regtype`, `x::regnamespace` | `regtypeout(x)`, `regnamespaceout(x)` | print as names |
 //! | `::oid`, `::name`, `::"char"`, `::pg_catalog.int2[]`, ... | int, text, smallint[] ... | system types Borealis represents with its own |
 //! | `mod(a, b)` | `(a) % (b)` | DataFusion has the operator, not the function |
@@ -103,6 +108,37 @@ pub fn alias_function_columns(statement: &mut Statement) {
     let _ = statement.visit(&mut FunctionAliases);
 }
 
+/// The casts writes need rewritten too (`INSERT … VALUES ('abc'::varchar(2))`):
+/// those to types DataFusion lacks or plans differently.
+pub fn rewrite_casts(statement: &mut Statement) {
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Cast { kind: CastKind::DoubleColon | CastKind::Cast, expr: inner, data_type, .. } = expr
+            && let Some(rewritten) = value_cast(inner, data_type)
+        {
+            *expr = rewritten;
+        }
+        if let Some(rewritten) = json_operator(expr) {
+            *expr = rewritten;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `a -> b` and the other json operators as calls of `crate::json`'s functions.
+fn json_operator(expr: &Expr) -> Option<Expr> {
+    let Expr::BinaryOp { left, op, right } = expr else { return None };
+    let function = match op {
+        BinaryOperator::Arrow => "json_get",
+        BinaryOperator::LongArrow => "json_get_text",
+        BinaryOperator::HashArrow => "json_get_path",
+        BinaryOperator::HashLongArrow => "json_get_path_text",
+        BinaryOperator::AtArrow => "jsonb_contains",
+        BinaryOperator::Question => "jsonb_exists",
+        _ => return None,
+    };
+    parse_expr(&format!("{function}({left}, {right})"))
+}
+
 /// In PostgreSQL the alias of a function returning one column also names
 /// that column: `SELECT g FROM generate_series(1, 3) g`.
 struct FunctionAliases;
@@ -131,6 +167,11 @@ impl VisitorMut for FunctionAliases {
 fn rewrite_expr(expr: &mut Expr) {
     match expr {
         Expr::Collate { expr: inner, .. } => *expr = std::mem::replace(inner.as_mut(), null()),
+        Expr::BinaryOp { .. } if json_operator(expr).is_some() => {
+            if let Some(rewritten) = json_operator(expr) {
+                *expr = rewritten;
+            }
+        }
         Expr::BinaryOp { op, .. } => {
             if let BinaryOperator::PGCustomBinaryOperator(parts) = op
                 && let Some(builtin) = parts.last().and_then(|name| builtin_operator(name))
@@ -315,6 +356,9 @@ fn builtin_operator(name: &str) -> Option<BinaryOperator> {
 
 /// The rewritten cast of `inner` to `data_type`, None to keep it.
 fn cast(inner: &mut Box<Expr>, data_type: &mut DataType) -> Option<Expr> {
+    if let Some(rewritten) = value_cast(inner, data_type) {
+        return Some(rewritten);
+    }
     let name = type_name(data_type)?;
     // A parameter cast to regclass is given as a name, like a literal.
     let literal = matches!(
@@ -332,6 +376,96 @@ fn cast(inner: &mut Box<Expr>, data_type: &mut DataType) -> Option<Expr> {
         }
     };
     parse_expr(&format!("{function}({inner})"))
+}
+
+/// The rewritten cast of `inner` to a value type DataFusion casts
+/// differently, None to keep it.
+fn value_cast(inner: &Expr, data_type: &DataType) -> Option<Expr> {
+    match data_type {
+        DataType::JSON => parse_expr(&format!("json_in({inner})")),
+        DataType::JSONB => parse_expr(&format!("jsonb_in({inner})")),
+        DataType::Array(ArrayElemTypeDef::SquareBracket(element, _)) if !matches!(**element, DataType::Custom(..)) => {
+            array_literal(inner, element)
+        }
+        _ => length_cast(inner, data_type),
+    }
+}
+
+/// `'{1,2}'::int[]`: an array literal as `make_array` of its elements
+/// cast to the element type (DataFusion cannot cast text to a list).
+/// Elements may be double-quoted (with backslash escapes); an unquoted
+/// NULL is NULL. The empty array is left to DataFusion.
+fn array_literal(inner: &Expr, element: &DataType) -> Option<Expr> {
+    let Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(text), .. }) = inner else { return None };
+    let elements = array_elements(text)?;
+    if elements.is_empty() {
+        return None;
+    }
+    let items: Vec<String> = elements
+        .into_iter()
+        .map(|item| match item {
+            Some(item) => format!("CAST('{}' AS {element})", item.replace('\'', "''")),
+            None => format!("CAST(NULL AS {element})"),
+        })
+        .collect();
+    parse_expr(&format!("make_array({})", items.join(", ")))
+}
+
+/// The elements of PostgreSQL's text form of a one-dimensional array, None
+/// if `text` is not one.
+fn array_elements(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    if inner.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    let mut elements = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut item = String::new();
+        let quoted = chars.next_if_eq(&'"').is_some();
+        if quoted {
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => item.push(chars.next()?),
+                    c => item.push(c),
+                }
+            }
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                if matches!(c, '{' | '}' | '"') {
+                    return None;
+                }
+                item.push(c);
+            }
+            item = item.trim().to_string();
+        }
+        let null = !quoted && item.eq_ignore_ascii_case("null");
+        elements.push((!null).then_some(item));
+        match chars.next() {
+            None => return Some(elements),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+/// An explicit cast to `varchar(n)` keeps the first n characters, one to
+/// `char(n)` pads or cuts to n (PostgreSQL truncates on explicit casts,
+/// where an INSERT of a longer value fails); DataFusion drops the length.
+fn length_cast(inner: &Expr, data_type: &DataType) -> Option<Expr> {
+    use datafusion::sql::sqlparser::ast::CharacterLength;
+    let (function, length) = match data_type {
+        DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharVarying(Some(CharacterLength::IntegerLength { length, .. })) => ("left", length),
+        DataType::Char(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::Character(Some(CharacterLength::IntegerLength { length, .. })) => ("rpad", length),
+        _ => return None,
+    };
+    parse_expr(&format!("{function}(CAST({inner} AS text), {length})"))
 }
 
 /// The lower-case name of a custom (or regclass) type, without `pg_catalog.`.
@@ -740,6 +874,31 @@ mod tests {
     fn mod_becomes_the_operator() {
         assert_eq!(rewritten("SELECT mod(a + 1, 3) FROM t"), "SELECT ((a + 1) % (3)) FROM t");
         assert_eq!(rewritten("SELECT mod(a) FROM t"), "SELECT mod(a) FROM t");
+    }
+
+    #[test]
+    fn json_syntax_becomes_functions() {
+        assert_eq!(
+            rewritten("SELECT '{}'::jsonb -> 'a' ->> 0, d #> '{a,b}', d @> '{}', d ? 'k'"),
+            "SELECT json_get_text(json_get(jsonb_in('{}'), 'a'), 0), json_get_path(d, '{a,b}'), jsonb_contains(d, '{}'), jsonb_exists(d, 'k')"
+        );
+    }
+
+    #[test]
+    fn array_literals_become_lists() {
+        assert_eq!(
+            rewritten(r#"SELECT '{1, NULL,"x,\"y"}'::text[]"#),
+            r#"SELECT make_array(CAST('1' AS TEXT), CAST(NULL AS TEXT), CAST('x,"y' AS TEXT))"#
+        );
+        assert_eq!(array_elements("{a,{b}}"), None);
+        assert_eq!(array_elements("{}"), Some(vec![]));
+    }
+
+    #[test]
+    fn length_casts_cut() {
+        assert_eq!(rewritten("SELECT 'abc'::varchar(2)"), "SELECT left(CAST('abc' AS TEXT), 2)");
+        assert_eq!(rewritten("SELECT CAST(a AS char(3))"), "SELECT rpad(CAST(a AS TEXT), 3)");
+        assert_eq!(rewritten("SELECT a::varchar"), "SELECT a::VARCHAR");
     }
 
     #[test]

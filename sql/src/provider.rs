@@ -238,7 +238,7 @@ impl PageTable {
         // Every field is nullable for DataFusion: NOT NULL is enforced when
         // rows are encoded (23502 naming the column), whereas a non-nullable
         // field makes DataFusion fail INSERT of a NULL with an Arrow error.
-        let mut fields: Vec<Field> = def.columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect();
+        let mut fields: Vec<Field> = def.columns.iter().map(|c| c.ty.arrow_field(&c.name, true)).collect();
         if with_row_address {
             fields.push(Field::new(ROW_ADDRESS_COLUMN, DataType::UInt64, false));
         }

@@ -67,10 +67,10 @@ fn encode_value(ty: SqlType, array: &dyn Array, row: usize, out: &mut Vec<u8>) -
             out.extend_from_slice(&array.as_primitive::<Decimal128Type>().value(row).to_le_bytes())
         }
         SqlType::Date => out.extend_from_slice(&array.as_primitive::<Date32Type>().value(row).to_le_bytes()),
-        SqlType::Timestamp => {
+        SqlType::Timestamp | SqlType::Timestamptz => {
             out.extend_from_slice(&array.as_primitive::<TimestampMicrosecondType>().value(row).to_le_bytes())
         }
-        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb => {
             let text = array.as_string::<i32>().value(row);
             let padded;
             let text = match ty {
@@ -82,6 +82,14 @@ fn encode_value(ty: SqlType, array: &dyn Array, row: usize, out: &mut Vec<u8>) -
                 }
                 SqlType::Char(length) => {
                     padded = blank_padded(text, length as usize)?;
+                    padded.as_str()
+                }
+                SqlType::Json => {
+                    padded = crate::json::Kind::Json.input(text)?;
+                    padded.as_str()
+                }
+                SqlType::Jsonb => {
+                    padded = crate::json::Kind::Jsonb.input(text)?;
                     padded.as_str()
                 }
                 _ => text,
@@ -181,10 +189,15 @@ impl ColumnBuilder {
             SqlType::Float4 => ColumnBuilder::Float32(Float32Builder::new()),
             SqlType::Float8 => ColumnBuilder::Float64(Float64Builder::new()),
             SqlType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
-            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => ColumnBuilder::Text(StringBuilder::new()),
+            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb => {
+                ColumnBuilder::Text(StringBuilder::new())
+            }
             SqlType::Numeric { precision, scale } => ColumnBuilder::Decimal(Decimal128Builder::new(), precision, scale),
             SqlType::Date => ColumnBuilder::Date(Date32Builder::new()),
             SqlType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new()),
+            SqlType::Timestamptz => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone(crate::types::UTC))
+            }
         }
     }
 
@@ -360,6 +373,7 @@ mod tests {
             SqlType::Numeric { precision: 10, scale: 2 },
             SqlType::Date,
             SqlType::Timestamp,
+            SqlType::Timestamptz,
         ];
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(Int16Array::from(vec![Some(-3), None, Some(i16::MAX)])),
@@ -373,6 +387,7 @@ mod tests {
             Arc::new(Decimal128Array::from(vec![Some(12345), None, Some(-1)]).with_precision_and_scale(10, 2).unwrap()),
             Arc::new(Date32Array::from(vec![Some(19000), None, Some(-5)])),
             Arc::new(TimestampMicrosecondArray::from(vec![None, Some(1_700_000_000_000_000), Some(-1)])),
+            Arc::new(TimestampMicrosecondArray::from(vec![Some(0), None, Some(-1)]).with_timezone(crate::types::UTC)),
         ];
         let def = table(&types);
         let outputs: Vec<OutputColumn> = (0..types.len()).map(OutputColumn::Stored).collect();

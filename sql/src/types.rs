@@ -14,13 +14,15 @@
 //! | numeric, decimal (unconstrained) | Decimal128(38,10) | 16 |
 //! | date | Date32 | 4 |
 //! | timestamp [without time zone] | Timestamp(us, None) | 8 |
+//! | timestamptz, timestamp with time zone | Timestamp(us, "+00:00") | 8 (UTC) |
+//! | json, jsonb | Utf8 marked by field metadata (`crate::json`) | as text; jsonb normalized |
 //!
 //! Unconstrained numeric differs from PostgreSQL (which keeps any scale): it
 //! is stored with 38 digits of which 10 after the point, so values are
 //! rounded to 10 decimals. numeric precision is limited to 38 (Decimal128).
 
 use crate::error::{SqlError, sqlstate};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 use datafusion::sql::sqlparser::ast::{CharacterLength, DataType as AstType, ExactNumberInfo, TimezoneInfo};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -30,6 +32,8 @@ pub const NUMERIC_DEFAULT_PRECISION: u8 = 38;
 /// Scale of unconstrained numeric: 10 fractional digits keep money and
 /// ratios exact while leaving 28 integer digits.
 pub const NUMERIC_DEFAULT_SCALE: i8 = 10;
+/// The zone of timestamptz values (and of the session: TimeZone is UTC).
+pub const UTC: &str = "+00:00";
 /// Largest precision Decimal128 holds.
 pub const NUMERIC_PRECISION_MAX: u8 = 38;
 
@@ -54,6 +58,12 @@ pub enum SqlType {
     },
     Date,
     Timestamp,
+    /// timestamp with time zone: an instant, stored and shown in UTC.
+    Timestamptz,
+    /// json: the text given, checked to be JSON.
+    Json,
+    /// jsonb: JSON normalized as PostgreSQL prints it.
+    Jsonb,
 }
 
 impl SqlType {
@@ -77,6 +87,9 @@ impl SqlType {
             AstType::Numeric(info) | AstType::Decimal(info) => numeric(info)?,
             AstType::Date => SqlType::Date,
             AstType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Timestamp,
+            AstType::Timestamp(_, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone) => SqlType::Timestamptz,
+            AstType::JSON => SqlType::Json,
+            AstType::JSONB => SqlType::Jsonb,
             other => return Err(SqlError::unsupported(format_args!("type {other}"))),
         };
         Ok(ty)
@@ -91,10 +104,21 @@ impl SqlType {
             SqlType::Float4 => DataType::Float32,
             SqlType::Float8 => DataType::Float64,
             SqlType::Bool => DataType::Boolean,
-            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => DataType::Utf8,
+            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb => DataType::Utf8,
             SqlType::Numeric { precision, scale } => DataType::Decimal128(precision, scale),
             SqlType::Date => DataType::Date32,
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            SqlType::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+        }
+    }
+
+    /// The Arrow field of a column of this type: json and jsonb carry
+    /// their PostgreSQL type in the field's metadata.
+    pub fn arrow_field(self, name: &str, nullable: bool) -> Field {
+        match self {
+            SqlType::Json => crate::json::Kind::Json.field(name, nullable),
+            SqlType::Jsonb => crate::json::Kind::Jsonb.field(name, nullable),
+            other => Field::new(name, other.arrow_type(), nullable),
         }
     }
 
@@ -104,9 +128,9 @@ impl SqlType {
             SqlType::Bool => Some(1),
             SqlType::Int2 => Some(2),
             SqlType::Int4 | SqlType::Float4 | SqlType::Date => Some(4),
-            SqlType::Int8 | SqlType::Float8 | SqlType::Timestamp => Some(8),
+            SqlType::Int8 | SqlType::Float8 | SqlType::Timestamp | SqlType::Timestamptz => Some(8),
             SqlType::Numeric { .. } => Some(16),
-            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => None,
+            SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb => None,
         }
     }
 }
@@ -127,6 +151,9 @@ impl fmt::Display for SqlType {
             SqlType::Numeric { precision, scale } => write!(f, "numeric({precision},{scale})"),
             SqlType::Date => write!(f, "date"),
             SqlType::Timestamp => write!(f, "timestamp without time zone"),
+            SqlType::Timestamptz => write!(f, "timestamp with time zone"),
+            SqlType::Json => write!(f, "json"),
+            SqlType::Jsonb => write!(f, "jsonb"),
         }
     }
 }

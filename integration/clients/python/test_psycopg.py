@@ -239,5 +239,25 @@ def types_round_trip():
         assert conn.execute("SELECT decode('00ff', 'hex')").fetchone()[0] == b"\x00\xff"
 
 
+@check
+def json_timestamptz_and_floats():
+    # jsonb is sent as oid 3802 (binary: a version byte, then the text) and
+    # loaded as Python values; timestamptz is UTC; floats keep their value.
+    with connect(autocommit=True) as conn:
+        conn.execute("CREATE TABLE pg3_json (id int PRIMARY KEY, body jsonb, raw json, at timestamptz, x float8)")
+        conn.execute("INSERT INTO pg3_json VALUES (1, %s::jsonb, %s::json, %s, 1e20)",
+                     ('{"b": [1, 2], "a": "x"}', '{"z": 1}', datetime.datetime(2024, 1, 1, 10, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))))
+        for binary in (False, True):
+            cur = conn.cursor(binary=binary)
+            row = cur.execute("SELECT body, raw, at, x, body -> 'b', body ->> 'a' FROM pg3_json").fetchone()
+            want = ({"a": "x", "b": [1, 2]}, {"z": 1}, datetime.datetime(2024, 1, 1, 9, 0, tzinfo=datetime.timezone.utc),
+                    1e20, [1, 2], "x")
+            assert row == want, (binary, row)
+            assert [d.type_code for d in cur.description[:3]] == [3802, 114, 1184], cur.description
+        text = conn.execute("SELECT body::text, x::text FROM pg3_json").fetchone()
+        assert text == ('{"a": "x", "b": [1, 2]}', "1e+20"), text
+        expect_error(errors.InvalidTextRepresentation, "22P02", lambda: conn.execute("SELECT '{a'::jsonb"))
+
+
 if __name__ == "__main__":
     sys.exit(run())
