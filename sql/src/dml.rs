@@ -475,6 +475,9 @@ fn take_conflict(insert: &mut Insert) -> Result<Option<OnConflict>, SqlError> {
     }
 }
 
+/// Types parameters take from the columns they are assigned to, by name (`$1`).
+type PlaceholderTypes = HashMap<String, DataType>;
+
 /// Name of the row-number column that pairs a conflicting row with the row
 /// that was proposed for it, while DO UPDATE's assignments are evaluated.
 const PROPOSED_ROW: &str = "__borealis_proposed";
@@ -580,7 +583,7 @@ impl Upsert {
     /// The query computing DO UPDATE's new rows (a proposed-row number, then
     /// every column), and the types its parameters take from the columns
     /// they are assigned to; None for DO NOTHING.
-    fn update_statement(&self, def: &TableDef) -> Result<Option<(Statement, HashMap<String, DataType>)>, SqlError> {
+    fn update_statement(&self, def: &TableDef) -> Result<Option<(Statement, PlaceholderTypes)>, SqlError> {
         let Some(update) = &self.update else { return Ok(None) };
         let alias = &self.alias;
         let mut values: HashMap<usize, Expr> = HashMap::new();
@@ -651,10 +654,9 @@ impl Upsert {
             ControlFlow::Continue(())
         });
         match bare {
-            Some(name) => Err(SqlError::new(
-                sqlstate::AMBIGUOUS_COLUMN,
-                format!("column reference \"{name}\" is ambiguous"),
-            )),
+            Some(name) => {
+                Err(SqlError::new(sqlstate::AMBIGUOUS_COLUMN, format!("column reference \"{name}\" is ambiguous")))
+            }
             None => Ok(()),
         }
     }

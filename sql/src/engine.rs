@@ -1618,7 +1618,6 @@ impl Session {
         {
             return self.run_cached(&cached, values.clone()).await;
         }
-        let mut statement = statement;
         self.expand_views(&mut statement)?;
         // Judged before the rewrites, which may add aggregates inside subqueries.
         let empty = pg_rewrite::provably_empty(&statement);
