@@ -342,9 +342,6 @@ async fn drop_sequences(
 }
 
 fn refuse_unsupported_create(create: &CreateTable) -> Result<(), SqlError> {
-    if create.query.is_some() {
-        return Err(SqlError::unsupported("CREATE TABLE AS"));
-    }
     if create.like.is_some() || create.clone.is_some() {
         return Err(SqlError::unsupported("CREATE TABLE LIKE/CLONE"));
     }

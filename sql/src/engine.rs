@@ -110,8 +110,8 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::ast::{
-    ContextModifier, CopySource, CopyTarget as AstCopyTarget, Expr, Ident, ObjectType, Reset, SelectItem, Set,
-    VacuumStatement,
+    ContextModifier, CopySource, CopyTarget as AstCopyTarget, CreateTable, Expr, Ident, ObjectType, Reset, SelectItem,
+    Set, VacuumStatement,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -1742,6 +1742,60 @@ impl Session {
         Ok(QueryOutput::CopyOut { format, schema, rows: CopyOutStream(rows) })
     }
 
+    /// CREATE TABLE name AS query: a table whose columns are the query's
+    /// (its names, types from the query's result types), then the query's
+    /// rows inserted, as `SELECT n` reports, all in `txn`.
+    async fn create_table_as(&mut self, txn: &mut WriteTxn, mut create: CreateTable) -> Result<QueryOutput, SqlError> {
+        let Some(query) = create.query.take() else {
+            return Err(SqlError::internal("CREATE TABLE AS without a query"));
+        };
+        if !create.columns.is_empty() {
+            return Err(SqlError::unsupported("CREATE TABLE AS with a column list (name the columns in the query)"));
+        }
+        let name = ddl::qualified_name(&create.name)?;
+        let snapshot = txn.writes.snapshot();
+        let catalog = self.engine.catalog_at(&snapshot, txn.private_ddl).await?;
+        self.prepare(Arc::clone(&catalog), snapshot);
+        let path = self.planner.search_path().clone();
+        if catalog.find_relation(&path, &name).is_some_and(|schema| name.schema.as_ref().is_none_or(|s| *s == schema)) {
+            if create.if_not_exists {
+                crate::notice::raise(format!("relation \"{}\" already exists, skipping", name.name));
+                return Ok(QueryOutput::command("CREATE TABLE AS"));
+            }
+            return Err(crate::catalog::relation_exists(&name.name));
+        }
+        let mut select = Statement::Query(query.clone());
+        self.expand_views(&mut select)?;
+        pg_rewrite::rewrite(&mut select);
+        let names = names::postgres_column_names(&select);
+        let plan = self.planner.plan_unbound(select).await?;
+        let fields = plan.schema().fields();
+        let mut columns = Vec::with_capacity(fields.len());
+        for (position, field) in fields.iter().enumerate() {
+            let column = names
+                .as_ref()
+                .and_then(|names| names.get(position).cloned().flatten())
+                .unwrap_or_else(|| field.name().clone());
+            let ty = crate::types::SqlType::from_arrow(field)?;
+            columns.push(format!("{} {}", Ident::with_quote('"', column), ty));
+        }
+        let table = create.name.to_string();
+        let ddl_sql = format!("CREATE TABLE {table} ({})", columns.join(", "));
+        let Some(created) = parse(&ddl_sql)?.pop() else {
+            return Err(SqlError::internal("CREATE TABLE did not parse"));
+        };
+        Box::pin(self.write_in(txn, created, None)).await?;
+        let insert_sql = format!("INSERT INTO {table} {query}");
+        let Some(insert) = parse(&insert_sql)?.pop() else { return Err(SqlError::internal("INSERT did not parse")) };
+        match Box::pin(self.write_in(txn, insert, None)).await? {
+            QueryOutput::Command { tag } => {
+                let rows = tag.rsplit(' ').next().unwrap_or("0").to_string();
+                Ok(QueryOutput::command(format!("SELECT {rows}")))
+            }
+            other => Ok(other),
+        }
+    }
+
     /// Replaces the views `statement` reads by their queries (after
     /// `prepare`); 42809 if it writes to a view.
     fn expand_views(&self, statement: &mut Statement) -> Result<(), SqlError> {
@@ -1789,6 +1843,9 @@ impl Session {
         }
         let path = self.planner.search_path().clone();
         match statement {
+            Statement::CreateTable(create) if create.query.is_some() => {
+                Box::pin(self.create_table_as(txn, create)).await
+            }
             Statement::CreateTable(create) => {
                 txn.private_ddl = true;
                 ddl::create_table(txn, &self.planner, &catalog, &create).await

@@ -95,6 +95,34 @@ impl SqlType {
         Ok(ty)
     }
 
+    /// The column type that holds values of `field` (CREATE TABLE AS), or
+    /// 0A000 for a type no column can have.
+    pub fn from_arrow(field: &Field) -> Result<SqlType, SqlError> {
+        Ok(match (field.data_type(), crate::json::Kind::of(field)) {
+            (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, Some(crate::json::Kind::Json)) => SqlType::Json,
+            (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, Some(crate::json::Kind::Jsonb)) => {
+                SqlType::Jsonb
+            }
+            (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null, _) => SqlType::Text,
+            (DataType::Int8 | DataType::Int16 | DataType::UInt8, _) => SqlType::Int2,
+            (DataType::Int32 | DataType::UInt16, _) => SqlType::Int4,
+            (DataType::Int64 | DataType::UInt32, _) => SqlType::Int8,
+            (DataType::Float16 | DataType::Float32, _) => SqlType::Float4,
+            (DataType::Float64, _) => SqlType::Float8,
+            (DataType::Boolean, _) => SqlType::Bool,
+            (DataType::Decimal128(precision, scale), _) => SqlType::Numeric { precision: *precision, scale: *scale },
+            (DataType::Date32, _) => SqlType::Date,
+            (DataType::Timestamp(_, None), _) => SqlType::Timestamp,
+            (DataType::Timestamp(_, Some(_)), _) => SqlType::Timestamptz,
+            (other, _) => {
+                return Err(SqlError::unsupported(format_args!(
+                    "a column of type {other} (column \"{}\")",
+                    field.name()
+                )));
+            }
+        })
+    }
+
     /// The Arrow type of the column's values.
     pub fn arrow_type(self) -> DataType {
         match self {
