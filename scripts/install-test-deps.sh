@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests drive on a fresh Debian machine:
-# - the psql client and pgbench (Debian ships it with the server package);
+# - the psql client, pgbench and the PostgreSQL server (Debian ships pgbench
+#   with the server package; the SQL logic tests also run against it);
 # - pgjdbc (Debian's libpostgresql-jdbc-java) for integration/tests/drivers.rs;
 # - psycopg 3 and SQLAlchemy 2 in a virtual environment,
 #   integration/clients/python/.venv, pinned by requirements.txt there;
@@ -14,7 +15,11 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
-command -v pgbench >/dev/null 2>&1 || need+=(postgresql)
+# The server package: pgbench, and initdb/postgres for the SQL logic tests'
+# PostgreSQL runs (integration/tests/slt.rs).
+if ! command -v pgbench >/dev/null 2>&1 || ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  need+=(postgresql)
+fi
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 
 if [ ${#need[@]} -gt 0 ]; then
