@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
-# The server package: pgbench, and initdb/postgres for the SQL logic tests'
+# The server package: pgbench, and initdb/postgres for the SQL logic tests
 # PostgreSQL runs (integration/tests/slt.rs).
 if ! command -v pgbench >/dev/null 2>&1 || ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   need+=(postgresql)
