@@ -1623,15 +1623,18 @@ impl Session {
         let empty = pg_rewrite::provably_empty(&statement);
         pg_rewrite::rewrite(&mut statement);
         let names = names::postgres_column_names(&statement);
-        if let (Some(values), None) = (&params, &empty)
-            && self.planner.prepared_sql.is_some()
-        {
-            let unbound = self.planner.plan_unbound(statement.clone()).await?;
-            if let Some(cached) = self.planner.cache("query", &unbound, names.clone())? {
-                return self.run_cached(&cached, values.clone()).await;
+        let planned = match (&params, &empty) {
+            (Some(values), None) if self.planner.prepared_sql.is_some() => {
+                let unbound = self.planner.plan_unbound(statement).await?;
+                if let Some(cached) = self.planner.cache("query", &unbound, names.clone())? {
+                    return self.run_cached(&cached, values.clone()).await;
+                }
+                // Not reusable: bind the plan just made rather than planning again.
+                Planner::bind(unbound, params)
             }
-        }
-        let plan = match (self.planner.plan(statement, params).await, empty) {
+            _ => self.planner.plan(statement, params).await,
+        };
+        let plan = match (planned, empty) {
             (Ok(plan), _) => plan,
             (Err(error), Some(columns)) => {
                 tracing::debug!(%error, "catalog query answered without rows: it reads an empty system table");
@@ -2132,16 +2135,15 @@ impl Planner {
         params: Option<Vec<ScalarValue>>,
     ) -> Result<LogicalPlan, SqlError> {
         let plan = self.plan_unbound(statement).await?;
+        Planner::bind(plan, params)
+    }
+
+    /// `plan` with `params` bound (08P01 if their number is not the plan's).
+    fn bind(plan: LogicalPlan, params: Option<Vec<ScalarValue>>) -> Result<LogicalPlan, SqlError> {
         let Some(values) = params else { return Ok(plan) };
         let expected = crate::dml::ordered_param_types(&plan.get_parameter_types()?)?.len();
         if values.len() != expected {
-            return Err(SqlError::new(
-                sqlstate::PROTOCOL_VIOLATION,
-                format!(
-                    "bind message supplies {} parameters, but prepared statement requires {expected}",
-                    values.len()
-                ),
-            ));
+            return Err(parameter_count_mismatch(values.len(), expected));
         }
         Ok(plan.with_param_values(values)?)
     }
@@ -2263,14 +2265,7 @@ impl Planner {
     /// `cached`'s plan with `values` bound, cast to the parameters' types.
     pub(crate) fn bind_cached(cached: &CachedPlan, values: Vec<ScalarValue>) -> Result<LogicalPlan, SqlError> {
         if values.len() != cached.param_types.len() {
-            return Err(SqlError::new(
-                sqlstate::PROTOCOL_VIOLATION,
-                format!(
-                    "bind message supplies {} parameters, but prepared statement requires {}",
-                    values.len(),
-                    cached.param_types.len()
-                ),
-            ));
+            return Err(parameter_count_mismatch(values.len(), cached.param_types.len()));
         }
         let values = values
             .into_iter()
@@ -2293,10 +2288,12 @@ impl Planner {
                 return Ok(Planned::Optimized(Planner::bind_cached(&cached, values.clone())?));
             }
             if self.prepared_sql.is_some() {
-                let unbound = self.plan_unbound(statement.clone()).await?;
+                let unbound = self.plan_unbound(statement).await?;
                 if let Some(cached) = self.cache(purpose, &unbound, None)? {
                     return Ok(Planned::Optimized(Planner::bind_cached(&cached, values.clone())?));
                 }
+                // Not reusable: bind the plan just made rather than planning again.
+                return Ok(Planned::Unoptimized(Planner::bind(unbound, params)?));
             }
         }
         Ok(Planned::Unoptimized(self.plan(statement, params).await?))
@@ -2355,6 +2352,14 @@ impl Planner {
         let batches = Box::pin(datafusion::physical_plan::collect(physical, self.state.task_ctx())).await?;
         Ok((schema, batches))
     }
+}
+
+/// 08P01: Bind gave `supplied` parameter values for a statement that has `required`.
+fn parameter_count_mismatch(supplied: usize, required: usize) -> SqlError {
+    SqlError::new(
+        sqlstate::PROTOCOL_VIOLATION,
+        format!("bind message supplies {supplied} parameters, but prepared statement requires {required}"),
+    )
 }
 
 /// A schema of text columns named `columns`.

@@ -354,8 +354,10 @@ pub const TYPES: &[TypeRow] = &[
     (1042, "bpchar", -1, false, "S", DEFAULT_COLLATION, 1014, 0),
     (1043, "varchar", -1, false, "S", DEFAULT_COLLATION, 1015, 0),
     (1082, "date", 4, true, "D", 0, 1182, 0),
+    (1083, "time", 8, true, "D", 0, 1183, 0),
     (1114, "timestamp", 8, true, "D", 0, 1115, 0),
     (1184, "timestamptz", 8, true, "D", 0, 1185, 0),
+    (1186, "interval", 16, false, "T", 0, 1187, 0),
     (1700, "numeric", -1, false, "N", 0, 1231, 0),
     (114, "json", -1, false, "U", 0, 199, 0),
     (3802, "jsonb", -1, false, "U", 0, 3807, 0),
@@ -375,7 +377,9 @@ pub const TYPES: &[TypeRow] = &[
     (1028, "_oid", -1, false, "A", 0, 0, 26),
     (1115, "_timestamp", -1, false, "A", 0, 0, 1114),
     (1182, "_date", -1, false, "A", 0, 0, 1082),
+    (1183, "_time", -1, false, "A", 0, 0, 1083),
     (1185, "_timestamptz", -1, false, "A", 0, 0, 1184),
+    (1187, "_interval", -1, false, "A", 0, 0, 1186),
     (1231, "_numeric", -1, false, "A", 0, 0, 1700),
     (199, "_json", -1, false, "A", 0, 0, 114),
     (3807, "_jsonb", -1, false, "A", 0, 0, 3802),
@@ -423,6 +427,7 @@ pub fn format_type(oid: i64, typmod: Option<i64>) -> String {
         1042 if typmod.is_none() => "bpchar".into(),
         1042 => sized("character"),
         1043 => sized("character varying"),
+        1083 => "time without time zone".into(),
         1114 => "timestamp without time zone".into(),
         1184 => "timestamp with time zone".into(),
         1700 => match typmod {
@@ -1815,15 +1820,11 @@ fn view_rows(rows: &mut Rows, def: &ViewDef, schema: &str, namespace: i32) {
     let oid = view_oid(def);
     relation_rows(rows, oid, &def.name, namespace, "v", 0, false);
     let attributes = def.columns.iter().map(|(name, type_oid)| {
-        let length = match type_oid {
-            16 => 1,
-            21 => 2,
-            23 | 700 | 1082 => 4,
-            20 | 701 | 1083 | 1114 | 1184 => 8,
-            1186 => 16,
-            _ => -1,
-        };
-        let collation = if *type_oid == 25 { DEFAULT_COLLATION } else { 0 };
+        // Length and collation as pg_type has them.
+        let (length, collation) = TYPES
+            .iter()
+            .find(|t| t.0 == *type_oid)
+            .map_or((-1, 0), |&(_, _, length, _, _, collation, ..)| (length, collation));
         (name.clone(), *type_oid, -1, length, false, collation)
     });
     attribute_rows(rows, oid, attributes);
