@@ -559,11 +559,16 @@ impl Upsert {
     }
 
     /// The existing row a proposed row conflicts with in an arbiter index.
-    async fn conflicting(&self, txn: &WriteTxn, def: &TableDef, row: &[u8]) -> Result<Option<RowAddress>, SqlError> {
-        let types = def.types();
+    async fn conflicting(
+        &self,
+        txn: &WriteTxn,
+        def: &TableDef,
+        types: &[SqlType],
+        row: &[u8],
+    ) -> Result<Option<RowAddress>, SqlError> {
         for &position in &self.arbiters {
             let index = &def.indexes[position];
-            let (key, has_null) = row_key(&types, &index.columns, row)?;
+            let (key, has_null) = row_key(types, &index.columns, row)?;
             if has_null {
                 continue;
             }
@@ -704,6 +709,7 @@ impl Upsert {
         let def = &entry.def;
         let checks = RowChecks::new(planner, planner.catalog(), def)?;
         let schema = table_schema(def);
+        let types = def.types();
         let mut inserted = HashSet::new();
         // Existing rows to update, in order, and the rows proposed for them.
         let mut targets: Vec<RowAddress> = Vec::new();
@@ -722,7 +728,7 @@ impl Upsert {
             for row in 0..batch.num_rows() {
                 position += 1;
                 let data = encode_row(def, batch.columns(), row)?;
-                match self.conflicting(txn, def, &data).await? {
+                match self.conflicting(txn, def, &types, &data).await? {
                     None => {
                         inserted.insert(insert_row(txn, def, data).await?);
                         inserted_order.push(position);

@@ -1961,7 +1961,7 @@ pub(crate) struct Planner {
     /// transaction's catalog is private (its version may be reused).
     pub(crate) prepared_sql: Option<String>,
     /// Optimised plans of prepared statements, by SQL text and purpose.
-    plans: HashMap<(String, &'static str), Arc<CachedPlan>>,
+    plans: HashMap<String, HashMap<&'static str, Arc<CachedPlan>>>,
 }
 
 impl Planner {
@@ -2227,12 +2227,13 @@ impl Planner {
     /// The cached plan for `purpose` of the prepared statement being
     /// executed, if it was planned at the current catalog version.
     pub(crate) fn cached(&mut self, purpose: &'static str) -> Option<Arc<CachedPlan>> {
-        let key = (self.prepared_sql.clone()?, purpose);
-        let cached = self.plans.get(&key)?;
+        let sql = self.prepared_sql.as_deref()?;
+        let by_purpose = self.plans.get_mut(sql)?;
+        let cached = by_purpose.get(purpose)?;
         if cached.catalog_version == self.catalog.version {
             return Some(Arc::clone(cached));
         }
-        self.plans.remove(&key);
+        by_purpose.remove(purpose);
         None
     }
 
@@ -2258,7 +2259,7 @@ impl Planner {
         if self.plans.len() >= CACHED_PLANS_MAX {
             self.plans.clear();
         }
-        self.plans.insert((sql, purpose), Arc::clone(&cached));
+        self.plans.entry(sql).or_default().insert(purpose, Arc::clone(&cached));
         Ok(Some(cached))
     }
 
