@@ -9,9 +9,12 @@
 //! commit durable, the staged pages up to the durable LSN move into the
 //! cache and the visible LSN (where statements read) advances — under one
 //! short lock, so a statement either sees a commit completely or not at all.
-//! A statement reading at `read_point` uses a staged or cached page only if
-//! the page's LSN is at or below the read point (then it is the version as of
-//! the read point: both hold the newest versions); otherwise it asks storage
+//! Write transactions run side by side, so one may read at a submitted
+//! commit older than the newest: `staged` keeps every version above the
+//! visible LSN, and a read takes the newest staged version at or below its
+//! read point. Failing that, it uses a cached page only if the page's LSN is
+//! at or below the read point (the cache holds the newest durable version,
+//! so it is then the version as of the read point); otherwise it asks storage
 //! for the page as of its read point, or as of the visible LSN for a read
 //! point above it — a page not staged did not change since (DESIGN.md
 //! invariant 5).
@@ -121,8 +124,10 @@ struct WriterState {
     visible_lsn: Lsn,
     /// The newest submitted commit (>= `visible_lsn`); write transactions read here.
     staged_lsn: Lsn,
-    /// The newest image of each page changed by a commit above `visible_lsn`.
-    staged: HashMap<PageId, Arc<Page>>,
+    /// The images of each page changed by commits above `visible_lsn`,
+    /// oldest first: write transactions built on different submitted
+    /// commits read each their own version.
+    staged: HashMap<PageId, Vec<Arc<Page>>>,
     /// A commit was started and did not finish (quorum timeout, or its future
     /// was dropped): its records may still become durable, so the cache and
     /// `visible_lsn` may lack it. The next commit must settle it first.
@@ -276,11 +281,17 @@ impl WriterVolume {
         if visible <= state.visible_lsn {
             return;
         }
-        let done: Vec<PageId> = state.staged.iter().filter(|(_, p)| p.lsn() <= visible).map(|(id, _)| *id).collect();
+        let done: Vec<PageId> =
+            state.staged.iter().filter(|(_, versions)| versions[0].lsn() <= visible).map(|(id, _)| *id).collect();
         for id in done {
-            if let Some(page) = state.staged.remove(&id) {
-                self.cache.insert(id, page);
+            let Some(versions) = state.staged.get_mut(&id) else { continue };
+            let durable = versions.iter().take_while(|page| page.lsn() <= visible).count();
+            // The newest durable version is what the cache holds.
+            let newest_durable = versions.drain(..durable).next_back().expect("one version is durable");
+            if versions.is_empty() {
+                state.staged.remove(&id);
             }
+            self.cache.insert(id, newest_durable);
         }
         let later = state.unpublished.split_off(&visible.next());
         let published = std::mem::replace(&mut state.unpublished, later);
@@ -315,9 +326,13 @@ impl Volume for WriterVolume {
             let state = self.lock();
             let found: Vec<Option<Arc<Page>>> = pages
                 .iter()
-                .map(|page| match state.staged.get(page) {
-                    Some(staged) => (staged.lsn() <= read_point).then(|| Arc::clone(staged)),
-                    None => self.cache.get(*page, |cached| cached.lsn() <= read_point),
+                .map(|page| {
+                    let staged = state.staged.get(page).into_iter().flatten();
+                    match staged.take_while(|staged| staged.lsn() <= read_point).last() {
+                        Some(staged) => Some(Arc::clone(staged)),
+                        // Older than every staged version: durable (or never written).
+                        None => self.cache.get(*page, |cached| cached.lsn() <= read_point),
+                    }
                 })
                 .collect();
             // Above the visible LSN only staged pages changed.
@@ -370,7 +385,7 @@ impl Volume for WriterVolume {
             let mut image = Arc::unwrap_or_clone(image);
             image.set_lsn(lsn);
             self.cache.invalidate(&id);
-            state.staged.insert(id, Arc::new(image));
+            state.staged.entry(id).or_default().push(Arc::new(image));
         }
         state.staged_lsn = lsns.commit;
         state.in_doubt = false;

@@ -37,6 +37,7 @@ use crate::error::{SqlError, sqlstate};
 use crate::heap::{RowAddress, WriteSet};
 use crate::index;
 use crate::keys::{row_key, scalar_key};
+use crate::locks::{LockMode, LockTag};
 use crate::pg_catalog::quote_ident;
 use crate::row::{OutputColumn, RowDecoder, encode_row};
 use crate::types::SqlType;
@@ -548,6 +549,8 @@ struct ReferenceCheck {
     /// column and the referenced column's type.
     key_parts: Vec<(usize, SqlType)>,
     root: borealis_storage::ids::PageId,
+    /// The referenced table's first page (its key locks are taken under it).
+    parent_first: borealis_storage::ids::PageId,
 }
 
 impl ReferenceCheck {
@@ -579,6 +582,7 @@ impl ReferenceCheck {
             parent_name: parent.name.clone(),
             key_parts,
             root: index.root,
+            parent_first: parent.first_page,
         })
     }
 
@@ -597,6 +601,10 @@ impl ReferenceCheck {
                     None => return Err(self.violation(batch, row)),
                 }
             }
+            // The parent's key may not go (or change) until this transaction ends.
+            let tag = LockTag::Key { table: self.parent_first, index: self.root, key };
+            writes.lock(tag.clone(), LockMode::Share)?;
+            let LockTag::Key { key, .. } = tag else { unreachable!("built above") };
             if !btree::contains(writes, self.root, &key).await? {
                 return Err(self.violation(batch, row));
             }

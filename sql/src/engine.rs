@@ -4,41 +4,54 @@
 //! (PostgreSQL dialect), then per statement:
 //! 1. transaction control (BEGIN, COMMIT, ROLLBACK, SET TRANSACTION) is handled here;
 //! 2. writes (INSERT, UPDATE, DELETE, CREATE/DROP TABLE and SEQUENCE, ...)
-//!    run in a write transaction: the engine-wide write lock, a [`WriteSet`]
-//!    over the newest commit, then the statement (`crate::dml`,
-//!    `crate::ddl`); an autocommit statement commits at once, a block at
-//!    COMMIT;
+//!    run in a write transaction: a [`WriteSet`] over a recent commit, moved
+//!    onto the newest before each statement, then the statement
+//!    (`crate::dml`, `crate::ddl`); an autocommit statement commits at once,
+//!    a block at COMMIT;
 //! 3. queries are planned and run by DataFusion over the statement's
 //!    [`Snapshot`]: a fresh read point per statement (read committed), the
 //!    block's snapshot (repeatable read, serializable), or the open write
 //!    transaction's (with its private pages).
 //!
-//! Concurrency: one write transaction at a time per engine, serialized by an
-//! async mutex taken at a transaction's first write (or locking read) and
-//! released at COMMIT or ROLLBACK (or when the session drops or the block
-//! fails). Readers never wait for it. A wait for it is bounded by
-//! `lock_timeout` (55P03) and cancelled by `statement_timeout`. The lock
-//! stands for every row lock at once, so no deadlock (40P01) can arise.
+//! Concurrency: write transactions run side by side, each with private
+//! pages over the commit it is based on, and lock what they change
+//! (`crate::locks`): the database (`IntentExclusive` for DML, `Exclusive`
+//! for DDL and VACUUM, so schema changes run alone), each row an UPDATE or
+//! DELETE changes, each unique key added or removed, and (`Share`) each key
+//! a foreign key check relies on. A statement that meets a lock another
+//! transaction holds does not wait in the middle of its changes: the
+//! attempt ends, the transaction is put back as it was before the
+//! statement, the session waits for the lock (bounded by `lock_timeout`,
+//! 55P03, cancelled by `statement_timeout`; a wait that closes a cycle
+//! fails at once with 40P01), and the statement runs again on the newest
+//! commit (`Session::write_attempts`). A lock released by a commit the
+//! statement did not read also sends it round again, so what it changes
+//! is what the newest commit holds. Before each statement and at COMMIT
+//! the transaction is moved onto the newest commit (`crate::rebase`: the
+//! read point moves if no commit since changed its pages, else its row
+//! changes are replayed there); commits are submitted one at a time under
+//! the commit lock. Readers never wait.
 //!
 //! Isolation (`crate::isolation`), per block:
 //! - READ COMMITTED (and READ UNCOMMITTED, run as it, as in PostgreSQL):
 //!   each statement reads a fresh snapshot, or once the block writes, the
-//!   newest commit under the write lock plus its own writes. So a second
-//!   `UPDATE t SET x = x + 1` waits for the first and then reads its
-//!   committed value: no update is lost.
+//!   newest commit plus its own writes. So a second
+//!   `UPDATE t SET x = x + 1` of a row waits for the first's row lock and
+//!   then reads its committed value: no update is lost.
 //! - REPEATABLE READ: one snapshot S, taken by the block's first statement
-//!   that reads or writes (not at BEGIN); if that statement writes, after
-//!   the write lock, so on the newest commit. The write set must be built
-//!   on the newest commit W (a `WriteSet` invariant), which may be newer
-//!   than S. The rule that reconciles them: at the first write, the commit
-//!   log gives the pages commits after S changed (`WriteSet::changed_since`).
-//!   Statements compute their targets at S (plus the block's own writes);
+//!   that reads or writes (not at BEGIN); if that statement writes, on the
+//!   newest commit. The write set is built on a newer commit W (a
+//!   `WriteSet` invariant), which may be newer than S. The rule that
+//!   reconciles them: the commit log gives the pages commits after S
+//!   changed (`WriteSet::changed_since`, extended each time the write set
+//!   moves on). Statements compute their targets at S (plus the block's own writes);
 //!   the write set then changes a row of such a page only if the row is the
 //!   same at S and W (else 40001 "could not serialize access due to
 //!   concurrent update") and applies the change to W, and the block reads
 //!   that page as S had it plus its own rows (`heap::Merge`). So what it
 //!   reads is exactly S plus its own writes: rows inserted after S stay
-//!   invisible, and updating or deleting a row changed after S fails.
+//!   invisible, and updating or deleting a row changed after S fails (also
+//!   after waiting for the row's lock, as in PostgreSQL).
 //!   Conflicts are per row on heap pages but per page on index pages (an
 //!   insert whose index leaf a later commit changed fails, stricter than
 //!   PostgreSQL; a retry succeeds). DDL committed after S fails the first
@@ -46,25 +59,28 @@
 //!   maintains).
 //! - SERIALIZABLE: REPEATABLE READ, and a block whose first write (or
 //!   locking read) comes after any other transaction committed since its
-//!   snapshot fails with 40001. Writers being serialized by the lock, each
-//!   writing block then behaves as if it ran alone at its commit, and a
-//!   read-only one reads a state between two commits: the execution is
-//!   serializable, write skew included. This first-committer-wins rule is
-//!   stricter than PostgreSQL's SSI (it fails some blocks SSI would let
-//!   commit); read-only blocks never fail, on the writer or on readers.
-//!   Sequence marks (nextval's commits) do not count, as sequences are
-//!   not transactional.
+//!   snapshot fails with 40001, as does one that must move onto a newer
+//!   commit with other data (before a statement or at COMMIT): each writing
+//!   block then behaves as if it ran alone at its commit, and a read-only
+//!   one reads a state between two commits: the execution is serializable,
+//!   write skew included. This first-committer-wins rule is stricter than
+//!   PostgreSQL's SSI (it fails some blocks SSI would let commit);
+//!   read-only blocks never fail, on the writer or on readers. Sequence
+//!   marks (nextval's commits) do not count, as sequences are not
+//!   transactional.
 //!
 //! Locking reads (SELECT ... FOR UPDATE / NO KEY UPDATE / SHARE / KEY
-//! SHARE [OF t]): in a block they take the write transaction, so
-//! concurrent writers wait until COMMIT or ROLLBACK, and read as the
-//! block's writes do (READ COMMITTED: the newest commit; REPEATABLE READ:
-//! 40001 if a commit since the snapshot changed a page of a locked table's
-//! heap; SERIALIZABLE: 40001 if anything was committed since). NOWAIT
-//! fails with 55P03 when another transaction holds the lock. SKIP LOCKED
-//! waits like a plain locking read: once the lock is taken no row is locked
-//! by anyone else, so nothing needs skipping and every matching row is
-//! returned. Read-only blocks and readers refuse them (25006).
+//! SHARE [OF t]): in a block they lock the tables they name (or read),
+//! `Exclusive` for FOR [NO KEY] UPDATE and `Share` for FOR [KEY] SHARE,
+//! until COMMIT or ROLLBACK: coarser than PostgreSQL's row locks, so a
+//! locking read waits for every writer of the table and blocks them all.
+//! Then they read as the block's writes do (READ COMMITTED: the newest
+//! commit; REPEATABLE READ: 40001 if a commit since the snapshot changed a
+//! page of a locked table's heap; SERIALIZABLE: 40001 if anything was
+//! committed since). NOWAIT fails with 55P03 when another transaction
+//! holds a conflicting lock. SKIP LOCKED waits like a plain locking read:
+//! once the table lock is taken no row is locked by anyone else, so
+//! nothing needs skipping. Read-only blocks and readers refuse them (25006).
 //!
 //! Error policy: a failed statement leaves the engine and the session usable;
 //! inside a block it puts the block in the failed state (25P02 until
@@ -76,9 +92,10 @@
 //! and `Engine::persist_sequences`).
 //!
 //! Savepoints (SAVEPOINT, ROLLBACK TO, RELEASE) copy the open write set:
-//! ROLLBACK TO puts the copy back, and also leaves the failed state. While a
-//! block has savepoints, failing it keeps its write transaction (and the
-//! write lock), so that ROLLBACK TO can resume on the same committed state;
+//! ROLLBACK TO puts the copy back, and also leaves the failed state (locks
+//! taken since stay until the block ends). While a block has savepoints,
+//! failing it keeps its write transaction (and its locks), so that ROLLBACK
+//! TO can resume it;
 //! SET LOCAL values are not rolled back to a savepoint.
 
 use crate::catalog::{Catalog, CatalogEntry, META_PAGE, Meta, QualifiedName, RoleDef, SearchPath, SequenceState};
@@ -87,6 +104,7 @@ use crate::error::{SqlError, sqlstate};
 use crate::free_space::SharedFreeSpace;
 use crate::heap::{Snapshot, WriteSet};
 use crate::isolation::{self, Changes, CommitLog, IsolationLevel, LockingRead, TxMode};
+use crate::locks::{self, Acquired, LockManager, LockMode, LockTag, TxnLocks};
 use crate::pg_catalog::{self, PgCatalogSchema};
 use crate::provider::{CatalogView, ROWS_SCHEMA, SEARCH_PATH_SCHEMA, TablesCatalog, TablesSchema};
 use crate::sequence::{SequenceContext, Sequences};
@@ -95,7 +113,7 @@ use crate::sequence::{SequenceContext, Sequences};
 pub(crate) const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
 use crate::volume::Volume;
-use crate::{alter, ddl, dml, names, pg_rewrite, roles, views};
+use crate::{alter, ddl, dml, names, pg_rewrite, rebase, roles, views};
 use borealis_storage::ids::{Lsn, PageId};
 use borealis_storage::redo::RedoBody;
 use datafusion::arrow::array::RecordBatch;
@@ -118,23 +136,29 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use tokio::sync::OwnedMutexGuard;
 
 /// The SQL engine of one instance (writer or reader) over one volume.
 pub struct Engine {
     volume: Arc<dyn Volume>,
     read_only: bool,
-    /// Held by the one open write transaction.
-    write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a transaction is moved onto the newest commit and
+    /// submitted, and while the newest commit is looked up to move one: so
+    /// commits are submitted one at a time, each on the one before.
+    commit_lock: tokio::sync::Mutex<()>,
+    /// Row, key, table and database locks of the write transactions.
+    locks: Arc<LockManager>,
+    /// The next page id to hand out (see `TxnLocks::allocate_page`).
+    next_page: Arc<AtomicU64>,
     /// The last catalog loaded, by catalog version.
     catalog_cache: Mutex<Arc<Catalog>>,
     /// Which heap pages have room, as of the newest submitted commit (see `crate::free_space`).
     free_space: SharedFreeSpace,
     /// Sequences' current values (see `crate::sequence`).
     sequences: Arc<Sequences>,
-    /// The pages recent commits changed (REPEATABLE READ and SERIALIZABLE
-    /// writes check it); written under the write lock.
+    /// The pages recent commits changed (rebasing and REPEATABLE READ and
+    /// SERIALIZABLE writes read it); written under the commit lock.
     commits: Mutex<CommitLog>,
 }
 
@@ -154,7 +178,9 @@ impl Engine {
             commits: Mutex::new(CommitLog::new(newest)),
             volume,
             read_only,
-            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            commit_lock: tokio::sync::Mutex::new(()),
+            locks: Arc::default(),
+            next_page: Arc::default(),
             catalog_cache: Mutex::new(Arc::new(Catalog::default())),
             free_space: SharedFreeSpace::default(),
             sequences: Arc::new(Sequences::default()),
@@ -209,36 +235,66 @@ impl Engine {
         Ok(catalog)
     }
 
-    /// Starts a write transaction: waits for the write lock, then reads at
-    /// the newest submitted commit (durable or not: see [`Engine::commit`]).
-    async fn begin_write(&self) -> Result<WriteTxn, SqlError> {
-        self.begin_write_within(None).await
-    }
-
-    /// [`Engine::begin_write`], waiting at most `timeout` for the write lock
-    /// (55P03 after it, as PostgreSQL's lock_timeout). Cancel-safe: a
-    /// dropped wait takes nothing.
-    async fn begin_write_within(&self, timeout: Option<std::time::Duration>) -> Result<WriteTxn, SqlError> {
-        let lock = Arc::clone(&self.write_lock).lock_owned();
-        let guard = match timeout {
-            None => lock.await,
-            Some(timeout) => tokio::time::timeout(timeout, lock).await.map_err(|_| isolation::lock_timeout())?,
-        };
-        self.write_txn(guard).await
-    }
-
-    /// [`Engine::begin_write`] if no other transaction holds the write lock; None if one does.
-    async fn try_begin_write(&self) -> Result<Option<WriteTxn>, SqlError> {
-        match Arc::clone(&self.write_lock).try_lock_owned() {
-            Ok(guard) => Ok(Some(self.write_txn(guard).await?)),
-            Err(_) => Ok(None),
-        }
-    }
-
-    async fn write_txn(&self, guard: OwnedMutexGuard<()>) -> Result<WriteTxn, SqlError> {
+    /// Starts a write transaction holding the database lock in `mode`
+    /// (`IntentExclusive` for DML, `Exclusive` for DDL), waited for at most
+    /// `timeout` (55P03 after it, as PostgreSQL's lock_timeout), or with
+    /// `nowait` not at all; it reads at the newest submitted commit
+    /// (durable or not: see [`Engine::commit`]). Cancel-safe: a dropped
+    /// wait takes nothing.
+    async fn begin_write(&self, mode: LockMode, wait: LockWait, keeps_snapshot: bool) -> Result<WriteTxn, SqlError> {
+        let base = self.volume.write_read_point().await?;
+        let locks = Arc::new(TxnLocks::new(Arc::clone(&self.locks), base, keeps_snapshot, Arc::clone(&self.next_page)));
+        take_lock(&locks, LockTag::Database, mode, wait).await?;
         let read_point = self.volume.write_read_point().await?;
-        let writes = WriteSet::new(Arc::clone(&self.volume), read_point, Arc::clone(&self.free_space));
-        Ok(WriteTxn { _guard: guard, writes, private_ddl: false, base: None })
+        self.locks.rebase(locks.id(), read_point);
+        let writes =
+            WriteSet::new(Arc::clone(&self.volume), read_point, Arc::clone(&self.free_space)).with_locks(locks);
+        Ok(WriteTxn { writes, private_ddl: false, base: None, serializable: false })
+    }
+
+    /// Moves `txn` onto the newest submitted commit (see `crate::rebase`);
+    /// 40001 for a SERIALIZABLE transaction if other data was committed since its base.
+    async fn refresh(&self, txn: &mut WriteTxn) -> Result<(), SqlError> {
+        let target = {
+            let _commit = self.commit_lock.lock().await;
+            self.rebase_target(txn).await?
+        };
+        self.move_onto(txn, target).await
+    }
+
+    /// Where `txn` must move and what changed on the way; the caller holds the commit lock.
+    async fn rebase_target(&self, txn: &WriteTxn) -> Result<Option<rebase::Target>, SqlError> {
+        let newest = self.volume.write_read_point().await?;
+        let base = txn.writes.read_point();
+        if newest == base {
+            return Ok(None);
+        }
+        let commits = self.commits.lock().expect("commit log lock poisoned");
+        let changed = match commits.since(base) {
+            Changes::Pages { data: true, .. } if txn.serializable => return Err(isolation::read_write_dependencies()),
+            Changes::Pages { pages, .. } => Some(pages),
+            Changes::Unknown if txn.serializable => return Err(isolation::read_write_dependencies()),
+            Changes::Unknown => None,
+        };
+        let since_snapshot = match &txn.base {
+            None => None,
+            Some(snapshot) => match commits.since(snapshot.read_point()) {
+                Changes::Pages { pages, .. } => Some((snapshot.read_point(), pages)),
+                Changes::Unknown => return Err(isolation::concurrent_update()),
+            },
+        };
+        Ok(Some(rebase::Target { newest, changed, since_snapshot }))
+    }
+
+    async fn move_onto(&self, txn: &mut WriteTxn, target: Option<rebase::Target>) -> Result<(), SqlError> {
+        let Some(target) = target else { return Ok(()) };
+        let newest = target.newest;
+        let catalog = self.catalog_at(&txn.snapshot(), txn.private_ddl).await?;
+        rebase::rebase(&mut txn.writes, target, &catalog, txn.private_ddl).await?;
+        if let Some(locks) = txn.writes.locks() {
+            self.locks.rebase(locks.id(), newest);
+        }
+        Ok(())
     }
 
     /// Makes `txn` (just begun, nothing written) read `snapshot`, the older
@@ -311,16 +367,18 @@ impl Engine {
     /// value handed out can be handed out again after a crash. A sequence
     /// created by `txn` keeps its mark in `txn`; the others are written in a
     /// commit of their own (nextval is not transactional). Without `txn`,
-    /// the engine's write lock is taken for that commit.
+    /// a write transaction of its own commits them.
     async fn persist_sequences(&self, catalog: &Catalog, txn: Option<&mut WriteTxn>) -> Result<(), SqlError> {
         if self.read_only || self.sequences.unpersisted(catalog).is_empty() {
             return Ok(());
         }
         let (mut own, mut txn) = match txn {
             Some(txn) => (None, Some(txn)),
-            None => (Some(self.begin_write().await?), None),
+            None => {
+                let own = self.begin_write(LockMode::IntentExclusive, LockWait::Timeout(None), false).await?;
+                (Some(own), None)
+            }
         };
-        // After the write lock (held by `txn` or `own`): lock order.
         let _persisting = self.sequences.persist_lock.lock().await;
         let unpersisted = self.sequences.unpersisted(catalog);
         let mut separate = match &own {
@@ -344,6 +402,9 @@ impl Engine {
             self.commit_marked(own, true).await?;
         }
         if let Some(separate) = separate.filter(|s| !s.is_empty()) {
+            // Sequence pages change only here, under the persist lock: the
+            // marks apply to the newest commit as they are.
+            let commit = self.commit_lock.lock().await;
             let read_point = separate.read_point();
             let (bodies, pages, _) = separate.into_parts();
             let changed: Vec<PageId> = pages.keys().copied().collect();
@@ -353,6 +414,7 @@ impl Engine {
             })?;
             assert!(lsn > read_point, "commit LSN {lsn} is not above its read point {read_point}");
             self.commits.lock().expect("commit log lock poisoned").record(lsn, changed, true);
+            drop(commit);
             self.volume.wait_durable(lsn).await.map_err(|e| e.to_sql_error(true))?;
             tracing::debug!(commit_lsn = %lsn, "sequence marks committed");
         }
@@ -364,7 +426,7 @@ impl Engine {
 
     /// Commits a write transaction: its redo goes to the volume in one call.
     ///
-    /// Group commit: the write lock is released once the volume has assigned
+    /// Group commit: the commit lock is released once the volume has assigned
     /// the commit's LSNs (`Volume::submit`), not once it is durable, so the
     /// next write transaction builds on it while its records are on the way;
     /// many commits then share each storage round trip. The session is
@@ -380,7 +442,15 @@ impl Engine {
         if txn.writes.is_empty() {
             return Ok(());
         }
-        let WriteTxn { _guard: guard, writes, .. } = txn;
+        let mut txn = txn;
+        let guard = self.commit_lock.lock().await;
+        let target = self.rebase_target(&txn).await?;
+        // Its locks are all held: a replay never waits (see `crate::rebase`).
+        self.move_onto(&mut txn, target)
+            .await
+            .map_err(|error| if locks::is_restart(&error) { isolation::concurrent_update() } else { error })?;
+        let locks = txn.writes.locks().cloned();
+        let WriteTxn { writes, .. } = txn;
         let read_point = writes.read_point();
         let (bodies, pages, free_space) = writes.into_parts();
         let records = bodies.len();
@@ -389,12 +459,16 @@ impl Engine {
             self.commits.lock().expect("commit log lock poisoned").lose();
             e.to_sql_error(true)
         })?;
-        // Invariant 2: LSNs rise. The transaction read the newest commit
-        // under the write lock, so its commit must land above it.
+        // Invariant 2: LSNs rise. The transaction was moved onto the newest
+        // commit under the commit lock, so its commit must land above it.
         assert!(lsn > read_point, "commit LSN {lsn} is not above the transaction's read point {read_point}");
         self.commits.lock().expect("commit log lock poisoned").record(lsn, changed, sequence_marks);
-        // Under the write lock still: the next transaction chooses pages with it.
+        // Under the commit lock still: the next transactions choose pages with it.
         self.free_space.lock().expect("free space map lock poisoned").merge(free_space);
+        // Waiters wake to a newest commit that has this one.
+        if let Some(locks) = locks {
+            locks.release_committed(lsn);
+        }
         drop(guard);
         if let Err(error) = self.volume.wait_durable(lsn).await {
             // The map may describe pages of a commit that will not be.
@@ -406,9 +480,9 @@ impl Engine {
     }
 }
 
-/// An open write transaction: holds the engine's write lock while it lives.
+/// An open write transaction: its locks live as long as its write set
+/// (and the write set's savepoint copies).
 pub(crate) struct WriteTxn {
-    _guard: OwnedMutexGuard<()>,
     pub(crate) writes: WriteSet,
     /// The transaction changed the catalog (its catalog is private).
     pub(crate) private_ddl: bool,
@@ -416,6 +490,8 @@ pub(crate) struct WriteTxn {
     /// SERIALIZABLE (see [`Engine::keep_snapshot`]); None: the write set's own.
     /// Boxed: every session state holds a `WriteTxn`'s room.
     base: Option<Box<Snapshot>>,
+    /// SERIALIZABLE: moving onto a newer commit with other data fails (40001).
+    serializable: bool,
 }
 
 impl WriteTxn {
@@ -585,8 +661,8 @@ fn take_overriding(tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, Vec<(usiz
 }
 
 /// Removes `NO KEY` from `FOR NO KEY UPDATE` and `KEY` from `FOR KEY
-/// SHARE`, lock strengths sqlparser does not know; with one write lock for
-/// every row they lock as FOR UPDATE and FOR SHARE do.
+/// SHARE`, lock strengths sqlparser does not know; locking whole tables,
+/// they lock as FOR UPDATE and FOR SHARE do.
 fn weaken_lock_strengths(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let word = |token: &TokenWithSpan, text: &str| matches!(&token.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(text));
     let significant: Vec<usize> =
@@ -740,7 +816,7 @@ pub struct Session {
     /// The open block's savepoints, oldest first.
     savepoints: Vec<Savepoint>,
     /// The write transaction of a failed block that has savepoints, kept
-    /// (with the write lock) for ROLLBACK TO.
+    /// (with its locks) for ROLLBACK TO.
     failed_txn: Option<WriteTxn>,
     /// The sequence functions' state (what nextval used).
     sequences: Arc<SequenceContext>,
@@ -800,6 +876,12 @@ struct Savepoint {
     writes: Option<(WriteSet, bool)>,
 }
 
+/// What a COPY's writes need of its session.
+struct CopySession<'a> {
+    engine: &'a Engine,
+    lock_timeout: Option<std::time::Duration>,
+}
+
 /// Rows parsed before they are written to the transaction's pages.
 const COPY_BATCH_ROWS: usize = 4096;
 /// A COPY logs its progress every this many rows.
@@ -821,31 +903,53 @@ struct CopyIn {
 }
 
 impl CopyIn {
-    async fn feed(&mut self, data: &[u8], planner: &Planner) -> Result<(), SqlError> {
+    async fn feed(&mut self, data: &[u8], planner: &Planner, session: &CopySession<'_>) -> Result<(), SqlError> {
         self.parser.feed(data, &mut self.records)?;
         if self.records.len() >= COPY_BATCH_ROWS {
-            self.flush(planner).await?;
+            self.flush(planner, session).await?;
         }
         Ok(())
     }
 
-    async fn flush(&mut self, planner: &Planner) -> Result<(), SqlError> {
+    /// Writes the buffered rows: again, from the transaction as it was,
+    /// after a lock wait (a key another transaction is adding) or on a
+    /// newer commit (see `Session::write_attempts`).
+    async fn flush(&mut self, planner: &Planner, session: &CopySession<'_>) -> Result<(), SqlError> {
         let defaults = self.default_values(planner).await?;
         let (rows, batch) = self.target.rows(&self.records, &defaults)?;
         self.records.clear();
         if let Some(checks) = &self.checks {
             checks.check_values(&batch)?;
         }
+        loop {
+            session.engine.refresh(&mut self.txn).await?;
+            let (writes, copied) = (self.txn.writes.clone(), self.rows);
+            match self.write_rows(&rows, &batch).await {
+                Err(error) if locks::is_restart(&error) => {
+                    self.txn.writes = writes;
+                    self.rows = copied;
+                    if let Some(locks) = self.txn.writes.locks()
+                        && let Some((tag, mode)) = locks.take_blocked()
+                    {
+                        wait_for(locks, &tag, mode, session.lock_timeout).await?;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_rows(&mut self, rows: &[Vec<u8>], batch: &RecordBatch) -> Result<(), SqlError> {
         let def = Arc::clone(&self.target.def);
         for row in rows {
-            dml::insert_row(&mut self.txn, &def, row).await?;
+            dml::insert_row(&mut self.txn, &def, row.clone()).await?;
             self.rows += 1;
             if self.rows.is_multiple_of(COPY_PROGRESS_ROWS) {
                 tracing::info!(table = %def.name, rows = self.rows, "COPY in progress");
             }
         }
         if let Some(checks) = &self.checks {
-            checks.check_references(&self.txn.writes, &batch).await?;
+            checks.check_references(&self.txn.writes, batch).await?;
         }
         Ok(())
     }
@@ -938,8 +1042,9 @@ impl Session {
     /// [`Session::copy_done`], as PostgreSQL reports it once the client stops sending.
     pub async fn copy_data(&mut self, data: &[u8]) {
         let Some(copy) = self.copy.as_mut() else { return };
+        let session = CopySession { engine: &self.engine, lock_timeout: self.settings.lock_timeout() };
         if copy.failure.is_none()
-            && let Err(error) = copy.feed(data, &self.planner).await
+            && let Err(error) = copy.feed(data, &self.planner, &session).await
         {
             copy.failure = Some(error);
         }
@@ -953,7 +1058,10 @@ impl Session {
         let written = match copy.failure.take() {
             Some(error) => Err(error),
             None => match copy.parser.finish(&mut copy.records) {
-                Ok(()) => copy.flush(&self.planner).await,
+                Ok(()) => {
+                    let session = CopySession { engine: &self.engine, lock_timeout: self.settings.lock_timeout() };
+                    copy.flush(&self.planner, &session).await
+                }
                 Err(error) => Err(error),
             },
         };
@@ -1006,7 +1114,8 @@ impl Session {
         }
         let format = CopyFormat::from_options(&options, &legacy_options)?;
         let autocommit = !matches!(self.tx, TxState::InBlock(_));
-        let txn = self.take_write_txn(None).await?;
+        let mut txn = self.take_write_txn(LockMode::IntentExclusive).await?;
+        self.engine.refresh(&mut txn).await?;
         let catalog = self.engine.catalog_at(&txn.snapshot(), txn.private_ddl).await?;
         self.prepare(Arc::clone(&catalog), txn.snapshot());
         let name = ddl::qualified_name(&table_name)?;
@@ -1145,7 +1254,7 @@ impl Session {
             return Ok(Described { param_types: Vec::new(), schema: None });
         }
         // Describe takes no snapshot for the block: a write described
-        // first must still take it after the write lock.
+        // first must still take it when it writes, on the newest commit.
         let (snapshot, private_ddl) = match (&self.tx, &self.block.snapshot) {
             (TxState::InBlock(Some(txn)), _) => (txn.snapshot(), txn.private_ddl),
             (TxState::InBlock(None), Some(snapshot)) => (snapshot.clone(), false),
@@ -1436,15 +1545,16 @@ impl Session {
     /// there are no dead rows to remove; what VACUUM does is refresh the
     /// free space map from the committed pages: of the table named, or of
     /// every table and the catalog (forgetting the chains of dropped and
-    /// truncated tables). It takes the write lock, so that no commit lands
-    /// while it walks (it waits for an open write transaction, as a write
-    /// does), and writes nothing. A reader has no map: VACUUM there does
+    /// truncated tables). It takes the database lock exclusively, so that
+    /// no commit but sequence marks lands while it walks (it waits for the
+    /// open write transactions, as DDL does), and writes nothing. A reader has no map: VACUUM there does
     /// nothing.
     async fn vacuum(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
         let Statement::Vacuum(vacuum) = statement else {
             return Err(SqlError::internal("vacuum given another statement"));
         };
-        let txn = self.engine.begin_write().await?;
+        let wait = LockWait::Timeout(self.settings.lock_timeout());
+        let txn = self.engine.begin_write(LockMode::Exclusive, wait, false).await?;
         let snapshot = txn.writes.snapshot();
         let catalog = self.engine.catalog_at(&snapshot, false).await?;
         self.prepare(Arc::clone(&catalog), snapshot);
@@ -1553,8 +1663,14 @@ impl Session {
     /// statement); else a fresh one (READ COMMITTED).
     async fn statement_snapshot(&mut self) -> Result<(Snapshot, bool), SqlError> {
         self.block.queried |= !matches!(self.tx, TxState::Idle);
-        match &self.tx {
-            TxState::InBlock(Some(txn)) => Ok((txn.snapshot(), txn.private_ddl)),
+        let read_committed = !self.block.mode.isolation.keeps_snapshot();
+        match &mut self.tx {
+            TxState::InBlock(Some(txn)) => {
+                if read_committed {
+                    self.engine.refresh(txn).await?;
+                }
+                Ok((txn.snapshot(), txn.private_ddl))
+            }
             TxState::InBlock(None) if self.block.mode.isolation.keeps_snapshot() => {
                 if let Some(snapshot) = &self.block.snapshot {
                     return Ok((snapshot.clone(), false));
@@ -1567,24 +1683,34 @@ impl Session {
         }
     }
 
-    /// The block's write transaction, or a new one: the write lock, waited
-    /// for at most lock_timeout, or with `nowait` not at all (55P03 when
-    /// another transaction holds it). In a REPEATABLE READ or SERIALIZABLE
-    /// block a new one reads the block's snapshot, which is taken now (after
-    /// the lock, so on the newest commit) if no statement took it yet.
-    async fn take_write_txn(&mut self, nowait: Option<&LockingRead>) -> Result<WriteTxn, SqlError> {
+    /// The block's write transaction, or a new one, holding the database
+    /// lock in `mode` (`Exclusive` for DDL; a transaction that wrote rows
+    /// upgrades to it, waiting for the other writers), waited for at most
+    /// lock_timeout. In a REPEATABLE READ or SERIALIZABLE block a new one
+    /// reads the block's snapshot, which is taken now (on the newest
+    /// commit) if no statement took it yet.
+    async fn take_write_txn(&mut self, mode: LockMode) -> Result<WriteTxn, SqlError> {
         self.block.queried |= !matches!(self.tx, TxState::Idle);
+        let wait = LockWait::Timeout(self.settings.lock_timeout());
         if let TxState::InBlock(open) = &mut self.tx
             && let Some(txn) = open.take()
         {
+            if mode == LockMode::Exclusive
+                && let Some(locks) = txn.writes.locks()
+                && let Err(error) = take_lock(locks, LockTag::Database, mode, wait).await
+            {
+                // The block keeps its transaction; the statement fails.
+                self.tx = TxState::InBlock(Some(txn));
+                return Err(error);
+            }
             return Ok(txn);
         }
-        let mut txn = match nowait {
-            Some(read) => self.engine.try_begin_write().await?.ok_or_else(|| read.not_available())?,
-            None => self.engine.begin_write_within(self.settings.lock_timeout()).await?,
-        };
         let isolation = self.block.mode.isolation;
-        if matches!(self.tx, TxState::InBlock(_)) && isolation.keeps_snapshot() {
+        let in_block = matches!(self.tx, TxState::InBlock(_));
+        let keeps_snapshot = in_block && isolation.keeps_snapshot();
+        let mut txn = self.engine.begin_write(mode, wait, keeps_snapshot).await?;
+        txn.serializable = in_block && isolation == IsolationLevel::Serializable;
+        if keeps_snapshot {
             let snapshot = match &self.block.snapshot {
                 Some(snapshot) => snapshot.clone(),
                 None => Snapshot::committed(Arc::clone(&self.engine.volume), txn.writes.read_point()),
@@ -1593,6 +1719,16 @@ impl Session {
             self.engine.keep_snapshot(&mut txn, &snapshot, isolation).await?;
         }
         Ok(txn)
+    }
+
+    /// After a statement attempt ended with [`locks::restart`]: waits for
+    /// the lock it could not take, if that was why (at most lock_timeout).
+    async fn wait_blocked(&self, txn: &WriteTxn) -> Result<(), SqlError> {
+        let Some(locks) = txn.writes.locks() else { return Ok(()) };
+        match locks.take_blocked() {
+            Some((tag, mode)) => wait_for(locks, &tag, mode, self.settings.lock_timeout()).await,
+            None => Ok(()),
+        }
     }
 
     async fn read(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
@@ -1663,23 +1799,24 @@ impl Session {
     }
 
     /// Takes the locks of a locking read (SELECT ... FOR UPDATE and the
-    /// like; see "Locking reads" in the module docs): in a block, the
-    /// block's write transaction, kept until COMMIT or ROLLBACK, whose
-    /// snapshot the query then reads; outside one, the write lock is only
-    /// waited for (the locks would end with the statement).
+    /// like; see "Locking reads" in the module docs): the locked tables,
+    /// `Exclusive` (FOR UPDATE, FOR NO KEY UPDATE) or `Share` (FOR SHARE,
+    /// FOR KEY SHARE), in the block's write transaction, kept until COMMIT
+    /// or ROLLBACK; the query then reads the transaction's state. Outside
+    /// a block the locks are only waited for (they would end with the statement).
     async fn lock_for_read(&mut self, locking: &LockingRead) -> Result<(), SqlError> {
         if self.engine.read_only || self.transaction_mode().read_only {
             return Err(locking.read_only_error());
         }
-        let txn = self.take_write_txn(locking.nowait.then_some(locking)).await?;
-        let TxState::InBlock(open) = &mut self.tx else { return Ok(()) };
-        let txn = open.insert(txn);
-        if !txn.writes.has_changes_since_snapshot() {
-            return Ok(());
+        let mut txn = self.take_write_txn(LockMode::IntentExclusive).await?;
+        let result = self.lock_tables(&mut txn, locking).await;
+        if let TxState::InBlock(open) = &mut self.tx {
+            *open = Some(txn);
         }
-        // REPEATABLE READ with commits since the snapshot: a locked row
-        // must not have changed since, checked per page of the locked
-        // tables' heaps.
+        result
+    }
+
+    async fn lock_tables(&mut self, txn: &mut WriteTxn, locking: &LockingRead) -> Result<(), SqlError> {
         let (snapshot, private_ddl) = (txn.snapshot(), txn.private_ddl);
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
         self.prepare(Arc::clone(&catalog), snapshot);
@@ -1689,9 +1826,24 @@ impl Session {
                 chains.push(entry.def.first_page);
             }
         }
-        let Some(txn) = self.open_txn() else { return Err(SqlError::internal("locking read lost its transaction")) };
-        for first in chains {
-            txn.writes.check_chain_unchanged(first).await?;
+        let mode = if locking.clause == "FOR UPDATE" { LockMode::Exclusive } else { LockMode::Share };
+        let locks = txn.writes.locks().cloned().ok_or_else(|| SqlError::internal("locking read without locks"))?;
+        for first in &chains {
+            let wait = match locking.nowait {
+                true => LockWait::No(locking.not_available()),
+                false => LockWait::Timeout(self.settings.lock_timeout()),
+            };
+            take_lock(&locks, LockTag::Table(*first), mode, wait).await?;
+        }
+        // READ COMMITTED reads what was committed before the locks were
+        // granted; REPEATABLE READ learns what changed since its snapshot.
+        self.engine.refresh(txn).await?;
+        if txn.writes.has_changes_since_snapshot() {
+            // A locked row must not have changed since the snapshot,
+            // checked per page of the locked tables' heaps.
+            for first in chains {
+                txn.writes.check_chain_unchanged(first).await?;
+            }
         }
         Ok(())
     }
@@ -1818,8 +1970,12 @@ impl Session {
     }
 
     async fn write(&mut self, statement: Statement, params: Option<Vec<ScalarValue>>) -> Result<QueryOutput, SqlError> {
-        let mut txn = self.take_write_txn(None).await?;
-        let result = self.write_in(&mut txn, statement, params).await;
+        let mode = match statement {
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => LockMode::IntentExclusive,
+            _ => LockMode::Exclusive,
+        };
+        let mut txn = self.take_write_txn(mode).await?;
+        let result = self.write_attempts(&mut txn, statement, params).await;
         match &mut self.tx {
             TxState::InBlock(open) => {
                 *open = Some(txn);
@@ -1829,6 +1985,31 @@ impl Session {
                 let output = result?;
                 self.engine.commit(txn).await?;
                 Ok(output)
+            }
+        }
+    }
+
+    /// Runs a write statement in `txn`, on the newest commit: again after
+    /// waiting for a lock another transaction held, or on a newer state
+    /// when a row it locked was changed by a commit it did not read (see
+    /// `crate::locks`); each attempt starts from the transaction as it was.
+    async fn write_attempts(
+        &mut self,
+        txn: &mut WriteTxn,
+        statement: Statement,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<QueryOutput, SqlError> {
+        loop {
+            self.engine.refresh(txn).await?;
+            let (writes, private_ddl) = (txn.writes.clone(), txn.private_ddl);
+            match self.write_in(txn, statement.clone(), params.clone()).await {
+                Err(error) if locks::is_restart(&error) => {
+                    txn.writes = writes;
+                    txn.private_ddl = private_ddl;
+                    self.wait_blocked(txn).await?;
+                    tracing::debug!("statement runs again after a lock wait or a newer commit");
+                }
+                other => return other,
             }
         }
     }
@@ -1934,6 +2115,40 @@ impl Session {
                 Ok(output)
             }
         }
+    }
+}
+
+/// How long a lock may be waited for.
+pub(crate) enum LockWait {
+    /// At most this long (None: as long as it takes); 55P03 after it.
+    Timeout(Option<std::time::Duration>),
+    /// Not at all: this error if another transaction holds it (NOWAIT).
+    No(SqlError),
+}
+
+/// Takes `mode` on `tag` for the transaction of `locks`, waiting as `wait` says.
+async fn take_lock(locks: &TxnLocks, tag: LockTag, mode: LockMode, wait: LockWait) -> Result<(), SqlError> {
+    if !matches!(locks.manager().try_acquire(locks.id(), &tag, mode), Acquired::Blocked(..)) {
+        return Ok(());
+    }
+    match wait {
+        LockWait::No(error) => Err(error),
+        LockWait::Timeout(timeout) => wait_for(locks, &tag, mode, timeout).await,
+    }
+}
+
+/// Waits until the transaction of `locks` holds `mode` on `tag`: at most
+/// `timeout` (55P03 after it); 40P01 if the wait closes a cycle.
+async fn wait_for(
+    locks: &TxnLocks,
+    tag: &LockTag,
+    mode: LockMode,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), SqlError> {
+    let wait = locks.manager().wait(locks.id(), tag, mode);
+    match timeout {
+        None => wait.await,
+        Some(timeout) => tokio::time::timeout(timeout, wait).await.map_err(|_| isolation::lock_timeout())?,
     }
 }
 

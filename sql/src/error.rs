@@ -61,6 +61,9 @@ pub mod sqlstate {
     pub const RESERVED_NAME: &str = "42939";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const DEADLOCK_DETECTED: &str = "40P01";
+    /// Not PostgreSQL's: a statement attempt the engine runs again (see `crate::locks::restart`).
+    pub const STATEMENT_RESTART: &str = "40000";
     pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const SEQUENCE_GENERATOR_LIMIT_EXCEEDED: &str = "2200H";

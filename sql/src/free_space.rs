@@ -3,8 +3,8 @@
 //! extends the chain.
 //!
 //! Where it lives: in memory, one [`FreeSpaceMap`] per engine, shared by its
-//! write transactions (only the writer writes, one transaction at a time
-//! under the engine's write lock). Nothing of it is stored. A chain becomes
+//! write transactions (only the writer writes; a transaction's changes
+//! are merged in under the engine's commit lock). Nothing of it is stored. A chain becomes
 //! known at the first insert into it after the engine opened, by one walk of
 //! the committed chain (which finding the chain's last page needed anyway),
 //! or when a transaction creates it (CREATE TABLE, TRUNCATE); VACUUM walks
@@ -268,6 +268,12 @@ impl FreeSpaceChanges {
     /// The changes to the chain `first`, if the transaction touched it.
     pub fn get(&self, first: PageId) -> Option<&ChainChanges> {
         self.chains.get(&first)
+    }
+
+    /// (page, first page of its chain) for every page the transaction knows
+    /// the room of: each heap page it changed, and some it only looked at.
+    pub fn pages(&self) -> impl Iterator<Item = (PageId, PageId)> + '_ {
+        self.chains.iter().flat_map(|(first, chain)| chain.known.by_page.keys().map(move |page| (*page, *first)))
     }
 
     /// The changes to the chain `first`, empty until the transaction touches it.

@@ -34,6 +34,7 @@
 use crate::catalog::{META_PAGE, Meta};
 use crate::error::SqlError;
 use crate::free_space::{ChainSpace, FreeSpaceChanges, SharedFreeSpace};
+use crate::locks::{LockMode, LockTag, TxnLocks};
 use crate::row::too_big;
 use crate::volume::Volume;
 use borealis_storage::ids::{Lsn, PageId};
@@ -188,6 +189,9 @@ pub struct WriteSet {
     /// What changed since the older snapshot the transaction reads (see
     /// the module docs). Boxed: rare, and every session holds a write set's room.
     changed: Option<Box<Changed>>,
+    /// The transaction's locks (None: a write set of the engine's own, such
+    /// as sequence marks, that locks nothing).
+    locks: Option<Arc<TxnLocks>>,
 }
 
 /// What commits after a transaction's snapshot changed, and how the write set deals with it.
@@ -220,9 +224,9 @@ struct Merge {
 }
 
 impl WriteSet {
-    /// An empty write set over the committed state at `read_point`, which
-    /// must include every commit so far (the caller holds the write lock),
-    /// choosing pages for inserts with the engine's `free_space` map.
+    /// An empty write set over the committed state at `read_point` (a
+    /// submitted commit), choosing pages for inserts with the engine's
+    /// `free_space` map.
     pub fn new(volume: Arc<dyn Volume>, read_point: Lsn, free_space: SharedFreeSpace) -> WriteSet {
         WriteSet {
             volume,
@@ -232,7 +236,83 @@ impl WriteSet {
             free_space,
             changes: FreeSpaceChanges::default(),
             changed: None,
+            locks: None,
         }
+    }
+
+    /// The write set of the transaction holding `locks`: its row changes take row locks.
+    pub fn with_locks(mut self, locks: Arc<TxnLocks>) -> WriteSet {
+        self.locks = Some(locks);
+        self
+    }
+
+    /// The transaction's locks, if it takes any.
+    pub fn locks(&self) -> Option<&Arc<TxnLocks>> {
+        self.locks.as_ref()
+    }
+
+    /// Takes `mode` on `tag` for the transaction (see `crate::locks`): a
+    /// lock another transaction holds, or one a newer commit than this
+    /// write set's read point released (READ COMMITTED), ends the statement
+    /// attempt with [`crate::locks::restart`], for the engine to wait or
+    /// rebase and run it again; a stale row under REPEATABLE READ is 40001.
+    pub fn lock(&self, tag: LockTag, mode: LockMode) -> Result<(), SqlError> {
+        let Some(locks) = &self.locks else { return Ok(()) };
+        locks.acquire(tag, mode)
+    }
+
+    /// An empty write set of the same transaction over the newer commit `newest`.
+    pub(crate) fn fresh(&self, newest: Lsn) -> WriteSet {
+        let fresh = WriteSet::new(Arc::clone(&self.volume), newest, Arc::clone(&self.free_space));
+        match &self.locks {
+            Some(locks) => fresh.with_locks(Arc::clone(locks)),
+            None => fresh,
+        }
+    }
+
+    /// Page `id` as the committed state at `read_point` has it.
+    pub(crate) async fn committed_page(&self, id: PageId, read_point: Lsn) -> Result<Arc<Page>, SqlError> {
+        Ok(self.volume.read_page(id, read_point).await?)
+    }
+
+    /// The heap pages whose rows the transaction changed, with their
+    /// chains' first pages: what `crate::rebase` replays.
+    pub(crate) fn heap_pages(&self) -> Vec<(PageId, PageId)> {
+        self.changes.pages().filter(|(page, _)| self.pages.contains_key(page)).collect()
+    }
+
+    /// The pages the transaction changed.
+    pub(crate) fn pages(&self) -> &Overlay {
+        &self.pages
+    }
+
+    /// Moves the write set onto the newer commit `newest`, which changed
+    /// none of its pages (`crate::rebase` checked); `since_snapshot` lists,
+    /// under REPEATABLE READ, the pages commits after the snapshot changed.
+    pub(crate) fn advance(&mut self, newest: Lsn, since_snapshot: Option<(Lsn, HashSet<PageId>)>) {
+        assert!(newest >= self.read_point, "write set moved back from {} to {newest}", self.read_point);
+        self.read_point = newest;
+        if let Some((snapshot, mut pages)) = since_snapshot {
+            pages.retain(|page| !self.pages.contains_key(page));
+            match &mut self.changed {
+                Some(changed) => Arc::make_mut(&mut changed.pages).extend(pages),
+                None if pages.is_empty() => {}
+                None => self.changed_since(snapshot, pages),
+            }
+        }
+    }
+
+    /// Replaces the meta tuple's image with the newest commit's, keeping
+    /// the pages this transaction allocated counted (the only meta field a
+    /// transaction without DDL changes).
+    pub(crate) async fn merge_meta(&mut self) -> Result<(), SqlError> {
+        let Some(own) = self.pages.get(&META_PAGE) else { return Ok(()) };
+        let own = Meta::from_page(own)?.ok_or_else(|| SqlError::corrupt("volume has no meta page"))?;
+        let committed = self.volume.read_page(META_PAGE, self.read_point).await?;
+        let mut meta = Meta::from_page(&committed)?.ok_or_else(|| SqlError::corrupt("volume has no meta page"))?;
+        meta.next_free_page = meta.next_free_page.max(own.next_free_page);
+        self.pages.insert(META_PAGE, committed);
+        self.set_meta(&meta).await
     }
 
     /// The transaction reads the snapshot at `snapshot`, older than this
@@ -460,8 +540,12 @@ impl WriteSet {
     /// Takes the next free page from the meta tuple and formats it as a `kind` page.
     pub async fn allocate_page(&mut self, kind: PageKind) -> Result<PageId, SqlError> {
         let mut meta = self.meta().await?;
-        let page = meta.next_free_page;
-        meta.next_free_page = PageId(page.0 + 1);
+        let page = match &self.locks {
+            // Transactions running side by side take distinct pages.
+            Some(locks) => PageId(locks.allocate_page(meta.next_free_page.0)),
+            None => meta.next_free_page,
+        };
+        meta.next_free_page = PageId(page.0 + 1).max(meta.next_free_page);
         self.set_meta(&meta).await?;
         self.apply(RedoBody::InitPage { page, kind }).await?;
         Ok(page)
@@ -495,6 +579,7 @@ impl WriteSet {
         if data.len() > TUPLE_SIZE_MAX {
             return Err(too_big(data.len()));
         }
+        self.lock(LockTag::Row(first, address), LockMode::Exclusive)?;
         self.check_row(address).await?;
         let page = self.page(address.page).await?;
         let old_len = page.tuple(address.slot).map(<[u8]>::len).ok_or_else(|| {
@@ -514,6 +599,7 @@ impl WriteSet {
 
     /// Frees the row at `address` of the chain `first`.
     pub async fn delete(&mut self, first: PageId, address: RowAddress) -> Result<(), SqlError> {
+        self.lock(LockTag::Row(first, address), LockMode::Exclusive)?;
         self.check_row(address).await?;
         self.apply(RedoBody::DeleteTuple { page: address.page, slot: address.slot }).await?;
         self.note_room(first, address.page);

@@ -12,6 +12,7 @@ use crate::catalog::{Catalog, IndexDef, TableDef};
 use crate::error::{SqlError, sqlstate};
 use crate::heap::{RowAddress, WriteSet};
 use crate::keys::row_key;
+use crate::locks::{LockMode, LockTag};
 
 /// The key of `tuple` in `index`, and whether it has a NULL column.
 fn key_of(def: &TableDef, index: &IndexDef, tuple: &[u8]) -> Result<(Vec<u8>, bool), SqlError> {
@@ -29,15 +30,26 @@ pub fn unique_violation(index: &IndexDef) -> SqlError {
 /// Adds the entry of `key` for the row at `address`, refusing a duplicate in a unique index.
 async fn add_entry(
     writes: &mut WriteSet,
-    index: &IndexDef,
+    (def, index): (&TableDef, &IndexDef),
     key: &[u8],
     has_null: bool,
     address: RowAddress,
 ) -> Result<(), SqlError> {
-    if index.unique && !has_null && btree::contains(writes, index.root, key).await? {
-        return Err(unique_violation(index));
+    if index.unique && !has_null {
+        lock_key(writes, def, index, key)?;
+        if btree::contains(writes, index.root, key).await? {
+            return Err(unique_violation(index));
+        }
     }
     btree::insert(writes, index.root, btree::entry(key, address)).await
+}
+
+/// Locks a key of a unique index that the transaction adds or removes, so
+/// that another transaction adding or removing it, or referencing it from
+/// a foreign key, waits until this one ends (see `crate::locks`).
+fn lock_key(writes: &WriteSet, def: &TableDef, index: &IndexDef, key: &[u8]) -> Result<(), SqlError> {
+    let tag = LockTag::Key { table: def.first_page, index: index.root, key: key.to_vec() };
+    writes.lock(tag, LockMode::Exclusive)
 }
 
 /// Adds the entries of a new row (already in the heap at `address`).
@@ -49,7 +61,7 @@ pub async fn insert_row(
 ) -> Result<(), SqlError> {
     for index in &def.indexes {
         let (key, has_null) = key_of(def, index, tuple)?;
-        add_entry(writes, index, &key, has_null, address).await?;
+        add_entry(writes, (def, index), &key, has_null, address).await?;
     }
     Ok(())
 }
@@ -62,7 +74,10 @@ pub async fn delete_row(
     address: RowAddress,
 ) -> Result<(), SqlError> {
     for index in &def.indexes {
-        let (key, _) = key_of(def, index, tuple)?;
+        let (key, has_null) = key_of(def, index, tuple)?;
+        if index.unique && !has_null {
+            lock_key(writes, def, index, &key)?;
+        }
         btree::delete(writes, index.root, &btree::entry(&key, address)).await?;
     }
     Ok(())
@@ -88,10 +103,13 @@ pub async fn update_row(
 ) -> Result<Vec<PendingEntry>, SqlError> {
     let mut pending = Vec::new();
     for (position, index) in def.indexes.iter().enumerate() {
-        let (old_key, _) = key_of(def, index, old)?;
+        let (old_key, old_has_null) = key_of(def, index, old)?;
         let (new_key, has_null) = key_of(def, index, new)?;
         if old_key == new_key && old_address == new_address {
             continue;
+        }
+        if index.unique && old_key != new_key && !old_has_null {
+            lock_key(writes, def, index, &old_key)?;
         }
         btree::delete(writes, index.root, &btree::entry(&old_key, old_address)).await?;
         pending.push(PendingEntry { index: position, key: new_key, has_null, address: new_address });
@@ -102,7 +120,7 @@ pub async fn update_row(
 /// Second half of an UPDATE: adds the entries [`update_row`] returned.
 pub async fn add_pending(writes: &mut WriteSet, def: &TableDef, pending: Vec<PendingEntry>) -> Result<(), SqlError> {
     for entry in pending {
-        add_entry(writes, &def.indexes[entry.index], &entry.key, entry.has_null, entry.address).await?;
+        add_entry(writes, (def, &def.indexes[entry.index]), &entry.key, entry.has_null, entry.address).await?;
     }
     Ok(())
 }

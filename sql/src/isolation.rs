@@ -1,6 +1,6 @@
 //! Transaction isolation levels, access modes and locking reads, on top of
-//! the engine's one write transaction at a time (see `crate::engine` for the
-//! rules; this module holds their parts that need no session).
+//! the engine's write transactions and their locks (see `crate::engine` for
+//! the rules; this module holds their parts that need no session).
 //!
 //! - [`TxMode`]: a transaction's isolation level and access mode, from
 //!   `default_transaction_isolation` / `default_transaction_read_only`,
@@ -233,7 +233,7 @@ impl LockingRead {
         )
     }
 
-    /// 55P03 for NOWAIT when another transaction holds the write lock.
+    /// 55P03 for NOWAIT when another transaction holds a conflicting lock.
     pub fn not_available(&self) -> SqlError {
         let relation = self.tables.first().and_then(|name| name.0.last()).and_then(|part| part.as_ident());
         let relation = relation.map_or_else(String::new, crate::ddl::normalize);
@@ -241,7 +241,7 @@ impl LockingRead {
     }
 }
 
-/// 55P03 for a wait on the write lock longer than `lock_timeout`.
+/// 55P03 for a lock wait longer than `lock_timeout`.
 pub fn lock_timeout() -> SqlError {
     SqlError::new(sqlstate::LOCK_NOT_AVAILABLE, "canceling statement due to lock timeout")
 }

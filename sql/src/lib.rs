@@ -16,7 +16,7 @@
 //! chain at that read point (`provider::ScanExec`).
 //!
 //! Module map: `volume` (the seam), `engine` (sessions, transactions,
-//! dispatch), `isolation` (isolation levels, locking reads), `ddl`, `dml`, `copy` (COPY FROM STDIN),
+//! dispatch), `isolation` (isolation levels, locking reads), `locks` (row, key and table locks), `ddl`, `dml`, `copy` (COPY FROM STDIN),
 //! `catalog`, `heap`, `free_space` (which heap pages have room), `btree` (B+tree indexes in
 //! pages), `access` (choosing an index for a scan), `keys` (order-preserving key encoding), `index` (keeping indexes
 //! in step with rows), `row`, `types`, `provider`, `error`, `testing`
@@ -43,12 +43,14 @@ pub mod integers;
 pub mod isolation;
 pub mod json;
 pub mod keys;
+pub mod locks;
 pub mod names;
 pub mod notice;
 pub mod pg_catalog;
 pub mod pg_functions;
 pub mod pg_rewrite;
 pub mod provider;
+pub mod rebase;
 pub mod roles;
 pub mod row;
 pub mod sequence;

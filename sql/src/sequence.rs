@@ -231,7 +231,7 @@ impl Live {
 pub struct Sequences {
     live: Mutex<HashMap<u64, Live>>,
     /// Serialises writing high-water marks, so that a later mark never
-    /// lands before an earlier one. Taken after the engine's write lock.
+    /// lands before an earlier one. Taken before the engine's commit lock.
     pub(crate) persist_lock: tokio::sync::Mutex<()>,
 }
 
@@ -324,7 +324,7 @@ impl SequenceContext {
     /// Whether nextval or setval ran since the last call: the session then
     /// has high-water marks to write before its statement returns. (Other
     /// sessions' marks are theirs to write: a plain query never waits for
-    /// the write lock.)
+    /// any lock.)
     pub fn take_used(&self) -> bool {
         self.used.swap(false, Ordering::Relaxed)
     }

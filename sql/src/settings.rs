@@ -185,7 +185,7 @@ impl Settings {
         self.duration("statement_timeout")
     }
 
-    /// How long a statement may wait for the write lock; None when 0 (off).
+    /// How long a statement may wait for a lock; None when 0 (off).
     pub fn lock_timeout(&self) -> Option<Duration> {
         self.duration("lock_timeout")
     }

@@ -214,9 +214,9 @@ async fn failed_block_refuses_until_rollback_and_commit_rolls_back() {
     assert_eq!(tag(&one(&mut s, "COMMIT").await), "ROLLBACK");
     assert_eq!(s.transaction_status(), TransactionStatus::Idle);
     assert_eq!(query(&mut s, "SELECT count(*) FROM t").await, strings(&[&["0"]]));
-    // The write lock was released: another session can write.
+    // Its locks were released: another session can write the same key.
     let mut other = engine.session();
-    one(&mut other, "INSERT INTO t VALUES (5)").await;
+    one(&mut other, "INSERT INTO t VALUES (1)").await;
 }
 
 #[tokio::test]
@@ -441,7 +441,7 @@ async fn a_dropped_statement_fails_its_block() {
     assert_eq!(sqlstate(&mut s, "SELECT 1").await, "25P02");
     assert_eq!(tag(&one(&mut s, "COMMIT").await), "ROLLBACK");
     assert_eq!(query(&mut s, "SELECT count(*) FROM t").await, strings(&[&["0"]]));
-    // The dropped transaction released the write lock.
+    // The dropped transaction released its locks.
     one(&mut s, "INSERT INTO t VALUES (3)").await;
     // A dropped implicit transaction rolls back and leaves no block behind.
     assert!(s.execute("INSERT INTO t VALUES (4); INSERT INTO t VALUES (5)").now_or_never().is_none());
@@ -692,7 +692,7 @@ async fn sequence_values_are_never_repeated_across_sessions_rollbacks_and_restar
         take(query(&mut b, "SELECT nextval('s')").await);
     }
     // Values taken inside a write transaction that rolls back: their mark is
-    // written in a commit of its own while the transaction holds the write lock.
+    // written in a commit of its own while the transaction is open.
     one(&mut a, "BEGIN").await;
     one(&mut a, "INSERT INTO t SELECT nextval('s') FROM generate_series(1, 100)").await;
     take(query(&mut a, "SELECT v FROM t").await);
@@ -1046,4 +1046,34 @@ async fn a_format_6_volume_takes_added_columns_as_is_and_its_first_dropped_colum
         strings(&[&["a", "1"], &["c", "3"], &["d", "4"], &["e", "5"]])
     );
     assert_eq!(query(&mut session, "SELECT a, c, d, e FROM t").await, strings(&[&["1", "10", "4", "NULL"]]));
+}
+
+#[tokio::test]
+async fn transactions_changing_the_same_pages_commit_one_on_top_of_the_other() {
+    let (_volume, engine) = writer().await;
+    let (mut a, mut b) = (engine.session(), engine.session());
+    one(&mut a, "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    one(&mut a, "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 10) AS g").await;
+    one(&mut a, "BEGIN").await;
+    one(&mut b, "BEGIN").await;
+    // Both append to the chain's last page and split the same index leaves.
+    one(&mut a, "INSERT INTO t SELECT g, repeat('a', 200) FROM generate_series(100, 199) AS g").await;
+    one(&mut a, "UPDATE t SET v = 'a' WHERE id = 1").await;
+    one(&mut b, "INSERT INTO t SELECT g, repeat('b', 200) FROM generate_series(200, 299) AS g").await;
+    one(&mut b, "DELETE FROM t WHERE id = 2").await;
+    one(&mut a, "COMMIT").await;
+    // READ COMMITTED: b's next statement reads a's commit and its own rows.
+    assert_eq!(query(&mut b, "SELECT count(*) FROM t").await, strings(&[&["209"]]));
+    one(&mut b, "UPDATE t SET v = 'b' WHERE id = 150").await;
+    one(&mut b, "COMMIT").await;
+    let mut s = engine.session();
+    assert_eq!(query(&mut s, "SELECT count(*) FROM t").await, strings(&[&["209"]]));
+    for (id, v) in [(1, "a"), (3, "x"), (150, "b"), (199, "aaa"), (200, "bbb"), (299, "bbb")] {
+        let found = query(&mut s, &format!("SELECT left(v, 3) FROM t WHERE id = {id}")).await;
+        assert_eq!(found, strings(&[&[v]]), "row {id} by its key");
+    }
+    assert_eq!(query(&mut s, "SELECT count(*) FROM t WHERE id = 2").await, strings(&[&["0"]]));
+    // The index has one entry per row: a unique key is refused, a free one taken.
+    assert_eq!(sqlstate(&mut s, "INSERT INTO t VALUES (250, 'again')").await, "23505");
+    one(&mut s, "INSERT INTO t VALUES (2, 'again')").await;
 }

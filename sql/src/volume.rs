@@ -15,8 +15,8 @@
 //!   earlier commit.
 //! - `commit(bodies)` makes the records durable as one transaction, applied in
 //!   order at consecutive LSNs, the last being the commit record; it returns
-//!   that LSN. Only the engine's write lock holder calls it, so commits never
-//!   interleave. Readers return [`VolumeError::ReadOnly`].
+//!   that LSN. Only the holder of the engine's commit lock calls it, so
+//!   commits never interleave. Readers return [`VolumeError::ReadOnly`].
 
 use crate::error::{SqlError, sqlstate};
 use crate::heap::Overlay;
