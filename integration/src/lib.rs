@@ -41,22 +41,42 @@ pub fn borealis_binary() -> anyhow::Result<PathBuf> {
 /// `count` distinct loopback port numbers, each free for both TCP and UDP
 /// (storage daemons listen on UDP, instances on TCP, and the commit stream
 /// on UDP under the writer's TCP port number). Every socket stays bound until
-/// all are chosen, so no number is handed out twice.
+/// all are chosen, so no number is handed out twice, and a number this
+/// process handed out before is never handed out again (tests start
+/// clusters side by side). The numbers come from below the kernel's
+/// ephemeral range, so that no socket bound to port 0 (a QUIC client's, a
+/// connection's) takes one before its process binds it.
 pub fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u16, ephemeral_low.max(12_000));
+    // Processes start at different points of the range.
+    let span = u32::from(high - low);
+    let mut next = low + (std::process::id() * 7_919 % span) as u16;
     let mut held = Vec::with_capacity(count);
     let mut ports = Vec::with_capacity(count);
-    for _ in 0..count * 20 {
+    for _ in 0..span {
         if ports.len() == count {
             break;
         }
-        let tcp = TcpListener::bind("127.0.0.1:0")?;
-        let port = tcp.local_addr()?.port();
+        let port = next;
+        next = if next + 1 >= high { low } else { next + 1 };
+        if handed_out.contains(&port) {
+            continue;
+        }
+        let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) else { continue };
         if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
             held.push((tcp, udp));
             ports.push(port);
         }
     }
     anyhow::ensure!(ports.len() == count, "found {} of {count} free loopback ports", ports.len());
+    handed_out.extend(&ports);
     Ok(ports)
 }
 

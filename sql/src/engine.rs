@@ -138,6 +138,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use tokio::sync::OwnedMutexGuard;
 
 /// The SQL engine of one instance (writer or reader) over one volume.
 pub struct Engine {
@@ -146,7 +147,9 @@ pub struct Engine {
     /// Held while a transaction is moved onto the newest commit and
     /// submitted, and while the newest commit is looked up to move one: so
     /// commits are submitted one at a time, each on the one before.
-    commit_lock: tokio::sync::Mutex<()>,
+    /// An autocommit statement runs under it, start to commit (see
+    /// `Session::write_alone`).
+    commit_lock: Arc<tokio::sync::Mutex<()>>,
     /// Row, key, table and database locks of the write transactions.
     locks: Arc<LockManager>,
     /// The next page id to hand out (see `TxnLocks::allocate_page`).
@@ -178,7 +181,7 @@ impl Engine {
             commits: Mutex::new(CommitLog::new(newest)),
             volume,
             read_only,
-            commit_lock: tokio::sync::Mutex::new(()),
+            commit_lock: Arc::default(),
             locks: Arc::default(),
             next_page: Arc::default(),
             catalog_cache: Mutex::new(Arc::new(Catalog::default())),
@@ -249,15 +252,18 @@ impl Engine {
         self.locks.rebase(locks.id(), read_point);
         let writes =
             WriteSet::new(Arc::clone(&self.volume), read_point, Arc::clone(&self.free_space)).with_locks(locks);
-        Ok(WriteTxn { writes, private_ddl: false, base: None, serializable: false })
+        Ok(WriteTxn { writes, private_ddl: false, base: None, serializable: false, commit_guard: None })
     }
 
     /// Moves `txn` onto the newest submitted commit (see `crate::rebase`);
     /// 40001 for a SERIALIZABLE transaction if other data was committed since its base.
     async fn refresh(&self, txn: &mut WriteTxn) -> Result<(), SqlError> {
-        let target = {
-            let _commit = self.commit_lock.lock().await;
-            self.rebase_target(txn).await?
+        let target = match txn.commit_guard {
+            Some(_) => self.rebase_target(txn).await?,
+            None => {
+                let _commit = self.commit_lock.lock().await;
+                self.rebase_target(txn).await?
+            }
         };
         self.move_onto(txn, target).await
     }
@@ -379,6 +385,14 @@ impl Engine {
                 (Some(own), None)
             }
         };
+        // Lock order: the commit lock (the separate commit below needs it),
+        // then the persist lock.
+        let mut commit_lock = None;
+        match (own.as_mut(), txn.as_deref()) {
+            (Some(own), _) => own.commit_guard = Some(Arc::clone(&self.commit_lock).lock_owned().await),
+            (None, Some(txn)) if txn.commit_guard.is_none() => commit_lock = Some(self.commit_lock.lock().await),
+            _ => {}
+        }
         let _persisting = self.sequences.persist_lock.lock().await;
         let unpersisted = self.sequences.unpersisted(catalog);
         let mut separate = match &own {
@@ -403,8 +417,7 @@ impl Engine {
         }
         if let Some(separate) = separate.filter(|s| !s.is_empty()) {
             // Sequence pages change only here, under the persist lock: the
-            // marks apply to the newest commit as they are.
-            let commit = self.commit_lock.lock().await;
+            // marks apply to the newest commit as they are (the commit lock is held).
             let read_point = separate.read_point();
             let (bodies, pages, _) = separate.into_parts();
             let changed: Vec<PageId> = pages.keys().copied().collect();
@@ -414,7 +427,7 @@ impl Engine {
             })?;
             assert!(lsn > read_point, "commit LSN {lsn} is not above its read point {read_point}");
             self.commits.lock().expect("commit log lock poisoned").record(lsn, changed, true);
-            drop(commit);
+            drop(commit_lock.take());
             self.volume.wait_durable(lsn).await.map_err(|e| e.to_sql_error(true))?;
             tracing::debug!(commit_lsn = %lsn, "sequence marks committed");
         }
@@ -443,7 +456,10 @@ impl Engine {
             return Ok(());
         }
         let mut txn = txn;
-        let guard = self.commit_lock.lock().await;
+        let guard = match txn.commit_guard.take() {
+            Some(guard) => guard,
+            None => Arc::clone(&self.commit_lock).lock_owned().await,
+        };
         let target = self.rebase_target(&txn).await?;
         // Its locks are all held: a replay never waits (see `crate::rebase`).
         self.move_onto(&mut txn, target)
@@ -492,6 +508,9 @@ pub(crate) struct WriteTxn {
     base: Option<Box<Snapshot>>,
     /// SERIALIZABLE: moving onto a newer commit with other data fails (40001).
     serializable: bool,
+    /// The engine's commit lock, held by an autocommit statement from its
+    /// start to its commit (see `Session::write_alone`).
+    commit_guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTxn {
@@ -1975,18 +1994,14 @@ impl Session {
             _ => LockMode::Exclusive,
         };
         let mut txn = self.take_write_txn(mode).await?;
-        let result = self.write_attempts(&mut txn, statement, params).await;
-        match &mut self.tx {
-            TxState::InBlock(open) => {
-                *open = Some(txn);
-                result
-            }
-            _ => {
-                let output = result?;
-                self.engine.commit(txn).await?;
-                Ok(output)
-            }
+        if matches!(self.tx, TxState::Idle) {
+            return self.write_alone(txn, statement, params).await;
         }
+        let result = self.write_attempts(&mut txn, statement, params).await;
+        if let TxState::InBlock(open) = &mut self.tx {
+            *open = Some(txn);
+        }
+        result
     }
 
     /// Runs a write statement in `txn`, on the newest commit: again after
@@ -2010,6 +2025,40 @@ impl Session {
                     tracing::debug!("statement runs again after a lock wait or a newer commit");
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// An autocommit write: it runs on the newest commit and commits
+    /// under the engine's commit lock, so nothing commits between its
+    /// start and its commit and it never needs moving (what the commit
+    /// lock serialises is what one statement's page changes cost; its
+    /// storage round trip is not under it). A lock another transaction
+    /// holds ends the attempt: the commit lock is let go while the
+    /// statement waits, and it runs again.
+    async fn write_alone(
+        &mut self,
+        mut txn: WriteTxn,
+        statement: Statement,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<QueryOutput, SqlError> {
+        loop {
+            txn.commit_guard = Some(Arc::clone(&self.engine.commit_lock).lock_owned().await);
+            self.engine.refresh(&mut txn).await?;
+            let (writes, private_ddl) = (txn.writes.clone(), txn.private_ddl);
+            match self.write_in(&mut txn, statement.clone(), params.clone()).await {
+                Err(error) if locks::is_restart(&error) => {
+                    txn.commit_guard = None;
+                    txn.writes = writes;
+                    txn.private_ddl = private_ddl;
+                    self.wait_blocked(&txn).await?;
+                    tracing::debug!("statement runs again after a lock wait or a newer commit");
+                }
+                Err(error) => return Err(error),
+                Ok(output) => {
+                    self.engine.commit(txn).await?;
+                    return Ok(output);
+                }
             }
         }
     }
