@@ -14,7 +14,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, TimeUnit};
 use borealis_sql::pg_catalog::{INT2VECTOR_ITEM, OIDVECTOR_ITEM};
 use borealis_sql::{json, text_output};
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{NaiveDate, NaiveDateTime, Timelike};
 use datafusion::scalar::ScalarValue;
 use pgwire::api::Type;
 use pgwire::api::portal::{Format, Portal};
@@ -51,6 +51,8 @@ pub fn pg_type(data_type: &DataType) -> Type {
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
+        DataType::Interval(_) => Type::INTERVAL,
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
         DataType::List(item) if item.name() == INT2VECTOR_ITEM => Type::INT2_VECTOR,
         DataType::List(item) if item.name() == OIDVECTOR_ITEM => Type::OID_VECTOR,
@@ -77,6 +79,8 @@ pub fn arrow_type(pg: &Type) -> Option<DataType> {
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some(borealis_sql::types::UTC.into())),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
         Type::BYTEA => DataType::Binary,
+        Type::UUID => DataType::Utf8,
+        Type::TIME => DataType::Time64(TimeUnit::Microsecond),
         _ => return None,
     })
 }
@@ -91,6 +95,7 @@ pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
             let pg = match json::Kind::of(field) {
                 Some(json::Kind::Json) => Type::JSON,
                 Some(json::Kind::Jsonb) => Type::JSONB,
+                None if borealis_sql::types::is_uuid(field) => Type::UUID,
                 None => pg_type(field.data_type()),
             };
             FieldInfo::new(field.name().clone(), None, None, pg, format.format_for(index))
@@ -115,8 +120,21 @@ fn normalise(column: &ArrayRef) -> PgWireResult<ArrayRef> {
         DataType::Decimal256(_, _) => Some(DataType::Utf8),
         DataType::Interval(IntervalUnit::MonthDayNano) => None,
         DataType::Interval(_) => Some(DataType::Interval(IntervalUnit::MonthDayNano)),
+        DataType::Time64(TimeUnit::Microsecond) => None,
+        DataType::Time32(_) | DataType::Time64(_) => Some(DataType::Time64(TimeUnit::Microsecond)),
         DataType::List(item) if matches!(item.data_type(), DataType::Utf8View | DataType::LargeUtf8) => {
             Some(DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))))
+        }
+        // Arrays sent as text (dates, numerics...): PostgreSQL's text of each value.
+        DataType::List(item)
+            if array_type(item.data_type()).is_none()
+                && ![INT2VECTOR_ITEM, OIDVECTOR_ITEM].contains(&item.name().as_str()) =>
+        {
+            let lists = column.as_list::<i32>();
+            let texts: arrow::array::StringArray = (0..lists.len())
+                .map(|i| lists.is_valid(i).then(|| array_text(&lists.value(i))).transpose())
+                .collect::<PgWireResult<_>>()?;
+            return Ok(Arc::new(texts));
         }
         other if pg_type(other) == Type::TEXT && *other != DataType::Utf8 => Some(DataType::Utf8),
         _ => None,
@@ -141,6 +159,10 @@ pub fn encode_batch(
                 encode_json(&mut encoder, column, row, field)?;
                 continue;
             }
+            if *field.datatype() == Type::UUID {
+                encode_uuid(&mut encoder, column, row, field.format())?;
+                continue;
+            }
             encode_value(&mut encoder, column, row, field.format())?;
         }
         rows.push(encoder.take_row());
@@ -163,6 +185,20 @@ fn encode_json(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, fiel
         return encoder.encode_field_with_type_and_format(&bytes, &Type::BYTEA, field.format(), &options);
     }
     encoder.encode_field_with_type_and_format(&text, &Type::TEXT, field.format(), &options)
+}
+
+/// A uuid: its text, or in binary format its 16 bytes.
+fn encode_uuid(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, format: FieldFormat) -> PgWireResult<()> {
+    if column.is_null(row) {
+        return encoder.encode_field(&None::<i32>);
+    }
+    let text = column.as_string::<i32>().value(row);
+    let options = pgwire::types::format::FormatOptions::default();
+    if format == FieldFormat::Binary {
+        let bytes = borealis_sql::types::uuid_bytes(text).map_err(|e| internal(e.message().to_string()))?;
+        return encoder.encode_field_with_type_and_format(&&bytes[..], &Type::BYTEA, format, &options);
+    }
+    encoder.encode_field_with_type_and_format(&text, &Type::TEXT, format, &options)
 }
 
 /// The version byte that starts jsonb's binary form.
@@ -234,6 +270,17 @@ fn encode_value(encoder: &mut DataRowEncoder, column: &ArrayRef, row: usize, for
             }
         }
         DataType::Binary => encoder.encode_field(&column.as_binary::<i32>().value(row)),
+        DataType::Time64(TimeUnit::Microsecond) => {
+            let micros = column.as_primitive::<arrow::datatypes::Time64MicrosecondType>().value(row);
+            match format {
+                FieldFormat::Text => encoder.encode_field(&text_output::time_text(micros)),
+                FieldFormat::Binary => {
+                    let time = text_output::naive_time(micros)
+                        .ok_or_else(|| internal(format!("time of day out of range: {micros}")))?;
+                    encoder.encode_field(&time)
+                }
+            }
+        }
         DataType::List(item) => {
             let vector = [INT2VECTOR_ITEM, OIDVECTOR_ITEM].contains(&item.name().as_str());
             encode_list(encoder, &column.as_list::<i32>().value(row), vector, format)
@@ -358,6 +405,29 @@ fn decode_parameter<S: Clone + Send + Sync + 'static>(
         Type::DATE => {
             let date = portal.parameter::<NaiveDate>(index, pg)?;
             ScalarValue::Date32(date.map(|d| d.num_days_from_ce_days() - UNIX_EPOCH_DAYS_FROM_CE))
+        }
+        Type::UUID => {
+            let raw = portal.parameters.get(index).cloned().flatten();
+            let binary = portal.parameter_format.format_for(index) == FieldFormat::Binary;
+            let text = match raw {
+                None => None,
+                Some(bytes) if binary => {
+                    let bytes: [u8; 16] =
+                        bytes.as_ref().try_into().map_err(|_| bad_parameter(index, pg, "a uuid is 16 bytes"))?;
+                    Some(borealis_sql::types::uuid_text(&bytes))
+                }
+                Some(bytes) => {
+                    let text = std::str::from_utf8(&bytes).map_err(|e| bad_parameter(index, pg, e))?;
+                    Some(borealis_sql::types::uuid_canonical(text).map_err(|e| bad_parameter(index, pg, e.message()))?)
+                }
+            };
+            ScalarValue::Utf8(text)
+        }
+        Type::TIME => {
+            let time = portal.parameter::<chrono::NaiveTime>(index, pg)?;
+            ScalarValue::Time64Microsecond(
+                time.map(|t| i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1_000)),
+            )
         }
         Type::TIMESTAMP => {
             let timestamp = portal.parameter::<NaiveDateTime>(index, pg)?;

@@ -685,6 +685,9 @@ async fn add_key(
             index::choose_name(catalog, schema, &own, &base)
         }
     };
+    if let Some(&column) = key.iter().find(|&&c| !crate::keys::is_indexable(def.columns[c].ty)) {
+        return Err(crate::keys::not_indexable(def.columns[column].ty));
+    }
     let root = crate::btree::create(&mut txn.writes).await?;
     let index = IndexDef { name, columns: key, unique: true, primary, root };
     index::build(&mut txn.writes, def, &index).await?;

@@ -525,7 +525,9 @@ impl CopyTarget {
             };
             let target = column.ty.arrow_type();
             let array: ArrayRef = Arc::new(text);
-            arrays.push(if array.data_type() == &target {
+            arrays.push(if let Some(read) = crate::input::from_text(&array, column.ty) {
+                read?
+            } else if array.data_type() == &target {
                 array
             } else if matches!(column.ty, SqlType::Date | SqlType::Timestamp | SqlType::Timestamptz) {
                 crate::datetime::text_to_datetime(&array, &target)?

@@ -15,6 +15,7 @@
 
 use crate::error::{SqlError, sqlstate};
 use crate::text_output;
+use crate::types::SqlType;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, IntervalMonthDayNanoBuilder, PrimitiveArray, StringBuilder,
@@ -245,7 +246,14 @@ pub fn text_to_datetime(texts: &ArrayRef, target: &DataType) -> Result<ArrayRef,
                 None => scaled,
             }
         }
-        other => return cast(&texts.slice(0, texts.len()), other).map_err(|e| SqlError::from_arrow(&e)),
+        other => {
+            let texts: ArrayRef = Arc::new(texts.clone());
+            return match input_type(other).and_then(|ty| crate::input::from_text(&texts, ty)) {
+                // Same values; the target may name its list field differently.
+                Some(read) => cast(&read?, other).map_err(|e| SqlError::from_arrow(&e)),
+                None => cast(&texts, other).map_err(|e| SqlError::from_arrow(&e)),
+            };
+        }
     };
     Ok(array)
 }
@@ -258,7 +266,15 @@ fn is_datetime(data_type: &DataType) -> bool {
     matches!(data_type, DataType::Date32 | DataType::Timestamp(_, _))
 }
 
-/// Casts from text to a date or timestamp become [`TextToDatetime`] calls
+/// The column type of `data_type` if its text input is `crate::input`'s
+/// (interval, time, bytea, arrays).
+fn input_type(data_type: &DataType) -> Option<SqlType> {
+    let ty = SqlType::from_arrow(&datafusion::arrow::datatypes::Field::new("", data_type.clone(), true)).ok()?;
+    matches!(ty, SqlType::Interval | SqlType::Time | SqlType::Bytea | SqlType::Array(_)).then_some(ty)
+}
+
+/// Casts from text to a date, timestamp, interval, time, bytea or array
+/// become [`TextToDatetime`] calls
 /// (see the module doc), and casts to text of values whose text PostgreSQL
 /// writes differently from Arrow become [`text_output::ValueToText`] calls,
 /// as do casts of json to text (which DataFusion would drop, keeping the
@@ -291,7 +307,7 @@ fn rewrite_cast(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
     let Expr::Cast(Cast { expr: inner, field }) = &expr else { return Ok(Transformed::no(expr)) };
     let data_type = field.data_type();
     let Ok(from) = inner.get_type(schema) else { return Ok(Transformed::no(expr)) };
-    let function = if is_datetime(data_type) && is_text(&from) {
+    let function = if (is_datetime(data_type) || input_type(data_type).is_some()) && is_text(&from) {
         ScalarUDF::new_from_impl(TextToDatetime::new(data_type.clone()))
     } else if *data_type == DataType::Utf8
         && (text_output::has_own_text(&from)
@@ -305,7 +321,8 @@ fn rewrite_cast(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
     Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(function, vec![inner.as_ref().clone()]))))
 }
 
-/// Text read as a date or timestamp of one Arrow type, as PostgreSQL reads it.
+/// Text read as a date or timestamp of one Arrow type, as PostgreSQL reads
+/// it (or as an interval, time, bytea or array: see `crate::input`).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct TextToDatetime {
     name: String,
@@ -315,7 +332,11 @@ struct TextToDatetime {
 
 impl TextToDatetime {
     fn new(target: DataType) -> TextToDatetime {
-        let name = format!("text_to_{}", type_name(&target).replace(' ', "_"));
+        let name = match input_type(&target) {
+            Some(ty) => format!("text_to_{ty}"),
+            None => format!("text_to_{}", type_name(&target)),
+        }
+        .replace(' ', "_");
         let signature =
             Signature::uniform(1, vec![DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View], Volatility::Immutable);
         TextToDatetime { name, target, signature }

@@ -419,6 +419,9 @@ fn table_def(create: &CreateTable, catalog: &Catalog, schema: &str) -> Result<Ta
         if taken.contains(&index_name) {
             return Err(catalog::relation_exists(&index_name));
         }
+        if let Some(&column) = key.iter().find(|&&c| !crate::keys::is_indexable(columns[c].ty)) {
+            return Err(crate::keys::not_indexable(columns[column].ty));
+        }
         taken.push(index_name.clone());
         indexes.push(IndexDef { name: index_name, columns: key, unique: true, primary, root: PageId(0) });
         Ok(())
@@ -662,6 +665,9 @@ pub(crate) async fn create_index(
             index::choose_name(catalog, schema, &[], &index::default_name(&table, &names, "idx"))
         }
     };
+    if let Some(&column) = key.iter().find(|&&c| !crate::keys::is_indexable(def.columns[c].ty)) {
+        return Err(crate::keys::not_indexable(def.columns[column].ty));
+    }
     let root = crate::btree::create(&mut txn.writes).await?;
     let index = IndexDef { name, columns: key, unique: create.unique, primary: false, root };
     index::build(&mut txn.writes, &def, &index).await?;

@@ -970,8 +970,11 @@ fn cast_columns(def: &TableDef, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>, S
 /// `array` as values of type `ty` (errors, not NULLs, on failure).
 pub(crate) fn cast_column(array: &ArrayRef, ty: SqlType) -> Result<ArrayRef, SqlError> {
     let target = ty.arrow_type();
-    if array.data_type() == &target {
+    if array.data_type() == &target && ty != SqlType::Uuid {
         return Ok(Arc::clone(array));
+    }
+    if let Some(read) = crate::input::from_text(array, ty) {
+        return read;
     }
     let options = CastOptions { safe: false, ..Default::default() };
     cast_with_options(array.as_ref(), &target, &options).map_err(|e| SqlError::from_arrow(&e))

@@ -117,7 +117,73 @@ pub fn register(state: &mut SessionState) -> DfResult<()> {
     crate::json::register(state)?;
     let uuid = datafusion::functions::string::uuid().as_ref().clone().with_aliases(["gen_random_uuid"]);
     state.register_udf(Arc::new(uuid))?;
+    for strings in [datafusion::functions::unicode::character_length(), datafusion::functions::string::octet_length()] {
+        let name = if strings.name() == "octet_length" { "octet_length" } else { "length" };
+        let signature = Signature::any(1, Volatility::Immutable);
+        state.register_udf(Arc::new(ScalarUDF::new_from_impl(BytesLength { name, strings, signature })))?;
+    }
     Ok(())
+}
+
+/// `length` and `octet_length` of bytea (its bytes), over DataFusion's,
+/// which take strings only and still answer for them.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BytesLength {
+    name: &'static str,
+    strings: Arc<ScalarUDF>,
+    signature: Signature,
+}
+
+impl BytesLength {
+    fn is_bytes(data_type: &DataType) -> bool {
+        matches!(data_type, DataType::Binary | DataType::LargeBinary | DataType::BinaryView)
+    }
+}
+
+impl ScalarUDFImpl for BytesLength {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        match args {
+            [one] if Self::is_bytes(one) => Ok(DataType::Int32),
+            _ => {
+                let coerced = self.strings.coerce_types(args).unwrap_or_else(|_| args.to_vec());
+                self.strings.return_type(&coerced)
+            }
+        }
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> DfResult<Vec<DataType>> {
+        match args {
+            [one] if Self::is_bytes(one) => Ok(vec![DataType::Binary]),
+            _ => self.strings.coerce_types(args).or_else(|_| Ok(args.to_vec())),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let [value] = args.args.as_slice() else {
+            return datafusion::common::exec_err!("{} takes one argument", self.name);
+        };
+        if !Self::is_bytes(&value.data_type()) {
+            return self.strings.invoke_with_args(args);
+        }
+        let scalar = matches!(value, ColumnarValue::Scalar(_));
+        let bytes = value.to_array(if scalar { 1 } else { args.number_rows })?;
+        let bytes = datafusion::arrow::compute::cast(&bytes, &DataType::Binary)?;
+        let lengths: datafusion::arrow::array::Int32Array =
+            bytes.as_binary::<i32>().iter().map(|b| b.map(|b| b.len() as i32)).collect();
+        let lengths: ArrayRef = Arc::new(lengths);
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&lengths, 0)?));
+        }
+        Ok(ColumnarValue::Array(lengths))
+    }
 }
 
 /// `format(template, args...)`.

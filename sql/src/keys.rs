@@ -10,7 +10,13 @@
 //!   (-0 is encoded as +0, NaN sorts above +Infinity as in PostgreSQL);
 //! - booleans: one byte 0 or 1;
 //! - text: the UTF-8 bytes with each 0x00 escaped as 0x00 0xFF, then the
-//!   terminator 0x00 0x00 (byte order, which is the C collation).
+//!   terminator 0x00 0x00 (byte order, which is the C collation); bytea
+//!   likewise;
+//! - uuid: its 16 bytes; time: as an integer (microseconds);
+//! - interval: its span as PostgreSQL compares it (a month is 30 days, a
+//!   day 24 hours), in microseconds, as an i128 integer.
+//!
+//! Arrays have no key encoding: no index covers an array column.
 //!
 //! Every column's encoding is self-delimiting, so the encoding of a key's
 //! leading columns is a byte prefix of the whole key's, and comparing two
@@ -62,9 +68,19 @@ fn encode_stored(ty: SqlType, stored: &[u8], out: &mut Vec<u8>) -> Result<(), Sq
         SqlType::Float4 => out.extend_from_slice(&f32_key(f32::from_le_bytes(fixed(stored).ok_or_else(corrupt)?))),
         SqlType::Float8 => out.extend_from_slice(&f64_key(f64::from_le_bytes(fixed(stored).ok_or_else(corrupt)?))),
         SqlType::Bool => out.push(u8::from(*stored.first().ok_or_else(corrupt)? != 0)),
-        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb => {
+        SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb | SqlType::Bytea => {
             text_key(stored, out)
         }
+        SqlType::Uuid => out.extend_from_slice(stored),
+        SqlType::Time => out.extend_from_slice(&signed_be(i64::from_le_bytes(fixed(stored).ok_or_else(corrupt)?))),
+        SqlType::Interval => {
+            let bytes: [u8; 16] = fixed(stored).ok_or_else(corrupt)?;
+            let months = i32::from_le_bytes(fixed(&bytes[..4]).ok_or_else(corrupt)?);
+            let days = i32::from_le_bytes(fixed(&bytes[4..8]).ok_or_else(corrupt)?);
+            let nanoseconds = i64::from_le_bytes(fixed(&bytes[8..]).ok_or_else(corrupt)?);
+            out.extend_from_slice(&signed_be(interval_span(months, days, nanoseconds)));
+        }
+        SqlType::Array(_) => return Err(not_indexable(ty)),
     }
     Ok(())
 }
@@ -99,9 +115,31 @@ pub fn scalar_key(ty: SqlType, value: &ScalarValue) -> Option<Vec<u8>> {
         (SqlType::Float8, ScalarValue::Float64(Some(v))) => out.extend_from_slice(&f64_key(*v)),
         (SqlType::Bool, ScalarValue::Boolean(Some(v))) => out.push(u8::from(*v)),
         (SqlType::Text | SqlType::Varchar(_), ScalarValue::Utf8(Some(v))) => text_key(v.as_bytes(), &mut out),
+        (SqlType::Uuid, ScalarValue::Utf8(Some(v))) => out.extend_from_slice(&crate::types::uuid_bytes(v).ok()?),
+        (SqlType::Bytea, ScalarValue::Binary(Some(v))) => text_key(v, &mut out),
+        (SqlType::Time, ScalarValue::Time64Microsecond(Some(v))) => out.extend_from_slice(&signed_be(*v)),
+        (SqlType::Interval, ScalarValue::IntervalMonthDayNano(Some(v))) => {
+            out.extend_from_slice(&signed_be(interval_span(v.months, v.days, v.nanoseconds)))
+        }
         _ => return None,
     }
     Some(out)
+}
+
+/// An interval's span in microseconds, as PostgreSQL orders intervals.
+fn interval_span(months: i32, days: i32, nanoseconds: i64) -> i128 {
+    const DAY_MICROS: i128 = 86_400_000_000;
+    (i128::from(months) * 30 + i128::from(days)) * DAY_MICROS + i128::from(nanoseconds / 1_000)
+}
+
+/// 0A000 for an index over a column of type `ty`.
+pub fn not_indexable(ty: SqlType) -> SqlError {
+    SqlError::unsupported(format_args!("an index on a column of type {ty}"))
+}
+
+/// Whether an index can cover a column of type `ty`.
+pub fn is_indexable(ty: SqlType) -> bool {
+    !matches!(ty, SqlType::Array(_))
 }
 
 fn fixed<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {

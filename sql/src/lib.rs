@@ -39,6 +39,7 @@ pub mod free_space;
 pub mod functions;
 pub mod heap;
 pub mod index;
+pub mod input;
 pub mod integers;
 pub mod isolation;
 pub mod json;

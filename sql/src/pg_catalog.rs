@@ -327,6 +327,14 @@ pub fn type_of(ty: SqlType) -> (i32, i32) {
         SqlType::Timestamptz => (1184, -1),
         SqlType::Json => (114, -1),
         SqlType::Jsonb => (3802, -1),
+        SqlType::Uuid => (2950, -1),
+        SqlType::Bytea => (17, -1),
+        SqlType::Time => (1083, -1),
+        SqlType::Interval => (1186, -1),
+        SqlType::Array(element) => {
+            let (oid, typmod) = type_of(element.scalar());
+            (TYPES.iter().find(|t| t.0 == oid).map_or(0, |t| t.6), typmod)
+        }
     }
 }
 
@@ -361,6 +369,7 @@ pub const TYPES: &[TypeRow] = &[
     (1700, "numeric", -1, false, "N", 0, 1231, 0),
     (114, "json", -1, false, "U", 0, 199, 0),
     (3802, "jsonb", -1, false, "U", 0, 3807, 0),
+    (2950, "uuid", 16, false, "U", 0, 2951, 0),
     (2205, "regclass", 4, true, "N", 0, 2210, 0),
     (1000, "_bool", -1, false, "A", 0, 0, 16),
     (1001, "_bytea", -1, false, "A", 0, 0, 17),
@@ -383,6 +392,7 @@ pub const TYPES: &[TypeRow] = &[
     (1231, "_numeric", -1, false, "A", 0, 0, 1700),
     (199, "_json", -1, false, "A", 0, 0, 114),
     (3807, "_jsonb", -1, false, "A", 0, 0, 3802),
+    (2951, "_uuid", -1, false, "A", 0, 0, 2950),
     (2210, "_regclass", -1, false, "A", 0, 0, 2205),
 ];
 
@@ -2173,6 +2183,12 @@ mod tests {
             (SqlType::Timestamptz, "timestamp with time zone"),
             (SqlType::Jsonb, "jsonb"),
             (SqlType::Float8, "double precision"),
+            (SqlType::Uuid, "uuid"),
+            (SqlType::Bytea, "bytea"),
+            (SqlType::Time, "time without time zone"),
+            (SqlType::Interval, "interval"),
+            (SqlType::Array(crate::types::Element::Int4), "integer[]"),
+            (SqlType::Array(crate::types::Element::Text), "text[]"),
         ] {
             let (oid, typmod) = type_of(ty);
             assert_eq!(format_type(oid.into(), Some(typmod.into())), want);

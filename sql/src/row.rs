@@ -4,7 +4,11 @@
 //! | bytes | field |
 //! | 2 | column count n (u16 LE); columns past n read as NULL, so a later ADD COLUMN needs no rewrite |
 //! | ceil(n/8) | null bitmap, bit i set = column i is NULL |
-//! | ... | each non-NULL value in column order: fixed-width little-endian, or u32 LE length + UTF-8 for text |
+//! | ... | each non-NULL value in column order: fixed-width little-endian, or u32 LE length + bytes for text, bytea and arrays |
+//!
+//! An array value's bytes are: element count (u32 LE), a null bitmap over
+//! the elements, and each non-NULL element as a column of the element type
+//! would store it.
 //!
 //! Writes go Arrow arrays -> [`encode_row`] (which enforces NOT NULL and
 //! varchar lengths); scans go tuple -> [`RowDecoder`] -> Arrow arrays.
@@ -13,11 +17,14 @@ use crate::catalog::TableDef;
 use crate::error::{SqlError, sqlstate};
 use crate::types::SqlType;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, ListArray, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt64Builder,
 };
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{
-    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, IntervalMonthDayNano,
+    IntervalMonthDayNanoType, Time64MicrosecondType, TimestampMicrosecondType,
 };
 use std::ops::Range;
 use std::sync::Arc;
@@ -69,6 +76,39 @@ fn encode_value(ty: SqlType, array: &dyn Array, row: usize, out: &mut Vec<u8>) -
         SqlType::Date => out.extend_from_slice(&array.as_primitive::<Date32Type>().value(row).to_le_bytes()),
         SqlType::Timestamp | SqlType::Timestamptz => {
             out.extend_from_slice(&array.as_primitive::<TimestampMicrosecondType>().value(row).to_le_bytes())
+        }
+        SqlType::Time => out.extend_from_slice(&array.as_primitive::<Time64MicrosecondType>().value(row).to_le_bytes()),
+        SqlType::Interval => {
+            let interval = array.as_primitive::<IntervalMonthDayNanoType>().value(row);
+            out.extend_from_slice(&interval.months.to_le_bytes());
+            out.extend_from_slice(&interval.days.to_le_bytes());
+            out.extend_from_slice(&interval.nanoseconds.to_le_bytes());
+        }
+        SqlType::Uuid => out.extend_from_slice(&crate::types::uuid_bytes(array.as_string::<i32>().value(row))?),
+        SqlType::Bytea => {
+            let bytes = array.as_binary::<i32>().value(row);
+            let length = u32::try_from(bytes.len()).map_err(|_| too_big(bytes.len()))?;
+            out.extend_from_slice(&length.to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        SqlType::Array(element) => {
+            let elements = array.as_list::<i32>().value(row);
+            let at = out.len();
+            out.extend_from_slice(&[0; TEXT_LENGTH_BYTES]);
+            let count = elements.len();
+            out.extend_from_slice(&u32::try_from(count).map_err(|_| too_big(count))?.to_le_bytes());
+            let bitmap = out.len();
+            out.resize(bitmap + count.div_ceil(8), 0);
+            for index in 0..count {
+                if elements.is_null(index) {
+                    out[bitmap + index / 8] |= 1 << (index % 8);
+                } else {
+                    encode_value(element.scalar(), elements.as_ref(), index, out)?;
+                }
+            }
+            let length = out.len() - at - TEXT_LENGTH_BYTES;
+            let length = u32::try_from(length).map_err(|_| too_big(length))?;
+            out[at..at + TEXT_LENGTH_BYTES].copy_from_slice(&length.to_le_bytes());
         }
         SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json | SqlType::Jsonb => {
             let text = array.as_string::<i32>().value(row);
@@ -177,7 +217,71 @@ enum ColumnBuilder {
     Decimal(Decimal128Builder, u8, i8),
     Date(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder),
+    Time(Time64MicrosecondBuilder),
+    Interval(IntervalMonthDayNanoBuilder),
+    Uuid(StringBuilder),
+    Binary(BinaryBuilder),
+    List(Box<ListColumn>),
     RowAddress(UInt64Builder),
+}
+
+/// An array column being built: its elements, and where each row's start.
+struct ListColumn {
+    element: SqlType,
+    elements: ColumnBuilder,
+    offsets: Vec<i32>,
+    valid: Vec<bool>,
+    /// Where each element of the current row is (reused from row to row).
+    ranges: Vec<Option<Range<usize>>>,
+}
+
+impl ListColumn {
+    fn append(&mut self, bytes: &[u8]) -> Result<(), SqlError> {
+        let corrupt = || SqlError::corrupt("array value shorter than its header says");
+        let count = u32::from_le_bytes(fixed(bytes.get(..4).ok_or_else(corrupt)?)?) as usize;
+        let bitmap = bytes.get(4..4 + count.div_ceil(8)).ok_or_else(corrupt)?;
+        let mut at = 4 + bitmap.len();
+        self.ranges.clear();
+        for index in 0..count {
+            if bitmap[index / 8] & (1 << (index % 8)) != 0 {
+                self.ranges.push(None);
+                continue;
+            }
+            let width = match self.element.fixed_width_bytes() {
+                Some(width) => width,
+                None => {
+                    let prefix = bytes.get(at..at + TEXT_LENGTH_BYTES).ok_or_else(corrupt)?;
+                    at += TEXT_LENGTH_BYTES;
+                    u32::from_le_bytes(fixed(prefix)?) as usize
+                }
+            };
+            bytes.get(at..at + width).ok_or_else(corrupt)?;
+            self.ranges.push(Some(at..at + width));
+            at += width;
+        }
+        for range in &self.ranges {
+            self.elements.append(range.clone().map(|range| &bytes[range]))?;
+        }
+        let last = *self.offsets.last().expect("offsets start with 0");
+        self.offsets.push(last + i32::try_from(count).map_err(|_| corrupt())?);
+        self.valid.push(true);
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        let last = *self.offsets.last().expect("offsets start with 0");
+        self.offsets.push(last);
+        self.valid.push(false);
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef, SqlError> {
+        let field = Arc::new(Field::new_list_field(self.element.arrow_type(), true));
+        let offsets = OffsetBuffer::new(std::mem::replace(&mut self.offsets, vec![0]).into());
+        let nulls = NullBuffer::from(std::mem::take(&mut self.valid));
+        let list = ListArray::try_new(field, offsets, self.elements.finish()?, Some(nulls))
+            .map_err(|e| SqlError::internal(format_args!("array column: {e}")))?;
+        Ok(Arc::new(list))
+    }
 }
 
 impl ColumnBuilder {
@@ -198,6 +302,17 @@ impl ColumnBuilder {
             SqlType::Timestamptz => {
                 ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone(crate::types::UTC))
             }
+            SqlType::Time => ColumnBuilder::Time(Time64MicrosecondBuilder::new()),
+            SqlType::Interval => ColumnBuilder::Interval(IntervalMonthDayNanoBuilder::new()),
+            SqlType::Uuid => ColumnBuilder::Uuid(StringBuilder::new()),
+            SqlType::Bytea => ColumnBuilder::Binary(BinaryBuilder::new()),
+            SqlType::Array(element) => ColumnBuilder::List(Box::new(ListColumn {
+                element: element.scalar(),
+                elements: ColumnBuilder::new(element.scalar()),
+                offsets: vec![0],
+                valid: Vec::new(),
+                ranges: Vec::new(),
+            })),
         }
     }
 
@@ -219,6 +334,17 @@ impl ColumnBuilder {
             ColumnBuilder::Decimal(b, _, _) => b.append_value(i128::from_le_bytes(fixed(bytes)?)),
             ColumnBuilder::Date(b) => b.append_value(i32::from_le_bytes(fixed(bytes)?)),
             ColumnBuilder::Timestamp(b) => b.append_value(i64::from_le_bytes(fixed(bytes)?)),
+            ColumnBuilder::Time(b) => b.append_value(i64::from_le_bytes(fixed(bytes)?)),
+            ColumnBuilder::Interval(b) => {
+                let bytes: [u8; 16] = fixed(bytes)?;
+                let months = i32::from_le_bytes(fixed(&bytes[..4])?);
+                let days = i32::from_le_bytes(fixed(&bytes[4..8])?);
+                let nanoseconds = i64::from_le_bytes(fixed(&bytes[8..])?);
+                b.append_value(IntervalMonthDayNano::new(months, days, nanoseconds));
+            }
+            ColumnBuilder::Uuid(b) => b.append_value(crate::types::uuid_text(&fixed(bytes)?)),
+            ColumnBuilder::Binary(b) => b.append_value(bytes),
+            ColumnBuilder::List(list) => list.append(bytes)?,
             ColumnBuilder::RowAddress(b) => b.append_value(u64::from_le_bytes(fixed(bytes)?)),
         }
         Ok(())
@@ -236,6 +362,11 @@ impl ColumnBuilder {
             ColumnBuilder::Decimal(b, _, _) => b.append_null(),
             ColumnBuilder::Date(b) => b.append_null(),
             ColumnBuilder::Timestamp(b) => b.append_null(),
+            ColumnBuilder::Time(b) => b.append_null(),
+            ColumnBuilder::Interval(b) => b.append_null(),
+            ColumnBuilder::Uuid(b) => b.append_null(),
+            ColumnBuilder::Binary(b) => b.append_null(),
+            ColumnBuilder::List(list) => list.append_null(),
             ColumnBuilder::RowAddress(b) => b.append_null(),
         }
     }
@@ -256,6 +387,11 @@ impl ColumnBuilder {
             ),
             ColumnBuilder::Date(b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+            ColumnBuilder::Time(b) => Arc::new(b.finish()),
+            ColumnBuilder::Interval(b) => Arc::new(b.finish()),
+            ColumnBuilder::Uuid(b) => Arc::new(b.finish()),
+            ColumnBuilder::Binary(b) => Arc::new(b.finish()),
+            ColumnBuilder::List(list) => list.finish()?,
             ColumnBuilder::RowAddress(b) => Arc::new(b.finish()),
         };
         Ok(array)
@@ -342,8 +478,9 @@ mod tests {
     use crate::catalog::{ColumnDef, TableId};
     use borealis_storage::ids::PageId;
     use datafusion::arrow::array::{
-        BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array,
-        StringArray, TimestampMicrosecondArray,
+        BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int16Array, Int32Array,
+        Int64Array, IntervalMonthDayNanoArray, ListBuilder, StringArray, Time64MicrosecondArray,
+        TimestampMicrosecondArray,
     };
 
     fn table(types: &[SqlType]) -> TableDef {
@@ -374,7 +511,23 @@ mod tests {
             SqlType::Date,
             SqlType::Timestamp,
             SqlType::Timestamptz,
+            SqlType::Time,
+            SqlType::Interval,
+            SqlType::Uuid,
+            SqlType::Bytea,
+            SqlType::Array(crate::types::Element::Int4),
+            SqlType::Array(crate::types::Element::Text),
         ];
+        let uuid = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        let ints =
+            ListArray::from_iter_primitive::<Int32Type, _, _>([Some(vec![Some(1), None, Some(3)]), None, Some(vec![])]);
+        let texts = {
+            let mut builder = ListBuilder::new(StringBuilder::new());
+            builder.append_value([Some("a b"), None]);
+            builder.append_value([Some("")]);
+            builder.append_null();
+            builder.finish()
+        };
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(Int16Array::from(vec![Some(-3), None, Some(i16::MAX)])),
             Arc::new(Int32Array::from(vec![None, Some(7), Some(i32::MIN)])),
@@ -388,6 +541,16 @@ mod tests {
             Arc::new(Date32Array::from(vec![Some(19000), None, Some(-5)])),
             Arc::new(TimestampMicrosecondArray::from(vec![None, Some(1_700_000_000_000_000), Some(-1)])),
             Arc::new(TimestampMicrosecondArray::from(vec![Some(0), None, Some(-1)]).with_timezone(crate::types::UTC)),
+            Arc::new(Time64MicrosecondArray::from(vec![Some(0), Some(86_399_999_999), None])),
+            Arc::new(IntervalMonthDayNanoArray::from(vec![
+                Some(IntervalMonthDayNano::new(-3, 0, 0)),
+                None,
+                Some(IntervalMonthDayNano::new(1, 2, 3_000)),
+            ])),
+            Arc::new(StringArray::from(vec![Some(uuid), None, Some("00000000-0000-0000-0000-000000000000")])),
+            Arc::new(BinaryArray::from(vec![Some(&[0u8, 255][..]), Some(&[][..]), None])),
+            Arc::new(ints),
+            Arc::new(texts),
         ];
         let def = table(&types);
         let outputs: Vec<OutputColumn> = (0..types.len()).map(OutputColumn::Stored).collect();

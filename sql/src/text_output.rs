@@ -83,6 +83,33 @@ pub fn timestamp_text(timestamp: &NaiveDateTime, zone_suffix: &str) -> String {
     format!("{whole}.{}{zone_suffix}", fraction.trim_end_matches('0'))
 }
 
+/// A time of day from microseconds since midnight; None out of range.
+pub fn naive_time(micros: i64) -> Option<chrono::NaiveTime> {
+    let seconds = u32::try_from(micros.div_euclid(1_000_000)).ok()?;
+    let nanos = u32::try_from(micros.rem_euclid(1_000_000) * 1_000).ok()?;
+    chrono::NaiveTime::from_num_seconds_from_midnight_opt(seconds, nanos)
+}
+
+/// PostgreSQL's text form of bytea (bytea_output hex): `\x00ff`.
+pub fn bytea_text(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(2 + bytes.len() * 2);
+    text.push_str("\\x");
+    for byte in bytes {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+/// PostgreSQL's text form of a time of day: `13:45:30`, `00:00:01.5`.
+pub fn time_text(micros: i64) -> String {
+    let (seconds, fraction) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
+    let mut text = format!("{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if fraction != 0 {
+        text.push_str(format!(".{fraction:06}").trim_end_matches('0'));
+    }
+    text
+}
+
 /// PostgreSQL's text form of an interval (IntervalStyle postgres):
 /// `1 year 2 mons 3 days 04:05:06.5`, each part signed on its own.
 pub fn interval_text(interval: IntervalMonthDayNano) -> String {
@@ -144,7 +171,13 @@ fn array_element(text: &str) -> String {
 pub fn has_own_text(data_type: &DataType) -> bool {
     matches!(
         data_type,
-        DataType::Float32 | DataType::Float64 | DataType::Timestamp(_, _) | DataType::Interval(_) | DataType::List(_)
+        DataType::Float32
+            | DataType::Float64
+            | DataType::Timestamp(_, _)
+            | DataType::Interval(_)
+            | DataType::List(_)
+            | DataType::Time64(_)
+            | DataType::Binary
     )
 }
 
@@ -169,6 +202,14 @@ pub fn to_text(values: &ArrayRef) -> DfResult<ArrayRef> {
                 let at = if values.is_null(row) { None } else { crate::datetime::timestamp_at(values.as_ref(), row) };
                 out.append_option(at.map(|at| timestamp_text(&at, suffix)));
             }
+        }
+        DataType::Time64(_) => {
+            let values = cast(values, &DataType::Time64(datafusion::arrow::datatypes::TimeUnit::Microsecond))?;
+            let values = values.as_primitive::<datafusion::arrow::datatypes::Time64MicrosecondType>();
+            values.iter().for_each(|v| out.append_option(v.map(time_text)));
+        }
+        DataType::Binary => {
+            values.as_binary::<i32>().iter().for_each(|v| out.append_option(v.map(bytea_text)));
         }
         DataType::List(_) => {
             let lists = values.as_list::<i32>();
