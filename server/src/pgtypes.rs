@@ -52,7 +52,7 @@ pub fn pg_type(data_type: &DataType) -> Type {
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
-        DataType::Interval(_) => Type::INTERVAL,
+        DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
         DataType::List(item) if item.name() == INT2VECTOR_ITEM => Type::INT2_VECTOR,
         DataType::List(item) if item.name() == OIDVECTOR_ITEM => Type::OID_VECTOR,
@@ -122,6 +122,10 @@ fn normalise(column: &ArrayRef) -> PgWireResult<ArrayRef> {
         DataType::Interval(_) => Some(DataType::Interval(IntervalUnit::MonthDayNano)),
         DataType::Time64(TimeUnit::Microsecond) => None,
         DataType::Time32(_) | DataType::Time64(_) => Some(DataType::Time64(TimeUnit::Microsecond)),
+        DataType::Duration(_) => {
+            return text_output::durations_as_intervals(column)
+                .map_err(|e| internal(format!("cannot encode column: {e}")));
+        }
         DataType::List(item) if matches!(item.data_type(), DataType::Utf8View | DataType::LargeUtf8) => {
             Some(DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))))
         }

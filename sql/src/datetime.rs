@@ -381,6 +381,9 @@ pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
 pub fn register(state: &mut SessionState) -> DfResult<()> {
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(ToChar::new())))?;
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(Age::new())))?;
+    state.register_udf(Arc::new(ScalarUDF::new_from_impl(Timezone {
+        signature: Signature::any(2, Volatility::Immutable),
+    })))?;
     state.register_udf(Arc::new(ScalarUDF::new_from_impl(ClockTimestamp {
         signature: Signature::nullary(Volatility::Volatile),
     })))?;
@@ -389,6 +392,126 @@ pub fn register(state: &mut SessionState) -> DfResult<()> {
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(FromText { name, signature: one_or_two() })))?;
     }
     Ok(())
+}
+
+/// `timezone(zone, value)`, which `value AT TIME ZONE zone` becomes: a
+/// timestamptz as the wall-clock time in `zone` (a timestamp), or a
+/// timestamp read as wall-clock time in `zone` (a timestamptz). Zones are
+/// IANA names (`Europe/Paris`), `UTC`, or offsets in ISO 8601's sign
+/// (`+02:00` is east of Greenwich).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Timezone {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Timezone {
+    fn name(&self) -> &str {
+        "timezone"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        Ok(match args.get(1) {
+            Some(DataType::Timestamp(_, Some(_))) => DataType::Timestamp(TimeUnit::Microsecond, None),
+            _ => DataType::Timestamp(TimeUnit::Microsecond, Some(crate::types::UTC.into())),
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let to_local = matches!(args.args.get(1).map(ColumnarValue::data_type), Some(DataType::Timestamp(_, Some(_))));
+        per_row(&args, |arrays| {
+            let [zones, values] = arrays else { return Err(SqlError::internal("timezone takes two arguments")) };
+            let zones = cast(zones, &DataType::Utf8).map_err(|e| SqlError::from_arrow(&e))?;
+            let zones = zones.as_string::<i32>();
+            let values = if is_text(values.data_type()) {
+                text_to_datetime(values, &DataType::Timestamp(TimeUnit::Microsecond, None))?
+            } else {
+                Arc::clone(values)
+            };
+            let mut out = Vec::with_capacity(values.len());
+            for row in 0..values.len() {
+                let (Some(at), true) = (timestamp_at(values.as_ref(), row), zones.is_valid(row)) else {
+                    out.push(None);
+                    continue;
+                };
+                let zone = zone(zones.value(row))?;
+                let micros = if to_local {
+                    zone.local_of(at.and_utc()).and_utc().timestamp_micros()
+                } else {
+                    zone.utc_of(at)?.timestamp_micros()
+                };
+                out.push(Some(micros));
+            }
+            let micros = PrimitiveArray::<TimestampMicrosecondType>::from(out);
+            Ok(if to_local { Arc::new(micros) } else { Arc::new(micros.with_timezone(crate::types::UTC)) })
+        })
+    }
+}
+
+/// A time zone of AT TIME ZONE.
+enum Zone {
+    Fixed(chrono::FixedOffset),
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// The wall-clock time in the zone at the instant `at`.
+    fn local_of(&self, at: chrono::DateTime<chrono::Utc>) -> NaiveDateTime {
+        match self {
+            Zone::Fixed(offset) => at.with_timezone(offset).naive_local(),
+            Zone::Named(zone) => at.with_timezone(zone).naive_local(),
+        }
+    }
+
+    /// The instant the wall-clock time `local` in the zone is (the earlier
+    /// of two in a fall-back hour; a spring-forward gap counts as the
+    /// offset before it, as PostgreSQL does).
+    fn utc_of(&self, local: NaiveDateTime) -> Result<chrono::DateTime<chrono::Utc>, SqlError> {
+        use chrono::TimeZone;
+        let utc = match self {
+            Zone::Fixed(offset) => offset.from_local_datetime(&local).earliest().map(|at| at.to_utc()),
+            Zone::Named(zone) => match zone.from_local_datetime(&local).earliest() {
+                Some(at) => Some(at.to_utc()),
+                None => {
+                    let before = zone.from_local_datetime(&(local - chrono::Duration::hours(1))).earliest();
+                    before.map(|at| at.to_utc() + chrono::Duration::hours(1))
+                }
+            },
+        };
+        utc.ok_or_else(|| SqlError::new(sqlstate::DATETIME_FIELD_OVERFLOW, "timestamp out of range"))
+    }
+}
+
+/// The zone `name` names; 22023 if none.
+fn zone(name: &str) -> Result<Zone, SqlError> {
+    let trimmed = name.trim();
+    if trimmed.eq_ignore_ascii_case("utc") || trimmed.eq_ignore_ascii_case("z") || trimmed.eq_ignore_ascii_case("gmt") {
+        return Ok(Zone::Fixed(chrono::FixedOffset::east_opt(0).expect("zero offset")));
+    }
+    if let Ok(zone) = trimmed.parse::<chrono_tz::Tz>() {
+        return Ok(Zone::Named(zone));
+    }
+    if let Some(seconds) = offset_seconds(trimmed)
+        && let Some(offset) = chrono::FixedOffset::east_opt(seconds)
+    {
+        return Ok(Zone::Fixed(offset));
+    }
+    Err(SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, format!("time zone \"{name}\" not recognized")))
+}
+
+/// `+HH[:MM]` / `-HH[:MM]` as seconds east of Greenwich.
+fn offset_seconds(text: &str) -> Option<i32> {
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let (hours, minutes) = rest.split_once(':').unwrap_or((rest, "0"));
+    let (hours, minutes): (i32, i32) = (hours.parse().ok()?, minutes.parse().ok()?);
+    (hours <= 15 && minutes < 60).then_some(sign * (hours * 3600 + minutes * 60))
 }
 
 /// Runs `body` per row over the arguments as arrays, keeping a call on

@@ -167,6 +167,12 @@ impl VisitorMut for FunctionAliases {
 fn rewrite_expr(expr: &mut Expr) {
     match expr {
         Expr::Collate { expr: inner, .. } => *expr = std::mem::replace(inner.as_mut(), null()),
+        // PostgreSQL's own spelling of AT TIME ZONE (and its column name).
+        Expr::AtTimeZone { timestamp, time_zone } => {
+            if let Some(call) = parse_expr(&format!("timezone({time_zone}, {timestamp})")) {
+                *expr = call;
+            }
+        }
         Expr::BinaryOp { .. } if json_operator(expr).is_some() => {
             if let Some(rewritten) = json_operator(expr) {
                 *expr = rewritten;

@@ -83,6 +83,17 @@ pub fn timestamp_text(timestamp: &NaiveDateTime, zone_suffix: &str) -> String {
     format!("{whole}.{}{zone_suffix}", fraction.trim_end_matches('0'))
 }
 
+/// Durations (what DataFusion makes of `timestamp - timestamp`) as the
+/// intervals PostgreSQL gives: whole days, then the time within a day.
+pub fn durations_as_intervals(values: &ArrayRef) -> DfResult<ArrayRef> {
+    let micros = cast(values, &DataType::Duration(datafusion::arrow::datatypes::TimeUnit::Microsecond))?;
+    let micros = micros.as_primitive::<datafusion::arrow::datatypes::DurationMicrosecondType>();
+    const DAY: i64 = 86_400_000_000;
+    let intervals: datafusion::arrow::array::IntervalMonthDayNanoArray =
+        micros.iter().map(|v| v.map(|v| IntervalMonthDayNano::new(0, (v / DAY) as i32, (v % DAY) * 1_000))).collect();
+    Ok(Arc::new(intervals))
+}
+
 /// A time of day from microseconds since midnight; None out of range.
 pub fn naive_time(micros: i64) -> Option<chrono::NaiveTime> {
     let seconds = u32::try_from(micros.div_euclid(1_000_000)).ok()?;
@@ -178,6 +189,7 @@ pub fn has_own_text(data_type: &DataType) -> bool {
             | DataType::List(_)
             | DataType::Time64(_)
             | DataType::Binary
+            | DataType::Duration(_)
     )
 }
 
@@ -210,6 +222,13 @@ pub fn to_text(values: &ArrayRef) -> DfResult<ArrayRef> {
         }
         DataType::Binary => {
             values.as_binary::<i32>().iter().for_each(|v| out.append_option(v.map(bytea_text)));
+        }
+        DataType::Duration(_) => {
+            let values = durations_as_intervals(values)?;
+            values
+                .as_primitive::<IntervalMonthDayNanoType>()
+                .iter()
+                .for_each(|v| out.append_option(v.map(interval_text)));
         }
         DataType::List(_) => {
             let lists = values.as_list::<i32>();
