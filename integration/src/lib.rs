@@ -294,6 +294,26 @@ impl Cluster {
         Ok(client)
     }
 
+    /// Connects to the instance on `port` once it answers a query again
+    /// (after the launcher restarted it), waiting at most a minute.
+    pub async fn reconnect(&self, port: u16) -> anyhow::Result<tokio_postgres::Client> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(client) = self.connect(port).await
+                && client.simple_query("SELECT 1").await.is_ok()
+            {
+                return Ok(client);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "instance on port {port} did not come back:
+{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Runs `sql` with psql against `port`; returns (success, stdout, stderr).
     pub fn psql(&self, port: u16, sql: &str) -> anyhow::Result<(bool, String, String)> {
         self.psql_conninfo(&format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"), sql)

@@ -59,16 +59,7 @@ async fn acknowledged_commits_survive_a_writer_crash_under_group_commit() -> any
     let acknowledged: Vec<u64> = acknowledged.iter().map(|a| a.load(Ordering::SeqCst)).collect();
 
     // The launcher restarts the writer, which recovers the volume.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let client = loop {
-        if let Ok(client) = cluster.connect(cluster.ports.writer).await
-            && client.simple_query("SELECT 1").await.is_ok()
-        {
-            break client;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "writer did not come back:\n{}", cluster.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let client = cluster.reconnect(cluster.ports.writer).await?;
     for (session, &acked) in acknowledged.iter().enumerate() {
         let n: i64 = client.query_one(&format!("SELECT n FROM counters WHERE id = {session}"), &[]).await?.get(0);
         let row = client

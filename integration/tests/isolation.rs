@@ -232,16 +232,7 @@ async fn isolation_levels_and_row_locks_behave_as_in_postgres() -> anyhow::Resul
     assert_eq!(int(&b, untouched).await?, expected, "writer");
     assert_eq!(int(&reader, untouched).await?, expected, "reader");
     assert!(cluster.kill9_process("writer"), "writer not found");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let client = loop {
-        if let Ok(client) = cluster.connect(cluster.ports.writer).await
-            && client.simple_query("SELECT 1").await.is_ok()
-        {
-            break client;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "writer did not come back:\n{}", cluster.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let client = cluster.reconnect(cluster.ports.writer).await?;
     assert_eq!(int(&client, untouched).await?, expected, "writer after restart");
     Ok(())
 }
@@ -294,36 +285,27 @@ async fn row_locks_let_writers_of_different_rows_run_together_and_break_deadlock
     assert_eq!(int(&b, "SELECT balance FROM accounts WHERE id = 1").await?, 91);
     assert_eq!(int(&b, "SELECT balance FROM accounts WHERE id = 2").await?, 111);
 
-    // Two inserts of one key: the second waits for the first and fails if it commits...
-    a.batch_execute("BEGIN; INSERT INTO accounts VALUES (10, 0)").await?;
-    let second = spawn_batch(b, "INSERT INTO accounts VALUES (10, 1)");
-    assert_waiting(&second, "an INSERT of a key another transaction inserted").await;
-    a.batch_execute("COMMIT").await?;
-    let (b, result) = finished(second).await?;
-    assert_eq!(outcome(result), "23505");
-    // ... and succeeds if it rolls back.
-    a.batch_execute("BEGIN; INSERT INTO accounts VALUES (11, 0)").await?;
-    let second = spawn_batch(b, "INSERT INTO accounts VALUES (11, 1)");
-    assert_waiting(&second, "an INSERT of a key another transaction inserted").await;
-    a.batch_execute("ROLLBACK").await?;
-    let (b, result) = finished(second).await?;
-    result?;
+    // Two inserts of one key: the second waits for the first and fails if
+    // it commits, succeeds if it rolls back. A child row and the delete of
+    // its parent wait for each other, and the second fails with 23503 once
+    // the first commits, either way round.
+    let cases: [(&str, &'static str, &str, &str); 4] = [
+        ("INSERT INTO accounts VALUES (10, 0)", "INSERT INTO accounts VALUES (10, 1)", "COMMIT", "23505"),
+        ("INSERT INTO accounts VALUES (11, 0)", "INSERT INTO accounts VALUES (11, 1)", "ROLLBACK", ""),
+        ("DELETE FROM parent WHERE id = 2", "INSERT INTO child VALUES (1, 2)", "COMMIT", "23503"),
+        ("INSERT INTO child VALUES (2, 1)", "DELETE FROM parent WHERE id = 1", "COMMIT", "23503"),
+    ];
+    let mut b = b;
+    for (first, second, end, expected) in cases {
+        a.batch_execute(&format!("BEGIN; {first}")).await?;
+        let waiting = spawn_batch(b, second);
+        assert_waiting(&waiting, second).await;
+        a.batch_execute(end).await?;
+        let (client, result) = finished(waiting).await?;
+        assert_eq!(outcome(result), expected, "{second} after {first}; {end}");
+        b = client;
+    }
     assert_eq!(int(&a, "SELECT balance FROM accounts WHERE id = 11").await?, 1);
-
-    // A child row and the delete of its parent wait for each other, and
-    // the second fails with 23503 once the first commits, either way round.
-    a.batch_execute("BEGIN; DELETE FROM parent WHERE id = 2").await?;
-    let child = spawn_batch(b, "INSERT INTO child VALUES (1, 2)");
-    assert_waiting(&child, "an INSERT of a child whose parent is being deleted").await;
-    a.batch_execute("COMMIT").await?;
-    let (b, result) = finished(child).await?;
-    assert_eq!(outcome(result), "23503");
-    a.batch_execute("BEGIN; INSERT INTO child VALUES (2, 1)").await?;
-    let parent = spawn_batch(b, "DELETE FROM parent WHERE id = 1");
-    assert_waiting(&parent, "a DELETE of a parent that is getting a child").await;
-    a.batch_execute("COMMIT").await?;
-    let (b, result) = finished(parent).await?;
-    assert_eq!(outcome(result), "23503");
     assert_eq!(int(&b, "SELECT count(*) FROM child").await?, 1);
 
     // Transfers between random accounts from several sessions, each a
@@ -394,16 +376,7 @@ async fn row_locks_let_writers_of_different_rows_run_together_and_break_deadlock
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(cluster.kill9_process("writer"), "writer not found");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let client = loop {
-        if let Ok(client) = cluster.connect(cluster.ports.writer).await
-            && client.simple_query("SELECT 1").await.is_ok()
-        {
-            break client;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "writer did not come back:\n{}", cluster.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let client = cluster.reconnect(cluster.ports.writer).await?;
     assert_eq!(int(&client, consistent).await?, expected, "writer after restart");
     let max_id: i32 = client.query_one("SELECT max(id) FROM history", &[]).await?.get(0);
     client.batch_execute("INSERT INTO history (src, dst, amount) VALUES (1, 2, 0)").await?;
