@@ -155,6 +155,8 @@ struct State {
     next_txn: TxnId,
     /// Entries kept for their stamp alone.
     stamped: usize,
+    /// Stamps are pruned when `stamped` reaches this (see [`State::prune_stamps`]).
+    prune_at: usize,
 }
 
 /// Prune stamps when this many entries are kept for them alone.
@@ -281,7 +283,7 @@ impl LockManager {
                 }
             }
         }
-        if state.stamped >= STAMPS_PRUNE_AT {
+        if state.stamped >= state.prune_at.max(STAMPS_PRUNE_AT) {
             state.prune_stamps();
         }
         drop(state);
@@ -368,11 +370,17 @@ impl State {
         false
     }
 
-    /// Drops stamps no live transaction can be stale against.
+    /// Drops stamps no live transaction can be stale against. An old
+    /// transaction keeps newer stamps alive: the next prune then waits for
+    /// twice as many, so pruning stays linear in the stamps made.
     fn prune_stamps(&mut self) {
         let oldest = self.txns.values().map(|txn| txn.base).min();
         self.entries.retain(|_, entry| !entry.holders.is_empty() || oldest.is_some_and(|base| entry.stamp > base));
         self.stamped = self.entries.values().filter(|entry| entry.holders.is_empty()).count();
+        self.prune_at = self.stamped * 2;
+        if self.stamped > STAMPS_PRUNE_AT {
+            tracing::info!(stamps = self.stamped, "an old write transaction keeps lock stamps alive");
+        }
     }
 }
 
@@ -527,6 +535,29 @@ mod tests {
         assert!(locks.held_count() <= ESCALATE_AFTER + 1, "{} locks held", locks.held_count());
         let b = locks.register(Lsn(1));
         assert!(matches!(locks.try_acquire(b, &row(60_000), LockMode::Share), Acquired::Blocked(..)));
+    }
+
+    #[test]
+    fn stamps_are_pruned_once_no_transaction_is_older() {
+        let locks = LockManager::default();
+        let old = locks.register(Lsn(1));
+        for slot in 0..(STAMPS_PRUNE_AT as u16 + 10) {
+            let writer = locks.register(Lsn(2));
+            assert_eq!(locks.try_acquire(writer, &row(slot), LockMode::Exclusive), Acquired::Granted);
+            locks.release_all(writer, Some(Lsn(3)));
+        }
+        // The old transaction may still be stale against every one of them.
+        assert_eq!(locks.try_acquire(old, &row(0), LockMode::Exclusive), Acquired::Stale);
+        locks.release_all(old, None);
+        // Once it is gone, the next prune (after as many stamps again) drops them.
+        for n in 0..(STAMPS_PRUNE_AT as u64 + 100) {
+            let writer = locks.register(Lsn(4));
+            let tag = LockTag::Row(PageId(10), RowAddress { page: PageId(100 + n / 1000), slot: (n % 1000) as u16 });
+            assert_eq!(locks.try_acquire(writer, &tag, LockMode::Exclusive), Acquired::Granted);
+            locks.release_all(writer, Some(Lsn(5)));
+        }
+        let kept = locks.lock().entries.len();
+        assert!(kept < STAMPS_PRUNE_AT, "{kept} entries kept");
     }
 
     #[tokio::test]
