@@ -352,6 +352,27 @@ fn json_out(value: &Value, kind: Option<Kind>) -> String {
 
 /// `to_json(x)`: numbers and booleans as themselves, text as a JSON string.
 fn to_json(values: &ArrayRef, kind: Kind) -> Result<ArrayRef, SqlError> {
+    if let DataType::List(_) | DataType::LargeList(_) = values.data_type() {
+        let lists = datafusion::arrow::compute::cast(
+            values,
+            &DataType::List(Arc::new(Field::new_list_field(list_item_type(values.data_type()), true))),
+        )
+        .map_err(|e| SqlError::from_arrow(&e))?;
+        let lists = lists.as_list::<i32>();
+        let mut out = StringBuilder::new();
+        for row in 0..lists.len() {
+            if lists.is_null(row) {
+                out.append_null();
+                continue;
+            }
+            let elements = to_json(&lists.value(row), kind)?;
+            let elements = elements.as_string::<i32>();
+            let items: Vec<&str> =
+                (0..elements.len()).map(|i| if elements.is_null(i) { "null" } else { elements.value(i) }).collect();
+            out.append_value(format!("[{}]", items.join(", ")));
+        }
+        return Ok(Arc::new(out.finish()));
+    }
     let bare = values.data_type().is_numeric() || *values.data_type() == DataType::Boolean;
     let texts = match values.data_type() {
         DataType::Null => datafusion::arrow::array::new_null_array(&DataType::Utf8, values.len()),
@@ -373,6 +394,14 @@ fn to_json(values: &ArrayRef, kind: Kind) -> Result<ArrayRef, SqlError> {
         out.append_value(json_out(&value, Some(kind)));
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// The element type of a list type.
+fn list_item_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::List(item) | DataType::LargeList(item) => item.data_type().clone(),
+        other => other.clone(),
+    }
 }
 
 /// `jsonb_build_object(k1, v1, ...)`: pairs of a key and a value.
@@ -457,6 +486,9 @@ pub fn register(state: &mut SessionState) -> DfResult<()> {
         ("jsonb_exists", Operation::Exists),
         ("to_json", Operation::To(Kind::Json)),
         ("to_jsonb", Operation::To(Kind::Jsonb)),
+        // Over the list `array_agg` made (see `crate::pg_rewrite`).
+        ("json_agg", Operation::To(Kind::Json)),
+        ("jsonb_agg", Operation::To(Kind::Jsonb)),
     ];
     for (name, operation) in functions {
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(JsonFunction::new(name, operation))))?;

@@ -124,6 +124,23 @@ pub fn rewrite_casts(statement: &mut Statement) {
     });
 }
 
+/// `json_agg(x [ORDER BY ...])` (and `jsonb_agg`) as `json_agg(array_agg(x
+/// [ORDER BY ...]))`: the outer call is `crate::json`'s function of the
+/// same name over the aggregated list (which also names the column as
+/// PostgreSQL does).
+fn json_aggregate(function: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
+    let [ObjectNamePart::Identifier(name)] = function.name.0.as_slice() else { return None };
+    let name = name.value.to_ascii_lowercase();
+    if !matches!(name.as_str(), "json_agg" | "jsonb_agg")
+        || function.to_string().to_ascii_lowercase().contains("(array_agg(")
+    {
+        return None;
+    }
+    let mut inner = function.clone();
+    inner.name = ObjectName::from(vec![Ident::new("array_agg")]);
+    parse_expr(&format!("{name}({inner})"))
+}
+
 /// `a -> b` and the other json operators as calls of `crate::json`'s functions.
 fn json_operator(expr: &Expr) -> Option<Expr> {
     let Expr::BinaryOp { left, op, right } = expr else { return None };
@@ -183,6 +200,11 @@ fn rewrite_expr(expr: &mut Expr) {
                 && let Some(builtin) = parts.last().and_then(|name| builtin_operator(name))
             {
                 *op = builtin;
+            }
+        }
+        Expr::Function(function) if json_aggregate(function).is_some() => {
+            if let Some(rewritten) = json_aggregate(function) {
+                *expr = rewritten;
             }
         }
         Expr::Function(function) => {
