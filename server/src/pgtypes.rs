@@ -12,8 +12,9 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, TimeUnit};
+use borealis_sql::engine::TIME_ZONE_METADATA;
 use borealis_sql::pg_catalog::{INT2VECTOR_ITEM, OIDVECTOR_ITEM};
-use borealis_sql::{json, text_output};
+use borealis_sql::{datetime, json, text_output};
 use chrono::{NaiveDate, NaiveDateTime, Timelike};
 use datafusion::scalar::ScalarValue;
 use pgwire::api::Type;
@@ -155,10 +156,30 @@ pub fn encode_batch(
     batch: &arrow::record_batch::RecordBatch,
 ) -> PgWireResult<Vec<DataRow>> {
     let columns = batch.columns().iter().map(normalise).collect::<PgWireResult<Vec<_>>>()?;
+    // timestamptz columns the engine marked with the session's TimeZone.
+    let zones: Vec<Option<datetime::Zone>> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| field.metadata().get(TIME_ZONE_METADATA).and_then(|name| datetime::time_zone(name).ok()))
+        .collect();
     let mut encoder = DataRowEncoder::new(fields.clone());
     let mut rows = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
-        for (column, field) in columns.iter().zip(fields.iter()) {
+        for ((column, field), zone) in columns.iter().zip(fields.iter()).zip(&zones) {
+            if let (Some(zone), FieldFormat::Text, DataType::Timestamp(TimeUnit::Microsecond, Some(_))) =
+                (zone, field.format(), column.data_type())
+            {
+                let text = (!column.is_null(row))
+                    .then(|| {
+                        zone.timestamptz_text(
+                            column.as_primitive::<arrow::datatypes::TimestampMicrosecondType>().value(row),
+                        )
+                    })
+                    .flatten();
+                encoder.encode_field(&text)?;
+                continue;
+            }
             if [Type::JSON, Type::JSONB].contains(field.datatype()) {
                 encode_json(&mut encoder, column, row, field)?;
                 continue;

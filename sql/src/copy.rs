@@ -492,7 +492,13 @@ impl CopyTarget {
     /// table's columns (for its constraints). Columns not copied take their
     /// values from `defaults` (one array of `records.len()` values per
     /// column of [`CopyTarget::defaulted`], in that order), or are NULL.
-    pub fn rows(&self, records: &[Record], defaults: &[ArrayRef]) -> Result<(Vec<Vec<u8>>, RecordBatch), SqlError> {
+    /// (`zone`: the session's TimeZone, for timestamptz text without an offset.)
+    pub fn rows(
+        &self,
+        records: &[Record],
+        defaults: &[ArrayRef],
+        zone: crate::datetime::Zone,
+    ) -> Result<(Vec<Vec<u8>>, RecordBatch), SqlError> {
         for record in records {
             if record.len() != self.columns.len() {
                 let what = if record.len() > self.columns.len() {
@@ -530,7 +536,7 @@ impl CopyTarget {
             } else if array.data_type() == &target {
                 array
             } else if matches!(column.ty, SqlType::Date | SqlType::Timestamp | SqlType::Timestamptz) {
-                crate::datetime::text_to_datetime(&array, &target)?
+                crate::datetime::text_to_datetime_in(&array, &target, zone)?
             } else {
                 cast_with_options(&array, &target, &options).map_err(|e| {
                     // As PostgreSQL's input functions (dates and timestamps

@@ -206,12 +206,20 @@ fn invalid(invalid: Invalid, target: &DataType, text: &str) -> SqlError {
 /// Microseconds since 1970-01-01 00:00 (UTC for `with_zone`) of the
 /// timestamp `text`.
 pub fn timestamp_micros(text: &str, with_zone: bool) -> Result<i64, SqlError> {
-    let target = DataType::Timestamp(TimeUnit::Microsecond, with_zone.then(|| "+00:00".into()));
+    timestamp_micros_in(text, with_zone.then_some(Zone::UTC))
+}
+
+/// [`timestamp_micros`]; a timestamptz (`zone` given) without an offset is
+/// wall-clock time in `zone` (the session's TimeZone).
+pub fn timestamp_micros_in(text: &str, zone: Option<Zone>) -> Result<i64, SqlError> {
+    let target = DataType::Timestamp(TimeUnit::Microsecond, zone.map(|_| "+00:00".into()));
     let parsed = parse(text).map_err(|e| invalid(e, &target, text))?;
     let micros = parsed.at.and_utc().timestamp_micros();
-    match (with_zone, parsed.offset_seconds) {
-        (true, Some(offset)) => Ok(micros - i64::from(offset) * MICROS_PER_SECOND),
-        _ => Ok(micros),
+    match (zone, parsed.offset_seconds) {
+        (Some(_), Some(offset)) => Ok(micros - i64::from(offset) * MICROS_PER_SECOND),
+        (Some(Zone::Fixed(offset)), None) => Ok(micros - i64::from(offset.local_minus_utc()) * MICROS_PER_SECOND),
+        (Some(zone), None) => Ok(zone.utc_of(parsed.at)?.timestamp_micros()),
+        (None, _) => Ok(micros),
     }
 }
 
@@ -224,9 +232,17 @@ pub fn date_days(text: &str) -> Result<i32, SqlError> {
 /// `texts` as values of `target` (a date or timestamp type), read as
 /// PostgreSQL reads them; any other target is Arrow's cast.
 pub fn text_to_datetime(texts: &ArrayRef, target: &DataType) -> Result<ArrayRef, SqlError> {
+    text_to_datetime_in(texts, target, Zone::UTC)
+}
+
+/// [`text_to_datetime`], timestamptz text without an offset read in `session_zone`.
+pub fn text_to_datetime_in(texts: &ArrayRef, target: &DataType, session_zone: Zone) -> Result<ArrayRef, SqlError> {
     let texts = cast(texts, &DataType::Utf8).map_err(|e| SqlError::from_arrow(&e))?;
     let texts = texts.as_string::<i32>();
-    let values = |with_zone| texts.iter().map(move |t| t.map(|t| timestamp_micros(t, with_zone)).transpose());
+    let values = |with_zone: bool| {
+        let zone = with_zone.then_some(session_zone);
+        texts.iter().map(move |t| t.map(|t| timestamp_micros_in(t, zone)).transpose())
+    };
     let array: ArrayRef = match target {
         DataType::Date32 => {
             Arc::new(texts.iter().map(|t| t.map(date_days).transpose()).collect::<Result<Date32Array, _>>()?)
@@ -280,7 +296,9 @@ fn input_type(data_type: &DataType) -> Option<SqlType> {
 /// as do casts of json to text (which DataFusion would drop, keeping the
 /// json type).
 #[derive(Debug)]
-pub struct TextCasts;
+pub struct TextCasts {
+    zone: SessionZone,
+}
 
 impl AnalyzerRule for TextCasts {
     fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> DfResult<LogicalPlan> {
@@ -292,7 +310,8 @@ impl AnalyzerRule for TextCasts {
             let preserver = NamePreserver::new(&plan);
             plan.map_expressions(|expr| {
                 let name = preserver.save(&expr);
-                Ok(expr.transform_up(|expr| rewrite_cast(expr, &schema))?.update_data(|expr| name.restore(expr)))
+                let zone = *self.zone.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                Ok(expr.transform_up(|expr| rewrite_cast(expr, &schema, zone))?.update_data(|expr| name.restore(expr)))
             })
         })
         .data()
@@ -303,17 +322,17 @@ impl AnalyzerRule for TextCasts {
     }
 }
 
-fn rewrite_cast(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
+fn rewrite_cast(expr: Expr, schema: &DFSchema, zone: Zone) -> DfResult<Transformed<Expr>> {
     let Expr::Cast(Cast { expr: inner, field }) = &expr else { return Ok(Transformed::no(expr)) };
     let data_type = field.data_type();
     let Ok(from) = inner.get_type(schema) else { return Ok(Transformed::no(expr)) };
     let function = if (is_datetime(data_type) || input_type(data_type).is_some()) && is_text(&from) {
-        ScalarUDF::new_from_impl(TextToDatetime::new(data_type.clone()))
+        ScalarUDF::new_from_impl(TextToDatetime::new(data_type.clone(), zone))
     } else if *data_type == DataType::Utf8
         && (text_output::has_own_text(&from)
             || inner.to_field(schema).is_ok_and(|(_, field)| crate::json::Kind::of(&field).is_some()))
     {
-        ScalarUDF::new_from_impl(text_output::ValueToText::new())
+        ScalarUDF::new_from_impl(text_output::ValueToText::new(zone))
     } else {
         return Ok(Transformed::no(expr));
     };
@@ -327,11 +346,13 @@ fn rewrite_cast(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
 struct TextToDatetime {
     name: String,
     target: DataType,
+    /// The session's TimeZone when the plan was made.
+    zone: Zone,
     signature: Signature,
 }
 
 impl TextToDatetime {
-    fn new(target: DataType) -> TextToDatetime {
+    fn new(target: DataType, zone: Zone) -> TextToDatetime {
         let name = match input_type(&target) {
             Some(ty) => format!("text_to_{ty}"),
             None => format!("text_to_{}", type_name(&target)),
@@ -339,7 +360,7 @@ impl TextToDatetime {
         .replace(' ', "_");
         let signature =
             Signature::uniform(1, vec![DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View], Volatility::Immutable);
-        TextToDatetime { name, target, signature }
+        TextToDatetime { name, target, zone, signature }
     }
 }
 
@@ -362,7 +383,7 @@ impl ScalarUDFImpl for TextToDatetime {
         };
         let scalar = matches!(text, ColumnarValue::Scalar(_));
         let texts = text.to_array(if scalar { 1 } else { args.number_rows })?;
-        let result = text_to_datetime(&texts, &self.target)?;
+        let result = text_to_datetime_in(&texts, &self.target, self.zone)?;
         if scalar {
             return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?));
         }
@@ -371,9 +392,9 @@ impl ScalarUDFImpl for TextToDatetime {
 }
 
 /// Installs [`TextCasts`] after DataFusion's analyzer rules (type coercion
-/// places the casts it rewrites).
-pub fn install(builder: SessionStateBuilder) -> SessionStateBuilder {
-    builder.with_analyzer_rule(Arc::new(TextCasts))
+/// places the casts it rewrites), reading the session's TimeZone from `zone`.
+pub fn install(builder: SessionStateBuilder, zone: SessionZone) -> SessionStateBuilder {
+    builder.with_analyzer_rule(Arc::new(TextCasts { zone }))
 }
 
 /// Registers `to_char`, `to_date` and `to_timestamp` (over DataFusion's,
@@ -437,7 +458,7 @@ impl ScalarUDFImpl for Timezone {
                     out.push(None);
                     continue;
                 };
-                let zone = zone(zones.value(row))?;
+                let zone = time_zone(zones.value(row))?;
                 let micros = if to_local {
                     zone.local_of(at.and_utc()).and_utc().timestamp_micros()
                 } else {
@@ -451,13 +472,43 @@ impl ScalarUDFImpl for Timezone {
     }
 }
 
-/// A time zone of AT TIME ZONE.
-enum Zone {
+/// A time zone: of AT TIME ZONE, or the session's TimeZone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Zone {
     Fixed(chrono::FixedOffset),
     Named(chrono_tz::Tz),
 }
 
+/// The session's TimeZone, shared by a session's settings and the
+/// functions its plans use (see [`TextCasts`]).
+pub type SessionZone = Arc<std::sync::RwLock<Zone>>;
+
 impl Zone {
+    pub const UTC: Zone = Zone::Fixed(chrono::FixedOffset::east_opt(0).expect("zero offset"));
+
+    /// Seconds east of Greenwich at the instant `at`.
+    pub fn offset_at(&self, at: chrono::DateTime<chrono::Utc>) -> i32 {
+        use chrono::Offset;
+        match self {
+            Zone::Fixed(offset) => offset.local_minus_utc(),
+            Zone::Named(zone) => at.with_timezone(zone).offset().fix().local_minus_utc(),
+        }
+    }
+
+    /// PostgreSQL's text of the instant `micros` (UTC) as wall-clock time
+    /// in this zone with its offset: `2024-02-29 14:45:30+01`, `+05:30`.
+    pub fn timestamptz_text(&self, micros: i64) -> Option<String> {
+        let at = chrono::DateTime::from_timestamp_micros(micros)?;
+        let offset = self.offset_at(at);
+        let local = (at + chrono::Duration::seconds(i64::from(offset))).naive_utc();
+        let (sign, offset) = if offset < 0 { ('-', -offset) } else { ('+', offset) };
+        let mut suffix = format!("{sign}{:02}", offset / 3600);
+        if offset % 3600 != 0 {
+            suffix.push_str(&format!(":{:02}", offset % 3600 / 60));
+        }
+        Some(text_output::timestamp_text(&local, &suffix))
+    }
+
     /// The wall-clock time in the zone at the instant `at`.
     fn local_of(&self, at: chrono::DateTime<chrono::Utc>) -> NaiveDateTime {
         match self {
@@ -486,7 +537,7 @@ impl Zone {
 }
 
 /// The zone `name` names; 22023 if none.
-fn zone(name: &str) -> Result<Zone, SqlError> {
+pub fn time_zone(name: &str) -> Result<Zone, SqlError> {
     let trimmed = name.trim();
     if trimmed.eq_ignore_ascii_case("utc") || trimmed.eq_ignore_ascii_case("z") || trimmed.eq_ignore_ascii_case("gmt") {
         return Ok(Zone::Fixed(chrono::FixedOffset::east_opt(0).expect("zero offset")));

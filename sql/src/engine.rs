@@ -109,6 +109,10 @@ use crate::pg_catalog::{self, PgCatalogSchema};
 use crate::provider::{CatalogView, ROWS_SCHEMA, SEARCH_PATH_SCHEMA, TablesCatalog, TablesSchema};
 use crate::sequence::{SequenceContext, Sequences};
 
+/// The field metadata key under which a timestamptz result column carries
+/// the session's TimeZone (see `Session::in_time_zone`).
+pub const TIME_ZONE_METADATA: &str = "borealis.time_zone";
+
 /// Schema holding, while a RETURNING list is evaluated, the rows its statement wrote.
 pub(crate) const RETURNING_SCHEMA: &str = "__borealis_returning";
 use crate::settings::{self, Settings};
@@ -935,7 +939,8 @@ impl CopyIn {
     /// newer commit (see `Session::write_attempts`).
     async fn flush(&mut self, planner: &Planner, session: &CopySession<'_>) -> Result<(), SqlError> {
         let defaults = self.default_values(planner).await?;
-        let (rows, batch) = self.target.rows(&self.records, &defaults)?;
+        let zone = *planner.time_zone.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (rows, batch) = self.target.rows(&self.records, &defaults, zone)?;
         self.records.clear();
         if let Some(checks) = &self.checks {
             checks.check_values(&batch)?;
@@ -1293,7 +1298,7 @@ impl Session {
         } else {
             pg_rewrite::rewrite_casts(&mut statement);
         }
-        let names = names::postgres_column_names(&statement);
+        let names = names::postgres_column_names_aliasing(&mut statement);
         let mut described = match (dml::describe(&mut self.planner, statement, declared).await, empty) {
             (Ok(described), _) => described,
             // As in `read`: a query over an empty system table has a known shape.
@@ -1423,6 +1428,7 @@ impl Session {
         self.statement_in_flight = true;
         // Boxed so that a statement's (large) future lives on the heap, not the caller's stack.
         let (result, notices) = crate::notice::collect(Box::pin(self.dispatch(statement, params))).await;
+        let result = result.and_then(|output| self.in_time_zone(output));
         self.notices.extend(notices);
         self.statement_in_flight = false;
         if result.is_err() {
@@ -1468,6 +1474,51 @@ impl Session {
             return self.start_copy(statement).await;
         }
         self.write(statement, params).await
+    }
+
+    /// Marks the timestamptz columns of `output` with the session's TimeZone
+    /// (field metadata [`TIME_ZONE_METADATA`]), for the front end to print
+    /// them in it; nothing to do under UTC.
+    fn in_time_zone(&self, output: QueryOutput) -> Result<QueryOutput, SqlError> {
+        let zone = self.settings.get("timezone")?;
+        if self.settings.time_zone() == crate::datetime::Zone::UTC {
+            return Ok(output);
+        }
+        let mark = |schema: SchemaRef, batches: Vec<RecordBatch>| -> Result<_, SqlError> {
+            if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(_, Some(_)))) {
+                return Ok((schema, batches));
+            }
+            let fields: Vec<_> = schema
+                .fields()
+                .iter()
+                .map(|field| match field.data_type() {
+                    DataType::Timestamp(_, Some(_)) => {
+                        let mut metadata = field.metadata().clone();
+                        metadata.insert(TIME_ZONE_METADATA.to_string(), zone.clone());
+                        Arc::new(field.as_ref().clone().with_metadata(metadata))
+                    }
+                    _ => Arc::clone(field),
+                })
+                .collect();
+            let marked =
+                Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()));
+            let batches = batches
+                .into_iter()
+                .map(|batch| batch.with_schema(Arc::clone(&marked)).map_err(|e| SqlError::from_arrow(&e)))
+                .collect::<Result<_, _>>()?;
+            Ok((marked, batches))
+        };
+        Ok(match output {
+            QueryOutput::Rows { schema, batches } => {
+                let (schema, batches) = mark(schema, batches)?;
+                QueryOutput::Rows { schema, batches }
+            }
+            QueryOutput::Returning { command, schema, batches } => {
+                let (schema, batches) = mark(schema, batches)?;
+                QueryOutput::Returning { command, schema, batches }
+            }
+            other => other,
+        })
     }
 
     /// BEGIN / START TRANSACTION [modes]. In the implicit block of a
@@ -1555,9 +1606,11 @@ impl Session {
         QueryOutput::command("ROLLBACK")
     }
 
-    /// Settings may plan differently (time zone, search path...): cached plans go.
+    /// Settings may plan differently (time zone, search path...): cached
+    /// plans go, and plans read the TimeZone now set.
     fn settings_changed(&mut self) {
         self.planner.clear_plans();
+        *self.planner.time_zone.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = self.settings.time_zone();
     }
 
     /// VACUUM [table]: DELETE and UPDATE free a row's space at once, so
@@ -1600,9 +1653,15 @@ impl Session {
 
     /// SET, RESET and SHOW.
     fn setting(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
-        if !matches!(statement, Statement::ShowVariable { .. }) {
+        let changes = !matches!(statement, Statement::ShowVariable { .. });
+        let output = self.change_setting(statement);
+        if changes {
             self.settings_changed();
         }
+        output
+    }
+
+    fn change_setting(&mut self, statement: Statement) -> Result<QueryOutput, SqlError> {
         match statement {
             Statement::Set(Set::SingleAssignment { scope, variable, values, .. }) => {
                 let local = matches!(scope, Some(ContextModifier::Local));
@@ -1777,7 +1836,7 @@ impl Session {
         // Judged before the rewrites, which may add aggregates inside subqueries.
         let empty = pg_rewrite::provably_empty(&statement);
         pg_rewrite::rewrite(&mut statement);
-        let names = names::postgres_column_names(&statement);
+        let names = names::postgres_column_names_aliasing(&mut statement);
         let planned = match (&params, &empty) {
             (Some(values), None) if self.planner.prepared_sql.is_some() => {
                 let unbound = self.planner.plan_unbound(statement).await?;
@@ -2226,6 +2285,8 @@ pub(crate) struct Planner {
     pub(crate) prepared_sql: Option<String>,
     /// Optimised plans of prepared statements, by SQL text and purpose.
     plans: HashMap<String, HashMap<&'static str, Arc<CachedPlan>>>,
+    /// The session's TimeZone, which plans read timestamptz text in and write it out in.
+    pub(crate) time_zone: crate::datetime::SessionZone,
 }
 
 impl Planner {
@@ -2233,11 +2294,13 @@ impl Planner {
         let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(1);
         // Keep strings as Utf8 everywhere, the type tables store.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-        // timestamptz values are instants in UTC, the only TimeZone there is.
+        // timestamptz values are instants, kept in UTC; the session's
+        // TimeZone applies to their text (see `Session::in_time_zone`).
         config.options_mut().execution.time_zone = Some(crate::types::UTC.to_string());
         config.options_mut().catalog.default_schema = SEARCH_PATH_SCHEMA.to_string();
         let builder = SessionStateBuilder::new().with_config(config).with_default_features();
-        let mut state = crate::datetime::install(crate::integers::install(builder)).build();
+        let time_zone = crate::datetime::SessionZone::new(std::sync::RwLock::new(crate::datetime::Zone::UTC));
+        let mut state = crate::datetime::install(crate::integers::install(builder), Arc::clone(&time_zone)).build();
         crate::functions::register(&mut state).expect("registering functions on a fresh state succeeds");
         crate::datetime::register(&mut state).expect("registering functions on a fresh state succeeds");
         crate::functions::register_volume(&mut state, volume).expect("registering functions on a fresh state succeeds");
@@ -2265,6 +2328,7 @@ impl Planner {
             path: SearchPath::public(),
             prepared_sql: None,
             plans: HashMap::new(),
+            time_zone,
         }
     }
 
@@ -2424,8 +2488,8 @@ impl Planner {
     ) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
         let list: Vec<String> = items.iter().map(ToString::to_string).collect();
         let sql = format!("SELECT {} FROM \"{RETURNING_SCHEMA}\".{alias} AS {alias}", list.join(", "));
-        let statement = parse(&sql)?.pop().ok_or_else(|| SqlError::internal("RETURNING did not parse"))?;
-        let names = names::postgres_column_names(&statement);
+        let mut statement = parse(&sql)?.pop().ok_or_else(|| SqlError::internal("RETURNING did not parse"))?;
+        let names = names::postgres_column_names_aliasing(&mut statement);
         let plan = self.plan_over(vec![(alias.value.clone(), schema, batches)], statement).await?;
         let (schema, batches) = self.collect(&plan).await?;
         names::rename_batches(schema, batches, names)

@@ -23,6 +23,28 @@ pub fn postgres_column_names(statement: &Statement) -> Option<Vec<Option<String>
     select_names(query)
 }
 
+/// [`postgres_column_names`]; when two output columns would have one name
+/// (`SELECT x, x::text`), which PostgreSQL allows and DataFusion refuses,
+/// the unnamed ones get distinct internal aliases, and the names returned
+/// put PostgreSQL's back on the result.
+pub fn postgres_column_names_aliasing(statement: &mut Statement) -> Option<Vec<Option<String>>> {
+    let names = postgres_column_names(statement)?;
+    let mut seen = std::collections::HashSet::new();
+    let duplicated = names.iter().flatten().any(|name| !seen.insert(name.as_str()));
+    if duplicated
+        && let Statement::Query(query) = statement
+        && let SetExpr::Select(select) = query.body.as_mut()
+    {
+        for (position, item) in select.projection.iter_mut().enumerate() {
+            if let SelectItem::UnnamedExpr(expr) = item {
+                let alias = datafusion::sql::sqlparser::ast::Ident::new(format!("__borealis_column_{position}"));
+                *item = SelectItem::ExprWithAlias { expr: expr.clone(), alias };
+            }
+        }
+    }
+    Some(names)
+}
+
 fn select_names(query: &Query) -> Option<Vec<Option<String>>> {
     let select = match query.body.as_ref() {
         SetExpr::Select(select) => select,

@@ -130,6 +130,15 @@ impl Settings {
                 crate::isolation::IsolationLevel::from_setting(&name, &value)?.name().to_string()
             }
             "default_transaction_read_only" => if parse_bool(&name, &value)? { "on" } else { "off" }.to_string(),
+            "timezone" => match crate::datetime::time_zone(&value) {
+                Ok(_) => value,
+                Err(_) => {
+                    return Err(SqlError::new(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!("invalid value for parameter \"TimeZone\": \"{value}\""),
+                    ));
+                }
+            },
             _ => value,
         };
         let target = if local { &mut self.local } else { &mut self.session };
@@ -183,6 +192,14 @@ impl Settings {
     /// The statement timeout; None when 0 (off).
     pub fn statement_timeout(&self) -> Option<Duration> {
         self.duration("statement_timeout")
+    }
+
+    /// The session's TimeZone (UTC if the setting names none Borealis knows).
+    pub fn time_zone(&self) -> crate::datetime::Zone {
+        self.get("timezone")
+            .ok()
+            .and_then(|name| crate::datetime::time_zone(&name).ok())
+            .unwrap_or(crate::datetime::Zone::UTC)
     }
 
     /// How long a statement may wait for a lock; None when 0 (off).

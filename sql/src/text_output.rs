@@ -244,18 +244,14 @@ pub fn to_text(values: &ArrayRef) -> DfResult<ArrayRef> {
 /// A cast to text of a type [`has_own_text`].
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ValueToText {
+    /// The session's TimeZone when the plan was made (timestamptz text is in it).
+    zone: crate::datetime::Zone,
     signature: Signature,
 }
 
 impl ValueToText {
-    pub fn new() -> ValueToText {
-        ValueToText { signature: Signature::any(1, Volatility::Immutable) }
-    }
-}
-
-impl Default for ValueToText {
-    fn default() -> ValueToText {
-        ValueToText::new()
+    pub fn new(zone: crate::datetime::Zone) -> ValueToText {
+        ValueToText { zone, signature: Signature::any(1, Volatility::Immutable) }
     }
 }
 
@@ -277,7 +273,18 @@ impl ScalarUDFImpl for ValueToText {
             return datafusion::common::exec_err!("postgres_text takes one argument");
         };
         let scalar = matches!(value, ColumnarValue::Scalar(_));
-        let texts = to_text(&value.to_array(if scalar { 1 } else { args.number_rows })?)?;
+        let values = value.to_array(if scalar { 1 } else { args.number_rows })?;
+        let texts = match values.data_type() {
+            DataType::Timestamp(_, Some(_)) if self.zone != crate::datetime::Zone::UTC => {
+                let micros =
+                    cast(&values, &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None))?;
+                let micros = micros.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+                let texts: datafusion::arrow::array::StringArray =
+                    micros.iter().map(|v| v.and_then(|v| self.zone.timestamptz_text(v))).collect();
+                Arc::new(texts) as ArrayRef
+            }
+            _ => to_text(&values)?,
+        };
         if scalar {
             return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&texts, 0)?));
         }
