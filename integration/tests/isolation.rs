@@ -11,6 +11,8 @@
 //! reader or after a writer restart.
 //!
 //! Row locks: writers of different rows do not wait for each other; a
+//! locking read of one table locks just its rows (SKIP LOCKED hands queue
+//! workers distinct jobs, FOR SHARE readers share a row); a
 //! deadlock fails one transaction with 40P01; a second insert of a key
 //! waits for the first; a child and the delete of its parent wait for each
 //! other; concurrent transfers keep the totals and the indexes right.
@@ -307,6 +309,47 @@ async fn row_locks_let_writers_of_different_rows_run_together_and_break_deadlock
     }
     assert_eq!(int(&a, "SELECT balance FROM accounts WHERE id = 11").await?, 1);
     assert_eq!(int(&b, "SELECT count(*) FROM child").await?, 1);
+
+    // Locking reads of one table lock just the rows they return: another
+    // row stays writable, and SKIP LOCKED hands each worker of a queue its
+    // own job. FOR SHARE readers share a row; a writer of it waits.
+    setup
+        .batch_execute(
+            "CREATE TABLE jobs (id int PRIMARY KEY, done bool NOT NULL DEFAULT false);
+             INSERT INTO jobs (id) SELECT g FROM generate_series(1, 5) AS g",
+        )
+        .await?;
+    a.batch_execute("BEGIN").await?;
+    let locked = a.query("SELECT balance FROM accounts WHERE id = $1 FOR UPDATE", &[&1i32]).await?;
+    assert_eq!(locked.len(), 1);
+    let other_row = spawn_batch(b, "UPDATE accounts SET balance = balance + 1 WHERE id = 3");
+    let (b, result) = finished(other_row).await?;
+    result?;
+    let c = cluster.connect(cluster.ports.writer).await?;
+    let (state, _) = failure(&c, "SELECT * FROM accounts WHERE id = 1 FOR UPDATE NOWAIT").await?;
+    assert_eq!(state, "55P03");
+    a.batch_execute("COMMIT").await?;
+    let next_job = "SELECT id::int8 FROM jobs WHERE NOT done ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED";
+    let mut taken = Vec::new();
+    for worker in [&a, &b, &c] {
+        worker.batch_execute("BEGIN").await?;
+        taken.push(int(worker, next_job).await?);
+    }
+    assert_eq!(taken, [1, 2, 3], "each worker takes the first job nobody holds");
+    a.batch_execute("UPDATE jobs SET done = true WHERE id = 1; COMMIT; BEGIN").await?;
+    assert_eq!(int(&a, next_job).await?, 4, "job 1 is done, 2 and 3 are held");
+    for worker in [&a, &b, &c] {
+        worker.batch_execute("ROLLBACK").await?;
+    }
+    a.batch_execute("BEGIN; SELECT * FROM jobs WHERE id = 5 FOR SHARE").await?;
+    b.batch_execute("BEGIN; SELECT * FROM jobs WHERE id = 5 FOR SHARE").await?;
+    let writer = spawn_batch(c, "UPDATE jobs SET done = true WHERE id = 5");
+    assert_waiting(&writer, "an UPDATE of a row two transactions share").await;
+    a.batch_execute("COMMIT").await?;
+    b.batch_execute("COMMIT").await?;
+    let (_, result) = finished(writer).await?;
+    result?;
+    assert_eq!(int(&a, "SELECT count(*) FROM jobs WHERE done").await?, 2);
 
     // Transfers between random accounts from several sessions, each a
     // transaction that also appends to a shared history table, so that

@@ -929,7 +929,7 @@ async fn stored_row(txn: &WriteTxn, address: RowAddress) -> Result<Vec<u8>, SqlE
 }
 
 /// The row addresses in column 0 of a rewritten statement's batch.
-fn row_addresses(batch: &RecordBatch) -> Result<Vec<RowAddress>, SqlError> {
+pub(crate) fn row_addresses(batch: &RecordBatch) -> Result<Vec<RowAddress>, SqlError> {
     let column = batch.columns().first().ok_or_else(|| SqlError::internal("rewrite lost its row address"))?;
     let addresses =
         column.as_primitive_opt::<UInt64Type>().ok_or_else(|| SqlError::internal("row address column is not u64"))?;

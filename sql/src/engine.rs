@@ -70,17 +70,18 @@
 //!   transactional.
 //!
 //! Locking reads (SELECT ... FOR UPDATE / NO KEY UPDATE / SHARE / KEY
-//! SHARE [OF t]): in a block they lock the tables they name (or read),
-//! `Exclusive` for FOR [NO KEY] UPDATE and `Share` for FOR [KEY] SHARE,
-//! until COMMIT or ROLLBACK: coarser than PostgreSQL's row locks, so a
-//! locking read waits for every writer of the table and blocks them all.
-//! Then they read as the block's writes do (READ COMMITTED: the newest
-//! commit; REPEATABLE READ: 40001 if a commit since the snapshot changed a
-//! page of a locked table's heap; SERIALIZABLE: 40001 if anything was
-//! committed since). NOWAIT fails with 55P03 when another transaction
-//! holds a conflicting lock. SKIP LOCKED waits like a plain locking read:
-//! once the table lock is taken no row is locked by anyone else, so
-//! nothing needs skipping. Read-only blocks and readers refuse them (25006).
+//! SHARE [OF t]), in a block, until COMMIT or ROLLBACK: a plain SELECT of
+//! one table (`isolation::RowLocking`) locks the rows it returns, X for
+//! FOR [NO KEY] UPDATE and S for FOR [KEY] SHARE: it runs its query for
+//! their addresses and locks them one by one; a row another transaction
+//! holds makes it wait and start over on the newest commit, fail with
+//! 55P03 (NOWAIT), or pass the row by (SKIP LOCKED, which then returns
+//! just the rows it locked, up to its LIMIT). Other shapes (joins,
+//! subqueries) lock the tables they name, coarser than PostgreSQL. Then
+//! they read as the block's writes do (READ COMMITTED: the newest commit;
+//! REPEATABLE READ: 40001 if a locked row, or a page of a locked table's
+//! heap, changed since the snapshot; SERIALIZABLE: 40001 if anything was
+//! committed since). Read-only blocks and readers refuse them (25006).
 //!
 //! Error policy: a failed statement leaves the engine and the session usable;
 //! inside a block it puts the block in the failed state (25P02 until
@@ -132,8 +133,8 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::ast::{
-    ContextModifier, CopySource, CopyTarget as AstCopyTarget, CreateTable, Expr, Ident, ObjectType, Reset, SelectItem,
-    Set, VacuumStatement,
+    ContextModifier, CopySource, CopyTarget as AstCopyTarget, CreateTable, Expr, Ident, ObjectType, Query, Reset,
+    SelectItem, Set, VacuumStatement,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -1814,10 +1815,18 @@ impl Session {
             return self.copy_out(statement).await;
         }
         let mut statement = statement;
+        let mut locked_query = None;
         if let Statement::Query(query) = &mut statement
             && let Some(locking) = LockingRead::take(query)
         {
-            self.lock_for_read(&locking).await?;
+            // Its rows (or tables) are locked now; SKIP LOCKED reads the rows it locked.
+            let query = query.as_ref().clone();
+            locked_query = self.lock_for_read(&locking, &query, params.as_ref()).await?;
+            // What it returns depends on the locks it got: never a kept plan.
+            self.planner.prepared_sql = None;
+        }
+        if let Some(query) = locked_query {
+            statement = Statement::Query(Box::new(query));
         }
         let (snapshot, private_ddl) = self.statement_snapshot().await?;
         let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
@@ -1877,21 +1886,96 @@ impl Session {
     }
 
     /// Takes the locks of a locking read (SELECT ... FOR UPDATE and the
-    /// like; see "Locking reads" in the module docs): the locked tables,
-    /// `Exclusive` (FOR UPDATE, FOR NO KEY UPDATE) or `Share` (FOR SHARE,
-    /// FOR KEY SHARE), in the block's write transaction, kept until COMMIT
-    /// or ROLLBACK; the query then reads the transaction's state. Outside
-    /// a block the locks are only waited for (they would end with the statement).
-    async fn lock_for_read(&mut self, locking: &LockingRead) -> Result<(), SqlError> {
+    /// like; see "Locking reads" in the module docs) in the block's write
+    /// transaction, kept until COMMIT or ROLLBACK: the rows it returns when
+    /// it reads one table ([`Session::lock_rows`]), else the tables it
+    /// names, `Exclusive` (FOR UPDATE, FOR NO KEY UPDATE) or `Share` (FOR
+    /// SHARE, FOR KEY SHARE). The query then reads the transaction's state;
+    /// under SKIP LOCKED the query to run instead is returned. Outside a
+    /// block the locks are only waited for (they would end with the statement).
+    async fn lock_for_read(
+        &mut self,
+        locking: &LockingRead,
+        query: &Query,
+        params: Option<&Vec<ScalarValue>>,
+    ) -> Result<Option<Query>, SqlError> {
         if self.engine.read_only || self.transaction_mode().read_only {
             return Err(locking.read_only_error());
         }
         let mut txn = self.take_write_txn(LockMode::IntentExclusive).await?;
-        let result = self.lock_tables(&mut txn, locking).await;
+        let result = match isolation::RowLocking::of(query, locking) {
+            Some(rows) => self.lock_rows(&mut txn, locking, &rows, params).await,
+            None => self.lock_tables(&mut txn, locking).await.map(|()| None),
+        };
         if let TxState::InBlock(open) = &mut self.tx {
             *open = Some(txn);
         }
         result
+    }
+
+    /// Locks the rows a one-table locking read returns: runs the query for
+    /// their addresses, then locks them one by one. A row another
+    /// transaction holds: NOWAIT fails (55P03), SKIP LOCKED passes it by
+    /// (and the query returned reads just the rows locked), otherwise the
+    /// statement waits and starts over on the newest commit, as it does
+    /// when a row it locked was changed by a commit it did not read
+    /// (REPEATABLE READ: 40001).
+    async fn lock_rows(
+        &mut self,
+        txn: &mut WriteTxn,
+        locking: &LockingRead,
+        rows: &isolation::RowLocking,
+        params: Option<&Vec<ScalarValue>>,
+    ) -> Result<Option<Query>, SqlError> {
+        let mode = if locking.clause == "FOR UPDATE" { LockMode::Exclusive } else { LockMode::Share };
+        let locks = txn.writes.locks().cloned().ok_or_else(|| SqlError::internal("locking read without locks"))?;
+        loop {
+            self.engine.refresh(txn).await?;
+            let (snapshot, private_ddl) = (txn.snapshot(), txn.private_ddl);
+            let catalog = self.engine.catalog_at(&snapshot, private_ddl).await?;
+            self.prepare(Arc::clone(&catalog), snapshot);
+            let Some(entry) = catalog.find_table(self.planner.search_path(), &ddl::qualified_name(&rows.table)?) else {
+                return Err(SqlError::undefined_table(&rows.table.to_string()));
+            };
+            let entry = entry.clone();
+            let addresses_query = rows.addresses_query(&entry.def, locking.skip_locked)?;
+            let plan = self.planner.plan(addresses_query, params.cloned()).await?;
+            let (_, batches) = self.planner.collect(&plan).await?;
+            let mut locked = Vec::new();
+            let mut start_over = false;
+            'rows: for batch in &batches {
+                for address in dml::row_addresses(batch)? {
+                    if locking.skip_locked && rows.limit_reached(locked.len()) {
+                        break 'rows;
+                    }
+                    let tag = LockTag::Row(entry.def.first_page, address);
+                    match locks.manager().try_acquire(locks.id(), &tag, mode) {
+                        Acquired::Granted => locked.push(address),
+                        Acquired::Stale if txn.base.is_some() => return Err(isolation::concurrent_update()),
+                        Acquired::Stale => {
+                            start_over = true;
+                            break 'rows;
+                        }
+                        Acquired::Blocked(..) if locking.nowait => return Err(locking.not_available()),
+                        Acquired::Blocked(..) if locking.skip_locked => {}
+                        Acquired::Blocked(tag, mode) => {
+                            wait_for(&locks, &tag, mode, self.settings.lock_timeout()).await?;
+                            start_over = true;
+                            break 'rows;
+                        }
+                    }
+                }
+            }
+            if start_over {
+                tracing::debug!("locking read starts over on a newer commit");
+                continue;
+            }
+            for address in &locked {
+                // REPEATABLE READ: 40001 if the row changed since the snapshot.
+                txn.writes.check_row(*address).await?;
+            }
+            return locking.skip_locked.then(|| rows.locked_query(&entry.def, &locked)).transpose();
+        }
     }
 
     async fn lock_tables(&mut self, txn: &mut WriteTxn, locking: &LockingRead) -> Result<(), SqlError> {

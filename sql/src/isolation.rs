@@ -13,11 +13,14 @@
 //!   SHARE [OF t] [NOWAIT | SKIP LOCKED]`, taken off the query before
 //!   DataFusion plans it.
 
+use crate::catalog::TableDef;
 use crate::error::{SqlError, sqlstate};
+use crate::heap::RowAddress;
+use crate::provider::{ROW_ADDRESS_COLUMN, ROWS_SCHEMA};
 use borealis_storage::ids::{Lsn, PageId};
 use datafusion::sql::sqlparser::ast::{
-    LockType, NonBlock, ObjectName, Query, SetExpr, TableFactor, TransactionAccessMode, TransactionIsolationLevel,
-    TransactionMode,
+    Expr, GroupByExpr, Ident, LimitClause, LockType, NonBlock, ObjectName, Query, SelectItem, SetExpr, Statement,
+    TableFactor, TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
 };
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -239,6 +242,146 @@ impl LockingRead {
         let relation = relation.map_or_else(String::new, crate::ddl::normalize);
         SqlError::new(sqlstate::LOCK_NOT_AVAILABLE, format!("could not obtain lock on row in relation \"{relation}\""))
     }
+}
+
+/// A locking read whose rows can be locked one by one: a plain SELECT of
+/// one table (no joins, grouping, DISTINCT, set operations or WITH), with
+/// WHERE, ORDER BY and LIMIT (under SKIP LOCKED, a literal LIMIT and no
+/// OFFSET). Other shapes lock whole tables.
+#[derive(Debug)]
+pub struct RowLocking {
+    /// The table as the query names it.
+    pub table: ObjectName,
+    /// What the query calls it (its alias, else its name).
+    alias: Ident,
+    projection: Vec<SelectItem>,
+    selection: Option<Expr>,
+    /// ` ORDER BY ...` (with its leading space), or empty.
+    order_by: String,
+    /// ` LIMIT ... [OFFSET ...]`, or empty.
+    limit_clause: String,
+    /// The LIMIT, when it is a literal.
+    limit: Option<usize>,
+}
+
+impl RowLocking {
+    /// The row-by-row form of `query` (its locking clause already taken
+    /// off), None if it must lock whole tables.
+    pub fn of(query: &Query, locking: &LockingRead) -> Option<RowLocking> {
+        if query.with.is_some() || query.fetch.is_some() {
+            return None;
+        }
+        let SetExpr::Select(select) = query.body.as_ref() else { return None };
+        let [from] = select.from.as_slice() else { return None };
+        let TableFactor::Table { name, alias, args: None, .. } = &from.relation else { return None };
+        let plain = from.joins.is_empty()
+            && select.distinct.is_none()
+            && select.having.is_none()
+            && matches!(&select.group_by, GroupByExpr::Expressions(exprs, _) if exprs.is_empty())
+            && select.projection.iter().all(|item| !has_aggregate(item));
+        let alias =
+            alias.as_ref().map_or_else(|| name.0.last().and_then(|p| p.as_ident()).cloned(), |a| Some(a.name.clone()));
+        let locks_it = locking.tables.iter().all(|locked| {
+            locked == name || (locked.0.len() == 1 && locked.0.last().and_then(|p| p.as_ident()) == alias.as_ref())
+        });
+        let (limit, offset) = match &query.limit_clause {
+            None => (None, false),
+            Some(LimitClause::LimitOffset { limit, offset, limit_by }) if limit_by.is_empty() => {
+                let literal = match limit {
+                    Some(Expr::Value(value)) => value.to_string().parse::<usize>().ok(),
+                    _ => None,
+                };
+                (literal.or(limit.is_none().then_some(usize::MAX)), offset.is_some())
+            }
+            Some(_) => return None,
+        };
+        if !plain || !locks_it || (locking.skip_locked && (offset || limit.is_none() && query.limit_clause.is_some())) {
+            return None;
+        }
+        Some(RowLocking {
+            table: name.clone(),
+            alias: alias?,
+            projection: select.projection.clone(),
+            selection: select.selection.clone(),
+            order_by: query.order_by.as_ref().map_or_else(String::new, |o| format!(" {o}")),
+            limit_clause: query.limit_clause.as_ref().map_or_else(String::new, ToString::to_string),
+            limit,
+        })
+    }
+
+    /// Whether SKIP LOCKED has locked as many rows as the query's LIMIT asks.
+    pub fn limit_reached(&self, locked: usize) -> bool {
+        self.limit.is_some_and(|limit| locked >= limit)
+    }
+
+    /// The query for the addresses of the rows to lock, in the query's
+    /// order; under SKIP LOCKED without its LIMIT (locked rows are passed by).
+    pub fn addresses_query(&self, def: &TableDef, skip_locked: bool) -> Result<Statement, SqlError> {
+        let alias = &self.alias;
+        let mut sql =
+            format!("SELECT {alias}.\"{ROW_ADDRESS_COLUMN}\" FROM \"{ROWS_SCHEMA}\".\"{}\" AS {alias}", def.id.0);
+        if let Some(selection) = &self.selection {
+            sql.push_str(&format!(" WHERE {selection}"));
+        }
+        sql.push_str(&self.order_by);
+        if !skip_locked {
+            sql.push_str(&self.limit_clause);
+        }
+        one_statement(&sql)
+    }
+
+    /// The query SKIP LOCKED runs instead: the original over just the rows
+    /// it locked (`*` spelled out, so that the row address stays hidden).
+    pub fn locked_query(&self, def: &TableDef, locked: &[RowAddress]) -> Result<Query, SqlError> {
+        let alias = &self.alias;
+        let columns = || {
+            def.columns
+                .iter()
+                .map(|c| format!("{alias}.{}", Ident::with_quote('"', c.name.clone())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let items: Vec<String> = self
+            .projection
+            .iter()
+            .map(|item| match item {
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => columns(),
+                other => other.to_string(),
+            })
+            .collect();
+        let addresses = match locked {
+            [] => "NULL".to_string(),
+            some => some.iter().map(|a| a.to_u64().to_string()).collect::<Vec<_>>().join(", "),
+        };
+        let mut sql = format!(
+            "SELECT {} FROM \"{ROWS_SCHEMA}\".\"{}\" AS {alias} WHERE {alias}.\"{ROW_ADDRESS_COLUMN}\" IN ({addresses})",
+            items.join(", "),
+            def.id.0
+        );
+        if let Some(selection) = &self.selection {
+            sql.push_str(&format!(" AND ({selection})"));
+        }
+        sql.push_str(&self.order_by);
+        sql.push_str(&self.limit_clause);
+        match one_statement(&sql)? {
+            Statement::Query(query) => Ok(*query),
+            _ => Err(SqlError::internal("locked rows' query is not a query")),
+        }
+    }
+}
+
+fn one_statement(sql: &str) -> Result<Statement, SqlError> {
+    let mut statements = crate::engine::parse(sql)?;
+    match (statements.pop(), statements.is_empty()) {
+        (Some(statement), true) => Ok(statement),
+        _ => Err(SqlError::internal("rewrite did not produce one statement")),
+    }
+}
+
+/// Whether a select item calls an aggregate PostgreSQL refuses with FOR UPDATE.
+fn has_aggregate(item: &SelectItem) -> bool {
+    let text = item.to_string().to_ascii_lowercase();
+    ["count(", "sum(", "avg(", "min(", "max(", "array_agg(", "string_agg("].iter().any(|f| text.contains(f))
 }
 
 /// 55P03 for a lock wait longer than `lock_timeout`.

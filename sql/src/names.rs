@@ -25,16 +25,20 @@ pub fn postgres_column_names(statement: &Statement) -> Option<Vec<Option<String>
 
 /// [`postgres_column_names`]; when two output columns would have one name
 /// (`SELECT x, x::text`), which PostgreSQL allows and DataFusion refuses,
+/// or a cast of a column is sorted by that column (`SELECT x::int8 ...
+/// ORDER BY x`: DataFusion names the cast as the column it adds to sort),
 /// the unnamed ones get distinct internal aliases, and the names returned
 /// put PostgreSQL's back on the result.
 pub fn postgres_column_names_aliasing(statement: &mut Statement) -> Option<Vec<Option<String>>> {
     let names = postgres_column_names(statement)?;
     let mut seen = std::collections::HashSet::new();
     let duplicated = names.iter().flatten().any(|name| !seen.insert(name.as_str()));
-    if duplicated
-        && let Statement::Query(query) = statement
-        && let SetExpr::Select(select) = query.body.as_mut()
-    {
+    let Statement::Query(query) = statement else { return Some(names) };
+    let sorted = query.order_by.is_some();
+    let SetExpr::Select(select) = query.body.as_mut() else { return Some(names) };
+    let cast_sorted =
+        sorted && select.projection.iter().any(|item| matches!(item, SelectItem::UnnamedExpr(Expr::Cast { .. })));
+    if duplicated || cast_sorted {
         for (position, item) in select.projection.iter_mut().enumerate() {
             if let SelectItem::UnnamedExpr(expr) = item {
                 let alias = datafusion::sql::sqlparser::ast::Ident::new(format!("__borealis_column_{position}"));
