@@ -321,7 +321,13 @@ impl Cluster {
 
     /// Runs `sql` with psql on a libpq connection string (TLS options and all).
     pub fn psql_conninfo(&self, conninfo: &str, sql: &str) -> anyhow::Result<(bool, String, String)> {
+        self.psql_with(conninfo, sql, &[])
+    }
+
+    /// [`Cluster::psql_conninfo`] with more environment (`PGTZ`, ...).
+    pub fn psql_with(&self, conninfo: &str, sql: &str, env: &[(&str, &str)]) -> anyhow::Result<(bool, String, String)> {
         let output = Command::new("psql")
+            .envs(env.iter().copied())
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo])
             .arg("-c")
             .arg(sql)

@@ -145,5 +145,13 @@ async fn psql_copy_streams_csv_and_refuses_bad_rows() -> anyhow::Result<()> {
     }
     let (ok, out, err) = cluster.psql(port, "SET client_min_messages = warning; DROP TABLE IF EXISTS no_such_table")?;
     assert!(ok && !err.contains("NOTICE"), "{out}{err}");
+
+    // psql's PGTZ reaches the session as its TimeZone: timestamptz prints there.
+    let conninfo = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let at = "SELECT timestamptz '2024-07-01 10:00:00+00'";
+    let (ok, out, err) = cluster.psql_with(&conninfo, at, &[("PGTZ", "Europe/Paris")])?;
+    assert!(ok && out.trim() == "2024-07-01 12:00:00+02", "{out}{err}");
+    let (ok, out, err) = cluster.psql_with(&conninfo, &format!("SHOW TimeZone; {at}"), &[("PGTZ", "Mars/Olympus")])?;
+    assert!(ok && out.trim() == "UTC\n2024-07-01 10:00:00+00", "an unknown zone leaves UTC: {out}{err}");
     Ok(())
 }

@@ -449,7 +449,18 @@ impl Startup {
             return Err(fatal("28000", format!("role \"{}\" is not permitted to log in", login.name)));
         }
         client.metadata_mut().insert(METADATA_IS_SUPERUSER.into(), if login.superuser { "on" } else { "off" }.into());
-        self.session.lock().await.set_user(&login.name, login.superuser);
+        let mut session = self.session.lock().await;
+        session.set_user(&login.name, login.superuser);
+        // A client's TimeZone (pgjdbc sends the JVM's as "TimeZone", libpq
+        // PGTZ's as "timezone") applies as a SET would; one Borealis does
+        // not know leaves UTC.
+        let zone = client.metadata().iter().find(|(name, _)| name.eq_ignore_ascii_case("timezone"));
+        if let Some((_, zone)) = zone
+            && let Err(error) = session.set_startup_parameter("TimeZone", zone)
+        {
+            tracing::debug!(%zone, %error, "startup TimeZone ignored");
+        }
+        drop(session);
         self.driver.complete_authentication(client, final_message).await
     }
 }

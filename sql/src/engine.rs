@@ -1043,6 +1043,13 @@ impl Session {
     }
 
     /// The role the session runs as.
+    /// Applies a parameter the client sent at startup, as `SET` would.
+    pub fn set_startup_parameter(&mut self, name: &str, value: &str) -> Result<(), SqlError> {
+        self.settings.set(name, value.to_string(), false)?;
+        self.settings_changed();
+        Ok(())
+    }
+
     pub fn user(&self) -> &str {
         &self.user
     }
@@ -1481,10 +1488,11 @@ impl Session {
     /// (field metadata [`TIME_ZONE_METADATA`]), for the front end to print
     /// them in it; nothing to do under UTC.
     fn in_time_zone(&self, output: QueryOutput) -> Result<QueryOutput, SqlError> {
-        let zone = self.settings.get("timezone")?;
-        if self.settings.time_zone() == crate::datetime::Zone::UTC {
+        if *self.planner.time_zone.read().unwrap_or_else(|poisoned| poisoned.into_inner()) == crate::datetime::Zone::UTC
+        {
             return Ok(output);
         }
+        let zone = self.settings.get("timezone")?;
         let mark = |schema: SchemaRef, batches: Vec<RecordBatch>| -> Result<_, SqlError> {
             if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(_, Some(_)))) {
                 return Ok((schema, batches));
