@@ -323,6 +323,12 @@ impl AnalyzerRule for TextCasts {
 }
 
 fn rewrite_cast(expr: Expr, schema: &DFSchema, zone: Zone) -> DfResult<Transformed<Expr>> {
+    if let Expr::ScalarFunction(call) = &expr
+        && zone != Zone::UTC
+        && matches!(call.func.name(), "date_trunc" | "date_part")
+    {
+        return in_session_zone(expr, schema, zone);
+    }
     let Expr::Cast(Cast { expr: inner, field }) = &expr else { return Ok(Transformed::no(expr)) };
     let data_type = field.data_type();
     let Ok(from) = inner.get_type(schema) else { return Ok(Transformed::no(expr)) };
@@ -338,6 +344,29 @@ fn rewrite_cast(expr: Expr, schema: &DFSchema, zone: Zone) -> DfResult<Transform
     };
     let function = Arc::new(function);
     Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(function, vec![inner.as_ref().clone()]))))
+}
+
+/// `date_trunc` and `date_part` (`extract`) of a timestamptz work on its
+/// wall-clock time in the session's TimeZone, as PostgreSQL's do: the
+/// argument is retagged with the zone (Arrow's functions honour it), and a
+/// truncated timestamptz is tagged back, so the plan's types stay.
+fn in_session_zone(expr: Expr, schema: &DFSchema, zone: Zone) -> DfResult<Transformed<Expr>> {
+    let Expr::ScalarFunction(ScalarFunction { func, args }) = &expr else { return Ok(Transformed::no(expr)) };
+    let Some(value) = args.get(1) else { return Ok(Transformed::no(expr)) };
+    let Ok(DataType::Timestamp(unit, Some(original))) = value.get_type(schema) else {
+        return Ok(Transformed::no(expr));
+    };
+    let local = DataType::Timestamp(unit, Some(zone.arrow_name().into()));
+    let mut local_args = args.clone();
+    local_args[1] = Expr::Cast(Cast::new(Box::new(value.clone()), local));
+    let call = Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(func), local_args));
+    let result = match expr.get_type(schema)? {
+        DataType::Timestamp(unit, Some(_)) => {
+            Expr::Cast(Cast::new(Box::new(call), DataType::Timestamp(unit, Some(original))))
+        }
+        _ => call,
+    };
+    Ok(Transformed::yes(result))
 }
 
 /// Text read as a date or timestamp of one Arrow type, as PostgreSQL reads
@@ -485,6 +514,18 @@ pub type SessionZone = Arc<std::sync::RwLock<Zone>>;
 
 impl Zone {
     pub const UTC: Zone = Zone::Fixed(chrono::FixedOffset::east_opt(0).expect("zero offset"));
+
+    /// The zone as an Arrow timestamp's time zone names it.
+    pub fn arrow_name(&self) -> String {
+        match self {
+            Zone::Named(zone) => zone.name().to_string(),
+            Zone::Fixed(offset) => {
+                let seconds = offset.local_minus_utc();
+                let sign = if seconds < 0 { '-' } else { '+' };
+                format!("{sign}{:02}:{:02}", seconds.abs() / 3600, seconds.abs() % 3600 / 60)
+            }
+        }
+    }
 
     /// Seconds east of Greenwich at the instant `at`.
     pub fn offset_at(&self, at: chrono::DateTime<chrono::Utc>) -> i32 {
