@@ -151,6 +151,9 @@ async fn psql_copy_streams_csv_and_refuses_bad_rows() -> anyhow::Result<()> {
     let at = "SELECT timestamptz '2024-07-01 10:00:00+00'";
     let (ok, out, err) = cluster.psql_with(&conninfo, at, &[("PGTZ", "Europe/Paris")])?;
     assert!(ok && out.trim() == "2024-07-01 12:00:00+02", "{out}{err}");
+    let copy = format!("COPY ({at}) TO STDOUT");
+    let (ok, out, err) = cluster.psql_with(&conninfo, &copy, &[("PGTZ", "America/New_York")])?;
+    assert!(ok && out.trim() == "2024-07-01 06:00:00-04", "COPY TO prints in the TimeZone too: {out}{err}");
     let (ok, out, err) = cluster.psql_with(&conninfo, &format!("SHOW TimeZone; {at}"), &[("PGTZ", "Mars/Olympus")])?;
     assert!(ok && out.trim() == "UTC\n2024-07-01 10:00:00+00", "an unknown zone leaves UTC: {out}{err}");
     Ok(())

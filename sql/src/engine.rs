@@ -1494,23 +1494,7 @@ impl Session {
         }
         let zone = self.settings.get("timezone")?;
         let mark = |schema: SchemaRef, batches: Vec<RecordBatch>| -> Result<_, SqlError> {
-            if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(_, Some(_)))) {
-                return Ok((schema, batches));
-            }
-            let fields: Vec<_> = schema
-                .fields()
-                .iter()
-                .map(|field| match field.data_type() {
-                    DataType::Timestamp(_, Some(_)) => {
-                        let mut metadata = field.metadata().clone();
-                        metadata.insert(TIME_ZONE_METADATA.to_string(), zone.clone());
-                        Arc::new(field.as_ref().clone().with_metadata(metadata))
-                    }
-                    _ => Arc::clone(field),
-                })
-                .collect();
-            let marked =
-                Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()));
+            let Some(marked) = in_time_zone(&schema, &zone) else { return Ok((schema, batches)) };
             let batches = batches
                 .into_iter()
                 .map(|batch| batch.with_schema(Arc::clone(&marked)).map_err(|e| SqlError::from_arrow(&e)))
@@ -1525,6 +1509,18 @@ impl Session {
             QueryOutput::Returning { command, schema, batches } => {
                 let (schema, batches) = mark(schema, batches)?;
                 QueryOutput::Returning { command, schema, batches }
+            }
+            QueryOutput::CopyOut { format, schema, rows } => {
+                let stream_schema = rows.0.schema();
+                let batches = futures::StreamExt::map(rows.0, move |batch| {
+                    let batch = batch?;
+                    Ok(match in_time_zone(&batch.schema(), &zone) {
+                        Some(marked) => batch.with_schema(marked)?,
+                        None => batch,
+                    })
+                });
+                let rows = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(stream_schema, batches);
+                QueryOutput::CopyOut { format, schema, rows: CopyOutStream(Box::pin(rows)) }
             }
             other => other,
         })
@@ -2350,6 +2346,27 @@ async fn wait_for(
         None => wait.await,
         Some(timeout) => tokio::time::timeout(timeout, wait).await.map_err(|_| isolation::lock_timeout())?,
     }
+}
+
+/// `schema` with its timestamptz fields marked with the TimeZone `zone`
+/// (see `Session::in_time_zone`); None if it has none.
+fn in_time_zone(schema: &SchemaRef, zone: &str) -> Option<SchemaRef> {
+    if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(_, Some(_)))) {
+        return None;
+    }
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Timestamp(_, Some(_)) => {
+                let mut metadata = field.metadata().clone();
+                metadata.insert(TIME_ZONE_METADATA.to_string(), zone.to_string());
+                Arc::new(field.as_ref().clone().with_metadata(metadata))
+            }
+            _ => Arc::clone(field),
+        })
+        .collect();
+    Some(Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone())))
 }
 
 fn failed_block() -> SqlError {
