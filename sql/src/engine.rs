@@ -1418,7 +1418,7 @@ impl Session {
                 Some(txn)
             }
             // Nothing was written when the savepoint was set: the write
-            // transaction (and the write lock) is given up.
+            // transaction (and its locks) is given up.
             (_, None) => None,
             (None, Some(_)) => {
                 return Err(SqlError::internal("savepoint holds writes but the block has no transaction"));
