@@ -608,7 +608,7 @@ fn offset_seconds(text: &str) -> Option<i32> {
 
 /// Runs `body` per row over the arguments as arrays, keeping a call on
 /// scalars scalar.
-fn per_row(
+pub(crate) fn per_row(
     args: &ScalarFunctionArgs,
     body: impl Fn(&[ArrayRef]) -> Result<ArrayRef, SqlError>,
 ) -> DfResult<ColumnarValue> {

@@ -153,7 +153,7 @@ pub struct Engine {
     /// submitted, and while the newest commit is looked up to move one: so
     /// commits are submitted one at a time, each on the one before.
     /// An autocommit statement runs under it, start to commit (see
-    /// `Session::write_alone`).
+    /// `Session::write_attempts`).
     commit_lock: Arc<tokio::sync::Mutex<()>>,
     /// Row, key, table and database locks of the write transactions.
     locks: Arc<LockManager>,
@@ -514,7 +514,7 @@ pub(crate) struct WriteTxn {
     /// SERIALIZABLE: moving onto a newer commit with other data fails (40001).
     serializable: bool,
     /// The engine's commit lock, held by an autocommit statement from its
-    /// start to its commit (see `Session::write_alone`).
+    /// start to its commit (see `Session::write_attempts`).
     commit_guard: Option<OwnedMutexGuard<()>>,
 }
 
@@ -2141,71 +2141,54 @@ impl Session {
             _ => LockMode::Exclusive,
         };
         let mut txn = self.take_write_txn(mode).await?;
-        if matches!(self.tx, TxState::Idle) {
-            return self.write_alone(txn, statement, params).await;
+        let alone = matches!(self.tx, TxState::Idle);
+        let result = self.write_attempts(&mut txn, statement, params, alone).await;
+        match &mut self.tx {
+            TxState::InBlock(open) => {
+                *open = Some(txn);
+                result
+            }
+            _ => {
+                let output = result?;
+                self.engine.commit(txn).await?;
+                Ok(output)
+            }
         }
-        let result = self.write_attempts(&mut txn, statement, params).await;
-        if let TxState::InBlock(open) = &mut self.tx {
-            *open = Some(txn);
-        }
-        result
     }
 
     /// Runs a write statement in `txn`, on the newest commit: again after
     /// waiting for a lock another transaction held, or on a newer state
     /// when a row it locked was changed by a commit it did not read (see
     /// `crate::locks`); each attempt starts from the transaction as it was.
+    ///
+    /// `alone` (an autocommit write) runs each attempt under the engine's
+    /// commit lock, kept for its commit, so nothing commits between its
+    /// start and its commit and it never needs moving (what the commit
+    /// lock serialises is what one statement's page changes cost; its
+    /// storage round trip is not under it). The commit lock is let go
+    /// while the statement waits for a row lock.
     async fn write_attempts(
         &mut self,
         txn: &mut WriteTxn,
         statement: Statement,
         params: Option<Vec<ScalarValue>>,
+        alone: bool,
     ) -> Result<QueryOutput, SqlError> {
         loop {
+            if alone {
+                txn.commit_guard = Some(Arc::clone(&self.engine.commit_lock).lock_owned().await);
+            }
             self.engine.refresh(txn).await?;
             let (writes, private_ddl) = (txn.writes.clone(), txn.private_ddl);
             match self.write_in(txn, statement.clone(), params.clone()).await {
                 Err(error) if locks::is_restart(&error) => {
+                    txn.commit_guard = None;
                     txn.writes = writes;
                     txn.private_ddl = private_ddl;
                     self.wait_blocked(txn).await?;
                     tracing::debug!("statement runs again after a lock wait or a newer commit");
                 }
                 other => return other,
-            }
-        }
-    }
-
-    /// An autocommit write: it runs on the newest commit and commits
-    /// under the engine's commit lock, so nothing commits between its
-    /// start and its commit and it never needs moving (what the commit
-    /// lock serialises is what one statement's page changes cost; its
-    /// storage round trip is not under it). A lock another transaction
-    /// holds ends the attempt: the commit lock is let go while the
-    /// statement waits, and it runs again.
-    async fn write_alone(
-        &mut self,
-        mut txn: WriteTxn,
-        statement: Statement,
-        params: Option<Vec<ScalarValue>>,
-    ) -> Result<QueryOutput, SqlError> {
-        loop {
-            txn.commit_guard = Some(Arc::clone(&self.engine.commit_lock).lock_owned().await);
-            self.engine.refresh(&mut txn).await?;
-            let (writes, private_ddl) = (txn.writes.clone(), txn.private_ddl);
-            match self.write_in(&mut txn, statement.clone(), params.clone()).await {
-                Err(error) if locks::is_restart(&error) => {
-                    txn.commit_guard = None;
-                    txn.writes = writes;
-                    txn.private_ddl = private_ddl;
-                    self.wait_blocked(&txn).await?;
-                    tracing::debug!("statement runs again after a lock wait or a newer commit");
-                }
-                Err(error) => return Err(error),
-                Ok(output) => {
-                    self.engine.commit(txn).await?;
-                    return Ok(output);
-                }
             }
         }
     }

@@ -173,16 +173,13 @@ impl ScalarUDFImpl for BytesLength {
         if !Self::is_bytes(&value.data_type()) {
             return self.strings.invoke_with_args(args);
         }
-        let scalar = matches!(value, ColumnarValue::Scalar(_));
-        let bytes = value.to_array(if scalar { 1 } else { args.number_rows })?;
-        let bytes = datafusion::arrow::compute::cast(&bytes, &DataType::Binary)?;
-        let lengths: datafusion::arrow::array::Int32Array =
-            bytes.as_binary::<i32>().iter().map(|b| b.map(|b| b.len() as i32)).collect();
-        let lengths: ArrayRef = Arc::new(lengths);
-        if scalar {
-            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&lengths, 0)?));
-        }
-        Ok(ColumnarValue::Array(lengths))
+        crate::datetime::per_row(&args, |arrays| {
+            let bytes = datafusion::arrow::compute::cast(&arrays[0], &DataType::Binary)
+                .map_err(|e| SqlError::from_arrow(&e))?;
+            let lengths: datafusion::arrow::array::Int32Array =
+                bytes.as_binary::<i32>().iter().map(|b| b.map(|b| b.len() as i32)).collect();
+            Ok(Arc::new(lengths) as ArrayRef)
+        })
     }
 }
 

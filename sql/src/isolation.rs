@@ -20,9 +20,10 @@ use crate::provider::{ROW_ADDRESS_COLUMN, ROWS_SCHEMA};
 use borealis_storage::ids::{Lsn, PageId};
 use datafusion::sql::sqlparser::ast::{
     Expr, GroupByExpr, Ident, LimitClause, LockType, NonBlock, ObjectName, Query, SelectItem, SetExpr, Statement,
-    TableFactor, TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
+    TableFactor, TransactionAccessMode, TransactionIsolationLevel, TransactionMode, visit_expressions,
 };
 use std::collections::{HashSet, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// A transaction's isolation level, as PostgreSQL names them.
@@ -380,8 +381,20 @@ fn one_statement(sql: &str) -> Result<Statement, SqlError> {
 
 /// Whether a select item calls an aggregate PostgreSQL refuses with FOR UPDATE.
 fn has_aggregate(item: &SelectItem) -> bool {
-    let text = item.to_string().to_ascii_lowercase();
-    ["count(", "sum(", "avg(", "min(", "max(", "array_agg(", "string_agg("].iter().any(|f| text.contains(f))
+    const AGGREGATES: [&str; 9] =
+        ["count", "sum", "avg", "min", "max", "array_agg", "string_agg", "json_agg", "jsonb_agg"];
+    let found =
+        visit_expressions(item, |expr| match expr {
+            Expr::Function(function)
+                if function.name.0.last().and_then(|part| part.as_ident()).is_some_and(|name| {
+                    AGGREGATES.iter().any(|aggregate| name.value.eq_ignore_ascii_case(aggregate))
+                }) =>
+            {
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        });
+    found.is_break()
 }
 
 /// 55P03 for a lock wait longer than `lock_timeout`.

@@ -42,9 +42,10 @@
 
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 use datafusion::sql::sqlparser::ast::{
-    ArrayElemTypeDef, CastKind, DataType, Expr, FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName,
-    ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, SetOperator, Statement, TableAliasColumnDef,
-    TableFactor, TableWithJoins, Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut, visit_expressions_mut,
+    ArrayElemTypeDef, CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
+    JoinOperator, ObjectName, ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, SetOperator, Statement,
+    TableAliasColumnDef, TableFactor, TableWithJoins, Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut,
+    visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -131,9 +132,16 @@ pub fn rewrite_casts(statement: &mut Statement) {
 fn json_aggregate(function: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
     let [ObjectNamePart::Identifier(name)] = function.name.0.as_slice() else { return None };
     let name = name.value.to_ascii_lowercase();
-    if !matches!(name.as_str(), "json_agg" | "jsonb_agg")
-        || function.to_string().to_ascii_lowercase().contains("(array_agg(")
-    {
+    // The outer call of an earlier rewrite takes the list array_agg makes.
+    let over_list = match &function.args {
+        FunctionArguments::List(list) => matches!(
+            list.args.first(),
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Function(inner))))
+                if inner.name.0.last().and_then(|part| part.as_ident()).is_some_and(|n| n.value.eq_ignore_ascii_case("array_agg"))
+        ),
+        _ => false,
+    };
+    if !matches!(name.as_str(), "json_agg" | "jsonb_agg") || over_list {
         return None;
     }
     let mut inner = function.clone();
